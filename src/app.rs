@@ -1,0 +1,161 @@
+//! One run of the engine: open the input, stream rows through the parser and
+//! the ledger, report every outcome, print the accounts. Environment failures
+//! (I/O, a bad header, a strict-mode violation) come back as one error chain
+//! for `main` to print; bad rows are outcomes, counted and reported.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use crate::ledger::Ledger;
+use crate::parse::Parser;
+use crate::report::{self, Diagnostics, Outcome, Tally, Verbosity};
+
+/// Where the transactions come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    Path(PathBuf),
+}
+
+/// Everything a run needs to know, independent of how it was asked for.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub input: Input,
+    /// Worker threads; 0 is the single-threaded path. Until the sharded
+    /// pipeline lands every value runs the single-threaded path.
+    pub workers: usize,
+    /// The first malformed record is fatal.
+    pub strict: bool,
+    /// Write every malformed or rejected record here.
+    pub rejects: Option<PathBuf>,
+    pub verbosity: Verbosity,
+    /// Show a progress bar when stderr is a terminal and the input is large.
+    pub progress: bool,
+}
+
+/// Inputs at least this large get a progress bar (when stderr is a terminal).
+const PROGRESS_MIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Runs the engine: accounts to `stdout`, diagnostics and summary to
+/// `stderr`. Returns the tally of all rows.
+pub fn run(
+    options: &Options,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<Tally> {
+    let started = Instant::now();
+    let (source, progress) = open_input(options)?;
+    let mut rejects = match &options.rejects {
+        Some(path) => {
+            let file = File::create(path)
+                .with_context(|| format!("cannot create rejects file {}", path.display()))?;
+            let mut out = BufWriter::with_capacity(256 * 1024, file);
+            out.write_all(report::REJECTS_HEADER.as_bytes())
+                .with_context(|| format!("writing rejects file {}", path.display()))?;
+            Some(out)
+        }
+        None => None,
+    };
+    if options.verbosity == Verbosity::Verbose {
+        // Diagnostics to stderr are best effort: a closed stderr must not
+        // stop the run.
+        let _ = writeln!(stderr, "workers: single-threaded path");
+    }
+
+    let mut parser = Parser::new(source);
+    let mut ledger = Ledger::new();
+    let mut tally = Tally::default();
+    let mut diagnostics = Diagnostics::new(options.verbosity);
+    while let Some(row) = parser.next_row().context("reading input")? {
+        let (tx, outcome) = match row.parsed {
+            Ok(tx) => match ledger.apply(tx) {
+                Ok(()) => (Some(tx), Outcome::Applied),
+                Err(reject) => (Some(tx), Outcome::Rejected(reject)),
+            },
+            Err(reason) => {
+                if options.strict {
+                    bail!(
+                        "line {}: malformed record: {} (--strict)",
+                        row.line,
+                        reason.describe()
+                    );
+                }
+                (None, Outcome::Malformed(reason))
+            }
+        };
+        tally.count(outcome);
+        if outcome == Outcome::Applied {
+            continue;
+        }
+        if let Some(text) = diagnostics.line_for(row.line, tx.as_ref(), outcome) {
+            let _ = stderr.write_all(text.as_bytes());
+        }
+        if let Some(out) = rejects.as_mut() {
+            let code = outcome.code().unwrap_or_default();
+            report::write_reject(
+                out,
+                row.line,
+                code,
+                &report::detail(tx.as_ref(), outcome),
+                row.raw,
+            )
+            .context("writing rejects file")?;
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if let (Some(out), Some(path)) = (rejects.as_mut(), &options.rejects) {
+        out.flush()
+            .with_context(|| format!("writing rejects file {}", path.display()))?;
+    }
+
+    let accounts = ledger.sorted_accounts();
+    match report::write_accounts(&accounts, BufWriter::with_capacity(256 * 1024, stdout)) {
+        // `| head`: the reader has gone; that is not an error.
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {}
+        other => other.context("writing accounts to stdout")?,
+    }
+    if options.verbosity != Verbosity::Quiet {
+        let _ = stderr.write_all(tally.summary(started.elapsed()).as_bytes());
+    }
+    Ok(tally)
+}
+
+/// Opens the input, wrapped in a progress bar where one is wanted.
+fn open_input(
+    options: &Options,
+) -> anyhow::Result<(Box<dyn Read>, Option<indicatif::ProgressBar>)> {
+    let (source, len): (Box<dyn Read>, Option<u64>) = match &options.input {
+        Input::Stdin => (Box::new(io::stdin().lock()), None),
+        Input::Path(path) => {
+            let file = File::open(path)
+                .with_context(|| format!("cannot open input {}", path.display()))?;
+            let len = file
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
+            (Box::new(file), len)
+        }
+    };
+    let wanted = options.progress
+        && options.verbosity != Verbosity::Quiet
+        && io::stderr().is_terminal()
+        && len.is_some_and(|len| len >= PROGRESS_MIN_BYTES);
+    if !wanted {
+        return Ok((source, None));
+    }
+    let bar = indicatif::ProgressBar::new(len.unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid progress template"),
+    );
+    Ok((Box::new(bar.wrap_read(source)), Some(bar)))
+}

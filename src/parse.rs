@@ -1,0 +1,887 @@
+//! Bytes in, transactions or malformed-record reasons out. No threads.
+//!
+//! # Why lines first, then csv-core
+//!
+//! SPEC makes one line one record: no field spans lines, so a stray quote can
+//! never swallow the rest of the file, and a line over 4096 bytes is malformed
+//! without costing memory. csv-core on its own would let a quoted field run
+//! across newlines and would treat a lone CR as a record end. So the work is
+//! split in two:
+//!
+//! 1. [`LineReader`] reads the input in large blocks, finds line ends with
+//!    `memchr`, strips the CR of a CRLF, strips a BOM at the very start, and
+//!    hands out each line as a slice of its block with its physical line
+//!    number. A line longer than [`MAX_LINE`] is skipped through to its end
+//!    (only its first 4096 bytes are kept, for the rejects file).
+//! 2. [`FieldSplitter`] gives one line at a time to a csv-core reader whose
+//!    terminator is `\n` (so a CR inside a line is an ordinary byte). csv-core
+//!    is allocation-free but not zero-copy: it copies the unescaped field bytes
+//!    into a buffer owned here, sized once for the longest legal line.
+//!
+//! # Quotes
+//!
+//! SPEC: trim each field of spaces and tabs, then remove wrapping quotes
+//! (`""` inside stands for one quote). csv-core only treats a quote as opening
+//! a quoted field at the very start of a field, so for the rare line that
+//! contains a `"`, blanks between a field's start and its opening quote are
+//! dropped first (in a line-sized scratch buffer): ` "a,b" ` is then one field
+//! `a,b`, as SPEC reads it. A line with an odd number of quotes, or one that
+//! ends inside a quoted field, is malformed (`unbalanced quote`).
+//!
+//! Nothing here allocates per record: every buffer is sized at start-up.
+
+use std::io::{self, Read};
+
+use crate::amount::{Amount, AmountError};
+use crate::tx::{Kind, Tx};
+
+/// The longest legal line, line end excluded.
+pub const MAX_LINE: usize = 4096;
+/// Bytes requested from the input per read.
+pub const BLOCK: usize = 256 * 1024;
+
+/// Why a record was malformed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    LineTooLong,
+    UnbalancedQuote,
+    TooManyFields,
+    TooFewFields,
+    BadType,
+    BadClient,
+    BadTx,
+    BadAmount(AmountError),
+}
+
+impl Malformed {
+    /// A short explanation, for stderr and the rejects file.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Malformed::LineTooLong => "line longer than 4096 bytes",
+            Malformed::UnbalancedQuote => "unbalanced quote",
+            Malformed::TooManyFields => "more fields than the header (or than 4 without one)",
+            Malformed::TooFewFields => "too few fields for its type",
+            Malformed::BadType => "type is not deposit, withdrawal, dispute, resolve or chargeback",
+            Malformed::BadClient => "client is not an integer in 0..=65535",
+            Malformed::BadTx => "tx is not an integer in 0..=4294967295",
+            Malformed::BadAmount(error) => error.describe(),
+        }
+    }
+}
+
+/// A fatal input error: the run cannot go on.
+#[derive(Debug)]
+pub enum InputError {
+    Io(io::Error),
+    /// The header lacks a required column or names one twice.
+    BadHeader {
+        line: u64,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputError::Io(error) => write!(f, "reading input: {error}"),
+            InputError::BadHeader { line, reason } => {
+                write!(f, "line {line}: bad header: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InputError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InputError::Io(error) => Some(error),
+            InputError::BadHeader { .. } => None,
+        }
+    }
+}
+
+impl From<io::Error> for InputError {
+    fn from(error: io::Error) -> Self {
+        InputError::Io(error)
+    }
+}
+
+/// One physical line, as a place in the [`LineReader`]'s buffers; read its
+/// bytes with [`LineReader::bytes`] (valid until the next line is read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Line {
+    /// Physical line number, from 1.
+    pub number: u64,
+    /// True when the line was longer than [`MAX_LINE`]: its bytes are then
+    /// its first [`MAX_LINE`] bytes only.
+    pub too_long: bool,
+    start: usize,
+    len: usize,
+    /// The bytes sit in the long-line prefix buffer, not the block buffer.
+    in_prefix: bool,
+}
+
+/// Splits a byte stream into lines, reading in [`BLOCK`]-sized reads.
+pub struct LineReader<R> {
+    src: R,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    started: bool,
+    number: u64,
+    /// The first [`MAX_LINE`] bytes of the over-long line being skipped.
+    long_prefix: Box<[u8]>,
+}
+
+impl<R: Read> LineReader<R> {
+    pub fn new(src: R) -> Self {
+        LineReader {
+            src,
+            buf: vec![0u8; BLOCK + MAX_LINE + 2].into(),
+            start: 0,
+            end: 0,
+            eof: false,
+            started: false,
+            number: 0,
+            long_prefix: vec![0u8; MAX_LINE].into(),
+        }
+    }
+
+    /// Moves the unread tail to the front and reads more. Returns false at EOF.
+    fn refill(&mut self) -> io::Result<bool> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        loop {
+            match self.src.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The bytes of `line` (line end excluded, cut at [`MAX_LINE`]).
+    pub fn bytes(&self, line: &Line) -> &[u8] {
+        let buf = if line.in_prefix {
+            &self.long_prefix
+        } else {
+            &self.buf
+        };
+        &buf[line.start..line.start + line.len]
+    }
+
+    fn line(&mut self, start: usize, mut len: usize) -> Line {
+        self.number += 1;
+        let too_long = len > MAX_LINE;
+        len = len.min(MAX_LINE);
+        Line {
+            number: self.number,
+            too_long,
+            start,
+            len,
+            in_prefix: false,
+        }
+    }
+
+    /// The next line, or `None` at the end of the input.
+    pub fn next_line(&mut self) -> io::Result<Option<Line>> {
+        if !self.started {
+            self.started = true;
+            // A BOM may arrive split across reads: gather 3 bytes first.
+            while self.end < 3 && self.refill()? {}
+            if self.buf[..self.end].starts_with(b"\xEF\xBB\xBF") {
+                self.start = 3;
+            }
+        }
+        loop {
+            let pending = &self.buf[self.start..self.end];
+            if let Some(pos) = memchr::memchr(b'\n', pending) {
+                let line_start = self.start;
+                self.start += pos + 1;
+                let crlf = pos > 0 && self.buf[line_start + pos - 1] == b'\r';
+                return Ok(Some(self.line(line_start, pos - usize::from(crlf))));
+            }
+            if self.eof {
+                if pending.is_empty() {
+                    return Ok(None);
+                }
+                // The last line, without a line end: a final CR is data.
+                let line_start = self.start;
+                self.start = self.end;
+                return Ok(Some(self.line(line_start, pending.len())));
+            }
+            // No line end yet. More than MAX_LINE + 1 pending bytes (the +1
+            // for a CR that may precede the LF) cannot be a legal line.
+            if pending.len() > MAX_LINE + 1 {
+                return self.skip_long_line().map(Some);
+            }
+            self.refill()?;
+        }
+    }
+
+    /// Skips the rest of an over-long line without buffering it.
+    fn skip_long_line(&mut self) -> io::Result<Line> {
+        self.long_prefix
+            .copy_from_slice(&self.buf[self.start..self.start + MAX_LINE]);
+        self.start = self.end;
+        loop {
+            if !self.refill()? {
+                break;
+            }
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                self.start += pos + 1;
+                break;
+            }
+            self.start = self.end;
+        }
+        let mut line = self.line(0, MAX_LINE + 1);
+        line.in_prefix = true;
+        Ok(line)
+    }
+}
+
+/// Splits one line into trimmed, unquoted fields with csv-core.
+pub struct FieldSplitter {
+    reader: csv_core::Reader,
+    scratch: Box<[u8]>,
+    out: Box<[u8]>,
+    ends: Box<[usize]>,
+    count: usize,
+}
+
+impl Default for FieldSplitter {
+    fn default() -> Self {
+        let mut splitter = FieldSplitter {
+            reader: Self::fresh_reader(),
+            scratch: vec![0u8; MAX_LINE].into(),
+            out: vec![0u8; MAX_LINE + 1].into(),
+            ends: vec![0usize; MAX_LINE + 2].into(),
+            count: 0,
+        };
+        splitter.prime();
+        splitter
+    }
+}
+
+#[inline]
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim(mut field: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = field {
+        if !is_blank(*first) {
+            break;
+        }
+        field = rest;
+    }
+    while let [rest @ .., last] = field {
+        if !is_blank(*last) {
+            break;
+        }
+        field = rest;
+    }
+    field
+}
+
+/// True for a line whose every field is empty after trimming (SPEC: skipped).
+pub fn is_blank_line(line: &[u8]) -> bool {
+    line.iter().all(|&b| is_blank(b) || b == b',')
+}
+
+impl FieldSplitter {
+    fn fresh_reader() -> csv_core::Reader {
+        csv_core::ReaderBuilder::new()
+            .terminator(csv_core::Terminator::Any(b'\n'))
+            .build()
+    }
+
+    /// csv-core strips a BOM from its very first input; the BOM rule is
+    /// handled by [`LineReader`], so spend that first read on an empty line.
+    fn prime(&mut self) {
+        let (result, ..) = self
+            .reader
+            .read_record(b"\n", &mut self.out, &mut self.ends);
+        debug_assert_eq!(result, csv_core::ReadRecordResult::InputEmpty);
+    }
+
+    /// Splits `line` (at most [`MAX_LINE`] bytes, no line end).
+    pub fn split(&mut self, line: &[u8]) -> Result<(), Malformed> {
+        debug_assert!(line.len() <= MAX_LINE);
+        self.count = 0;
+        let input = if memchr::memchr(b'"', line).is_some() {
+            if memchr::memchr_iter(b'"', line).count() % 2 == 1 {
+                return Err(Malformed::UnbalancedQuote);
+            }
+            let len = drop_blanks_before_quotes(line, &mut self.scratch);
+            &self.scratch[..len]
+        } else {
+            line
+        };
+        use csv_core::ReadRecordResult as R;
+        let (result, nin, nout, nends) =
+            self.reader
+                .read_record(input, &mut self.out, &mut self.ends);
+        debug_assert!(result == R::InputEmpty && nin == input.len(), "{result:?}");
+        let (result, _, _, more) =
+            self.reader
+                .read_record(b"\n", &mut self.out[nout..], &mut self.ends[nends..]);
+        if result != R::Record {
+            // The line ended inside a quoted field.
+            self.reader = Self::fresh_reader();
+            self.prime();
+            return Err(Malformed::UnbalancedQuote);
+        }
+        self.count = nends + more;
+        Ok(())
+    }
+
+    /// Number of fields of the last successful [`split`](Self::split).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when the last split produced no field.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Field `i` of the last split, trimmed of spaces and tabs.
+    pub fn field(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        trim(&self.out[start..self.ends[i]])
+    }
+}
+
+/// Copies `line` to `out`, dropping blanks that sit between the start of a
+/// field and its opening quote, so csv-core sees the quote at field start.
+/// Mirrors csv-core's own states for where a field starts. Returns the length.
+fn drop_blanks_before_quotes(line: &[u8], out: &mut [u8]) -> usize {
+    #[derive(PartialEq)]
+    enum State {
+        StartField,
+        InField,
+        InQuoted,
+        QuoteInQuoted,
+    }
+    let mut state = State::StartField;
+    let mut len = 0;
+    let mut blanks = 0; // blanks seen at the start of the current field
+    for &b in line {
+        match state {
+            State::StartField if is_blank(b) => {
+                blanks += 1;
+                continue;
+            }
+            State::StartField if b == b'"' => {
+                blanks = 0;
+                state = State::InQuoted;
+            }
+            State::StartField | State::QuoteInQuoted if b == b',' => state = State::StartField,
+            State::StartField => state = State::InField,
+            State::InField if b == b',' => state = State::StartField,
+            State::InField => {}
+            State::InQuoted if b == b'"' => state = State::QuoteInQuoted,
+            State::InQuoted => {}
+            State::QuoteInQuoted if b == b'"' => state = State::InQuoted,
+            State::QuoteInQuoted => state = State::InField,
+        }
+        for _ in 0..std::mem::take(&mut blanks) {
+            out[len] = b' ';
+            len += 1;
+        }
+        out[len] = b;
+        len += 1;
+    }
+    // Trailing blanks of an empty last field: keep them (they trim away).
+    for _ in 0..blanks {
+        out[len] = b' ';
+        len += 1;
+    }
+    len
+}
+
+/// Where each column sits in a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Columns {
+    pub kind: usize,
+    pub client: usize,
+    pub tx: usize,
+    pub amount: Option<usize>,
+    /// Fields in the header (4 without one); a record with more is malformed.
+    pub width: usize,
+}
+
+impl Columns {
+    /// No header: `type,client,tx,amount`.
+    pub const POSITIONAL: Columns = Columns {
+        kind: 0,
+        client: 1,
+        tx: 2,
+        amount: Some(3),
+        width: 4,
+    };
+
+    /// Maps a header by name (ASCII case-insensitive, any order, other
+    /// columns ignored). `None` if no field is `type`: then it is no header.
+    fn from_header(fields: &FieldSplitter) -> Option<Result<Columns, String>> {
+        let names: Vec<&[u8]> = (0..fields.len()).map(|i| fields.field(i)).collect();
+        if !names.iter().any(|name| name.eq_ignore_ascii_case(b"type")) {
+            return None;
+        }
+        let find = |wanted: &str| -> Result<Option<usize>, String> {
+            let mut hits = names
+                .iter()
+                .enumerate()
+                .filter(|(_, name)| name.eq_ignore_ascii_case(wanted.as_bytes()));
+            let first = hits.next().map(|(i, _)| i);
+            if hits.next().is_some() {
+                return Err(format!("column `{wanted}` appears more than once"));
+            }
+            Ok(first)
+        };
+        let required = |wanted: &str| -> Result<usize, String> {
+            find(wanted)?.ok_or_else(|| format!("missing column `{wanted}`"))
+        };
+        Some((|| {
+            Ok(Columns {
+                kind: required("type")?,
+                client: required("client")?,
+                tx: required("tx")?,
+                amount: find("amount")?,
+                width: names.len(),
+            })
+        })())
+    }
+}
+
+/// Parses an unsigned decimal integer (digits only, leading zeros allowed).
+fn parse_uint(field: &[u8], max: u64) -> Option<u64> {
+    if field.is_empty() {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &b in field {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u64::from(b - b'0');
+        if value > max {
+            return None;
+        }
+    }
+    Some(value)
+}
+
+/// One non-blank, non-header line, parsed.
+#[derive(Debug)]
+pub struct Row<'a> {
+    /// Physical line number.
+    pub line: u64,
+    /// The original line, line end excluded (cut at 4096 bytes if too long).
+    pub raw: &'a [u8],
+    pub parsed: Result<Tx, Malformed>,
+}
+
+/// The whole input side: lines, header, fields, values.
+pub struct Parser<R> {
+    lines: LineReader<R>,
+    fields: FieldSplitter,
+    columns: Columns,
+    /// Whether the first non-blank line has been seen (header detection).
+    seen_first: bool,
+}
+
+impl<R: Read> Parser<R> {
+    pub fn new(src: R) -> Self {
+        Parser {
+            lines: LineReader::new(src),
+            fields: FieldSplitter::default(),
+            columns: Columns::POSITIONAL,
+            seen_first: false,
+        }
+    }
+
+    /// The column mapping in force (positional until a header is seen).
+    pub fn columns(&self) -> Columns {
+        self.columns
+    }
+
+    /// The next row, skipping blank lines and the header.
+    pub fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError> {
+        let (line, parsed) = loop {
+            let Some(line) = self.lines.next_line()? else {
+                return Ok(None);
+            };
+            let raw = self.lines.bytes(&line);
+            if line.too_long {
+                self.seen_first = true;
+                break (line, Err(Malformed::LineTooLong));
+            }
+            if is_blank_line(raw) {
+                continue;
+            }
+            if let Err(reason) = self.fields.split(raw) {
+                self.seen_first = true;
+                break (line, Err(reason));
+            }
+            if !self.seen_first {
+                self.seen_first = true;
+                if let Some(columns) = Columns::from_header(&self.fields) {
+                    self.columns = columns.map_err(|reason| InputError::BadHeader {
+                        line: line.number,
+                        reason,
+                    })?;
+                    continue;
+                }
+            }
+            break (line, record(&self.fields, &self.columns));
+        };
+        Ok(Some(Row {
+            line: line.number,
+            raw: self.lines.bytes(&line),
+            parsed,
+        }))
+    }
+}
+
+/// Turns split fields into a transaction.
+fn record(fields: &FieldSplitter, columns: &Columns) -> Result<Tx, Malformed> {
+    let n = fields.len();
+    if n > columns.width {
+        return Err(Malformed::TooManyFields);
+    }
+    if columns.kind >= n {
+        return Err(Malformed::TooFewFields);
+    }
+    let kind = Kind::parse(fields.field(columns.kind)).ok_or(Malformed::BadType)?;
+    let amount_column = if kind.moves_money() {
+        Some(columns.amount.ok_or(Malformed::TooFewFields)?)
+    } else {
+        None
+    };
+    if columns.client >= n || columns.tx >= n || amount_column.is_some_and(|i| i >= n) {
+        return Err(Malformed::TooFewFields);
+    }
+    let client = parse_uint(fields.field(columns.client), u64::from(u16::MAX))
+        .ok_or(Malformed::BadClient)?;
+    let tx = parse_uint(fields.field(columns.tx), u64::from(u32::MAX)).ok_or(Malformed::BadTx)?;
+    let amount = match amount_column {
+        Some(i) => Amount::parse(fields.field(i)).map_err(Malformed::BadAmount)?,
+        None => Amount::ZERO,
+    };
+    Ok(Tx {
+        kind,
+        client: client as u16,
+        tx: tx as u32,
+        amount,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects `(line, parsed)` for every row of `input`.
+    fn rows(input: &[u8]) -> Result<Vec<(u64, Result<Tx, Malformed>)>, String> {
+        let mut parser = Parser::new(input);
+        let mut out = Vec::new();
+        while let Some(row) = parser.next_row().map_err(|e| e.to_string())? {
+            out.push((row.line, row.parsed));
+        }
+        Ok(out)
+    }
+
+    fn fields(line: &str) -> Result<Vec<String>, Malformed> {
+        let mut splitter = FieldSplitter::default();
+        splitter.split(line.as_bytes())?;
+        Ok((0..splitter.len())
+            .map(|i| String::from_utf8_lossy(splitter.field(i)).into_owned())
+            .collect())
+    }
+
+    fn dep(client: u16, tx: u32, raw: i64) -> Tx {
+        Tx {
+            kind: Kind::Deposit,
+            client,
+            tx,
+            amount: Amount::from_raw(raw),
+        }
+    }
+
+    #[test]
+    fn field_splitting_table() {
+        let table: &[(&str, Result<&[&str], Malformed>)] = &[
+            ("a,b,c", Ok(&["a", "b", "c"])),
+            (" a , b\t,\tc ", Ok(&["a", "b", "c"])),
+            ("a,,c,", Ok(&["a", "", "c", ""])),
+            ("\"a\",\"b\"", Ok(&["a", "b"])),
+            (" \"a\" ,  \"b\"\t", Ok(&["a", "b"])),
+            ("\"a,b\",c", Ok(&["a,b", "c"])),
+            (" \"a,b\" ,c", Ok(&["a,b", "c"])),
+            ("\"a\"\"b\",c", Ok(&["a\"b", "c"])),
+            ("\"\",x", Ok(&["", "x"])),
+            ("a\rb,c", Ok(&["a\rb", "c"])),
+            ("\"a", Err(Malformed::UnbalancedQuote)),
+            ("a\"b,c", Err(Malformed::UnbalancedQuote)),
+            ("\"a\"\"", Err(Malformed::UnbalancedQuote)),
+            // Even count, but the line ends inside a quoted field.
+            ("a\"b,\"c", Err(Malformed::UnbalancedQuote)),
+        ];
+        for &(line, expected) in table {
+            let expected = expected.map(|f| f.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(fields(line), expected, "line {line:?}");
+        }
+        // The splitter recovers after an unbalanced line.
+        assert_eq!(fields("x,y").unwrap(), vec!["x", "y"]);
+    }
+
+    #[test]
+    fn splitter_reused_across_lines_including_bad_ones() {
+        let mut splitter = FieldSplitter::default();
+        for line in ["a,b", "a\"b,\"c", "\"q\",r", "s"] {
+            let _ = splitter.split(line.as_bytes());
+        }
+        splitter.split(b"1,2,3").unwrap();
+        assert_eq!(splitter.len(), 3);
+        assert_eq!(splitter.field(2), b"3");
+    }
+
+    #[test]
+    fn positional_rows_with_line_numbers() {
+        let got =
+            rows(b"deposit,1,1,1.0\n\nwithdrawal, 2, 2, 0.5\r\n  ,\t, \ndispute,1,1\n").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (1, Ok(dep(1, 1, 10_000))),
+                (
+                    3,
+                    Ok(Tx {
+                        kind: Kind::Withdrawal,
+                        client: 2,
+                        tx: 2,
+                        amount: Amount::from_raw(5_000)
+                    })
+                ),
+                (
+                    5,
+                    Ok(Tx {
+                        kind: Kind::Dispute,
+                        client: 1,
+                        tx: 1,
+                        amount: Amount::ZERO
+                    })
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn header_detection_and_column_mapping() {
+        let got = rows(b"\n  \nAmount , TX,note, Client,TYPE\n1.5,7,hi,3,deposit\n,8,,3,dispute\n")
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (4, Ok(dep(3, 7, 15_000))),
+                (
+                    5,
+                    Ok(Tx {
+                        kind: Kind::Dispute,
+                        client: 3,
+                        tx: 8,
+                        amount: Amount::ZERO
+                    })
+                ),
+            ]
+        );
+        // Only the first non-blank line can be a header; later it is malformed.
+        let got = rows(b"type,client,tx,amount\ndeposit,1,1,1\ntype,client,tx,amount\n").unwrap();
+        assert_eq!(
+            got,
+            vec![(2, Ok(dep(1, 1, 10_000))), (3, Err(Malformed::BadType))]
+        );
+        // A header without amount: deposits are too short, disputes are fine.
+        let got = rows(b"type,client,tx\ndeposit,1,1\ndispute,1,1\n").unwrap();
+        assert_eq!(got[0].1, Err(Malformed::TooFewFields));
+        assert!(got[1].1.is_ok());
+    }
+
+    #[test]
+    fn bad_headers_are_fatal() {
+        for input in [
+            "type,client,amount\n",
+            "type,tx,amount\n",
+            "Type,client,tx,amount,client\n",
+        ] {
+            let error = rows(input.as_bytes()).unwrap_err();
+            assert!(error.contains("line 1: bad header"), "{input:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn bom_only_at_the_very_start() {
+        let got = rows(b"\xEF\xBB\xBFtype,client,tx,amount\ndeposit,1,1,1\n").unwrap();
+        assert_eq!(got, vec![(2, Ok(dep(1, 1, 10_000)))]);
+        let got = rows(b"deposit,1,1,1\n\xEF\xBB\xBFdeposit,1,2,1\n").unwrap();
+        assert_eq!(got[1], (2, Err(Malformed::BadType)));
+        // A second BOM right after the first is data.
+        let got = rows(b"\xEF\xBB\xBF\xEF\xBB\xBFdeposit,1,1,1\n").unwrap();
+        assert_eq!(got, vec![(1, Err(Malformed::BadType))]);
+    }
+
+    #[test]
+    fn lone_cr_is_data_and_last_line_may_lack_newline() {
+        let got = rows(
+            b"deposit,1,1,1\r5\ndeposit,1,3,2\r\r\ndeposit,1,4,1\rdeposit,1,5,1\ndeposit,1,3,2\r",
+        )
+        .unwrap();
+        let reasons: Vec<_> = got.into_iter().map(|(line, r)| (line, r.err())).collect();
+        let syntax = Some(Malformed::BadAmount(AmountError::Syntax));
+        assert_eq!(
+            reasons,
+            vec![
+                (1, syntax),
+                (2, syntax),
+                (3, Some(Malformed::TooManyFields)),
+                (4, syntax)
+            ]
+        );
+        let got = rows(b"deposit,1,3,2").unwrap();
+        assert_eq!(got, vec![(1, Ok(dep(1, 3, 20_000)))]);
+    }
+
+    #[test]
+    fn field_count_rules() {
+        let got = rows(b"deposit,1,1,1,\ndeposit,1,2\ndispute,1,1\ndispute,1,1,\ndispute,1,1,junk\ndispute,1\n").unwrap();
+        let reasons: Vec<_> = got.into_iter().map(|(_, r)| r.err()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                Some(Malformed::TooManyFields),
+                Some(Malformed::TooFewFields),
+                None,
+                None,
+                None,
+                Some(Malformed::TooFewFields),
+            ]
+        );
+    }
+
+    #[test]
+    fn value_rules() {
+        use Malformed::*;
+        let table: &[(&str, Result<Tx, Malformed>)] = &[
+            (
+                "deposit,65535,4294967295,1",
+                Ok(dep(65_535, u32::MAX, 10_000)),
+            ),
+            ("deposit,0,0,1", Ok(dep(0, 0, 10_000))),
+            ("deposit,00001,0007,1", Ok(dep(1, 7, 10_000))),
+            ("deposit,65536,1,1", Err(BadClient)),
+            ("deposit,-1,1,1", Err(BadClient)),
+            ("deposit,+1,1,1", Err(BadClient)),
+            ("deposit,1.0,1,1", Err(BadClient)),
+            ("deposit,,1,1", Err(BadClient)),
+            ("deposit,1,4294967296,1", Err(BadTx)),
+            ("deposit,1,99999999999999999999999,1", Err(BadTx)),
+            ("deposit,1,-5,1", Err(BadTx)),
+            ("deposit,1,1,", Err(BadAmount(AmountError::Empty))),
+            ("deposit,1,1,0", Err(BadAmount(AmountError::Zero))),
+            ("deposit,1,1,-1", Err(BadAmount(AmountError::Syntax))),
+            ("deposit,1,1,\" 1\"", Ok(dep(1, 1, 10_000))),
+            ("\"DePoSiT\",\"1\",\"1\",\"1.5\"", Ok(dep(1, 1, 15_000))),
+            ("deposits,1,1,1", Err(BadType)),
+            (",1,1,1", Err(BadType)),
+        ];
+        for &(line, expected) in table {
+            let got = rows(line.as_bytes()).unwrap();
+            assert_eq!(got, vec![(1, expected)], "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn unbalanced_quote_costs_one_line() {
+        let got = rows(b"deposit,1,1,\"1\ndeposit,1,2,2\n").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (1, Err(Malformed::UnbalancedQuote)),
+                (2, Ok(dep(1, 2, 20_000)))
+            ]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_malformed_and_reading_goes_on() {
+        let ok_line = format!("deposit,1,1,1{}", " ".repeat(MAX_LINE - 13));
+        assert_eq!(ok_line.len(), MAX_LINE);
+        let long_line = format!("{ok_line} ");
+        // Longer than a whole block too.
+        let huge_line = ",".repeat(BLOCK * 3 + 17);
+        let input = format!("{ok_line}\r\n{long_line}\n{huge_line}\ndeposit,1,2,1\n{long_line}");
+        let mut parser = Parser::new(input.as_bytes());
+        let mut got = Vec::new();
+        while let Some(row) = parser.next_row().unwrap() {
+            got.push((row.line, row.raw.len(), row.parsed.err()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (1, MAX_LINE, None),
+                (2, MAX_LINE, Some(Malformed::LineTooLong)),
+                (3, MAX_LINE, Some(Malformed::LineTooLong)),
+                (4, 13, None),
+                (5, MAX_LINE, Some(Malformed::LineTooLong)),
+            ]
+        );
+    }
+
+    /// A reader that returns one byte per read: every line and the BOM are
+    /// split across reads.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn reads_split_anywhere_give_the_same_rows() {
+        let input = b"\xEF\xBB\xBFtype,client,tx,amount\r\ndeposit,1,1,1.5\r\n\nwithdrawal,1,2,0.5";
+        let mut parser = Parser::new(Trickle(input));
+        let mut got = Vec::new();
+        while let Some(row) = parser.next_row().unwrap() {
+            got.push((row.line, row.raw.to_vec(), row.parsed));
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0],
+            (2, b"deposit,1,1,1.5".to_vec(), Ok(dep(1, 1, 15_000)))
+        );
+        assert_eq!(got[1].0, 4);
+    }
+
+    #[test]
+    fn empty_and_header_only_inputs_have_no_rows() {
+        assert_eq!(rows(b"").unwrap(), vec![]);
+        assert_eq!(rows(b"\xEF\xBB\xBF").unwrap(), vec![]);
+        assert_eq!(rows(b"type,client,tx,amount").unwrap(), vec![]);
+        assert_eq!(rows(b"\n\n,,,\n").unwrap(), vec![]);
+    }
+}
