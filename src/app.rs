@@ -47,8 +47,23 @@ pub fn run(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<Tally> {
-    let started = Instant::now();
     let (source, progress) = open_input(options)?;
+    let tally = process(source, options, stdout, stderr);
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    tally
+}
+
+/// Runs the engine over `source` (`options.input` is not used): the whole
+/// run except opening the input.
+pub fn process(
+    source: impl Read,
+    options: &Options,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<Tally> {
+    let started = Instant::now();
     let mut rejects = match &options.rejects {
         Some(path) => {
             let file = File::create(path)
@@ -105,9 +120,6 @@ pub fn run(
             )
             .context("writing rejects file")?;
         }
-    }
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
     }
     if let (Some(out), Some(path)) = (rejects.as_mut(), &options.rejects) {
         out.flush()

@@ -1,0 +1,336 @@
+//! The binary's contract with its user: exit statuses, fatal errors, strict
+//! mode, stderr diagnostics and summary, the rejects file, a closed stdout.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_payments-engine");
+
+struct Run {
+    stdout: String,
+    stderr: String,
+    code: i32,
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    // The child may exit before reading everything (fatal errors).
+    let _ = pipe.write_all(stdin);
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+const HEADER: &str = "client,available,held,total,locked\n";
+
+#[test]
+fn sample_file_from_the_readme_runs() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transactions.csv");
+    let r = run(&[sample], b"");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with(HEADER));
+    assert!(r.stdout.lines().count() > 5);
+    // Every row type and some rejections appear in the sample.
+    assert!(r.stderr.contains("rejected"), "{}", r.stderr);
+    assert!(r.stderr.contains("malformed"), "{}", r.stderr);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &[][..],
+        &["--no-such-flag", "x.csv"],
+        &["--workers", "many", "x.csv"],
+        &["-q", "-v", "x.csv"],
+    ] {
+        let r = run(args, b"");
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+}
+
+#[test]
+fn help_explains_the_cli() {
+    let r = run(&["--help"], b"");
+    assert_eq!(r.code, 0);
+    for needle in [
+        "--workers",
+        "--strict",
+        "--rejects",
+        "--quiet",
+        "--verbose",
+        "Exit status",
+        "<INPUT>",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "help lacks {needle}:\n{}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn unreadable_input_is_fatal_with_one_clear_message() {
+    let r = run(&["/no/such/file.csv"], b"");
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty());
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot open input /no/such/file.csv"),
+        "{}",
+        r.stderr
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(&[dir.path().to_str().unwrap()], b"");
+    assert_eq!(r.code, 1, "a directory is not readable input");
+    assert!(r.stdout.is_empty());
+    assert!(r.stderr.contains("error"), "{}", r.stderr);
+}
+
+#[test]
+fn bad_header_is_fatal_and_prints_no_accounts() {
+    let r = run(&["-"], b"type,client,amount\ndeposit,1,1\n");
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty());
+    assert!(
+        r.stderr.contains("line 1: bad header: missing column `tx`"),
+        "{}",
+        r.stderr
+    );
+
+    let r = run(&["-"], b"\n\ntype,client,tx,tx\n");
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("line 3: bad header: column `tx` appears more than once"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn strict_mode_makes_the_first_malformed_record_fatal() {
+    let input =
+        b"type,client,tx,amount\ndeposit,1,1,1\nwithdrawal,1,2,5\ndeposit,1,3,abc\ndeposit,1,4,1\n";
+    let r = run(&["--strict", "-"], input);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.is_empty(),
+        "no accounts on a fatal error: {}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("line 4: malformed record"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--strict"), "{}", r.stderr);
+    // Rejections by the rules are not malformed: strict lets them through.
+    let r = run(
+        &["--strict", "-q", "-"],
+        b"type,client,tx,amount\ndeposit,1,1,1\nwithdrawal,1,2,5\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, format!("{HEADER}1,1.0000,0.0000,1.0000,false\n"));
+}
+
+#[test]
+fn default_stderr_shows_diagnostics_and_a_summary_that_adds_up() {
+    let mut input = String::from("type,client,tx,amount\ndeposit,1,1,1\n");
+    for tx in 2..=14 {
+        input.push_str(&format!("withdrawal,1,{tx},2.0\n"));
+    }
+    input.push_str("bogus,1,99,1\ndispute,1,77,\n");
+    let r = run(&["-"], input.as_bytes());
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("line 3: withdrawal of 2.0000 for client 1 rejected: insufficient funds\n"),
+        "{}",
+        r.stderr
+    );
+    let shown = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("insufficient funds"))
+        .count();
+    assert_eq!(shown, 10, "capped at 10 per reason:\n{}", r.stderr);
+    assert!(r
+        .stderr
+        .contains("further insufficient_funds rows are not shown"));
+    assert!(
+        r.stderr.contains("line 16: malformed record: type is not"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("line 17: dispute of tx 77 for client 1 rejected: unknown tx"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("summary: 16 rows read = 1 applied + 14 rejected + 1 malformed"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("rejected insufficient_funds 13"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("rejected unknown_tx         1"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("rows/s"), "{}", r.stderr);
+
+    let verbose = run(&["--verbose", "-"], input.as_bytes());
+    assert_eq!(
+        verbose
+            .stderr
+            .lines()
+            .filter(|l| l.contains("insufficient funds"))
+            .count(),
+        13
+    );
+    let quiet = run(&["--quiet", "-"], input.as_bytes());
+    assert_eq!(quiet.stderr, "");
+    assert_eq!(quiet.stdout, r.stdout);
+    assert_eq!(verbose.stdout, r.stdout);
+}
+
+#[test]
+fn rejects_file_lists_every_row_in_line_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rejects.csv");
+    let input = b"type,client,tx,amount\ndeposit,1,1,1\ndeposit,1,1,1\n\ndeposit,1,2,\"1,5\"\nwithdrawal,2,3,1\n";
+    let r = run(&["-q", "--rejects", path.to_str().unwrap(), "-"], input);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rejects = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        rejects,
+        "line,reason,detail,record\n\
+         3,duplicate_tx,tx 1 was already used by a deposit or withdrawal,\"deposit,1,1,1\"\n\
+         5,malformed,amount is not a plain positive decimal,\"deposit,1,2,\"\"1,5\"\"\"\n\
+         6,insufficient_funds,withdrawal of 1.0000 exceeds the available funds,\"withdrawal,2,3,1\"\n"
+    );
+}
+
+#[test]
+fn unwritable_rejects_file_is_fatal() {
+    let r = run(
+        &["--rejects", "/no/such/dir/rejects.csv", "-"],
+        b"deposit,1,1,1\n",
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty());
+    assert!(
+        r.stderr.contains("cannot create rejects file"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn full_disk_on_rejects_is_fatal_and_prints_no_accounts() {
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let mut input = String::new();
+    for tx in 0..100_000 {
+        input.push_str(&format!("withdrawal,1,{tx},1\n"));
+    }
+    let r = run(&["-q", "--rejects", "/dev/full", "-"], input.as_bytes());
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+    assert!(r.stderr.contains("rejects file"), "{}", r.stderr);
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    // Many clients, so the accounts output is larger than a pipe buffer.
+    let mut input = String::new();
+    for client in 0..=65_535u32 {
+        input.push_str(&format!("deposit,{client},{client},1.5\n"));
+    }
+    let mut child = Command::new(BIN)
+        .args(["-q", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    // Read one line, then close stdout, like `| head -1`.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    writer.join().unwrap().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(&first, b"client,ava");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn workers_flag_gives_identical_output() {
+    let input = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/dispute_misuse.csv"
+    ))
+    .unwrap();
+    let baseline = run(&["-q", "--workers", "0", "-"], &input);
+    for workers in ["1", "2", "3", "4", "8", "16"] {
+        let r = run(&["-q", "--workers", workers, "-"], &input);
+        assert_eq!(r.code, 0);
+        assert_eq!(r.stdout, baseline.stdout, "--workers {workers}");
+    }
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    // A deterministic spray of hostile inputs; a panic exits 101.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let alphabet = b"deposit,withdrawal,dispute,resolve,chargeback,type,client,tx,amount\"\r\n\t .-+e0123456789\xEF\xBB\xBF\x00\xFF";
+    for _ in 0..200 {
+        let mut input = Vec::new();
+        for _ in 0..(seed % 2_000) as usize {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            input.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+        }
+        let r = run(&["-q", "-"], &input);
+        assert!(
+            r.code == 0 || r.code == 1,
+            "exit {} on {:?}: {}",
+            r.code,
+            String::from_utf8_lossy(&input),
+            r.stderr
+        );
+        if r.code == 0 {
+            assert!(r.stdout.starts_with(HEADER));
+        } else {
+            assert!(r.stdout.is_empty());
+            assert!(r.stderr.contains("bad header"), "{}", r.stderr);
+        }
+    }
+}
