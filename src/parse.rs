@@ -592,7 +592,9 @@ mod tests {
     use super::*;
 
     /// Collects `(line, parsed)` for every row of `input`.
-    fn rows(input: &[u8]) -> Result<Vec<(u64, Result<Tx, Malformed>)>, String> {
+    type Rows = Vec<(u64, Result<Tx, Malformed>)>;
+
+    fn rows(input: &[u8]) -> Result<Rows, String> {
         let mut parser = Parser::new(input);
         let mut out = Vec::new();
         while let Some(row) = parser.next_row().map_err(|e| e.to_string())? {
