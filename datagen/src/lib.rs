@@ -94,31 +94,40 @@ impl Generator {
             b","
         };
         let state = &mut self.clients[k];
-        let (kind, tx): (&[u8], u32) = if roll < 900
-            || (roll < 950 && state.recent_len == 0)
-            || (roll >= 950 && state.disputed_len == 0)
-        {
-            let tx = self.next_tx;
-            self.next_tx = self.next_tx.wrapping_add(1);
-            if roll < 600 || roll >= 900 {
-                push(&mut state.recent, &mut state.recent_len, tx);
-                (b"deposit", tx)
-            } else {
-                (b"withdrawal", tx)
+        // Per mille: 600 deposits, 300 withdrawals, 50 disputes, 50 settles
+        // (resolve, or one time in a thousand a chargeback). With nothing to
+        // dispute or settle, the row becomes a deposit.
+        let roll = match roll {
+            900..950 if state.recent_len == 0 => 0,
+            950.. if state.disputed_len == 0 => 0,
+            _ => roll,
+        };
+        let (kind, tx): (&[u8], u32) = match roll {
+            0..900 => {
+                let tx = self.next_tx;
+                self.next_tx = self.next_tx.wrapping_add(1);
+                if roll < 600 {
+                    push(&mut state.recent, &mut state.recent_len, tx);
+                    (b"deposit", tx)
+                } else {
+                    (b"withdrawal", tx)
+                }
             }
-        } else if roll < 950 {
-            let i = self.rng.random_range(0..state.recent_len as usize);
-            let tx = take(&mut state.recent, &mut state.recent_len, i);
-            push(&mut state.disputed, &mut state.disputed_len, tx);
-            (b"dispute", tx)
-        } else {
-            let i = self.rng.random_range(0..state.disputed_len as usize);
-            let tx = take(&mut state.disputed, &mut state.disputed_len, i);
-            if self.rng.random_range(0..1000) == 0 {
-                (b"chargeback", tx)
-            } else {
-                push(&mut state.recent, &mut state.recent_len, tx);
-                (b"resolve", tx)
+            900..950 => {
+                let i = self.rng.random_range(0..state.recent_len as usize);
+                let tx = take(&mut state.recent, &mut state.recent_len, i);
+                push(&mut state.disputed, &mut state.disputed_len, tx);
+                (b"dispute", tx)
+            }
+            _ => {
+                let i = self.rng.random_range(0..state.disputed_len as usize);
+                let tx = take(&mut state.disputed, &mut state.disputed_len, i);
+                if self.rng.random_range(0..1000) == 0 {
+                    (b"chargeback", tx)
+                } else {
+                    push(&mut state.recent, &mut state.recent_len, tx);
+                    (b"resolve", tx)
+                }
             }
         };
         let mut ints = itoa::Buffer::new();
