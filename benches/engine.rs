@@ -55,6 +55,32 @@ fn csv_parsing(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
+    // The floor: finding line ends only.
+    group.bench_function("memchr_lines", |b| {
+        b.iter(|| {
+            let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
+            assert_eq!(lines, ROWS + 1);
+        })
+    });
+    // The ceiling of a csv-core parser: records and fields, nothing else.
+    group.bench_function("csv_core_only", |b| {
+        let mut out = vec![0u8; 1 << 16];
+        let mut ends = vec![0usize; 64];
+        b.iter(|| {
+            let mut reader = csv_core::Reader::new();
+            let (mut input, mut records) = (&data[..], 0u64);
+            loop {
+                let (result, nin, _, _) = reader.read_record(input, &mut out, &mut ends);
+                input = &input[nin..];
+                match result {
+                    csv_core::ReadRecordResult::Record => records += 1,
+                    csv_core::ReadRecordResult::End => break,
+                    _ => {}
+                }
+            }
+            assert_eq!(records, ROWS + 1);
+        })
+    });
     group.bench_function("rows", |b| {
         b.iter(|| {
             let mut parser = Parser::new(&data[..]);

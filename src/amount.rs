@@ -97,34 +97,41 @@ impl Amount {
         if bytes.is_empty() {
             return Err(AmountError::Empty);
         }
-        let (int_part, frac_part) = match memchr::memchr(b'.', bytes) {
-            Some(dot) => (&bytes[..dot], &bytes[dot + 1..]),
-            None => (bytes, &bytes[bytes.len()..]),
-        };
-        if int_part.is_empty() && frac_part.is_empty() {
-            return Err(AmountError::Syntax);
-        }
-        if !int_part.iter().all(u8::is_ascii_digit) || !frac_part.iter().all(u8::is_ascii_digit) {
-            // Also catches a second `.`, which lands in `frac_part`.
-            return Err(AmountError::Syntax);
-        }
-        let (significant, excess) = frac_part.split_at(frac_part.len().min(FRACTION_DIGITS));
-        if excess.iter().any(|&b| b != b'0') {
-            return Err(AmountError::TooPrecise);
-        }
-        // Accumulate in u64 so that the check against i64::MAX is a single
-        // comparison at the end; every step is checked.
+        // One pass. `units` saturates in u64 (any saturated value is out of
+        // range), so syntax and precision are judged first and range last.
         let mut units: u64 = 0;
-        for &digit in int_part {
-            units = units
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(digit - b'0')))
-                .ok_or(AmountError::OutOfRange)?;
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            units = units.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+            i += 1;
         }
+        let int_digits = i;
         let mut fraction: u64 = 0;
-        for i in 0..FRACTION_DIGITS {
-            let digit = significant.get(i).map_or(0, |&d| u64::from(d - b'0'));
-            fraction = fraction * 10 + digit;
+        let mut frac_digits = 0;
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            while let Some(&b) = bytes.get(i) {
+                if !b.is_ascii_digit() {
+                    // Also catches a second `.`.
+                    return Err(AmountError::Syntax);
+                }
+                if frac_digits < FRACTION_DIGITS {
+                    fraction = fraction * 10 + u64::from(b - b'0');
+                } else if b != b'0' {
+                    return Err(AmountError::TooPrecise);
+                }
+                frac_digits += 1;
+                i += 1;
+            }
+        }
+        if i != bytes.len() || int_digits + frac_digits == 0 {
+            return Err(AmountError::Syntax);
+        }
+        for _ in frac_digits.min(FRACTION_DIGITS)..FRACTION_DIGITS {
+            fraction *= 10;
         }
         let total = units
             .checked_mul(SCALE as u64)
@@ -224,6 +231,8 @@ mod tests {
             ("9223372036854775808", OutOfRange),
             ("1234567890123456789012345678901234567890", OutOfRange),
             ("18446744073709551616", OutOfRange),
+            ("1234567890123456789012345678901234567890x", Syntax),
+            ("1234567890123456789012345678901234567890.00001", TooPrecise),
         ];
         for &(input, error) in table {
             check(input, Err(error));

@@ -38,11 +38,21 @@ impl Kind {
         }
     }
 
-    /// Parses a type field, ASCII case-insensitively.
+    /// Parses a type field, ASCII case-insensitively. Dispatches on length
+    /// and first letter so that one comparison decides.
+    #[inline]
     pub fn parse(field: &[u8]) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|kind| field.eq_ignore_ascii_case(kind.name().as_bytes()))
+        let kind = match (field.len(), field.first()?.to_ascii_lowercase()) {
+            (7, b'd') if field[2].eq_ignore_ascii_case(&b'p') => Kind::Deposit,
+            (7, b'd') => Kind::Dispute,
+            (7, b'r') => Kind::Resolve,
+            (10, b'w') => Kind::Withdrawal,
+            (10, b'c') => Kind::Chargeback,
+            _ => return None,
+        };
+        field
+            .eq_ignore_ascii_case(kind.name().as_bytes())
+            .then_some(kind)
     }
 
     /// Deposits and withdrawals carry an amount and claim their tx id
