@@ -135,6 +135,18 @@ pub fn process(
     if options.verbosity != Verbosity::Quiet {
         let _ = stderr.write_all(tally.summary(started.elapsed()).as_bytes());
     }
+    if options.verbosity == Verbosity::Verbose {
+        let deposits = ledger.book().deposits();
+        let per_deposit = deposits.heap_bytes() as f64 / deposits.len().max(1) as f64;
+        let _ = writeln!(
+            stderr,
+            "  memory: {} accounts; {} stored deposits in {} bytes ({per_deposit:.1} bytes each); tx-id set {} bytes",
+            accounts.len(),
+            deposits.len(),
+            deposits.heap_bytes(),
+            ledger.id_set_bytes()
+        );
+    }
     Ok(tally)
 }
 
