@@ -138,7 +138,9 @@ fn end_to_end(c: &mut Criterion) {
     group.bench_function("workers_0", |b| {
         b.iter(|| {
             let (mut out, mut err) = (Vec::with_capacity(1 << 20), Vec::new());
-            let tally = process(&data[..], &options, &mut out, &mut err).unwrap();
+            let tally = process(&data[..], &options, &mut out, &mut err)
+                .unwrap()
+                .tally;
             assert_eq!(tally.rows_read(), ROWS);
             out
         })

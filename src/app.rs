@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -46,23 +46,51 @@ pub fn run(
     options: &Options,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
-) -> anyhow::Result<Tally> {
+) -> anyhow::Result<RunStats> {
     let (source, progress) = open_input(options)?;
-    let tally = process(source, options, stdout, stderr);
+    let stats = process(source, options, stdout, stderr);
+    // Clear the bar before the summary, so the bar leaves no trace.
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    tally
+    let stats = stats?;
+    if options.verbosity != Verbosity::Quiet {
+        let _ = stderr.write_all(stats.tally.summary(stats.elapsed).as_bytes());
+    }
+    if options.verbosity == Verbosity::Verbose {
+        let _ = writeln!(
+            stderr,
+            "  memory: {} accounts; {} stored deposits in {} bytes ({:.1} bytes each); tx-id set {} bytes",
+            stats.accounts,
+            stats.deposits,
+            stats.deposit_bytes,
+            stats.deposit_bytes as f64 / stats.deposits.max(1) as f64,
+            stats.id_set_bytes
+        );
+    }
+    Ok(stats)
+}
+
+/// What a run did, for the summary.
+#[derive(Clone, Debug)]
+pub struct RunStats {
+    pub tally: Tally,
+    pub elapsed: Duration,
+    pub accounts: usize,
+    /// Applied deposits kept for disputes, and the bytes their store holds.
+    pub deposits: usize,
+    pub deposit_bytes: usize,
+    pub id_set_bytes: usize,
 }
 
 /// Runs the engine over `source` (`options.input` is not used): the whole
-/// run except opening the input.
+/// run except opening the input and printing the summary.
 pub fn process(
     source: impl Read,
     options: &Options,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
-) -> anyhow::Result<Tally> {
+) -> anyhow::Result<RunStats> {
     let started = Instant::now();
     let mut rejects = match &options.rejects {
         Some(path) => {
@@ -132,22 +160,15 @@ pub fn process(
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {}
         other => other.context("writing accounts to stdout")?,
     }
-    if options.verbosity != Verbosity::Quiet {
-        let _ = stderr.write_all(tally.summary(started.elapsed()).as_bytes());
-    }
-    if options.verbosity == Verbosity::Verbose {
-        let deposits = ledger.book().deposits();
-        let per_deposit = deposits.heap_bytes() as f64 / deposits.len().max(1) as f64;
-        let _ = writeln!(
-            stderr,
-            "  memory: {} accounts; {} stored deposits in {} bytes ({per_deposit:.1} bytes each); tx-id set {} bytes",
-            accounts.len(),
-            deposits.len(),
-            deposits.heap_bytes(),
-            ledger.id_set_bytes()
-        );
-    }
-    Ok(tally)
+    let deposits = ledger.book().deposits();
+    Ok(RunStats {
+        tally,
+        elapsed: started.elapsed(),
+        accounts: accounts.len(),
+        deposits: deposits.len(),
+        deposit_bytes: deposits.heap_bytes(),
+        id_set_bytes: ledger.id_set_bytes(),
+    })
 }
 
 /// Opens the input, wrapped in a progress bar where one is wanted.

@@ -265,7 +265,9 @@ fn options() -> Options {
 /// Runs the whole engine (parser, ledger, report) over CSV text.
 fn engine(csv: &str) -> (String, payments_engine::report::Tally) {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let tally = process(csv.as_bytes(), &options(), &mut stdout, &mut stderr).unwrap();
+    let tally = process(csv.as_bytes(), &options(), &mut stdout, &mut stderr)
+        .unwrap()
+        .tally;
     (String::from_utf8(stdout).unwrap(), tally)
 }
 
