@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::ledger::Ledger;
-use crate::parse::Parser;
-use crate::report::{self, Diagnostics, Outcome, Tally, Verbosity};
+use crate::ledger::{Account, Ledger};
+use crate::parse::{Malformed, Parser};
+use crate::report::{self, EventLog, Outcome, Tally, Verbosity};
+use crate::tx::ClientId;
 
 /// Where the transactions come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,16 +104,63 @@ pub fn process(
         }
         None => None,
     };
-    if options.verbosity == Verbosity::Verbose {
-        // Diagnostics to stderr are best effort: a closed stderr must not
-        // stop the run.
-        let _ = writeln!(stderr, "workers: single-threaded path");
-    }
 
+    let run = single_threaded(source, options)?;
+
+    let tally = report::finish(
+        run.logs,
+        stderr,
+        rejects.as_mut().map(|w| w as &mut dyn Write),
+    )
+    .context("writing rejects file")?;
+    if let (Some(out), Some(path)) = (rejects.as_mut(), &options.rejects) {
+        out.flush()
+            .with_context(|| format!("writing rejects file {}", path.display()))?;
+    }
+    match report::write_accounts(&run.accounts, BufWriter::with_capacity(256 * 1024, stdout)) {
+        // `| head`: the reader has gone; that is not an error.
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {}
+        other => other.context("writing accounts to stdout")?,
+    }
+    Ok(RunStats {
+        tally,
+        elapsed: started.elapsed(),
+        accounts: run.accounts.len(),
+        deposits: run.deposits,
+        deposit_bytes: run.deposit_bytes,
+        id_set_bytes: run.id_set_bytes,
+    })
+}
+
+/// What an engine run hands to reporting.
+pub struct EngineRun {
+    /// All accounts, sorted by client.
+    pub accounts: Vec<(ClientId, Account)>,
+    /// One log per source, each in its own line order.
+    pub logs: Vec<EventLog>,
+    pub deposits: usize,
+    pub deposit_bytes: usize,
+    pub id_set_bytes: usize,
+}
+
+/// Checks the strict-mode rule for a malformed row.
+pub fn strict_check(options: &Options, line: u64, reason: Malformed) -> anyhow::Result<()> {
+    if options.strict {
+        bail!(
+            "line {line}: malformed record: {} (--strict)",
+            reason.describe()
+        );
+    }
+    Ok(())
+}
+
+/// The single-threaded path (`--workers 0`): the baseline every speed-up is
+/// measured against.
+fn single_threaded(source: impl Read, options: &Options) -> anyhow::Result<EngineRun> {
+    let mut log = EventLog::new(options.verbosity, options.rejects.is_some())
+        .context("creating a spool file")?;
     let mut parser = Parser::new(source);
     let mut ledger = Ledger::new();
-    let mut tally = Tally::default();
-    let mut diagnostics = Diagnostics::new(options.verbosity);
     while let Some(row) = parser.next_row().context("reading input")? {
         let (tx, outcome) = match row.parsed {
             Ok(tx) => match ledger.apply(tx) {
@@ -120,54 +168,20 @@ pub fn process(
                 Err(reject) => (Some(tx), Outcome::Rejected(reject)),
             },
             Err(reason) => {
-                if options.strict {
-                    bail!(
-                        "line {}: malformed record: {} (--strict)",
-                        row.line,
-                        reason.describe()
-                    );
-                }
+                strict_check(options, row.line, reason)?;
                 (None, Outcome::Malformed(reason))
             }
         };
-        tally.count(outcome);
-        if outcome == Outcome::Applied {
-            continue;
-        }
-        if let Some(text) = diagnostics.line_for(row.line, tx.as_ref(), outcome) {
-            let _ = stderr.write_all(text.as_bytes());
-        }
-        if let Some(out) = rejects.as_mut() {
-            let code = outcome.code().unwrap_or_default();
-            report::write_reject(
-                out,
-                row.line,
-                code,
-                &report::detail(tx.as_ref(), outcome),
-                row.raw,
-            )
-            .context("writing rejects file")?;
-        }
-    }
-    if let (Some(out), Some(path)) = (rejects.as_mut(), &options.rejects) {
-        out.flush()
-            .with_context(|| format!("writing rejects file {}", path.display()))?;
-    }
-
-    let accounts = ledger.sorted_accounts();
-    match report::write_accounts(&accounts, BufWriter::with_capacity(256 * 1024, stdout)) {
-        // `| head`: the reader has gone; that is not an error.
-        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {}
-        other => other.context("writing accounts to stdout")?,
+        log.record(row.line, tx.as_ref(), outcome, row.raw)
+            .context("writing a spool file")?;
     }
     let deposits = ledger.book().deposits();
-    Ok(RunStats {
-        tally,
-        elapsed: started.elapsed(),
-        accounts: accounts.len(),
+    Ok(EngineRun {
+        accounts: ledger.sorted_accounts(),
         deposits: deposits.len(),
         deposit_bytes: deposits.heap_bytes(),
         id_set_bytes: ledger.id_set_bytes(),
+        logs: vec![log],
     })
 }
 

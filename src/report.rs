@@ -69,6 +69,15 @@ impl Tally {
         }
     }
 
+    /// Adds another source's counts.
+    pub fn add(&mut self, other: &Tally) {
+        self.applied += other.applied;
+        self.malformed += other.malformed;
+        for (mine, theirs) in self.rejected_by.iter_mut().zip(other.rejected_by) {
+            *mine += theirs;
+        }
+    }
+
     pub fn rejected(&self) -> u64 {
         self.rejected_by.iter().sum()
     }
@@ -181,49 +190,188 @@ pub enum Verbosity {
     Verbose,
 }
 
-/// Per-row stderr lines, capped per reason.
-pub struct Diagnostics {
-    verbosity: Verbosity,
-    /// Lines shown so far, per reason: `[malformed, rejects...]`.
-    shown: [u32; Reject::ALL.len() + 1],
+/// Rows shown per reason on stderr by default.
+pub const CAP: u32 = 10;
+
+/// Reasons a row can be reported under: malformed, then the rejects.
+const SLOTS: usize = Reject::ALL.len() + 1;
+
+fn slot(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Applied | Outcome::Malformed(_) => 0,
+        Outcome::Rejected(reject) => 1 + reject as usize,
+    }
 }
 
-impl Diagnostics {
-    /// Lines shown per reason by default.
-    pub const CAP: u32 = 10;
+/// A log's every-row output: an anonymous temporary file, merged by line
+/// number at the end.
+pub type Spool = io::BufWriter<std::fs::File>;
 
-    pub fn new(verbosity: Verbosity) -> Self {
-        Diagnostics {
+/// A new, empty spool.
+pub fn spool() -> io::Result<Spool> {
+    Ok(io::BufWriter::with_capacity(
+        64 * 1024,
+        tempfile::tempfile()?,
+    ))
+}
+
+/// One source's record of its rows, written in that source's line order:
+/// the tally, the first `CAP + 1` stderr lines of each reason (enough to show
+/// `CAP` and know that more follow), and, when asked, every stderr line
+/// (`--verbose`) and every rejects row (`--rejects`).
+///
+/// The single-threaded path has one source. The sharded pipeline has one per
+/// thread (the router's malformed rows, each worker's rejections), and
+/// [`finish`] merges them by line number, so stderr and the rejects file are
+/// byte-identical for every worker count.
+pub struct EventLog {
+    pub tally: Tally,
+    verbosity: Verbosity,
+    first: Vec<(u64, usize, String)>,
+    seen: [u32; SLOTS],
+    verbose: Option<Spool>,
+    rejects: Option<Spool>,
+}
+
+impl EventLog {
+    /// A log that spools every stderr line when `verbosity` is verbose, and
+    /// every rejects row when `rejects` is true.
+    pub fn new(verbosity: Verbosity, rejects: bool) -> io::Result<Self> {
+        let verbose = if verbosity == Verbosity::Verbose {
+            Some(spool()?)
+        } else {
+            None
+        };
+        let rejects = if rejects { Some(spool()?) } else { None };
+        Ok(EventLog {
+            tally: Tally::default(),
             verbosity,
-            shown: [0; Reject::ALL.len() + 1],
-        }
+            first: Vec::new(),
+            seen: [0; SLOTS],
+            verbose,
+            rejects,
+        })
     }
 
-    /// The stderr text for one rejected or malformed row, if it is to be
-    /// shown: the line itself, and once per reason a note that more follow.
-    pub fn line_for(&mut self, line: u64, tx: Option<&Tx>, outcome: Outcome) -> Option<String> {
-        let slot = match outcome {
-            Outcome::Applied => return None,
-            Outcome::Malformed(_) => 0,
-            Outcome::Rejected(reject) => 1 + reject as usize,
-        };
-        let text = format!("line {line}: {}\n", describe(tx, outcome));
+    /// Records one row. `raw` is the original line (needed only for rejects).
+    pub fn record(
+        &mut self,
+        line: u64,
+        tx: Option<&Tx>,
+        outcome: Outcome,
+        raw: &[u8],
+    ) -> io::Result<()> {
+        self.tally.count(outcome);
+        if outcome == Outcome::Applied {
+            return Ok(());
+        }
+        if let Some(out) = self.rejects.as_mut() {
+            let code = outcome.code().unwrap_or_default();
+            write_reject(out, line, code, &detail(tx, outcome), raw)?;
+        }
         match self.verbosity {
-            Verbosity::Quiet => None,
-            Verbosity::Verbose => Some(text),
+            Verbosity::Quiet => {}
+            Verbosity::Verbose => {
+                if let Some(out) = self.verbose.as_mut() {
+                    writeln!(out, "line {line}: {}", describe(tx, outcome))?;
+                }
+            }
             Verbosity::Default => {
-                self.shown[slot] += 1;
-                match self.shown[slot] {
-                    n if n <= Self::CAP => Some(text),
-                    n if n == Self::CAP + 1 => Some(format!(
-                        "(further {} rows are not shown; --verbose or --rejects FILE lists them all)\n",
-                        outcome.code().unwrap_or_default()
-                    )),
-                    _ => None,
+                let slot = slot(outcome);
+                if self.seen[slot] <= CAP {
+                    self.seen[slot] += 1;
+                    self.first.push((line, slot, describe(tx, outcome)));
                 }
             }
         }
+        Ok(())
     }
+}
+
+/// Merges the logs of all sources into the final stderr lines and rejects
+/// rows (after the rejects header, which the caller wrote), in line order,
+/// and returns the summed tally. Everything written here is identical
+/// whatever the number of sources.
+pub fn finish(
+    logs: Vec<EventLog>,
+    stderr: &mut dyn Write,
+    rejects: Option<&mut dyn Write>,
+) -> io::Result<Tally> {
+    let mut tally = Tally::default();
+    let mut first = Vec::new();
+    let (mut verbose_spools, mut reject_spools) = (Vec::new(), Vec::new());
+    for log in logs {
+        tally.add(&log.tally);
+        first.extend(log.first);
+        verbose_spools.extend(log.verbose);
+        reject_spools.extend(log.rejects);
+    }
+    if let Some(out) = rejects {
+        merge_by_line(reject_spools, out, |row| row)?;
+    }
+    // Diagnostics to stderr are best effort: a closed stderr must not fail
+    // the run.
+    let _ = merge_by_line(verbose_spools, stderr, |text| {
+        text.strip_prefix(b"line ").unwrap_or(text)
+    });
+    first.sort_by_key(|&(line, ..)| line);
+    let mut shown = [0u32; SLOTS];
+    for (line, slot, text) in first {
+        // Each source kept its first CAP + 1 of a reason, so the union holds
+        // at least the global first CAP + 1: show CAP, then one note.
+        shown[slot] += 1;
+        let _ = match shown[slot] {
+            n if n <= CAP => writeln!(stderr, "line {line}: {text}"),
+            n if n == CAP + 1 => {
+                let code = if slot == 0 {
+                    "malformed"
+                } else {
+                    Reject::ALL[slot - 1].code()
+                };
+                writeln!(stderr, "(further {code} rows are not shown; --verbose or --rejects FILE lists them all)")
+            }
+            _ => Ok(()),
+        };
+    }
+    Ok(tally)
+}
+
+/// K-way merge of spooled text lines, each starting (after `key_start`
+/// strips a prefix) with its line number; each spool is already in order.
+fn merge_by_line(
+    spools: Vec<Spool>,
+    out: &mut dyn Write,
+    key_start: fn(&[u8]) -> &[u8],
+) -> io::Result<()> {
+    use std::io::{BufRead, Seek};
+    let mut readers = Vec::with_capacity(spools.len());
+    for spool in spools {
+        let mut file = spool.into_inner().map_err(|e| e.into_error())?;
+        file.seek(io::SeekFrom::Start(0))?;
+        readers.push(io::BufReader::with_capacity(64 * 1024, file));
+    }
+    let key = |row: &[u8]| -> u64 {
+        key_start(row)
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))
+    };
+    let mut heads: Vec<Option<Vec<u8>>> = Vec::with_capacity(readers.len());
+    for reader in &mut readers {
+        let mut row = Vec::new();
+        heads.push((reader.read_until(b'\n', &mut row)? > 0).then_some(row));
+    }
+    // Few sources (at most workers + 1): a linear scan beats a heap here.
+    while let Some(next) = (0..heads.len())
+        .filter(|&i| heads[i].is_some())
+        .min_by_key(|&i| heads[i].as_deref().map(key))
+    {
+        let mut row = heads[next].take().expect("filtered on is_some");
+        out.write_all(&row)?;
+        row.clear();
+        heads[next] = (readers[next].read_until(b'\n', &mut row)? > 0).then_some(row);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -279,40 +427,77 @@ mod tests {
         }
     }
 
-    #[test]
-    fn diagnostics_are_capped_per_reason() {
-        let tx = Tx {
+    fn withdrawal(client: u16) -> Tx {
+        Tx {
             kind: Kind::Withdrawal,
-            client: 3,
+            client,
             tx: 9,
             amount: Amount::from_raw(20_000),
-        };
-        let outcome = Outcome::Rejected(Reject::InsufficientFunds);
-        let mut diagnostics = Diagnostics::new(Verbosity::Default);
-        let lines: Vec<_> = (1..=15)
-            .filter_map(|n| diagnostics.line_for(n, Some(&tx), outcome))
+        }
+    }
+
+    /// Runs rows through logs (rows split among `sources` round-robin) and
+    /// returns (stderr, rejects rows, tally).
+    fn through_logs(
+        verbosity: Verbosity,
+        sources: usize,
+        rows: &[(u64, Outcome)],
+    ) -> (String, String, Tally) {
+        let mut logs: Vec<EventLog> = (0..sources)
+            .map(|_| EventLog::new(verbosity, true).unwrap())
             .collect();
-        assert_eq!(lines.len(), 11);
+        for (i, &(line, outcome)) in rows.iter().enumerate() {
+            let tx = withdrawal(3);
+            let tx = matches!(outcome, Outcome::Rejected(_)).then_some(&tx);
+            logs[i % sources]
+                .record(line, tx, outcome, b"raw,line")
+                .unwrap();
+        }
+        let (mut err, mut rejects) = (Vec::new(), Vec::new());
+        let tally = finish(logs, &mut err, Some(&mut rejects)).unwrap();
+        (
+            String::from_utf8(err).unwrap(),
+            String::from_utf8(rejects).unwrap(),
+            tally,
+        )
+    }
+
+    #[test]
+    fn diagnostics_are_capped_per_reason_and_identical_for_any_source_count() {
+        let insufficient = Outcome::Rejected(Reject::InsufficientFunds);
+        let mut rows: Vec<(u64, Outcome)> = (1..=15).map(|n| (n, insufficient)).collect();
+        rows.push((16, Outcome::Malformed(Malformed::BadType)));
+        rows.push((17, Outcome::Applied));
+        let (err, rejects, tally) = through_logs(Verbosity::Default, 1, &rows);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 12, "{err}");
         assert_eq!(
             lines[0],
-            "line 1: withdrawal of 2.0000 for client 3 rejected: insufficient funds\n"
+            "line 1: withdrawal of 2.0000 for client 3 rejected: insufficient funds"
         );
         assert!(lines[10].contains("further insufficient_funds rows are not shown"));
-        // Another reason has its own cap.
-        let other = diagnostics.line_for(16, None, Outcome::Malformed(Malformed::BadType));
         assert_eq!(
-            other.as_deref(),
-            Some("line 16: malformed record: type is not deposit, withdrawal, dispute, resolve or chargeback\n")
+            lines[11],
+            "line 16: malformed record: type is not deposit, withdrawal, dispute, resolve or chargeback"
         );
-        let mut quiet = Diagnostics::new(Verbosity::Quiet);
-        assert_eq!(quiet.line_for(1, Some(&tx), outcome), None);
-        let mut verbose = Diagnostics::new(Verbosity::Verbose);
-        assert_eq!(
-            (1..=15)
-                .filter_map(|n| verbose.line_for(n, Some(&tx), outcome))
-                .count(),
-            15
-        );
+        assert_eq!(rejects.lines().count(), 16);
+        assert!(rejects.starts_with(
+            "1,insufficient_funds,withdrawal of 2.0000 exceeds the available funds,\"raw,line\"\n"
+        ));
+        assert_eq!(tally.rows_read(), 17);
+        for sources in [2, 3, 7] {
+            assert_eq!(
+                through_logs(Verbosity::Default, sources, &rows),
+                (err.clone(), rejects.clone(), tally)
+            );
+        }
+        let (verbose, ..) = through_logs(Verbosity::Verbose, 1, &rows);
+        assert_eq!(verbose.lines().count(), 16);
+        for sources in [2, 5] {
+            assert_eq!(through_logs(Verbosity::Verbose, sources, &rows).0, verbose);
+        }
+        let (quiet, ..) = through_logs(Verbosity::Quiet, 3, &rows);
+        assert_eq!(quiet, "");
     }
 
     #[test]
