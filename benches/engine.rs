@@ -130,6 +130,9 @@ fn end_to_end(c: &mut Criterion) {
     let options = Options {
         input: Input::Stdin,
         workers: 0,
+        pin: false,
+        latency: false,
+        panic_at_line: None,
         strict: false,
         rejects: None,
         verbosity: Verbosity::Quiet,

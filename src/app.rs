@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
 
 use crate::ledger::{Account, Ledger};
 use crate::parse::{Malformed, Parser};
@@ -26,9 +27,15 @@ pub enum Input {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub input: Input,
-    /// Worker threads; 0 is the single-threaded path. Until the sharded
-    /// pipeline lands every value runs the single-threaded path.
+    /// Worker threads of the sharded pipeline; 0 is the single-threaded path.
     pub workers: usize,
+    /// Pin worker threads to cores (when there are enough cores).
+    pub pin: bool,
+    /// Print parse-to-applied latency percentiles on stderr.
+    pub latency: bool,
+    /// Test-only fault injection: the worker that gets this line panics.
+    #[doc(hidden)]
+    pub panic_at_line: Option<u64>,
     /// The first malformed record is fatal.
     pub strict: bool,
     /// Write every malformed or rejected record here.
@@ -58,7 +65,13 @@ pub fn run(
     if options.verbosity != Verbosity::Quiet {
         let _ = stderr.write_all(stats.tally.summary(stats.elapsed).as_bytes());
     }
+    if options.latency {
+        let _ = writeln!(stderr, "{}", latency_text(stats.latency.as_ref()));
+    }
     if options.verbosity == Verbosity::Verbose {
+        for note in &stats.notes {
+            let _ = writeln!(stderr, "  {note}");
+        }
         let _ = writeln!(
             stderr,
             "  memory: {} accounts; {} stored deposits in {} bytes ({:.1} bytes each); tx-id set {} bytes",
@@ -82,6 +95,8 @@ pub struct RunStats {
     pub deposits: usize,
     pub deposit_bytes: usize,
     pub id_set_bytes: usize,
+    pub latency: Option<Histogram<u64>>,
+    pub notes: Vec<String>,
 }
 
 /// Runs the engine over `source` (`options.input` is not used): the whole
@@ -105,7 +120,11 @@ pub fn process(
         None => None,
     };
 
-    let run = single_threaded(source, options)?;
+    let run = if options.workers == 0 {
+        single_threaded(source, options)?
+    } else {
+        crate::pipeline::run(source, options, options.workers)?
+    };
 
     let tally = report::finish(
         run.logs,
@@ -129,6 +148,8 @@ pub fn process(
         deposits: run.deposits,
         deposit_bytes: run.deposit_bytes,
         id_set_bytes: run.id_set_bytes,
+        latency: run.latency,
+        notes: run.notes,
     })
 }
 
@@ -141,6 +162,10 @@ pub struct EngineRun {
     pub deposits: usize,
     pub deposit_bytes: usize,
     pub id_set_bytes: usize,
+    /// Parse-to-applied latency samples (the sharded pipeline only).
+    pub latency: Option<Histogram<u64>>,
+    /// Lines for `--verbose` (workers, pinning).
+    pub notes: Vec<String>,
 }
 
 /// Checks the strict-mode rule for a malformed row.
@@ -182,7 +207,30 @@ fn single_threaded(source: impl Read, options: &Options) -> anyhow::Result<Engin
         deposit_bytes: deposits.heap_bytes(),
         id_set_bytes: ledger.id_set_bytes(),
         logs: vec![log],
+        latency: None,
+        notes: vec!["workers: 0 (the single-threaded path)".into()],
     })
+}
+
+/// The `--latency` line: percentiles of the parse-to-applied time, in µs.
+pub fn latency_text(histogram: Option<&Histogram<u64>>) -> String {
+    match histogram {
+        None => "latency: not measured on the single-threaded path (--workers 0)".into(),
+        Some(h) if h.is_empty() => "latency: no samples".into(),
+        Some(h) => {
+            let us = |ns: u64| ns as f64 / 1_000.0;
+            format!(
+                "latency (parse to applied, first record of each batch, {} samples): \
+                 p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+                h.len(),
+                us(h.value_at_quantile(0.50)),
+                us(h.value_at_quantile(0.90)),
+                us(h.value_at_quantile(0.99)),
+                us(h.value_at_quantile(0.999)),
+                us(h.max()),
+            )
+        }
+    }
 }
 
 /// Opens the input, wrapped in a progress bar where one is wanted.

@@ -25,11 +25,21 @@ pub struct Cli {
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
 
-    /// Worker threads for the sharded pipeline; 0 runs the single-threaded
-    /// path. (The sharded pipeline is not built yet: every value currently
-    /// runs the single-threaded path, with identical output.)
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub workers: usize,
+    /// Worker threads of the sharded pipeline (default: the available cores
+    /// minus one, at least 1). 0 runs the single-threaded path. The output is
+    /// byte-identical for every value.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=crate::pipeline::MAX_WORKERS as i64))]
+    pub workers: Option<u16>,
+
+    /// Do not pin worker threads to cores (by default each worker is pinned
+    /// to its own core when there are more cores than workers).
+    #[arg(long)]
+    pub no_pin: bool,
+
+    /// Print parse-to-applied latency percentiles (p50, p90, p99, p99.9, max
+    /// in microseconds) on stderr, sampled on the first record of each batch.
+    #[arg(long)]
+    pub latency: bool,
 
     /// Treat the first malformed record as a fatal error (exit 1, no accounts
     /// printed). Rejections by the ledger rules are never fatal.
@@ -70,13 +80,21 @@ impl Cli {
         };
         Options {
             input,
-            workers: self.workers,
+            workers: self.workers.map_or_else(default_workers, usize::from),
+            pin: !self.no_pin,
+            latency: self.latency,
+            panic_at_line: None,
             strict: self.strict,
             rejects: self.rejects,
             verbosity,
             progress: !self.no_progress,
         }
     }
+}
+
+/// The available cores minus one (the router's), at least 1.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 #[cfg(test)]

@@ -255,6 +255,9 @@ fn options() -> Options {
     Options {
         input: Input::Stdin,
         workers: 0,
+        pin: false,
+        latency: false,
+        panic_at_line: None,
         strict: false,
         rejects: None,
         verbosity: Verbosity::Quiet,
