@@ -148,6 +148,53 @@ fn strict_mode_makes_the_first_malformed_record_fatal() {
 }
 
 #[test]
+fn strict_mode_is_fatal_in_the_pipeline_too() {
+    let mut input = String::from("type,client,tx,amount\n");
+    for tx in 0..50_000 {
+        input.push_str(&format!("deposit,{},{tx},1\n", tx % 100));
+    }
+    input.push_str("deposit,1,x,1\n");
+    for workers in ["1", "2", "4"] {
+        let r = run(&["--strict", "--workers", workers, "-"], input.as_bytes());
+        assert_eq!(r.code, 1, "--workers {workers}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+        assert!(
+            r.stderr.contains("line 50002: malformed record"),
+            "{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn verbose_reports_workers_and_latency_is_printed_on_request() {
+    let input = b"deposit,1,1,1\nwithdrawal,2,2,1\n";
+    let r = run(
+        &["--verbose", "--latency", "--workers", "2", "--no-pin", "-"],
+        input,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("workers: 2, not pinned (--no-pin)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("latency (parse to applied"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("p99.9"), "{}", r.stderr);
+    let r = run(&["--latency", "--workers", "0", "-"], input);
+    assert!(
+        r.stderr
+            .contains("latency: not measured on the single-threaded path"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn default_stderr_shows_diagnostics_and_a_summary_that_adds_up() {
     let mut input = String::from("type,client,tx,amount\ndeposit,1,1,1\n");
     for tx in 2..=14 {

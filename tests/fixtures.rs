@@ -3,7 +3,8 @@
 //!
 //! * `tests/fixtures/NAME.csv` + `NAME.expected.csv`: stdout must match byte
 //!   for byte; `NAME.rejects.csv`, when present, is the expected `--rejects`
-//!   file. Each fixture runs from a path and from stdin.
+//!   file. Each fixture runs with workers 0, 1, 2, 3, 4, 8 and 16, and from
+//!   stdin too.
 //! * `tests/peer/NAME.csv` + `NAME.expected.csv`: other implementations'
 //!   pairs, compared after normalising numbers and row order.
 
@@ -13,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_payments-engine");
+
+/// The worker counts every fixture runs with (0 is the single-threaded path).
+const WORKERS: [&str; 7] = ["0", "1", "2", "3", "4", "8", "16"];
 
 fn dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -100,15 +104,31 @@ fn fixtures_match_byte_for_byte() {
         let rejects_path = scratch.path().join(format!("{name}.rejects.csv"));
         let rejects_arg = rejects_path.to_str().unwrap();
         let bytes = fs::read(input).unwrap();
-        for via_stdin in [false, true] {
-            let how = if via_stdin { "stdin" } else { "path" };
+        // Every worker count from a path; the single-threaded path and the
+        // pipeline also from stdin.
+        let runs = WORKERS
+            .iter()
+            .map(|&w| (w, false))
+            .chain([("0", true), ("2", true)]);
+        for (workers, via_stdin) in runs {
+            let how = format!(
+                "--workers {workers}, {}",
+                if via_stdin { "stdin" } else { "path" }
+            );
             let input_arg = if via_stdin {
                 "-"
             } else {
                 input.to_str().unwrap()
             };
             let (stdout, stderr, code) = run(
-                &["-q", "--rejects", rejects_arg, input_arg],
+                &[
+                    "-q",
+                    "--workers",
+                    workers,
+                    "--rejects",
+                    rejects_arg,
+                    input_arg,
+                ],
                 via_stdin.then_some(&bytes[..]),
             );
             let stdout = String::from_utf8(stdout).unwrap();
@@ -187,12 +207,18 @@ fn peer_suites_agree_after_normalising_numbers() {
     );
     let mut failures = String::new();
     for (name, input, expected) in &pairs {
-        let (stdout, stderr, code) = run(&["-q", input.to_str().unwrap()], None);
-        let stdout = String::from_utf8(stdout).unwrap();
-        assert_eq!(code, 0, "{name}: {stderr}");
         let expected = fs::read_to_string(expected).unwrap();
-        if normalised(&stdout) != normalised(&expected) {
-            failures.push_str(&format!("{name}:\n{}", diff(&expected, &stdout)));
+        for workers in ["0", "3"] {
+            let (stdout, stderr, code) =
+                run(&["-q", "--workers", workers, input.to_str().unwrap()], None);
+            let stdout = String::from_utf8(stdout).unwrap();
+            assert_eq!(code, 0, "{name}: {stderr}");
+            if normalised(&stdout) != normalised(&expected) {
+                failures.push_str(&format!(
+                    "{name} (--workers {workers}):\n{}",
+                    diff(&expected, &stdout)
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "peer failures:\n{failures}");

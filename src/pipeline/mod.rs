@@ -181,7 +181,7 @@ pub fn run(source: impl Read, options: &Options, workers: usize) -> anyhow::Resu
                 Err(payload) => {
                     failure.get_or_insert(anyhow!(
                         "worker {index} panicked: {}",
-                        panic_text(&payload)
+                        panic_text(&*payload)
                     ));
                 }
             }
