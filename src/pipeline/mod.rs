@@ -25,7 +25,7 @@ pub mod ring;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use crossbeam_utils::sync::Parker;
@@ -42,6 +42,9 @@ use ring::{Aborted, Item, Ring};
 
 /// The largest worker count accepted (a limit on threads and ring memory).
 pub const MAX_WORKERS: usize = 256;
+
+/// How long an idle thread yields before parking, when not oversubscribed.
+const YIELD_BUDGET: Duration = Duration::from_micros(200);
 
 /// The worker that owns `client`. Fibonacci hashing spreads clients that
 /// share a residue (every id a multiple of the worker count, say) evenly.
@@ -118,9 +121,19 @@ pub fn run(source: impl Read, options: &Options, workers: usize) -> anyhow::Resu
     let abort = AtomicBool::new(false);
     let router_parker = Parker::new();
     let worker_parkers: Vec<Parker> = (0..workers).map(|_| Parker::new()).collect();
+    let cores_available = thread::available_parallelism().map_or(1, |n| n.get());
+    // Yield before parking only when every thread has a core of its own.
+    let yield_budget = if workers < cores_available {
+        YIELD_BUDGET
+    } else {
+        Duration::ZERO
+    };
     let rings: Vec<Ring> = worker_parkers
         .iter()
-        .map(|p| Ring::new(router_parker.unparker().clone(), p.unparker().clone()))
+        .map(|p| {
+            Ring::new(router_parker.unparker().clone(), p.unparker().clone())
+                .with_yield(yield_budget)
+        })
         .collect();
     let (cores, pin_text) = pin_plan(workers, options.pin);
     let mut notes = vec![format!("workers: {workers}, {pin_text}")];

@@ -16,6 +16,11 @@
 //! between "queue empty" and "park" impossible to lose; the timeout only bounds
 //! how long a wait can take to notice an abort.
 //!
+//! When every thread has a core of its own, a waiter first yields for up to
+//! [`Ring::with_yield`]'s budget before it parks: a parked worker costs the
+//! router a futex wake-up per batch on its critical path (5% of the router's
+//! time on the 20M-row file, perf.md). Oversubscribed, the budget is zero.
+//!
 //! End of input is an explicit message: the last batch sent has `end` set.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,6 +105,8 @@ pub struct Ring {
     empty: ArrayQueue<Box<Batch>>,
     wake_worker: Unparker,
     wake_router: Unparker,
+    /// How long a waiter yields before it parks.
+    yield_budget: Duration,
 }
 
 impl Ring {
@@ -110,6 +117,7 @@ impl Ring {
             empty: ArrayQueue::new(BATCHES),
             wake_worker,
             wake_router,
+            yield_budget: Duration::ZERO,
         };
         for _ in 0..BATCHES {
             ring.empty.push(Batch::new()).expect("capacity is BATCHES");
@@ -117,9 +125,16 @@ impl Ring {
         ring
     }
 
+    /// Lets a waiter yield for up to `budget` before it parks (use only when
+    /// every thread has a core of its own).
+    pub fn with_yield(mut self, budget: Duration) -> Ring {
+        self.yield_budget = budget;
+        self
+    }
+
     /// Router: an empty batch to fill, waiting while all are in flight.
     pub fn take_empty(&self, parker: &Parker, abort: &AtomicBool) -> Result<Box<Batch>, Aborted> {
-        wait(&self.empty, parker, abort)
+        wait(&self.empty, parker, abort, self.yield_budget)
     }
 
     /// Router: hands a filled batch to the worker.
@@ -132,7 +147,7 @@ impl Ring {
 
     /// Worker: the next filled batch, in the order sent.
     pub fn recv(&self, parker: &Parker, abort: &AtomicBool) -> Result<Box<Batch>, Aborted> {
-        wait(&self.full, parker, abort)
+        wait(&self.full, parker, abort, self.yield_budget)
     }
 
     /// Worker: gives a processed batch back for reuse.
@@ -151,9 +166,16 @@ impl Ring {
     }
 }
 
-/// Pops from `queue`: spin, then yield, then park; gives up on abort.
-fn wait<T>(queue: &ArrayQueue<T>, parker: &Parker, abort: &AtomicBool) -> Result<T, Aborted> {
+/// Pops from `queue`: spin, then yield (for up to `yield_budget` once the
+/// backoff is done), then park; gives up on abort.
+fn wait<T>(
+    queue: &ArrayQueue<T>,
+    parker: &Parker,
+    abort: &AtomicBool,
+    yield_budget: Duration,
+) -> Result<T, Aborted> {
     let backoff = Backoff::new();
+    let mut yield_until = None;
     loop {
         if let Some(value) = queue.pop() {
             return Ok(value);
@@ -161,10 +183,15 @@ fn wait<T>(queue: &ArrayQueue<T>, parker: &Parker, abort: &AtomicBool) -> Result
         if abort.load(Ordering::Acquire) {
             return Err(Aborted);
         }
-        if backoff.is_completed() {
-            parker.park_timeout(PARK);
-        } else {
+        if !backoff.is_completed() {
             backoff.snooze();
+            continue;
+        }
+        let deadline = *yield_until.get_or_insert_with(|| Instant::now() + yield_budget);
+        if Instant::now() < deadline {
+            std::thread::yield_now();
+        } else {
+            parker.park_timeout(PARK);
         }
     }
 }
