@@ -1,6 +1,8 @@
 //! Criterion benches, one group per area: amount parsing, csv parsing, ledger
-//! apply, end to end. Inputs come from datagen with fixed seeds; each timed
-//! loop checks its result so the work cannot be optimised away.
+//! apply, ring hand-off, end to end (single-threaded and pipeline). Inputs
+//! come from datagen with fixed seeds; each timed loop checks its result so
+//! the work cannot be optimised away. End-to-end runs also print the engine's
+//! latency percentiles.
 //!
 //! `cargo bench` runs them all in a few minutes on 2 cores;
 //! `cargo bench -- parse` runs one group.
@@ -120,17 +122,78 @@ fn ledger_apply(c: &mut Criterion) {
     group.finish();
 }
 
+/// Records per second through one ring, producer and consumer on their own
+/// threads (the pipeline's hand-off cost, without parsing or applying).
+fn ring_handoff(c: &mut Criterion) {
+    use crossbeam_utils::sync::Parker;
+    use payments_engine::pipeline::ring::{Item, Ring, BATCH};
+    use std::sync::atomic::AtomicBool;
+    const BATCHES_SENT: u64 = 2_000;
+    let item = Item {
+        line: 1,
+        tx: Tx {
+            kind: payments_engine::Kind::Deposit,
+            client: 1,
+            tx: 1,
+            amount: Amount::from_raw(1),
+        },
+        fresh: true,
+        raw_start: 0,
+        raw_len: 0,
+    };
+    let mut group = c.benchmark_group("ring");
+    group.throughput(Throughput::Elements(BATCHES_SENT * BATCH as u64));
+    group.sample_size(10);
+    group.bench_function("handoff", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (router, worker) = (Parker::new(), Parker::new());
+                let abort = AtomicBool::new(false);
+                let ring = Ring::new(router.unparker().clone(), worker.unparker().clone())
+                    .with_yield(Duration::from_micros(200));
+                let started = std::time::Instant::now();
+                std::thread::scope(|scope| {
+                    let (ring, abort) = (&ring, &abort);
+                    let consumer = scope.spawn(move || {
+                        let mut seen = 0u64;
+                        loop {
+                            let batch = ring.recv(&worker, abort).unwrap();
+                            seen += batch.items.iter().map(|i| i.line).sum::<u64>();
+                            let end = batch.end;
+                            ring.recycle(batch);
+                            if end {
+                                return seen;
+                            }
+                        }
+                    });
+                    for n in 0..BATCHES_SENT {
+                        let mut batch = ring.take_empty(&router, abort).unwrap();
+                        batch.items.resize(BATCH, item);
+                        batch.end = n + 1 == BATCHES_SENT;
+                        ring.send(batch);
+                    }
+                    assert_eq!(consumer.join().unwrap(), BATCHES_SENT * BATCH as u64);
+                });
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
 fn end_to_end(c: &mut Criterion) {
     let data = input();
     let mut group = c.benchmark_group("end_to_end");
     group.throughput(Throughput::Bytes(data.len() as u64));
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(10));
-    let options = Options {
+        .measurement_time(Duration::from_secs(8));
+    let options = |workers| Options {
         input: Input::Stdin,
-        workers: 0,
-        pin: false,
+        workers,
+        pin: true,
         latency: false,
         panic_at_line: None,
         strict: false,
@@ -138,16 +201,22 @@ fn end_to_end(c: &mut Criterion) {
         verbosity: Verbosity::Quiet,
         progress: false,
     };
-    group.bench_function("workers_0", |b| {
-        b.iter(|| {
-            let (mut out, mut err) = (Vec::with_capacity(1 << 20), Vec::new());
-            let tally = process(&data[..], &options, &mut out, &mut err)
-                .unwrap()
-                .tally;
-            assert_eq!(tally.rows_read(), ROWS);
-            out
-        })
-    });
+    let run = |options: &Options| {
+        let (mut out, mut err) = (Vec::with_capacity(1 << 20), Vec::new());
+        let stats = process(&data[..], options, &mut out, &mut err).unwrap();
+        assert_eq!(stats.tally.rows_read(), ROWS);
+        assert!(out.len() > 100_000, "accounts printed");
+        stats
+    };
+    for workers in [0, 1, 2, 4] {
+        let options = options(workers);
+        group.bench_function(format!("workers_{workers}"), |b| b.iter(|| run(&options)));
+        // Tail latency from the engine's own histogram, for one more run.
+        eprintln!(
+            "end_to_end/workers_{workers}: {}",
+            payments_engine::app::latency_text(run(&options).latency.as_ref())
+        );
+    }
     group.finish();
 }
 
@@ -156,6 +225,7 @@ criterion_group!(
     amount_parsing,
     csv_parsing,
     ledger_apply,
+    ring_handoff,
     end_to_end
 );
 criterion_main!(benches);
