@@ -200,6 +200,7 @@ fn single_threaded(source: impl Read, options: &Options) -> anyhow::Result<Engin
         log.record(row.line, tx.as_ref(), outcome, row.raw)
             .context("writing a spool file")?;
     }
+    ledger.check_invariants();
     let deposits = ledger.book().deposits();
     Ok(EngineRun {
         accounts: ledger.sorted_accounts(),

@@ -119,6 +119,9 @@ impl Account {
 pub struct Book {
     accounts: hashbrown::HashMap<ClientId, Account>,
     deposits: DepositStore,
+    /// Applied deposits - applied withdrawals - charged back amounts, modulo
+    /// 2^64: what the accounts' totals must add up to.
+    net: i64,
 }
 
 impl Book {
@@ -136,7 +139,8 @@ impl Book {
             return Err(Reject::AccountLocked);
         }
         let mut next = *account;
-        match tx.kind {
+        // How this record changes the account's total, by SPEC's rules.
+        let total_change = match tx.kind {
             // Rule 4.
             Kind::Deposit => {
                 next.available = account
@@ -145,6 +149,7 @@ impl Book {
                     .ok_or(Reject::Overflow)?;
                 checked_total(&next)?;
                 self.deposits.insert(tx.tx, tx.client, tx.amount);
+                tx.amount.raw()
             }
             // Rule 5.
             Kind::Withdrawal => {
@@ -155,6 +160,7 @@ impl Book {
                     .available
                     .checked_sub(tx.amount)
                     .ok_or(Reject::Overflow)?;
+                -tx.amount.raw()
             }
             // Rule 6.
             Kind::Dispute => {
@@ -173,6 +179,7 @@ impl Book {
                     .ok_or(Reject::Overflow)?;
                 checked_total(&next)?;
                 self.deposits.set_disputed(tx.tx, true);
+                0
             }
             // Rules 7 and 8.
             Kind::Resolve | Kind::Chargeback => {
@@ -195,14 +202,40 @@ impl Book {
                 }
                 checked_total(&next)?;
                 self.deposits.set_disputed(tx.tx, false);
+                if tx.kind == Kind::Chargeback {
+                    -deposit.amount.raw()
+                } else {
+                    0
+                }
             }
+        };
+        // Invariants, on in release builds (cost measured in perf.md): held
+        // never negative, and the total moved by exactly what the rule says
+        // (compared modulo 2^64: cheap, and exact for any real bug).
+        let moved = (next.available.raw().wrapping_sub(account.available.raw()))
+            .wrapping_add(next.held.raw().wrapping_sub(account.held.raw()));
+        if moved != total_change || next.held.is_negative() {
+            invariant_broken(&tx, account, &next);
         }
-        assert!(
-            !next.held.is_negative(),
-            "ledger invariant: held never negative"
-        );
+        self.net = self.net.wrapping_add(total_change);
         *account = next;
         Ok(())
+    }
+
+    /// Checks, at the end of a run, that money is conserved: the totals of
+    /// all accounts add up to applied deposits - withdrawals - chargebacks,
+    /// every total is available + held, and no held is negative. Panics
+    /// (a bug, not bad input) otherwise.
+    pub fn check_invariants(&self) {
+        let mut sum: i64 = 0;
+        for (client, account) in &self.accounts {
+            assert!(
+                !account.held.is_negative(),
+                "ledger invariant: client {client} holds a negative amount"
+            );
+            sum = sum.wrapping_add(account.total().raw());
+        }
+        assert_eq!(sum, self.net, "ledger invariant: money is not conserved");
     }
 
     /// The account of `client`, if it exists.
@@ -221,6 +254,13 @@ impl Book {
     pub fn deposits(&self) -> &DepositStore {
         &self.deposits
     }
+}
+
+/// A ledger invariant failed: a bug, never bad input.
+#[cold]
+#[inline(never)]
+fn invariant_broken(tx: &Tx, before: &Account, after: &Account) -> ! {
+    panic!("ledger invariant broken by {tx:?}: {before:?} -> {after:?}");
 }
 
 fn checked_total(account: &Account) -> Result<Amount, Reject> {
@@ -252,6 +292,11 @@ impl Ledger {
     /// The per-client state.
     pub fn book(&self) -> &Book {
         &self.book
+    }
+
+    /// Checks the end-of-run invariants ([`Book::check_invariants`]).
+    pub fn check_invariants(&self) {
+        self.book.check_invariants();
     }
 
     /// All accounts sorted by client id: the output order.
@@ -307,6 +352,27 @@ mod tests {
 
     const OK: Result<(), Reject> = Ok(());
     use Reject::*;
+
+    #[test]
+    fn conservation_check_passes_on_real_activity_and_catches_tampering() {
+        let mut ledger = Ledger::new();
+        for t in [
+            tx(Deposit, 1, 1, "10"),
+            tx(Deposit, 2, 2, "5"),
+            tx(Withdrawal, 1, 3, "4"),
+            tx(Dispute, 2, 2, ""),
+            tx(Chargeback, 2, 2, ""),
+        ] {
+            ledger.apply(t).unwrap();
+        }
+        ledger.check_invariants();
+        assert_eq!(ledger.book.net, 6 * 10_000);
+        // A corrupted balance is caught.
+        ledger.book.accounts.get_mut(&1).unwrap().available = Amount::from_raw(1);
+        let caught =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ledger.check_invariants()));
+        assert!(caught.is_err());
+    }
 
     #[test]
     fn deposit_and_withdrawal() {

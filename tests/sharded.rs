@@ -1,7 +1,8 @@
-//! Failures inside the sharded pipeline: a worker that panics ends the run
-//! with one error and no accounts, and nothing hangs, whether the router is
-//! busy parsing or waiting on a full ring.
+//! Faults: a worker that panics, or an input that fails mid-stream, ends the
+//! run with one error and no accounts, and nothing hangs, whether the router
+//! is busy parsing or waiting on a full ring.
 
+use std::io::{self, Read};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -24,10 +25,41 @@ fn options(workers: usize, panic_at_line: Option<u64>) -> Options {
 
 /// Runs `process` on another thread, failing the test after 60 s (a hang).
 fn run_bounded(input: Vec<u8>, options: Options) -> (Result<String, String>, Vec<u8>) {
+    run_reader_bounded(
+        Failing {
+            data: input,
+            pos: 0,
+            fail_at: usize::MAX,
+        },
+        options,
+    )
+}
+
+/// A reader that fails with an I/O error after `fail_at` bytes.
+struct Failing {
+    data: Vec<u8>,
+    pos: usize,
+    fail_at: usize,
+}
+
+impl Read for Failing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.fail_at {
+            return Err(io::Error::other("the disk caught fire"));
+        }
+        let end = self.data.len().min(self.fail_at).min(self.pos + buf.len());
+        let n = end - self.pos;
+        buf[..n].copy_from_slice(&self.data[self.pos..end]);
+        self.pos = end;
+        Ok(n)
+    }
+}
+
+fn run_reader_bounded(input: Failing, options: Options) -> (Result<String, String>, Vec<u8>) {
     let (send, receive) = mpsc::channel();
     std::thread::spawn(move || {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let result = process(&input[..], &options, &mut stdout, &mut stderr)
+        let result = process(input, &options, &mut stdout, &mut stderr)
             .map(|_| String::new())
             .map_err(|e| format!("{e:#}"));
         let _ = send.send((result, stdout));
@@ -82,5 +114,28 @@ fn without_a_fault_the_same_input_succeeds_for_every_worker_count() {
         let (result, stdout) = run_bounded(input.clone(), options(workers, None));
         result.unwrap();
         assert!(stdout == expected, "--workers {workers} differs");
+    }
+}
+
+#[test]
+fn an_input_error_mid_stream_is_fatal_for_every_worker_count() {
+    let data = big_input(200_000);
+    let fail_at = data.len() / 2;
+    for workers in [0, 1, 2, 8] {
+        let reader = Failing {
+            data: data.clone(),
+            pos: 0,
+            fail_at,
+        };
+        let (result, stdout) = run_reader_bounded(reader, options(workers, None));
+        let error = result.expect_err("a read error must fail the run");
+        assert!(
+            error.contains("reading input") && error.contains("the disk caught fire"),
+            "{error}"
+        );
+        assert!(
+            stdout.is_empty(),
+            "--workers {workers}: no accounts on a fatal error"
+        );
     }
 }

@@ -367,6 +367,7 @@ fn work(
         let end = batch.end;
         ring.recycle(batch);
         if end {
+            book.check_invariants();
             return Ok(WorkerOutput { book, log, latency });
         }
     }
