@@ -5,6 +5,7 @@
 //!   for byte; `NAME.rejects.csv`, when present, is the expected `--rejects`
 //!   file. Each fixture runs with workers 0, 1, 2, 3, 4, 8 and 16, and from
 //!   stdin too.
+//! * `tests/adversarial/`: the same, for hostile inputs.
 //! * `tests/peer/NAME.csv` + `NAME.expected.csv`: other implementations'
 //!   pairs, compared after normalising numbers and row order.
 
@@ -90,10 +91,20 @@ fn diff(expected: &str, got: &str) -> String {
 
 #[test]
 fn fixtures_match_byte_for_byte() {
-    let pairs = pairs("fixtures");
+    check_folder("fixtures", 25);
+}
+
+/// `tests/adversarial/`: hostile inputs, one or more per class of issue 5.
+#[test]
+fn adversarial_corpus_matches_byte_for_byte() {
+    check_folder("adversarial", 40);
+}
+
+fn check_folder(folder: &str, at_least: usize) {
+    let pairs = pairs(folder);
     assert!(
-        pairs.len() >= 25,
-        "expected at least 25 fixture pairs, found {}",
+        pairs.len() >= at_least,
+        "expected at least {at_least} pairs in tests/{folder}, found {}",
         pairs.len()
     );
     let scratch = tempfile::tempdir().unwrap();
@@ -155,7 +166,7 @@ fn fixtures_match_byte_for_byte() {
             }
         }
     }
-    assert!(failures.is_empty(), "fixture failures:\n{failures}");
+    assert!(failures.is_empty(), "{folder} failures:\n{failures}");
 }
 
 /// Parses a decimal with an optional sign into ten-thousandths (i128), for
