@@ -1,20 +1,21 @@
 //! Compact stores keyed by the u32 transaction id.
 //!
 //! Both stores split the id space into 65,536 *leaves* of 65,536 ids
-//! (`leaf = id >> 16`, `slot = id & 0xFFFF`) and allocate a leaf only when an
-//! id in it first appears. Nothing is ever reallocated as a whole, so there is
-//! no doubling spike: memory grows one leaf at a time.
+//! (`leaf = id >> 16`, `slot = id & 0xFFFF`). A leaf with many ids gets its
+//! own flat array, allocated once; the few ids of the other leaves share one
+//! hash table. Dense regions grow one leaf at a time, without doubling
+//! spikes; only the shared table of scattered ids grows by doubling.
 //!
-//! * [`TxIdSet`] (SPEC rule 2, ids claimed by deposits and withdrawals): a
-//!   leaf is a small hash set of slots until it holds [`BITSET_AT`] ids, then
-//!   an 8 KiB bitset (512 MiB if every id appears).
-//! * [`DepositStore`] (applied deposits, for disputes) keeps each leaf in one
-//!   of two forms. A *sparse* leaf is a small hash map from slot to a 12-byte
-//!   entry, which keeps scattered ids (random u32 ids, multiples of 65,536)
-//!   cheap. When a leaf holds [`DENSE_AT`] deposits it becomes *dense*: two
-//!   flat arrays indexed by slot (8-byte amount with the dispute flag in the
-//!   sign bit, 2-byte client), 10 bytes per id with no hashing at all. The
-//!   usual sequential ids therefore cost 10 bytes per id slot.
+//! * [`TxIdSet`] (SPEC rule 2, ids claimed by deposits and withdrawals): the
+//!   ids of a leaf sit in one shared hash set until the leaf holds
+//!   [`BITSET_AT`] ids, then in an 8 KiB bitset (512 MiB if every id appears).
+//! * [`DepositStore`] (applied deposits, for disputes): the deposits of a leaf
+//!   sit in one shared hash table (16 bytes a bucket) until the leaf holds
+//!   [`DENSE_AT`] deposits; then the leaf becomes *dense*: two flat arrays
+//!   indexed by slot (8-byte amount with the dispute flag in the sign bit,
+//!   2-byte client), 10 bytes per id with no hashing at all. The usual
+//!   sequential ids therefore cost 10 bytes per id slot, and scattered ids
+//!   (random u32 ids, multiples of 65,536) cost a hash bucket each.
 //!
 //! A new leaf whose left neighbour *earned* its density (reached
 //! [`DENSE_AT`] deposits) starts dense: sequential ids then skip the sparse
@@ -24,9 +25,10 @@
 //! so dense leaves are at most twice the earned ones, and the store costs at
 //! most 2 x 640 KiB / 20,000 = 66 bytes per deposit.
 //!
-//! Why not one `HashMap<u32, Deposit>`: its buckets cost 17+ bytes and sit at
-//! 44-87% load, so 24-40 bytes per deposit, and every resize holds the old and
-//! the new table at once (a 1.5x spike of the whole store).
+//! Why not one `HashMap<u32, Deposit>` for everything: its buckets cost 17
+//! bytes and sit at 44-87% load, so 20-40 bytes per deposit, and a resize
+//! holds the old and the new table at once. Dense leaves keep the common case
+//! at 10 bytes and out of the table; only scattered ids pay for hashing.
 
 use crate::amount::Amount;
 use crate::tx::{ClientId, TxId};
@@ -35,9 +37,9 @@ const LEAF_BITS: u32 = 16;
 const LEAF_IDS: usize = 1 << LEAF_BITS;
 const LEAVES: usize = 1 << (32 - LEAF_BITS);
 
-/// A sparse leaf becomes dense when it holds this many deposits. A dense leaf
-/// costs `LEAF_IDS * 10` = 640 KiB; at this count the sparse map uses 32,768
-/// buckets of 13 bytes (416 KiB) and would next double to 832 KiB.
+/// A leaf becomes dense when it holds this many deposits: a dense leaf costs
+/// `LEAF_IDS * 10` = 640 KiB, 33 bytes a deposit at this count, about what
+/// the shared table costs per deposit at its average load.
 pub const DENSE_AT: usize = 20_000;
 
 #[inline]
@@ -45,36 +47,35 @@ fn split(id: TxId) -> (usize, usize) {
     ((id >> LEAF_BITS) as usize, (id as usize) & (LEAF_IDS - 1))
 }
 
-/// A leaf of [`TxIdSet`] becomes a bitset when it holds this many ids: the
-/// sparse set would next grow to 4,096 buckets of 3 bytes (12 KiB), more than
-/// the 8 KiB bitset.
-pub const BITSET_AT: usize = 1_536;
-
-enum IdLeaf {
-    Empty,
-    /// Claimed slots of a leaf with few ids (scattered ids: random u32 ids,
-    /// multiples of 65,536, ...).
-    Sparse(hashbrown::HashSet<u16>),
-    /// One bit per id of the leaf.
-    Bits(Box<[u64]>),
-}
+/// A leaf of [`TxIdSet`] becomes a bitset when it holds this many ids: by
+/// then its ids cost more in the shared set (5 bytes a bucket at 44-87% load)
+/// than the 8 KiB bitset.
+pub const BITSET_AT: u32 = 1_536;
 
 /// The set of tx ids claimed so far (SPEC rule 2).
 ///
-/// Each 65,536-id leaf starts as a small hash set of its claimed slots and
-/// turns into an 8 KiB bitset at [`BITSET_AT`] ids. A plain paged bitset costs
-/// 8 KiB for the first id of every leaf: sparse random ids then touch all
-/// 65,536 leaves, 512 MiB of fresh pages, and ran 4.4x slower than sequential
-/// ids (perf.md, "Sparse ids"). Now memory is at most ~7 bytes per claimed id
-/// in sparse leaves and 8 KiB per dense leaf (512 MiB if every u32 id appears).
+/// The ids of a leaf (65,536 ids) live in one shared hash set until the leaf
+/// holds [`BITSET_AT`] ids; then the leaf becomes an 8 KiB bitset. A plain
+/// paged bitset costs 8 KiB for the first id of every leaf: sparse random ids
+/// touch all 65,536 leaves (512 MiB) and ran 4.4x slower than sequential ids.
+/// A hash set per leaf fixed the memory but cost three dependent cache misses
+/// per claim; one shared set costs one or two (perf.md, "Sparse ids").
 pub struct TxIdSet {
-    leaves: Vec<IdLeaf>,
+    /// Per leaf: index + 1 into `bitsets`, or 0 while its ids are in `sparse`.
+    bitset_of: Box<[u32]>,
+    /// Per leaf: ids claimed.
+    counts: Box<[u32]>,
+    bitsets: Vec<Box<[u64]>>,
+    sparse: hashbrown::HashSet<u32>,
 }
 
 impl Default for TxIdSet {
     fn default() -> Self {
         TxIdSet {
-            leaves: (0..LEAVES).map(|_| IdLeaf::Empty).collect(),
+            bitset_of: vec![0u32; LEAVES].into(),
+            counts: vec![0u32; LEAVES].into(),
+            bitsets: Vec::new(),
+            sparse: hashbrown::HashSet::new(),
         }
     }
 }
@@ -84,44 +85,41 @@ impl TxIdSet {
     #[inline]
     pub fn claim(&mut self, id: TxId) -> bool {
         let (leaf, slot) = split(id);
-        let leaf = &mut self.leaves[leaf];
-        match leaf {
-            IdLeaf::Bits(words) => {
-                let (word, bit) = (slot / 64, 1u64 << (slot % 64));
-                let fresh = words[word] & bit == 0;
-                words[word] |= bit;
-                fresh
-            }
-            IdLeaf::Sparse(set) => {
-                let fresh = set.insert(slot as u16);
-                if set.len() >= BITSET_AT {
-                    let mut words = vec![0u64; LEAF_IDS / 64].into_boxed_slice();
-                    for &slot in set.iter() {
-                        words[usize::from(slot) / 64] |= 1 << (slot % 64);
-                    }
-                    *leaf = IdLeaf::Bits(words);
-                }
-                fresh
-            }
-            IdLeaf::Empty => {
-                *leaf = IdLeaf::Sparse(hashbrown::HashSet::from_iter([slot as u16]));
-                true
-            }
+        if let Some(index) = self.bitset_of[leaf].checked_sub(1) {
+            let words = &mut self.bitsets[index as usize];
+            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            let fresh = words[word] & bit == 0;
+            words[word] |= bit;
+            self.counts[leaf] += u32::from(fresh);
+            return fresh;
         }
+        if !self.sparse.insert(id) {
+            return false;
+        }
+        self.counts[leaf] += 1;
+        if self.counts[leaf] >= BITSET_AT {
+            self.make_bitset(leaf);
+        }
+        true
     }
 
-    /// Bytes held by the directory and the leaves.
+    /// Moves a leaf's ids out of the shared set into a new bitset.
+    #[cold]
+    fn make_bitset(&mut self, leaf: usize) {
+        let mut words = vec![0u64; LEAF_IDS / 64].into_boxed_slice();
+        let base = (leaf as u32) << LEAF_BITS;
+        for slot in 0..LEAF_IDS {
+            if self.sparse.remove(&(base | slot as u32)) {
+                words[slot / 64] |= 1 << (slot % 64);
+            }
+        }
+        self.bitsets.push(words);
+        self.bitset_of[leaf] = self.bitsets.len() as u32;
+    }
+
+    /// Bytes held by the directories, bitsets and the shared set.
     pub fn heap_bytes(&self) -> usize {
-        let leaves: usize = self
-            .leaves
-            .iter()
-            .map(|leaf| match leaf {
-                IdLeaf::Empty => 0,
-                IdLeaf::Sparse(set) => set.allocation_size(),
-                IdLeaf::Bits(_) => LEAF_IDS / 8,
-            })
-            .sum();
-        leaves + self.leaves.len() * std::mem::size_of::<IdLeaf>()
+        LEAVES * 8 + self.bitsets.len() * (LEAF_IDS / 8) + self.sparse.allocation_size()
     }
 }
 
@@ -152,19 +150,27 @@ fn unpack(client: ClientId, word: u64) -> Deposit {
     }
 }
 
-/// A sparse-leaf entry: 10 bytes, alignment 1, so a `(u16, SparseEntry)`
-/// bucket is 12 bytes plus hashbrown's control byte.
+/// A deposit in the shared sparse table: 10 bytes, alignment 1, so a
+/// `(u32, SparseEntry)` bucket is 14 bytes (16 with padding) plus hashbrown's
+/// control byte.
 #[derive(Clone, Copy)]
 struct SparseEntry {
     word: [u8; 8],
     client: [u8; 2],
 }
 
+impl SparseEntry {
+    fn deposit(&self) -> Deposit {
+        unpack(
+            ClientId::from_ne_bytes(self.client),
+            u64::from_ne_bytes(self.word),
+        )
+    }
+}
+
 struct DenseLeaf {
     words: Box<[u64]>,
     clients: Box<[ClientId]>,
-    /// Deposits stored in this leaf.
-    count: u32,
 }
 
 impl DenseLeaf {
@@ -172,34 +178,30 @@ impl DenseLeaf {
         DenseLeaf {
             words: vec![0u64; LEAF_IDS].into(),
             clients: vec![0; LEAF_IDS].into(),
-            count: 0,
         }
     }
-
-    /// Dense by count, not just by neighbourhood.
-    fn earned(&self) -> bool {
-        self.count as usize >= DENSE_AT
-    }
-}
-
-enum Leaf {
-    Sparse(hashbrown::HashMap<u16, SparseEntry>),
-    Dense(DenseLeaf),
 }
 
 /// Applied deposits by tx id, for disputes, resolves and chargebacks.
 pub struct DepositStore {
-    /// `leaf_of[id >> 16]` is an index into `leaves`, plus one; 0 means none.
-    leaf_of: Box<[u32]>,
-    leaves: Vec<Leaf>,
+    /// Per leaf: index + 1 into `dense`, or 0 while its deposits are sparse.
+    dense_of: Box<[u32]>,
+    /// Per leaf: deposits stored.
+    counts: Box<[u32]>,
+    dense: Vec<DenseLeaf>,
+    /// The deposits of every leaf that is not dense, keyed by tx id: one
+    /// table, so a lookup costs one or two cache misses, not three.
+    sparse: hashbrown::HashMap<u32, SparseEntry>,
     len: usize,
 }
 
 impl Default for DepositStore {
     fn default() -> Self {
         DepositStore {
-            leaf_of: vec![0u32; LEAVES].into(),
-            leaves: Vec::new(),
+            dense_of: vec![0u32; LEAVES].into(),
+            counts: vec![0u32; LEAVES].into(),
+            dense: Vec::new(),
+            sparse: hashbrown::HashMap::new(),
             len: 0,
         }
     }
@@ -210,19 +212,19 @@ impl DepositStore {
     #[inline]
     pub fn get(&self, id: TxId) -> Option<Deposit> {
         let (leaf, slot) = split(id);
-        let index = self.leaf_of[leaf].checked_sub(1)?;
-        match &self.leaves[index as usize] {
-            Leaf::Dense(dense) => {
+        match self.dense_of[leaf].checked_sub(1) {
+            Some(index) => {
+                let dense = &self.dense[index as usize];
                 let word = dense.words[slot];
                 (word != 0).then(|| unpack(dense.clients[slot], word))
             }
-            Leaf::Sparse(map) => map.get(&(slot as u16)).map(|entry| {
-                unpack(
-                    ClientId::from_ne_bytes(entry.client),
-                    u64::from_ne_bytes(entry.word),
-                )
-            }),
+            None => self.sparse.get(&id).map(SparseEntry::deposit),
         }
+    }
+
+    /// A leaf whose left neighbour earned its density by count.
+    fn neighbour_earned(&self, leaf: usize) -> bool {
+        leaf > 0 && self.dense_of[leaf - 1] != 0 && self.counts[leaf - 1] as usize >= DENSE_AT
     }
 
     /// Stores an applied, undisputed deposit. Each id is inserted at most
@@ -230,75 +232,67 @@ impl DepositStore {
     pub fn insert(&mut self, id: TxId, client: ClientId, amount: Amount) {
         let (leaf, slot) = split(id);
         let word = pack(amount, false);
-        let index = match self.leaf_of[leaf].checked_sub(1) {
-            Some(index) => index as usize,
-            None => {
-                let neighbour_earned = leaf > 0
-                    && self.leaf_of[leaf - 1].checked_sub(1).is_some_and(
-                        |i| matches!(&self.leaves[i as usize], Leaf::Dense(d) if d.earned()),
-                    );
-                self.leaves.push(if neighbour_earned {
-                    Leaf::Dense(DenseLeaf::new())
-                } else {
-                    Leaf::Sparse(hashbrown::HashMap::new())
-                });
-                self.leaf_of[leaf] = self.leaves.len() as u32;
-                self.leaves.len() - 1
-            }
-        };
-        let leaf = &mut self.leaves[index];
-        match leaf {
-            Leaf::Dense(dense) => {
+        if self.counts[leaf] == 0 && self.dense_of[leaf] == 0 && self.neighbour_earned(leaf) {
+            self.dense.push(DenseLeaf::new());
+            self.dense_of[leaf] = self.dense.len() as u32;
+        }
+        match self.dense_of[leaf].checked_sub(1) {
+            Some(index) => {
+                let dense = &mut self.dense[index as usize];
                 assert_eq!(dense.words[slot], 0, "deposit {id} stored twice");
                 dense.words[slot] = word;
                 dense.clients[slot] = client;
-                dense.count += 1;
             }
-            Leaf::Sparse(map) => {
+            None => {
                 let entry = SparseEntry {
                     word: word.to_ne_bytes(),
                     client: client.to_ne_bytes(),
                 };
-                let previous = map.insert(slot as u16, entry);
+                let previous = self.sparse.insert(id, entry);
                 assert!(previous.is_none(), "deposit {id} stored twice");
-                if map.len() >= DENSE_AT {
-                    *leaf = Leaf::Dense(Self::densify(map));
-                }
             }
+        }
+        self.counts[leaf] += 1;
+        if self.dense_of[leaf] == 0 && self.counts[leaf] as usize >= DENSE_AT {
+            self.densify(leaf);
         }
         self.len += 1;
     }
 
-    fn densify(map: &hashbrown::HashMap<u16, SparseEntry>) -> DenseLeaf {
+    /// Moves a leaf's deposits out of the shared table into a dense leaf.
+    #[cold]
+    fn densify(&mut self, leaf: usize) {
         let mut dense = DenseLeaf::new();
-        dense.count = map.len() as u32;
-        for (&slot, entry) in map {
-            dense.words[usize::from(slot)] = u64::from_ne_bytes(entry.word);
-            dense.clients[usize::from(slot)] = ClientId::from_ne_bytes(entry.client);
+        let base = (leaf as u32) << LEAF_BITS;
+        for slot in 0..LEAF_IDS {
+            if let Some(entry) = self.sparse.remove(&(base | slot as u32)) {
+                dense.words[slot] = u64::from_ne_bytes(entry.word);
+                dense.clients[slot] = ClientId::from_ne_bytes(entry.client);
+            }
         }
-        dense
+        self.dense.push(dense);
+        self.dense_of[leaf] = self.dense.len() as u32;
     }
 
     /// Marks a stored deposit disputed or not. The id must be stored.
     pub fn set_disputed(&mut self, id: TxId, disputed: bool) {
         let (leaf, slot) = split(id);
-        let index = self.leaf_of[leaf]
-            .checked_sub(1)
-            .expect("set_disputed on a deposit that was never stored");
-        let word = match &mut self.leaves[index as usize] {
-            Leaf::Dense(dense) => &mut dense.words[slot],
-            Leaf::Sparse(map) => {
-                let entry = map
-                    .get_mut(&(slot as u16))
+        match self.dense_of[leaf].checked_sub(1) {
+            Some(index) => {
+                let word = &mut self.dense[index as usize].words[slot];
+                assert_ne!(*word, 0, "set_disputed on a deposit that was never stored");
+                set_flag(word, disputed);
+            }
+            None => {
+                let entry = self
+                    .sparse
+                    .get_mut(&id)
                     .expect("set_disputed on a deposit that was never stored");
                 let mut word = u64::from_ne_bytes(entry.word);
                 set_flag(&mut word, disputed);
                 entry.word = word.to_ne_bytes();
-                return;
             }
-        };
-        assert_ne!(*word, 0, "set_disputed on a deposit that was never stored");
-        set_flag(word, disputed);
+        }
     }
 
     /// Number of stored deposits.
@@ -311,20 +305,10 @@ impl DepositStore {
         self.len == 0
     }
 
-    /// Bytes held by the store (directory, leaves, sparse buckets), for
-    /// reporting bytes per stored deposit.
+    /// Bytes held by the store (directories, dense leaves, the shared
+    /// table), for reporting bytes per stored deposit.
     pub fn heap_bytes(&self) -> usize {
-        let directory =
-            self.leaf_of.len() * 4 + self.leaves.capacity() * std::mem::size_of::<Leaf>();
-        let leaves: usize = self
-            .leaves
-            .iter()
-            .map(|leaf| match leaf {
-                Leaf::Dense(_) => LEAF_IDS * 10,
-                Leaf::Sparse(map) => map.allocation_size(),
-            })
-            .sum();
-        directory + leaves
+        LEAVES * 8 + self.dense.len() * LEAF_IDS * 10 + self.sparse.allocation_size()
     }
 }
 
@@ -345,15 +329,14 @@ mod tests {
     fn id_set_leaves_turn_into_bitsets_and_keep_every_claim() {
         let mut ids = TxIdSet::default();
         // Leaf 3 fills past the threshold; leaf 9 stays sparse.
-        let dense: Vec<u32> = (0..BITSET_AT as u32 + 100)
-            .map(|i| 3 * 65_536 + i * 7)
-            .collect();
+        let dense: Vec<u32> = (0..BITSET_AT + 100).map(|i| 3 * 65_536 + i * 7).collect();
         for &id in &dense {
             assert!(ids.claim(id), "{id}");
         }
         assert!(ids.claim(9 * 65_536 + 5));
-        assert!(matches!(ids.leaves[3], IdLeaf::Bits(_)));
-        assert!(matches!(ids.leaves[9], IdLeaf::Sparse(_)));
+        assert_ne!(ids.bitset_of[3], 0, "leaf 3 is a bitset");
+        assert_eq!(ids.bitset_of[9], 0, "leaf 9 is sparse");
+        assert_eq!(ids.sparse.len(), 1, "leaf 3's ids left the shared set");
         for &id in &dense {
             assert!(!ids.claim(id), "{id} claimed twice");
         }
@@ -383,7 +366,12 @@ mod tests {
             store.insert(id, (n % 65_536) as u16, amount);
         }
         assert_eq!(store.len(), dense_ids.len() + sparse_ids.len());
-        assert!(matches!(store.leaves[0], Leaf::Dense(_)));
+        assert_ne!(store.dense_of[0], 0, "leaf 0 is dense");
+        assert_eq!(
+            store.sparse.len(),
+            sparse_ids.len(),
+            "leaf 0 left the shared table"
+        );
         for (n, &id) in dense_ids.iter().chain(&sparse_ids).enumerate() {
             let expected = Deposit {
                 client: (n % 65_536) as u16,
@@ -413,7 +401,7 @@ mod tests {
         for id in 6..DENSE_AT as u32 + 5 {
             store.insert(id, 1, Amount::from_raw(1));
         }
-        assert!(matches!(store.leaves[0], Leaf::Dense(_)));
+        assert_ne!(store.dense_of[0], 0, "leaf 0 is dense");
         assert_eq!(
             store.get(5),
             Some(Deposit {
@@ -435,21 +423,92 @@ mod tests {
         for id in 0..DENSE_AT as u32 {
             store.insert(id, 1, Amount::from_raw(1));
         }
-        assert!(matches!(&store.leaves[0], Leaf::Dense(d) if d.earned()));
+        assert_ne!(store.dense_of[0], 0, "leaf 0 earned density");
         // Leaf 1 starts dense (sequential ids skip the sparse phase)...
         store.insert(65_536, 1, Amount::from_raw(1));
-        assert!(matches!(store.leaves[1], Leaf::Dense(_)));
+        assert_ne!(store.dense_of[1], 0, "leaf 1 starts dense");
         // ...but leaf 2, next to an unearned dense leaf, starts sparse, and
         // so does a leaf with no neighbour at all.
         store.insert(2 * 65_536, 1, Amount::from_raw(1));
-        assert!(matches!(store.leaves[2], Leaf::Sparse(_)));
+        assert_eq!(store.dense_of[2], 0);
         store.insert(9 * 65_536, 1, Amount::from_raw(1));
-        assert!(matches!(store.leaves[3], Leaf::Sparse(_)));
+        assert_eq!(store.dense_of[9], 0);
         assert_eq!(
             store.get(65_536).map(|d| d.amount),
             Some(Amount::from_raw(1))
         );
         assert_eq!(store.len(), DENSE_AT + 3);
+    }
+
+    /// Both stores against std collections, over a mix of id patterns that
+    /// makes leaves turn dense (and bitsets) in the middle of the run.
+    #[test]
+    fn stores_agree_with_std_collections_over_mixed_id_patterns() {
+        use std::collections::{HashMap, HashSet};
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut ids, mut ids_model) = (TxIdSet::default(), HashSet::new());
+        let (mut store, mut model) = (DepositStore::default(), HashMap::new());
+        let mut sequential = 0u32;
+        for step in 0..400_000u32 {
+            let r = next();
+            let id = match r % 4 {
+                0 | 1 => {
+                    sequential += 1 + (r >> 8) as u32 % 2;
+                    sequential
+                }
+                2 => (r >> 16) as u32,
+                _ => ((r >> 16) as u32 % 4096) << 16,
+            };
+            assert_eq!(
+                ids.claim(id),
+                ids_model.insert(id),
+                "claim {id} at step {step}"
+            );
+            if !model.contains_key(&id) && r % 3 != 0 {
+                let amount = Amount::from_raw(1 + (r >> 20) as i64 % 1_000_000);
+                let client = (r >> 40) as u16;
+                store.insert(id, client, amount);
+                model.insert(
+                    id,
+                    Deposit {
+                        client,
+                        amount,
+                        disputed: false,
+                    },
+                );
+            }
+            // Flip a dispute flag and read back a recent id.
+            if let Some(deposit) = model.get_mut(&id) {
+                if r % 5 == 0 {
+                    deposit.disputed = !deposit.disputed;
+                    store.set_disputed(id, deposit.disputed);
+                }
+            }
+            let probe = id.wrapping_sub((r >> 60) as u32);
+            assert_eq!(
+                store.get(probe),
+                model.get(&probe).copied(),
+                "get {probe} at step {step}"
+            );
+        }
+        assert!(
+            store.dense_of.iter().any(|&d| d != 0),
+            "some leaf turned dense"
+        );
+        assert!(
+            ids.bitset_of.iter().any(|&b| b != 0),
+            "some leaf became a bitset"
+        );
+        assert_eq!(store.len(), model.len());
+        for (&id, deposit) in &model {
+            assert_eq!(store.get(id), Some(*deposit), "final {id}");
+        }
     }
 
     #[test]
@@ -462,6 +521,6 @@ mod tests {
 
     #[test]
     fn sparse_entries_are_compact() {
-        assert_eq!(std::mem::size_of::<(u16, SparseEntry)>(), 12);
+        assert_eq!(std::mem::size_of::<(u32, SparseEntry)>(), 16);
     }
 }
