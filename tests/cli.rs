@@ -12,19 +12,28 @@ struct Run {
     code: i32,
 }
 
+/// Runs the binary; fails the test if it has not finished within 60 s.
 fn run(args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    // The child may exit before reading everything (fatal errors).
-    let _ = pipe.write_all(stdin);
-    drop(pipe);
-    let out = child.wait_with_output().unwrap();
+    let (args, stdin): (Vec<String>, Vec<u8>) =
+        (args.iter().map(|a| a.to_string()).collect(), stdin.to_vec());
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        // The child may exit before reading everything (fatal errors).
+        let _ = pipe.write_all(&stdin);
+        drop(pipe);
+        let _ = send.send(child.wait_with_output().unwrap());
+    });
+    let out = receive
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("payments-engine hung: no exit within 60 s");
     Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
