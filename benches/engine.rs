@@ -11,9 +11,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use payments_engine::app::{process, Input, Options};
+use payments_engine::app::{process, Options};
 use payments_engine::parse::Parser;
-use payments_engine::report::Verbosity;
 use payments_engine::{Amount, Ledger, Tx};
 
 const ROWS: u64 = 1_000_000;
@@ -191,15 +190,8 @@ fn end_to_end(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
     let options = |workers| Options {
-        input: Input::Stdin,
-        workers,
         pin: true,
-        latency: false,
-        panic_at_line: None,
-        strict: false,
-        rejects: None,
-        verbosity: Verbosity::Quiet,
-        progress: false,
+        ..Options::quiet(workers)
     };
     let run = |options: &Options| {
         let (mut out, mut err) = (Vec::with_capacity(1 << 20), Vec::new());

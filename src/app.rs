@@ -45,6 +45,24 @@ pub struct Options {
     pub progress: bool,
 }
 
+impl Options {
+    /// A quiet run over a reader (tests, benches, fuzzing): nothing on
+    /// stderr, no rejects file, no progress bar, workers not pinned.
+    pub fn quiet(workers: usize) -> Options {
+        Options {
+            input: Input::Stdin,
+            workers,
+            pin: false,
+            latency: false,
+            panic_at_line: None,
+            strict: false,
+            rejects: None,
+            verbosity: Verbosity::Quiet,
+            progress: false,
+        }
+    }
+}
+
 /// Inputs at least this large get a progress bar (when stderr is a terminal).
 const PROGRESS_MIN_BYTES: u64 = 64 * 1024 * 1024;
 

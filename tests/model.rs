@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use reference::Model;
 
-use payments_engine::app::{process, Input, Options};
+use payments_engine::app::{process, Options};
 use payments_engine::report::Verbosity;
 use payments_engine::{Amount, Kind, Ledger, Reject, Tx};
 use proptest::prelude::*;
@@ -182,15 +182,8 @@ fn options() -> Options {
 
 fn options_with(workers: usize, verbosity: Verbosity) -> Options {
     Options {
-        input: Input::Stdin,
-        workers,
-        pin: false,
-        latency: false,
-        panic_at_line: None,
-        strict: false,
-        rejects: None,
         verbosity,
-        progress: false,
+        ..Options::quiet(workers)
     }
 }
 

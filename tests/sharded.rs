@@ -6,20 +6,12 @@ use std::io::{self, Read};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use payments_engine::app::{process, Input, Options};
-use payments_engine::report::Verbosity;
+use payments_engine::app::{process, Options};
 
 fn options(workers: usize, panic_at_line: Option<u64>) -> Options {
     Options {
-        input: Input::Stdin,
-        workers,
-        pin: false,
-        latency: false,
         panic_at_line,
-        strict: false,
-        rejects: None,
-        verbosity: Verbosity::Quiet,
-        progress: false,
+        ..Options::quiet(workers)
     }
 }
 

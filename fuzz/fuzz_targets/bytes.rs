@@ -4,21 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use payments_engine::app::{process, Input, Options};
-use payments_engine::report::Verbosity;
+use payments_engine::app::{process, Options};
 
 fn options() -> Options {
-    Options {
-        input: Input::Stdin,
-        workers: 0,
-        pin: false,
-        latency: false,
-        panic_at_line: None,
-        strict: false,
-        rejects: None,
-        verbosity: Verbosity::Quiet,
-        progress: false,
-    }
+    Options::quiet(0)
 }
 
 /// Non-blank lines, by SPEC's definitions, written without the engine's code.

@@ -8,8 +8,7 @@ mod reference;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use payments_engine::app::{process, Input, Options};
-use payments_engine::report::Verbosity;
+use payments_engine::app::{process, Options};
 use payments_engine::{Amount, Kind, Ledger, Reject, Tx};
 
 #[derive(Arbitrary, Debug)]
@@ -38,17 +37,7 @@ fn tx(row: &Row) -> Tx {
 }
 
 fn options(workers: usize) -> Options {
-    Options {
-        input: Input::Stdin,
-        workers,
-        pin: false,
-        latency: false,
-        panic_at_line: None,
-        strict: false,
-        rejects: None,
-        verbosity: Verbosity::Quiet,
-        progress: false,
-    }
+    Options::quiet(workers)
 }
 
 fuzz_target!(|rows: Vec<Row>| {

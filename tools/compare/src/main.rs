@@ -262,6 +262,30 @@ fn main() -> Result<()> {
 
 const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
 
+/// One labelled line with a dot on each point, in the `n`-th colour.
+fn draw_line<X, Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X, Y>>,
+    points: Vec<(f64, f64)>,
+    label: String,
+    n: usize,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let color = COLORS[n % COLORS.len()];
+    chart
+        .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart.draw_series(
+        points
+            .into_iter()
+            .map(|p| Circle::new(p, 3, color.filled())),
+    )?;
+    Ok(())
+}
+
 fn charts(dir: &Path, results: &[(Input, Measure, Vec<Measure>)]) -> Result<()> {
     let rate = |input: &Input, m: &Measure| input.rows as f64 / m.median_s / 1e6;
     let max_rate = results
@@ -307,14 +331,12 @@ fn charts(dir: &Path, results: &[(Input, Measure, Vec<Measure>)]) -> Result<()> 
             .iter()
             .map(|m| (m.workers.unwrap_or(0) as f64, rate(input, m)))
             .collect();
-        let color = COLORS[n % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(format!("{preset} ({}M rows)", input.rows / 1_000_000))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        draw_line(
+            &mut chart,
+            points,
+            format!("{preset} ({}M rows)", input.rows / 1_000_000),
+            n,
+        )?;
     }
     chart
         .configure_series_labels()
@@ -360,14 +382,7 @@ fn charts(dir: &Path, results: &[(Input, Measure, Vec<Measure>)]) -> Result<()> 
                     .map(|m| (i.rows as f64 / 1e6, rate(i, m)))
             })
             .collect();
-        let color = COLORS[n % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(format!("--workers {w}"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        draw_line(&mut chart, points, format!("--workers {w}"), n)?;
     }
     chart
         .configure_series_labels()
@@ -424,14 +439,12 @@ fn charts(dir: &Path, results: &[(Input, Measure, Vec<Measure>)]) -> Result<()> 
             (1000.0, l[3]),
             (10000.0, l[4]),
         ];
-        let color = COLORS[n % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(format!("--workers {}", m.workers.unwrap_or(0)))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        draw_line(
+            &mut chart,
+            points,
+            format!("--workers {}", m.workers.unwrap_or(0)),
+            n,
+        )?;
     }
     chart
         .configure_series_labels()
