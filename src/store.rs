@@ -1,23 +1,27 @@
 //! Compact stores keyed by the u32 transaction id.
 //!
 //! Both stores split the id space into 65,536 *leaves* of 65,536 ids
-//! (`leaf = id >> 16`, `slot = id & 0xFFFF`). A leaf with many ids gets its
-//! own flat array, allocated once; the few ids of the other leaves share one
-//! hash table. Dense regions grow one leaf at a time, without doubling
-//! spikes; only the shared table of scattered ids grows by doubling.
+//! (`leaf = id >> 16`, `slot = id & 0xFFFF`). A leaf with many ids gets a flat
+//! array, allocated once; the few ids of other leaves are hashed.
 //!
-//! * [`TxIdSet`] (SPEC rule 2, ids claimed by deposits and withdrawals): the
-//!   ids of a leaf sit in one shared hash set until the leaf holds
-//!   [`BITSET_AT`] ids, then in an 8 KiB bitset (512 MiB if every id appears).
-//! * [`DepositStore`] (applied deposits, for disputes): the deposits of a leaf
-//!   sit in one shared hash table (16 bytes a bucket) until the leaf holds
-//!   [`DENSE_AT`] deposits; then the leaf becomes *dense*: two flat arrays
-//!   indexed by slot (8-byte amount with the dispute flag in the sign bit,
-//!   2-byte client), 10 bytes per id with no hashing at all. The usual
-//!   sequential ids therefore cost 10 bytes per id slot, and scattered ids
-//!   (random u32 ids, multiples of 65,536) cost a hash bucket each.
+//! * [`TxIdSet`] (SPEC rule 2, ids claimed by deposits and withdrawals; the
+//!   router's): the ids of a leaf sit in one shared hash set until the leaf
+//!   holds [`BITSET_AT`] ids, then in an 8 KiB bitset (512 MiB if every id
+//!   appears).
+//! * [`DepositStore`] (applied deposits, for disputes; a worker's) keeps each
+//!   leaf in one of two forms. A *sparse* leaf is a small hash map from slot
+//!   to a 12-byte entry. When a leaf holds [`DENSE_AT`] deposits it becomes
+//!   *dense*: two flat arrays indexed by slot (8-byte amount with the dispute
+//!   flag in the sign bit, 2-byte client), 10 bytes per id with no hashing at
+//!   all. The usual sequential ids therefore cost 10 bytes per id slot.
 //!
-//! A new leaf whose left neighbour *earned* its density (reached
+//! Why one shared set for ids but a map per leaf for deposits: measured on
+//! scattered ids (perf.md, "Sparse ids"), the shared set saves the router a
+//! dependent cache miss per claim on random ids, while per-leaf deposit maps
+//! keep ids that walk the leaves in order (multiples of 65,536) cache-friendly
+//! on the worker; the other three combinations were slower on one pattern.
+//!
+//! A new deposit leaf whose left neighbour *earned* its density (reached
 //! [`DENSE_AT`] deposits) starts dense: sequential ids then skip the sparse
 //! phase, whose growth and conversion cost 16% of a run in page faults and
 //! rehashing (perf, 20M-row datagen file). The bound still holds against
@@ -25,10 +29,9 @@
 //! so dense leaves are at most twice the earned ones, and the store costs at
 //! most 2 x 640 KiB / 20,000 = 66 bytes per deposit.
 //!
-//! Why not one `HashMap<u32, Deposit>` for everything: its buckets cost 17
-//! bytes and sit at 44-87% load, so 20-40 bytes per deposit, and a resize
-//! holds the old and the new table at once. Dense leaves keep the common case
-//! at 10 bytes and out of the table; only scattered ids pay for hashing.
+//! Why not one `HashMap<u32, Deposit>`: its buckets cost 17+ bytes and sit at
+//! 44-87% load, so 24-40 bytes per deposit, and every resize holds the old and
+//! the new table at once (a 1.5x spike of the whole store).
 
 use crate::amount::Amount;
 use crate::tx::{ClientId, TxId};
@@ -37,9 +40,9 @@ const LEAF_BITS: u32 = 16;
 const LEAF_IDS: usize = 1 << LEAF_BITS;
 const LEAVES: usize = 1 << (32 - LEAF_BITS);
 
-/// A leaf becomes dense when it holds this many deposits: a dense leaf costs
-/// `LEAF_IDS * 10` = 640 KiB, 33 bytes a deposit at this count, about what
-/// the shared table costs per deposit at its average load.
+/// A sparse leaf becomes dense when it holds this many deposits. A dense leaf
+/// costs `LEAF_IDS * 10` = 640 KiB; at this count the sparse map uses 32,768
+/// buckets of 13 bytes (416 KiB) and would next double to 832 KiB.
 pub const DENSE_AT: usize = 20_000;
 
 #[inline]
@@ -150,27 +153,19 @@ fn unpack(client: ClientId, word: u64) -> Deposit {
     }
 }
 
-/// A deposit in the shared sparse table: 10 bytes, alignment 1, so a
-/// `(u32, SparseEntry)` bucket is 14 bytes (16 with padding) plus hashbrown's
-/// control byte.
+/// A sparse-leaf entry: 10 bytes, alignment 1, so a `(u16, SparseEntry)`
+/// bucket is 12 bytes plus hashbrown's control byte.
 #[derive(Clone, Copy)]
 struct SparseEntry {
     word: [u8; 8],
     client: [u8; 2],
 }
 
-impl SparseEntry {
-    fn deposit(&self) -> Deposit {
-        unpack(
-            ClientId::from_ne_bytes(self.client),
-            u64::from_ne_bytes(self.word),
-        )
-    }
-}
-
 struct DenseLeaf {
     words: Box<[u64]>,
     clients: Box<[ClientId]>,
+    /// Deposits stored in this leaf.
+    count: u32,
 }
 
 impl DenseLeaf {
@@ -178,30 +173,34 @@ impl DenseLeaf {
         DenseLeaf {
             words: vec![0u64; LEAF_IDS].into(),
             clients: vec![0; LEAF_IDS].into(),
+            count: 0,
         }
     }
+
+    /// Dense by count, not just by neighbourhood.
+    fn earned(&self) -> bool {
+        self.count as usize >= DENSE_AT
+    }
+}
+
+enum Leaf {
+    Sparse(hashbrown::HashMap<u16, SparseEntry>),
+    Dense(DenseLeaf),
 }
 
 /// Applied deposits by tx id, for disputes, resolves and chargebacks.
 pub struct DepositStore {
-    /// Per leaf: index + 1 into `dense`, or 0 while its deposits are sparse.
-    dense_of: Box<[u32]>,
-    /// Per leaf: deposits stored.
-    counts: Box<[u32]>,
-    dense: Vec<DenseLeaf>,
-    /// The deposits of every leaf that is not dense, keyed by tx id: one
-    /// table, so a lookup costs one or two cache misses, not three.
-    sparse: hashbrown::HashMap<u32, SparseEntry>,
+    /// `leaf_of[id >> 16]` is an index into `leaves`, plus one; 0 means none.
+    leaf_of: Box<[u32]>,
+    leaves: Vec<Leaf>,
     len: usize,
 }
 
 impl Default for DepositStore {
     fn default() -> Self {
         DepositStore {
-            dense_of: vec![0u32; LEAVES].into(),
-            counts: vec![0u32; LEAVES].into(),
-            dense: Vec::new(),
-            sparse: hashbrown::HashMap::new(),
+            leaf_of: vec![0u32; LEAVES].into(),
+            leaves: Vec::new(),
             len: 0,
         }
     }
@@ -212,19 +211,19 @@ impl DepositStore {
     #[inline]
     pub fn get(&self, id: TxId) -> Option<Deposit> {
         let (leaf, slot) = split(id);
-        match self.dense_of[leaf].checked_sub(1) {
-            Some(index) => {
-                let dense = &self.dense[index as usize];
+        let index = self.leaf_of[leaf].checked_sub(1)?;
+        match &self.leaves[index as usize] {
+            Leaf::Dense(dense) => {
                 let word = dense.words[slot];
                 (word != 0).then(|| unpack(dense.clients[slot], word))
             }
-            None => self.sparse.get(&id).map(SparseEntry::deposit),
+            Leaf::Sparse(map) => map.get(&(slot as u16)).map(|entry| {
+                unpack(
+                    ClientId::from_ne_bytes(entry.client),
+                    u64::from_ne_bytes(entry.word),
+                )
+            }),
         }
-    }
-
-    /// A leaf whose left neighbour earned its density by count.
-    fn neighbour_earned(&self, leaf: usize) -> bool {
-        leaf > 0 && self.dense_of[leaf - 1] != 0 && self.counts[leaf - 1] as usize >= DENSE_AT
     }
 
     /// Stores an applied, undisputed deposit. Each id is inserted at most
@@ -232,67 +231,75 @@ impl DepositStore {
     pub fn insert(&mut self, id: TxId, client: ClientId, amount: Amount) {
         let (leaf, slot) = split(id);
         let word = pack(amount, false);
-        if self.counts[leaf] == 0 && self.dense_of[leaf] == 0 && self.neighbour_earned(leaf) {
-            self.dense.push(DenseLeaf::new());
-            self.dense_of[leaf] = self.dense.len() as u32;
-        }
-        match self.dense_of[leaf].checked_sub(1) {
-            Some(index) => {
-                let dense = &mut self.dense[index as usize];
+        let index = match self.leaf_of[leaf].checked_sub(1) {
+            Some(index) => index as usize,
+            None => {
+                let neighbour_earned = leaf > 0
+                    && self.leaf_of[leaf - 1].checked_sub(1).is_some_and(
+                        |i| matches!(&self.leaves[i as usize], Leaf::Dense(d) if d.earned()),
+                    );
+                self.leaves.push(if neighbour_earned {
+                    Leaf::Dense(DenseLeaf::new())
+                } else {
+                    Leaf::Sparse(hashbrown::HashMap::new())
+                });
+                self.leaf_of[leaf] = self.leaves.len() as u32;
+                self.leaves.len() - 1
+            }
+        };
+        let leaf = &mut self.leaves[index];
+        match leaf {
+            Leaf::Dense(dense) => {
                 assert_eq!(dense.words[slot], 0, "deposit {id} stored twice");
                 dense.words[slot] = word;
                 dense.clients[slot] = client;
+                dense.count += 1;
             }
-            None => {
+            Leaf::Sparse(map) => {
                 let entry = SparseEntry {
                     word: word.to_ne_bytes(),
                     client: client.to_ne_bytes(),
                 };
-                let previous = self.sparse.insert(id, entry);
+                let previous = map.insert(slot as u16, entry);
                 assert!(previous.is_none(), "deposit {id} stored twice");
+                if map.len() >= DENSE_AT {
+                    *leaf = Leaf::Dense(Self::densify(map));
+                }
             }
-        }
-        self.counts[leaf] += 1;
-        if self.dense_of[leaf] == 0 && self.counts[leaf] as usize >= DENSE_AT {
-            self.densify(leaf);
         }
         self.len += 1;
     }
 
-    /// Moves a leaf's deposits out of the shared table into a dense leaf.
-    #[cold]
-    fn densify(&mut self, leaf: usize) {
+    fn densify(map: &hashbrown::HashMap<u16, SparseEntry>) -> DenseLeaf {
         let mut dense = DenseLeaf::new();
-        let base = (leaf as u32) << LEAF_BITS;
-        for slot in 0..LEAF_IDS {
-            if let Some(entry) = self.sparse.remove(&(base | slot as u32)) {
-                dense.words[slot] = u64::from_ne_bytes(entry.word);
-                dense.clients[slot] = ClientId::from_ne_bytes(entry.client);
-            }
+        dense.count = map.len() as u32;
+        for (&slot, entry) in map {
+            dense.words[usize::from(slot)] = u64::from_ne_bytes(entry.word);
+            dense.clients[usize::from(slot)] = ClientId::from_ne_bytes(entry.client);
         }
-        self.dense.push(dense);
-        self.dense_of[leaf] = self.dense.len() as u32;
+        dense
     }
 
     /// Marks a stored deposit disputed or not. The id must be stored.
     pub fn set_disputed(&mut self, id: TxId, disputed: bool) {
         let (leaf, slot) = split(id);
-        match self.dense_of[leaf].checked_sub(1) {
-            Some(index) => {
-                let word = &mut self.dense[index as usize].words[slot];
-                assert_ne!(*word, 0, "set_disputed on a deposit that was never stored");
-                set_flag(word, disputed);
-            }
-            None => {
-                let entry = self
-                    .sparse
-                    .get_mut(&id)
+        let index = self.leaf_of[leaf]
+            .checked_sub(1)
+            .expect("set_disputed on a deposit that was never stored");
+        let word = match &mut self.leaves[index as usize] {
+            Leaf::Dense(dense) => &mut dense.words[slot],
+            Leaf::Sparse(map) => {
+                let entry = map
+                    .get_mut(&(slot as u16))
                     .expect("set_disputed on a deposit that was never stored");
                 let mut word = u64::from_ne_bytes(entry.word);
                 set_flag(&mut word, disputed);
                 entry.word = word.to_ne_bytes();
+                return;
             }
-        }
+        };
+        assert_ne!(*word, 0, "set_disputed on a deposit that was never stored");
+        set_flag(word, disputed);
     }
 
     /// Number of stored deposits.
@@ -305,10 +312,20 @@ impl DepositStore {
         self.len == 0
     }
 
-    /// Bytes held by the store (directories, dense leaves, the shared
-    /// table), for reporting bytes per stored deposit.
+    /// Bytes held by the store (directory, leaves, sparse buckets), for
+    /// reporting bytes per stored deposit.
     pub fn heap_bytes(&self) -> usize {
-        LEAVES * 8 + self.dense.len() * LEAF_IDS * 10 + self.sparse.allocation_size()
+        let directory =
+            self.leaf_of.len() * 4 + self.leaves.capacity() * std::mem::size_of::<Leaf>();
+        let leaves: usize = self
+            .leaves
+            .iter()
+            .map(|leaf| match leaf {
+                Leaf::Dense(_) => LEAF_IDS * 10,
+                Leaf::Sparse(map) => map.allocation_size(),
+            })
+            .sum();
+        directory + leaves
     }
 }
 
@@ -366,12 +383,7 @@ mod tests {
             store.insert(id, (n % 65_536) as u16, amount);
         }
         assert_eq!(store.len(), dense_ids.len() + sparse_ids.len());
-        assert_ne!(store.dense_of[0], 0, "leaf 0 is dense");
-        assert_eq!(
-            store.sparse.len(),
-            sparse_ids.len(),
-            "leaf 0 left the shared table"
-        );
+        assert!(matches!(store.leaves[0], Leaf::Dense(_)));
         for (n, &id) in dense_ids.iter().chain(&sparse_ids).enumerate() {
             let expected = Deposit {
                 client: (n % 65_536) as u16,
@@ -401,7 +413,7 @@ mod tests {
         for id in 6..DENSE_AT as u32 + 5 {
             store.insert(id, 1, Amount::from_raw(1));
         }
-        assert_ne!(store.dense_of[0], 0, "leaf 0 is dense");
+        assert!(matches!(store.leaves[0], Leaf::Dense(_)));
         assert_eq!(
             store.get(5),
             Some(Deposit {
@@ -423,16 +435,16 @@ mod tests {
         for id in 0..DENSE_AT as u32 {
             store.insert(id, 1, Amount::from_raw(1));
         }
-        assert_ne!(store.dense_of[0], 0, "leaf 0 earned density");
+        assert!(matches!(&store.leaves[0], Leaf::Dense(d) if d.earned()));
         // Leaf 1 starts dense (sequential ids skip the sparse phase)...
         store.insert(65_536, 1, Amount::from_raw(1));
-        assert_ne!(store.dense_of[1], 0, "leaf 1 starts dense");
+        assert!(matches!(store.leaves[1], Leaf::Dense(_)));
         // ...but leaf 2, next to an unearned dense leaf, starts sparse, and
         // so does a leaf with no neighbour at all.
         store.insert(2 * 65_536, 1, Amount::from_raw(1));
-        assert_eq!(store.dense_of[2], 0);
+        assert!(matches!(store.leaves[2], Leaf::Sparse(_)));
         store.insert(9 * 65_536, 1, Amount::from_raw(1));
-        assert_eq!(store.dense_of[9], 0);
+        assert!(matches!(store.leaves[3], Leaf::Sparse(_)));
         assert_eq!(
             store.get(65_536).map(|d| d.amount),
             Some(Amount::from_raw(1))
@@ -498,7 +510,7 @@ mod tests {
             );
         }
         assert!(
-            store.dense_of.iter().any(|&d| d != 0),
+            store.leaves.iter().any(|l| matches!(l, Leaf::Dense(_))),
             "some leaf turned dense"
         );
         assert!(
@@ -521,6 +533,6 @@ mod tests {
 
     #[test]
     fn sparse_entries_are_compact() {
-        assert_eq!(std::mem::size_of::<(u32, SparseEntry)>(), 16);
+        assert_eq!(std::mem::size_of::<(u16, SparseEntry)>(), 12);
     }
 }
