@@ -340,7 +340,7 @@ fn work(
     abort: &AtomicBool,
     options: &Options,
 ) -> Result<WorkerOutput, WorkerError> {
-    let mut book = Book::default();
+    let mut book = Book::for_worker_count(options.workers);
     let mut log =
         EventLog::new(options.verbosity, options.rejects.is_some()).map_err(WorkerError::Io)?;
     let mut latency = latency_histogram();
