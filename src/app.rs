@@ -73,6 +73,18 @@ pub fn run(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
+    if let (Input::Path(input), Some(rejects)) = (&options.input, &options.rejects) {
+        // Creating the rejects file truncates it: never let that be the input.
+        let same = std::fs::canonicalize(input)
+            .ok()
+            .is_some_and(|input| std::fs::canonicalize(rejects).ok() == Some(input));
+        if same {
+            bail!(
+                "--rejects {} is the input file; refusing to overwrite it",
+                rejects.display()
+            );
+        }
+    }
     let (source, progress) = open_input(options)?;
     let stats = process(source, options, stdout, stderr);
     // Clear the bar before the summary, so the bar leaves no trace.

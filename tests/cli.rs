@@ -289,6 +289,26 @@ fn rejects_file_lists_every_row_in_line_order() {
 }
 
 #[test]
+fn rejects_file_may_not_be_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "deposit,1,1,1\n").unwrap();
+    let same = dir.path().join(".").join("in.csv");
+    let r = run(
+        &["--rejects", same.to_str().unwrap(), input.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty());
+    assert!(r.stderr.contains("is the input file"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&input).unwrap(),
+        "deposit,1,1,1\n",
+        "input untouched"
+    );
+}
+
+#[test]
 fn unwritable_rejects_file_is_fatal() {
     let r = run(
         &["--rejects", "/no/such/dir/rejects.csv", "-"],
