@@ -206,7 +206,7 @@ fn end_to_end(c: &mut Criterion) {
         // Tail latency from the engine's own histogram, for one more run.
         eprintln!(
             "end_to_end/workers_{workers}: {}",
-            payments_engine::app::latency_text(run(&options).latency.as_ref())
+            payments_engine::app::latency_text(run(&options).measures.latency.as_ref())
         );
     }
     group.finish();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 
-use crate::ledger::{Account, Ledger};
+use crate::ledger::{Account, Book, Ledger};
 use crate::parse::{Malformed, Parser};
 use crate::report::{self, EventLog, Outcome, Tally, Verbosity};
 use crate::tx::ClientId;
@@ -96,20 +96,21 @@ pub fn run(
         let _ = stderr.write_all(stats.tally.summary(stats.elapsed).as_bytes());
     }
     if options.latency {
-        let _ = writeln!(stderr, "{}", latency_text(stats.latency.as_ref()));
+        let _ = writeln!(stderr, "{}", latency_text(stats.measures.latency.as_ref()));
     }
     if options.verbosity == Verbosity::Verbose {
-        for note in &stats.notes {
+        let m = &stats.measures;
+        for note in &m.notes {
             let _ = writeln!(stderr, "  {note}");
         }
         let _ = writeln!(
             stderr,
             "  memory: {} accounts; {} stored deposits in {} bytes ({:.1} bytes each); tx-id set {} bytes",
             stats.accounts,
-            stats.deposits,
-            stats.deposit_bytes,
-            stats.deposit_bytes as f64 / stats.deposits.max(1) as f64,
-            stats.id_set_bytes
+            m.deposits,
+            m.deposit_bytes,
+            m.deposit_bytes as f64 / m.deposits.max(1) as f64,
+            m.id_set_bytes
         );
     }
     Ok(stats)
@@ -121,12 +122,44 @@ pub struct RunStats {
     pub tally: Tally,
     pub elapsed: Duration,
     pub accounts: usize,
-    /// Applied deposits kept for disputes, and the bytes their store holds.
+    pub measures: Measures,
+}
+
+/// What an engine run measured about itself, for `--verbose` and `--latency`.
+#[derive(Clone, Debug)]
+pub struct Measures {
+    /// Applied deposits kept for disputes, and the bytes their stores hold.
     pub deposits: usize,
     pub deposit_bytes: usize,
     pub id_set_bytes: usize,
+    /// Parse-to-applied latency samples (the sharded pipeline only).
     pub latency: Option<Histogram<u64>>,
+    /// Lines for `--verbose` (workers, pinning).
     pub notes: Vec<String>,
+}
+
+impl Measures {
+    /// The figures of `books` (one, or one per worker) and the tx-id set.
+    pub fn new<'a>(
+        books: impl IntoIterator<Item = &'a Book>,
+        id_set_bytes: usize,
+        latency: Option<Histogram<u64>>,
+        notes: Vec<String>,
+    ) -> Measures {
+        let (deposits, deposit_bytes) = books.into_iter().fold((0, 0), |(n, bytes), book| {
+            (
+                n + book.deposits().len(),
+                bytes + book.deposits().heap_bytes(),
+            )
+        });
+        Measures {
+            deposits,
+            deposit_bytes,
+            id_set_bytes,
+            latency,
+            notes,
+        }
+    }
 }
 
 /// Runs the engine over `source` (`options.input` is not used): the whole
@@ -175,11 +208,7 @@ pub fn process(
         tally,
         elapsed: started.elapsed(),
         accounts: run.accounts.len(),
-        deposits: run.deposits,
-        deposit_bytes: run.deposit_bytes,
-        id_set_bytes: run.id_set_bytes,
-        latency: run.latency,
-        notes: run.notes,
+        measures: run.measures,
     })
 }
 
@@ -189,13 +218,7 @@ pub struct EngineRun {
     pub accounts: Vec<(ClientId, Account)>,
     /// One log per source, each in its own line order.
     pub logs: Vec<EventLog>,
-    pub deposits: usize,
-    pub deposit_bytes: usize,
-    pub id_set_bytes: usize,
-    /// Parse-to-applied latency samples (the sharded pipeline only).
-    pub latency: Option<Histogram<u64>>,
-    /// Lines for `--verbose` (workers, pinning).
-    pub notes: Vec<String>,
+    pub measures: Measures,
 }
 
 /// Checks the strict-mode rule for a malformed row.
@@ -231,15 +254,15 @@ fn single_threaded(source: impl Read, options: &Options) -> anyhow::Result<Engin
             .context("writing a spool file")?;
     }
     ledger.check_invariants();
-    let deposits = ledger.book().deposits();
     Ok(EngineRun {
         accounts: ledger.sorted_accounts(),
-        deposits: deposits.len(),
-        deposit_bytes: deposits.heap_bytes(),
-        id_set_bytes: ledger.id_set_bytes(),
         logs: vec![log],
-        latency: None,
-        notes: vec!["workers: 0 (the single-threaded path)".into()],
+        measures: Measures::new(
+            [ledger.book()],
+            ledger.id_set_bytes(),
+            None,
+            vec!["workers: 0 (the single-threaded path)".into()],
+        ),
     })
 }
 

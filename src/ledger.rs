@@ -246,11 +246,6 @@ impl Book {
         assert_eq!(sum, self.net, "ledger invariant: money is not conserved");
     }
 
-    /// The account of `client`, if it exists.
-    pub fn account(&self, client: ClientId) -> Option<&Account> {
-        self.accounts.get(&client)
-    }
-
     /// All accounts, in no particular order.
     pub fn accounts(&self) -> impl Iterator<Item = (ClientId, &Account)> + '_ {
         self.accounts
@@ -269,6 +264,17 @@ impl Book {
 #[inline(never)]
 fn invariant_broken(tx: &Tx, before: &Account, after: &Account) -> ! {
     panic!("ledger invariant broken by {tx:?}: {before:?} -> {after:?}");
+}
+
+/// The accounts of `books` (disjoint sets of clients) sorted by client id:
+/// the output order, for one book or one per worker.
+pub fn sorted_accounts<'a>(books: impl IntoIterator<Item = &'a Book>) -> Vec<(ClientId, Account)> {
+    let mut accounts: Vec<_> = books
+        .into_iter()
+        .flat_map(|book| book.accounts().map(|(client, account)| (client, *account)))
+        .collect();
+    accounts.sort_unstable_by_key(|&(client, _)| client);
+    accounts
 }
 
 fn checked_total(account: &Account) -> Result<Amount, Reject> {
@@ -309,9 +315,7 @@ impl Ledger {
 
     /// All accounts sorted by client id: the output order.
     pub fn sorted_accounts(&self) -> Vec<(ClientId, Account)> {
-        let mut accounts: Vec<_> = self.book.accounts().map(|(c, a)| (c, *a)).collect();
-        accounts.sort_unstable_by_key(|&(client, _)| client);
-        accounts
+        sorted_accounts([&self.book])
     }
 
     /// Bytes held by the tx-id set (for memory figures).

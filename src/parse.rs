@@ -563,11 +563,6 @@ impl<R: Read> Parser<R> {
         }
     }
 
-    /// The column mapping in force (positional until a header is seen).
-    pub fn columns(&self) -> Columns {
-        self.columns
-    }
-
     /// The next row, skipping blank lines and the header.
     pub fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError> {
         let (line, parsed) = loop {

@@ -31,8 +31,8 @@ use anyhow::{anyhow, Context};
 use crossbeam_utils::sync::Parker;
 use hdrhistogram::Histogram;
 
-use crate::app::{strict_check, EngineRun, Options};
-use crate::ledger::Book;
+use crate::app::{strict_check, EngineRun, Measures, Options};
+use crate::ledger::{sorted_accounts, Book};
 use crate::parse::Parser;
 use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
@@ -205,32 +205,18 @@ pub fn run(source: impl Read, options: &Options, workers: usize) -> anyhow::Resu
         }
         let router = routed?;
 
-        let mut accounts = Vec::new();
-        let mut logs = vec![router.log];
         let mut latency = latency_histogram();
-        let (mut deposits, mut deposit_bytes) = (0, 0);
-        for output in outputs {
-            accounts.extend(
-                output
-                    .book
-                    .accounts()
-                    .map(|(client, account)| (client, *account)),
-            );
-            deposits += output.book.deposits().len();
-            deposit_bytes += output.book.deposits().heap_bytes();
+        for output in &outputs {
             latency.add(&output.latency).expect("same bounds");
-            logs.push(output.log);
         }
-        accounts.sort_unstable_by_key(|&(client, _)| client);
         notes.push(format!("pipeline: {} batches routed", router.batches));
+        let books = || outputs.iter().map(|output| &output.book);
         Ok(EngineRun {
-            accounts,
-            logs,
-            deposits,
-            deposit_bytes,
-            id_set_bytes: router.id_set_bytes,
-            latency: Some(latency),
-            notes,
+            accounts: sorted_accounts(books()),
+            measures: Measures::new(books(), router.id_set_bytes, Some(latency), notes),
+            logs: std::iter::once(router.log)
+                .chain(outputs.into_iter().map(|o| o.log))
+                .collect(),
         })
     })
 }

@@ -262,6 +262,24 @@ fn main() -> Result<()> {
 
 const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
 
+/// The legend box of the labelled lines.
+fn draw_legend<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
 /// One labelled line with a dot on each point, in the `n`-th colour.
 fn draw_line<X, Y>(
     chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X, Y>>,
@@ -338,12 +356,7 @@ fn charts(dir: &Path, results: &[(Input, Measure, Vec<Measure>)]) -> Result<()> 
             n,
         )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present()?;
 
     // Throughput against file size (realistic), one line per worker count.
@@ -384,12 +397,7 @@ fn charts(dir: &Path, results: &[(Input, Measure, Vec<Measure>)]) -> Result<()> 
             .collect();
         draw_line(&mut chart, points, format!("--workers {w}"), n)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present()?;
 
     // Latency percentiles (HdrHistogram style: x = 1/(1-p) on a log scale).
@@ -446,12 +454,7 @@ fn charts(dir: &Path, results: &[(Input, Measure, Vec<Measure>)]) -> Result<()> 
             n,
         )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
 }
