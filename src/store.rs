@@ -50,36 +50,56 @@ fn split(id: TxId) -> (usize, usize) {
     ((id >> LEAF_BITS) as usize, (id as usize) & (LEAF_IDS - 1))
 }
 
-/// A leaf of [`TxIdSet`] becomes a bitset when it holds this many ids: by
-/// then its ids cost more in the shared set (5 bytes a bucket at 44-87% load)
+/// A leaf of [`TxIdSet`] becomes a bitset once it holds this many ids: by
+/// then its ids cost more in the table (4 bytes a slot at 3/8 to 3/4 load)
 /// than the 8 KiB bitset.
 pub const BITSET_AT: u32 = 1_536;
 
-/// The set of tx ids claimed so far (SPEC rule 2).
+/// The id table's smallest size in slots (16 KiB).
+const MIN_SLOTS: usize = 4_096;
+
+/// Per leaf of [`TxIdSet`]: where its ids are, and how many the table holds.
+#[derive(Clone, Copy, Default)]
+struct LeafIds {
+    /// Index + 1 into `bitsets`, or 0 while the leaf's ids are in the table.
+    bitset: u32,
+    /// Ids of this leaf in the table.
+    count: u32,
+}
+
+/// The set of tx ids claimed so far (SPEC rule 2), kept by the router.
 ///
-/// The ids of a leaf (65,536 ids) live in one shared hash set until the leaf
-/// holds [`BITSET_AT`] ids; then the leaf becomes an 8 KiB bitset. A plain
-/// paged bitset costs 8 KiB for the first id of every leaf: sparse random ids
-/// touch all 65,536 leaves (512 MiB) and ran 4.4x slower than sequential ids.
-/// A hash set per leaf fixed the memory but cost three dependent cache misses
-/// per claim; one shared set costs one or two (perf.md, "Sparse ids").
+/// The ids of a leaf (65,536 ids) live in one shared [`IdTable`] until the
+/// leaf holds [`BITSET_AT`] ids; at the table's next rebuild the leaf becomes
+/// an 8 KiB bitset. Leaf 0 (ids below 65,536: every file has some) is a
+/// bitset from the start, which also keeps id 0, the table's empty mark, out
+/// of the table.
+///
+/// Converting at the rebuild, a scan of the table that happens anyway, costs
+/// nothing extra. Converting the moment a leaf filled meant looking up all
+/// 65,536 ids of the leaf in the table: random ids below 2^27 (2,048 leaves
+/// that fill together) ran 5.5x slower than sequential ids (perf.md,
+/// "Sparse ids, third step"). A plain paged bitset cost 8 KiB for the first id
+/// of every leaf: random ids over u32 touch all 65,536 leaves (512 MiB).
 pub struct TxIdSet {
-    /// Per leaf: index + 1 into `bitsets`, or 0 while its ids are in `sparse`.
-    bitset_of: Box<[u32]>,
-    /// Per leaf: ids claimed.
-    counts: Box<[u32]>,
+    leaves: Box<[LeafIds]>,
     bitsets: Vec<Box<[u64]>>,
-    sparse: hashbrown::HashSet<u32>,
+    table: IdTable,
+    /// Leaves that reached [`BITSET_AT`] ids in the table; they become
+    /// bitsets at the next rebuild.
+    due: Vec<u16>,
 }
 
 impl Default for TxIdSet {
     fn default() -> Self {
-        TxIdSet {
-            bitset_of: vec![0u32; LEAVES].into(),
-            counts: vec![0u32; LEAVES].into(),
+        let mut set = TxIdSet {
+            leaves: vec![LeafIds::default(); LEAVES].into(),
             bitsets: Vec::new(),
-            sparse: hashbrown::HashSet::new(),
-        }
+            table: IdTable::new(MIN_SLOTS, IdTable::random_keys()),
+            due: Vec::new(),
+        };
+        set.add_bitset(0);
+        set
     }
 }
 
@@ -88,41 +108,179 @@ impl TxIdSet {
     #[inline]
     pub fn claim(&mut self, id: TxId) -> bool {
         let (leaf, slot) = split(id);
-        if let Some(index) = self.bitset_of[leaf].checked_sub(1) {
-            let words = &mut self.bitsets[index as usize];
-            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
-            let fresh = words[word] & bit == 0;
-            words[word] |= bit;
-            self.counts[leaf] += u32::from(fresh);
-            return fresh;
+        if self.leaves[leaf].bitset == 0 && self.table.is_full() {
+            self.rebuild();
         }
-        if !self.sparse.insert(id) {
+        let entry = &mut self.leaves[leaf];
+        if let Some(index) = entry.bitset.checked_sub(1) {
+            return set_bit(&mut self.bitsets[index as usize], slot);
+        }
+        if !self.table.insert(id) {
             return false;
         }
-        self.counts[leaf] += 1;
-        if self.counts[leaf] >= BITSET_AT {
-            self.make_bitset(leaf);
+        entry.count += 1;
+        if entry.count == BITSET_AT {
+            self.due.push(leaf as u16);
         }
         true
     }
 
-    /// Moves a leaf's ids out of the shared set into a new bitset.
-    #[cold]
-    fn make_bitset(&mut self, leaf: usize) {
-        let mut words = vec![0u64; LEAF_IDS / 64].into_boxed_slice();
-        let base = (leaf as u32) << LEAF_BITS;
-        for slot in 0..LEAF_IDS {
-            if self.sparse.remove(&(base | slot as u32)) {
-                words[slot / 64] |= 1 << (slot % 64);
-            }
-        }
-        self.bitsets.push(words);
-        self.bitset_of[leaf] = self.bitsets.len() as u32;
+    /// Starts loading the memory that `claim(id)` will read, so that a claim
+    /// made some rows later does not wait for it.
+    #[inline]
+    pub fn prefetch(&self, id: TxId) {
+        prefetch(&self.leaves[split(id).0]);
+        self.table.prefetch(id);
     }
 
-    /// Bytes held by the directories, bitsets and the shared set.
+    /// Turns the due leaves into bitsets and moves every other id into a new
+    /// table at most half full. The cost is linear in the old table, which
+    /// took at least a quarter of its slots in claims to fill.
+    #[cold]
+    fn rebuild(&mut self) {
+        let due = std::mem::take(&mut self.due);
+        let leaving: usize = due
+            .iter()
+            .map(|&leaf| self.leaves[usize::from(leaf)].count as usize)
+            .sum();
+        for leaf in due {
+            self.add_bitset(usize::from(leaf));
+        }
+        let staying = self.table.len - leaving;
+        let slots = (staying * 2).next_power_of_two().max(MIN_SLOTS);
+        let fresh = IdTable::new(slots, self.table.keys);
+        let old = std::mem::replace(&mut self.table, fresh);
+        for id in old.ids() {
+            let (leaf, slot) = split(id);
+            match self.leaves[leaf].bitset.checked_sub(1) {
+                Some(index) => {
+                    set_bit(&mut self.bitsets[index as usize], slot);
+                }
+                None => {
+                    self.table.insert(id);
+                }
+            }
+        }
+    }
+
+    fn add_bitset(&mut self, leaf: usize) {
+        self.bitsets.push(vec![0u64; LEAF_IDS / 64].into());
+        self.leaves[leaf].bitset = self.bitsets.len() as u32;
+    }
+
+    /// Bytes held by the directory, the bitsets and the table.
     pub fn heap_bytes(&self) -> usize {
-        LEAVES * 8 + self.bitsets.len() * (LEAF_IDS / 8) + self.sparse.allocation_size()
+        LEAVES * std::mem::size_of::<LeafIds>()
+            + self.bitsets.len() * (LEAF_IDS / 8)
+            + self.table.slots.len() * 4
+            + self.due.capacity() * 2
+    }
+}
+
+/// Sets bit `slot`; true if it was clear.
+#[inline]
+fn set_bit(words: &mut [u64], slot: usize) -> bool {
+    let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+    let fresh = words[word] & bit == 0;
+    words[word] |= bit;
+    fresh
+}
+
+/// Asks the CPU to start loading `item`'s cache line (a no-op off x86-64).
+#[inline]
+fn prefetch<T>(item: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it cannot fault, changes no memory
+    // and has no effect the program can observe, and the address comes from
+    // a live reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((item as *const T).cast());
+    }
+}
+
+/// A set of nonzero u32 ids: linear probing over one `u32` per slot, 0
+/// marking an empty slot, never more than 3/4 full.
+///
+/// Written by hand instead of a hashbrown set, which keeps its control bytes
+/// and its buckets in two places: two cache misses per claim of a scattered
+/// id where one slot array costs one, and the slot's address follows from the
+/// id alone, so the router can prefetch it rows ahead (`prefetch`). Measured
+/// in perf.md, "Sparse ids, third step".
+///
+/// A slot's home is the top bits of a seeded 64-bit hash, so doubling the
+/// table keeps the slots' order and a rebuild writes the new table front to
+/// back. The seed is drawn per run: no file can be made to collide in
+/// advance.
+struct IdTable {
+    slots: Box<[u32]>,
+    len: usize,
+    /// 64 - log2(slots).
+    shift: u32,
+    keys: [u64; 2],
+}
+
+impl IdTable {
+    fn new(slots: usize, keys: [u64; 2]) -> IdTable {
+        assert!(slots.is_power_of_two() && slots >= 4);
+        IdTable {
+            slots: vec![0u32; slots].into(),
+            len: 0,
+            shift: 64 - slots.trailing_zeros(),
+            keys,
+        }
+    }
+
+    fn random_keys() -> [u64; 2] {
+        use std::hash::{BuildHasher, RandomState};
+        let state = RandomState::new();
+        [state.hash_one(0u8), state.hash_one(1u8) | 1]
+    }
+
+    /// The slot where the search for `id` starts.
+    #[inline]
+    fn home(&self, id: u32) -> usize {
+        // A folded multiply, as in foldhash: the 128-bit product's halves
+        // xored together.
+        let product = u128::from(u64::from(id) ^ self.keys[0]) * u128::from(self.keys[1]);
+        let hash = (product as u64) ^ ((product >> 64) as u64);
+        (hash >> self.shift) as usize
+    }
+
+    #[inline]
+    fn is_full(&self) -> bool {
+        self.len >= self.slots.len() / 4 * 3
+    }
+
+    /// Inserts `id` (nonzero); false if it was already there. The table
+    /// must not be full.
+    #[inline]
+    fn insert(&mut self, id: u32) -> bool {
+        debug_assert!(id != 0 && self.len < self.slots.len());
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(id);
+        loop {
+            let slot = &mut self.slots[i];
+            if *slot == id {
+                return false;
+            }
+            if *slot == 0 {
+                *slot = id;
+                self.len += 1;
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, id: u32) {
+        prefetch(&self.slots[self.home(id)]);
+    }
+
+    /// The ids, in slot order.
+    fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots.iter().copied().filter(|&id| id != 0)
     }
 }
 
@@ -356,23 +514,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn id_set_leaves_turn_into_bitsets_and_keep_every_claim() {
+    fn id_set_leaves_turn_into_bitsets_at_the_next_rebuild_and_keep_every_claim() {
         let mut ids = TxIdSet::default();
-        // Leaf 3 fills past the threshold; leaf 9 stays sparse.
+        // Leaf 3 fills past the threshold; leaves 9.. stay in the table.
         let dense: Vec<u32> = (0..BITSET_AT + 100).map(|i| 3 * 65_536 + i * 7).collect();
         for &id in &dense {
             assert!(ids.claim(id), "{id}");
         }
-        assert!(ids.claim(9 * 65_536 + 5));
-        assert_ne!(ids.bitset_of[3], 0, "leaf 3 is a bitset");
-        assert_eq!(ids.bitset_of[9], 0, "leaf 9 is sparse");
-        assert_eq!(ids.sparse.len(), 1, "leaf 3's ids left the shared set");
-        for &id in &dense {
+        assert_eq!(ids.leaves[3].bitset, 0, "due, but no rebuild yet");
+        assert_eq!(ids.due, [3]);
+        // Scattered ids fill the table past 3/4: it rebuilds.
+        let scattered: Vec<u32> = (0..2_000).map(|i| (9 + i % 50) * 65_536 + i).collect();
+        for &id in &scattered {
+            assert!(ids.claim(id), "{id}");
+        }
+        assert_ne!(ids.leaves[3].bitset, 0, "leaf 3 is a bitset");
+        assert_eq!(ids.leaves[9].bitset, 0, "leaf 9 is in the table");
+        assert!(ids.due.is_empty());
+        assert_eq!(
+            ids.table.len,
+            scattered.len(),
+            "leaf 3's ids left the table"
+        );
+        assert_eq!(ids.table.slots.len(), MIN_SLOTS, "half full at most");
+        for &id in dense.iter().chain(&scattered) {
             assert!(!ids.claim(id), "{id} claimed twice");
         }
-        assert!(!ids.claim(9 * 65_536 + 5));
         assert!(ids.claim(3 * 65_536 + 1));
-        assert!(ids.heap_bytes() < 2 * 1024 * 1024 + 65_536 * 48);
+        assert!(ids.heap_bytes() < 2 * 8192 + 65_536 * 8 + MIN_SLOTS * 4 + 64);
+    }
+
+    #[test]
+    fn id_table_is_rebuilt_for_the_ids_that_stay() {
+        let mut ids = TxIdSet::default();
+        // 20,000 ids in 20,000 leaves: the table doubles to hold them.
+        let spread: Vec<u32> = (1..=20_000u32).map(|i| i << 16 | i).collect();
+        for &id in &spread {
+            assert!(ids.claim(id));
+        }
+        assert_eq!(ids.table.slots.len(), 32_768);
+        // Leaf 1 then fills: its ids (65,537 among them) leave at the next
+        // rebuild, and the new table is sized for the ids that stay.
+        for slot in 2..40_000 {
+            ids.claim(65_536 | slot);
+        }
+        assert_ne!(ids.leaves[1].bitset, 0);
+        assert_eq!(
+            ids.table.len,
+            spread.len() - 1,
+            "only 65,537 left the table"
+        );
+        assert_eq!(ids.table.slots.len(), 65_536, "at most half full");
+        for &id in &spread {
+            assert!(!ids.claim(id), "{id}");
+        }
+        assert!(!ids.claim(65_536 | 39_999));
+        assert!(ids.claim(65_536 | 40_000));
     }
 
     #[test]
@@ -527,7 +724,7 @@ mod tests {
             "some leaf turned dense"
         );
         assert!(
-            ids.bitset_of.iter().any(|&b| b != 0),
+            ids.leaves[1..].iter().any(|leaf| leaf.bitset != 0),
             "some leaf became a bitset"
         );
         assert_eq!(store.len(), model.len());

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use payments_engine::app::{process, Options};
+use payments_engine::ledger::Reject;
 
 fn options(workers: usize, panic_at_line: Option<u64>) -> Options {
     Options {
@@ -129,5 +130,36 @@ fn an_input_error_mid_stream_is_fatal_for_every_worker_count() {
             stdout.is_empty(),
             "--workers {workers}: no accounts on a fatal error"
         );
+    }
+}
+
+/// Many batches of scattered and duplicate ids: the router claims ids some
+/// records behind parsing (with prefetching) and across batch hand-offs, and
+/// every worker count must decide rule 2 exactly as the single-threaded
+/// ledger does, row by row (the rejects file lists each rejected row).
+#[test]
+fn duplicate_ids_across_many_batches_are_decided_alike_for_every_worker_count() {
+    let input = datagen::generate_vec(datagen::Config {
+        rows: 60_000,
+        seed: 11,
+        duplicate_rate: 0.2,
+        ..datagen::Config::preset(datagen::Preset::Adversarial)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let run = |workers: usize| {
+        let rejects = dir.path().join(format!("rejects-{workers}.csv"));
+        let options = Options {
+            rejects: Some(rejects.clone()),
+            ..Options::quiet(workers)
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let stats = process(input.as_slice(), &options, &mut stdout, &mut stderr).unwrap();
+        (stdout, std::fs::read(rejects).unwrap(), stats.tally)
+    };
+    let expected = run(0);
+    let duplicates = expected.2.rejected_by[Reject::DuplicateTx as usize];
+    assert!(duplicates > 5_000, "{duplicates} duplicate-id rejects");
+    for workers in [1, 2, 3, 5, 8] {
+        assert!(run(workers) == expected, "--workers {workers} differs");
     }
 }

@@ -22,6 +22,7 @@
 
 pub mod ring;
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -38,10 +39,16 @@ use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
 use crate::tx::ClientId;
 
-use ring::{Aborted, Item, Ring};
+use ring::{Aborted, Batch, Item, Ring};
 
 /// The largest worker count accepted (a limit on threads and ring memory).
 pub const MAX_WORKERS: usize = 256;
+
+/// How many records the router parses ahead of its tx-id claims. Each
+/// parsed record's table slot is prefetched; with scattered ids the claims'
+/// cache misses then overlap instead of stalling the router one at a time
+/// (perf.md, "Sparse ids, third step").
+const LOOKAHEAD: usize = 8;
 
 /// How long an idle thread yields before parking, when not oversubscribed.
 const YIELD_BUDGET: Duration = Duration::from_micros(200);
@@ -262,6 +269,10 @@ fn route(
         batches.push(ring.take_empty(parker, abort).map_err(aborted)?);
     }
     let mut sent = 0u64;
+    // Claims trail parsing by up to LOOKAHEAD records (ids.prefetch): each
+    // record goes into its batch at once, unclaimed, and its claim (in file
+    // order) fills in `fresh` before the batch is sent.
+    let mut unclaimed: VecDeque<(usize, usize)> = VecDeque::with_capacity(LOOKAHEAD);
     while let Some(row) = parser.next_row().context("reading input")? {
         let tx = match row.parsed {
             Ok(tx) => tx,
@@ -272,7 +283,6 @@ fn route(
                 continue;
             }
         };
-        let fresh = tx.kind.moves_money() && ids.claim(tx.tx);
         let worker = shard(tx.client, workers);
         let batch = &mut batches[worker];
         if batch.items.is_empty() {
@@ -288,18 +298,32 @@ fn route(
         batch.items.push(Item {
             line: row.line,
             tx,
-            fresh,
+            fresh: false,
             raw_start,
             raw_len,
         });
-        if batch.is_full() {
+        let full = batch.is_full();
+        if tx.kind.moves_money() {
+            ids.prefetch(tx.tx);
+            if unclaimed.len() == LOOKAHEAD {
+                claim_oldest(&mut unclaimed, &mut ids, &mut batches);
+            }
+            unclaimed.push_back((worker, batches[worker].items.len() - 1));
+        }
+        if full {
             if abort.load(Ordering::Acquire) {
                 return Err(aborted(Aborted));
+            }
+            while !unclaimed.is_empty() {
+                claim_oldest(&mut unclaimed, &mut ids, &mut batches);
             }
             let next = rings[worker].take_empty(parker, abort).map_err(aborted)?;
             rings[worker].send(std::mem::replace(&mut batches[worker], next));
             sent += 1;
         }
+    }
+    while !unclaimed.is_empty() {
+        claim_oldest(&mut unclaimed, &mut ids, &mut batches);
     }
     for (ring, mut batch) in rings.iter().zip(batches) {
         batch.end = true;
@@ -311,6 +335,18 @@ fn route(
         id_set_bytes: ids.heap_bytes(),
         batches: sent,
     })
+}
+
+/// Claims the tx id of the oldest unclaimed record (SPEC rule 2).
+fn claim_oldest(
+    unclaimed: &mut VecDeque<(usize, usize)>,
+    ids: &mut TxIdSet,
+    batches: &mut [Box<Batch>],
+) {
+    if let Some((worker, index)) = unclaimed.pop_front() {
+        let item = &mut batches[worker].items[index];
+        item.fresh = ids.claim(item.tx.tx);
+    }
 }
 
 enum WorkerError {
