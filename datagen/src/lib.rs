@@ -37,6 +37,9 @@ pub enum IdOrder {
     Shuffled(u32),
     /// A fixed bijective scramble of the counter: random-looking over all of u32.
     Sparse,
+    /// Random-looking over `0..2^bits` (16 <= bits < 32): fewer leaves of
+    /// 65,536 ids, each filling up together (at most 2^bits - 1 distinct ids).
+    SparseBelow(u32),
     /// Multiples of 65,536 first (0, 65536, 131072, ...), then the next
     /// residue: the counter with its halves swapped. Hostile to any table
     /// that hashes or pages by the low bits.
@@ -348,6 +351,17 @@ impl Generator {
                 x = x.wrapping_mul(0x846c_a68b);
                 x ^ (x >> 16)
             }
+            // A bijection on `bits` bits: an xor-shift and an odd multiplier
+            // mod 2^bits, twice.
+            IdOrder::SparseBelow(bits) => {
+                let mask = u32::MAX >> (32 - bits);
+                let mut x = n & mask;
+                x ^= x >> (bits / 2);
+                x = x.wrapping_mul(0x7feb_352d) & mask;
+                x ^= x >> (bits / 2 - 1);
+                x = x.wrapping_mul(0x846c_a68b) & mask;
+                x ^ (x >> (bits / 2))
+            }
             IdOrder::Stride65536 => n.rotate_left(16),
         }
     }
@@ -578,6 +592,7 @@ mod tests {
             IdOrder::Sequential,
             IdOrder::Shuffled(1000),
             IdOrder::Sparse,
+            IdOrder::SparseBelow(20),
             IdOrder::Stride65536,
         ] {
             let mut generator = Generator::new(Config {
@@ -592,6 +607,10 @@ mod tests {
                 IdOrder::Stride65536 => assert!(got[..1000].iter().all(|id| id % 65_536 == 0)),
                 IdOrder::Sparse => {
                     assert!(got.iter().filter(|&&id| id > u32::MAX / 2).count() > 40_000)
+                }
+                IdOrder::SparseBelow(bits) => {
+                    assert!(got.iter().all(|&id| id < 1 << bits));
+                    assert!(got.iter().filter(|&&id| id >= 1 << (bits - 1)).count() > 40_000)
                 }
                 IdOrder::Shuffled(_) => assert_ne!(got[..10], (1001..1011).collect::<Vec<_>>()[..]),
             }

@@ -56,8 +56,11 @@ struct Args {
     mix: Option<Mix>,
 
     /// Tx id order: `sequential`, `shuffled:W` (shuffled within a window of W
-    /// ids), `sparse` (random-looking over all of u32), `stride` (multiples of
-    /// 65536 first: hostile to tables keyed by low bits). Ids stay distinct.
+    /// ids), `sparse` (random-looking over all of u32), `sparse:B`
+    /// (random-looking below 2^B, 16 <= B <= 31: 2^(B-16) leaves of 65536 ids
+    /// that fill together), `stride` (multiples of 65536 first: hostile to
+    /// tables keyed by low bits). Ids stay distinct (`sparse:B` refuses more
+    /// than 2^B - 1 rows).
     #[arg(long, value_parser = parse_ids)]
     ids: Option<IdOrder>,
 
@@ -104,11 +107,15 @@ fn parse_ids(text: &str) -> Result<IdOrder, String> {
         None if text == "sequential" => Ok(IdOrder::Sequential),
         None if text == "sparse" => Ok(IdOrder::Sparse),
         None if text == "stride" => Ok(IdOrder::Stride65536),
+        Some(("sparse", b)) => match b.parse::<u32>() {
+            Ok(bits) if (16..=31).contains(&bits) => Ok(IdOrder::SparseBelow(bits)),
+            _ => Err(format!("bad bit count {b:?} (16..=31)")),
+        },
         Some(("shuffled", w)) => match w.parse::<u32>() {
             Ok(w) if (1..=1 << 24).contains(&w) => Ok(IdOrder::Shuffled(w)),
             _ => Err(format!("bad window {w:?} (1..=16777216)")),
         },
-        _ => Err("expected sequential, shuffled:W, sparse or stride".into()),
+        _ => Err("expected sequential, shuffled:W, sparse, sparse:B or stride".into()),
     }
 }
 
@@ -145,6 +152,12 @@ fn main() -> ExitCode {
         duplicate_rate: args.duplicates.unwrap_or(base.duplicate_rate),
         cross_client_rate: args.cross_client.unwrap_or(base.cross_client_rate),
     };
+    if let IdOrder::SparseBelow(bits) = config.ids {
+        if config.rows >= 1 << bits {
+            eprintln!("datagen: error: --ids sparse:{bits} has room for {} distinct ids, fewer than --rows", (1u64 << bits) - 1);
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match &args.output {
         Some(path) => File::create(path).and_then(|file| generate(config, BufWriter::new(file))),
         None => generate(config, io::stdout().lock()),
