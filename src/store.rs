@@ -655,28 +655,19 @@ mod tests {
     #[test]
     fn dispute_flag_survives_densify_and_keeps_the_full_amount() {
         let mut store = DepositStore::default();
+        let disputed_max = Some(Deposit {
+            client: 9,
+            amount: Amount::MAX,
+            disputed: true,
+        });
         store.insert(5, 9, Amount::MAX);
         store.set_disputed(5, true);
-        assert_eq!(
-            store.get(5),
-            Some(Deposit {
-                client: 9,
-                amount: Amount::MAX,
-                disputed: true
-            })
-        );
+        assert_eq!(store.get(5), disputed_max);
         for id in 6..DENSE_AT as u32 + 5 {
             store.insert(id, 1, Amount::from_raw(1));
         }
         assert!(matches!(store.leaves[0], Leaf::Dense(_)));
-        assert_eq!(
-            store.get(5),
-            Some(Deposit {
-                client: 9,
-                amount: Amount::MAX,
-                disputed: true
-            })
-        );
+        assert_eq!(store.get(5), disputed_max, "the same after densify");
         store.set_disputed(5, false);
         assert!(!store.get(5).unwrap().disputed);
         store.set_disputed(6, true);
