@@ -37,7 +37,7 @@ use crate::ledger::{sorted_accounts, Book};
 use crate::parse::Parser;
 use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
-use crate::tx::ClientId;
+use crate::tx::{ClientId, TxId};
 
 use ring::{Aborted, Batch, Item, Ring};
 
@@ -262,17 +262,13 @@ fn route(
     let workers = rings.len();
     let keep_raw = options.rejects.is_some();
     let mut log = EventLog::new(options.verbosity, keep_raw).context("creating a spool file")?;
-    let mut ids = TxIdSet::default();
+    let mut claims = Claims::default();
     let mut parser = Parser::new(source);
     let mut batches = Vec::with_capacity(workers);
     for ring in rings {
         batches.push(ring.take_empty(parker, abort).map_err(aborted)?);
     }
     let mut sent = 0u64;
-    // Claims trail parsing by up to LOOKAHEAD records (ids.prefetch): each
-    // record goes into its batch at once, unclaimed, and its claim (in file
-    // order) fills in `fresh` before the batch is sent.
-    let mut unclaimed: VecDeque<(usize, usize)> = VecDeque::with_capacity(LOOKAHEAD);
     while let Some(row) = parser.next_row().context("reading input")? {
         let tx = match row.parsed {
             Ok(tx) => tx,
@@ -298,33 +294,26 @@ fn route(
         batch.items.push(Item {
             line: row.line,
             tx,
-            fresh: false,
+            fresh: false, // set by its claim, before the batch is sent
             raw_start,
             raw_len,
         });
         let full = batch.is_full();
         if tx.kind.moves_money() {
-            ids.prefetch(tx.tx);
-            if unclaimed.len() == LOOKAHEAD {
-                claim_oldest(&mut unclaimed, &mut ids, &mut batches);
-            }
-            unclaimed.push_back((worker, batches[worker].items.len() - 1));
+            let index = batch.items.len() - 1;
+            claims.add(tx.tx, (worker, index), &mut batches);
         }
         if full {
             if abort.load(Ordering::Acquire) {
                 return Err(aborted(Aborted));
             }
-            while !unclaimed.is_empty() {
-                claim_oldest(&mut unclaimed, &mut ids, &mut batches);
-            }
+            claims.settle(&mut batches);
             let next = rings[worker].take_empty(parker, abort).map_err(aborted)?;
             rings[worker].send(std::mem::replace(&mut batches[worker], next));
             sent += 1;
         }
     }
-    while !unclaimed.is_empty() {
-        claim_oldest(&mut unclaimed, &mut ids, &mut batches);
-    }
+    claims.settle(&mut batches);
     for (ring, mut batch) in rings.iter().zip(batches) {
         batch.end = true;
         ring.send(batch);
@@ -332,20 +321,46 @@ fn route(
     }
     Ok(RouterOutput {
         log,
-        id_set_bytes: ids.heap_bytes(),
+        id_set_bytes: claims.ids.heap_bytes(),
         batches: sent,
     })
 }
 
-/// Claims the tx id of the oldest unclaimed record (SPEC rule 2).
-fn claim_oldest(
-    unclaimed: &mut VecDeque<(usize, usize)>,
-    ids: &mut TxIdSet,
-    batches: &mut [Box<Batch>],
-) {
-    if let Some((worker, index)) = unclaimed.pop_front() {
-        let item = &mut batches[worker].items[index];
-        item.fresh = ids.claim(item.tx.tx);
+/// SPEC rule 2's claims, made up to [`LOOKAHEAD`] records behind parsing:
+/// a record goes into its batch at once, its id's memory is prefetched, and
+/// its claim, made in file order, fills in its `fresh` flag. Every pending
+/// claim is made before a batch is sent.
+#[derive(Default)]
+struct Claims {
+    ids: TxIdSet,
+    /// (worker, index in its batch) of the records not claimed yet, oldest first.
+    pending: VecDeque<(usize, usize)>,
+}
+
+impl Claims {
+    /// Queues the claim of `id` for the record at `at`.
+    #[inline]
+    fn add(&mut self, id: TxId, at: (usize, usize), batches: &mut [Box<Batch>]) {
+        self.ids.prefetch(id);
+        if self.pending.len() == LOOKAHEAD {
+            self.claim_oldest(batches);
+        }
+        self.pending.push_back(at);
+    }
+
+    /// Makes every pending claim.
+    fn settle(&mut self, batches: &mut [Box<Batch>]) {
+        while !self.pending.is_empty() {
+            self.claim_oldest(batches);
+        }
+    }
+
+    #[inline]
+    fn claim_oldest(&mut self, batches: &mut [Box<Batch>]) {
+        if let Some((worker, index)) = self.pending.pop_front() {
+            let item = &mut batches[worker].items[index];
+            item.fresh = self.ids.claim(item.tx.tx);
+        }
     }
 }
 
