@@ -22,7 +22,7 @@
 //! checked against the slower one by a proptest: a quote-free line is split
 //! at its commas in place (`FieldSplitter::split_plain`), and before that, a
 //! plain line with the columns in SPEC order is read in a single pass
-//! ([`plain_record`]): every row of a typical file takes that one.
+//! (`plain_record`): every row of a typical file takes that one.
 //!
 //! # Quotes
 //!
