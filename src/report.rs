@@ -184,7 +184,7 @@ pub fn write_reject<W: Write>(
 pub enum Verbosity {
     /// No per-row lines and no summary.
     Quiet,
-    /// The first [`Diagnostics::CAP`] lines of each reason, then the summary.
+    /// The first [`CAP`] lines of each reason, then the summary.
     Default,
     /// Every per-row line, then the summary.
     Verbose,
