@@ -69,7 +69,7 @@ struct LeafIds {
 
 /// The set of tx ids claimed so far (SPEC rule 2), kept by the router.
 ///
-/// The ids of a leaf (65,536 ids) live in one shared [`IdTable`] until the
+/// The ids of a leaf (65,536 ids) live in one shared `IdTable` until the
 /// leaf holds [`BITSET_AT`] ids; at the table's next rebuild the leaf becomes
 /// an 8 KiB bitset. Leaf 0 (ids below 65,536: every file has some) is a
 /// bitset from the start, which also keeps id 0, the table's empty mark, out
