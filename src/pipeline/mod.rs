@@ -5,7 +5,7 @@
 //! claimed by the first well-formed record that uses it, whatever its client),
 //! and routes every well-formed record by client to exactly one *worker*. Each
 //! worker owns the accounts and the deposits of its clients in a
-//! [`Book`](crate::ledger::Book) and applies the ledger's rules unchanged.
+//! [`Book`] and applies the ledger's rules unchanged.
 //! A client's records reach its worker in file order, and a dispute can only
 //! ever name a deposit of its own client, so the outcome of every record is
 //! the one the single-threaded ledger gives it.
