@@ -910,48 +910,35 @@ mod tests {
 
     #[test]
     fn the_fast_path_takes_common_lines_and_leaves_the_rest() {
-        let taken: &[(&str, Tx)] = &[
-            ("deposit,1,2,1.5", dep(1, 2, 15_000)),
+        use Kind::*;
+        let taken: &[(&str, Kind, u16, u32, i64)] = &[
+            ("deposit,1,2,1.5", Deposit, 1, 2, 15_000),
             (
                 "  deposit , 65535 ,\t4294967295 , 0.0001 \t",
-                dep(65_535, u32::MAX, 1),
+                Deposit,
+                65_535,
+                u32::MAX,
+                1,
             ),
             (
                 "deposit,007,0,99999999999999.9999",
-                dep(7, 0, 999_999_999_999_999_999),
+                Deposit,
+                7,
+                0,
+                999_999_999_999_999_999,
             ),
-            (
-                "withdrawal,3,4,5",
-                Tx {
-                    kind: Kind::Withdrawal,
-                    ..dep(3, 4, 50_000)
-                },
-            ),
-            (
-                "dispute,3,4",
-                Tx {
-                    kind: Kind::Dispute,
-                    ..dep(3, 4, 0)
-                },
-            ),
-            (
-                "resolve, 3, 4,",
-                Tx {
-                    kind: Kind::Resolve,
-                    ..dep(3, 4, 0)
-                },
-            ),
-            (
-                "chargeback,3,4, ignored",
-                Tx {
-                    kind: Kind::Chargeback,
-                    ..dep(3, 4, 0)
-                },
-            ),
+            ("withdrawal,3,4,5", Withdrawal, 3, 4, 50_000),
+            ("dispute,3,4", Dispute, 3, 4, 0),
+            ("resolve, 3, 4,", Resolve, 3, 4, 0),
+            ("chargeback,3,4, ignored", Chargeback, 3, 4, 0),
         ];
-        for (line, tx) in taken {
-            assert_eq!(plain_record(line.as_bytes()), Some(*tx), "{line:?}");
-            assert_eq!(general(line.as_bytes()), Ok(*tx), "{line:?}");
+        for &(line, kind, client, tx, raw) in taken {
+            let want = Tx {
+                kind,
+                ..dep(client, tx, raw)
+            };
+            assert_eq!(plain_record(line.as_bytes()), Some(want), "{line:?}");
+            assert_eq!(general(line.as_bytes()), Ok(want), "{line:?}");
         }
         // Valid but unusual, or malformed: the general path decides.
         for line in [
