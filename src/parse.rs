@@ -1084,6 +1084,26 @@ mod tests {
         assert!(got[1].1.is_ok());
     }
 
+    /// Lines that the one-pass fast path would read in SPEC order must follow
+    /// a header that orders the columns otherwise; a header in SPEC order
+    /// (any case, padded) reads them as usual.
+    #[test]
+    fn a_reordered_header_governs_plain_lines_too() {
+        let swapped = rows(b"type,tx,client,amount\ndeposit,5,7,1.0\nwithdrawal, 6 , 8 , 2\n");
+        let withdrawal = Tx {
+            kind: Kind::Withdrawal,
+            ..dep(8, 6, 20_000)
+        };
+        assert_eq!(
+            swapped.unwrap(),
+            vec![(2, Ok(dep(7, 5, 10_000))), (3, Ok(withdrawal))]
+        );
+        let widened = rows(b"type,client,tx,amount,note\ndeposit,5,7,1.0\n").unwrap();
+        assert_eq!(widened, vec![(2, Ok(dep(5, 7, 10_000)))]);
+        let in_order = rows(b" TYPE , Client,tx,amount\ndeposit,5,7,1.0\n").unwrap();
+        assert_eq!(in_order, vec![(2, Ok(dep(5, 7, 10_000)))]);
+    }
+
     #[test]
     fn bad_headers_are_fatal() {
         for input in [
