@@ -31,7 +31,9 @@ if command -v perf >/dev/null && perf record -q -o /dev/null -- true 2>/dev/null
     if ! command -v inferno-flamegraph >/dev/null; then
         cargo install inferno --locked -q
     fi
-    perf record -q -F 999 -g -o /tmp/perf.data -- "$engine" "${args[@]}" "$input" >/dev/null
+    # DWARF unwinding: the release build keeps no frame pointers, and with
+    # -g alone most frames of the inlined parser showed as [unknown].
+    perf record -q -F 999 --call-graph dwarf,16384 -o /tmp/perf.data -- "$engine" "${args[@]}" "$input" >/dev/null
     perf script -i /tmp/perf.data 2>/dev/null | inferno-collapse-perf > /tmp/perf.folded
     inferno-flamegraph --title "payments-engine ${args[*]} $(basename "$input")" < /tmp/perf.folded > perf/flamegraph.svg
     perf report -i /tmp/perf.data --no-children --sort comm,sym --stdio 2>/dev/null \
