@@ -51,8 +51,8 @@ fn split(id: TxId) -> (usize, usize) {
 }
 
 /// A leaf of [`TxIdSet`] becomes a bitset once it holds this many ids: by
-/// then its ids cost more in the table (4 bytes a slot at 3/8 to 3/4 load)
-/// than the 8 KiB bitset.
+/// then its ids cost more in the table (4 bytes a slot at 3/8 to 3/4 load
+/// while the table only grows) than the 8 KiB bitset.
 pub const BITSET_AT: u32 = 1_536;
 
 /// The id table's smallest size in slots (16 KiB).
