@@ -41,6 +41,26 @@ fn run(args: &[&str], stdin: &[u8]) -> Run {
     }
 }
 
+impl Run {
+    /// A fatal error: status 1, no accounts, and one clear message on stderr
+    /// (one `payments-engine: error:` line) that contains `message`.
+    #[track_caller]
+    fn assert_fatal(&self, message: &str) {
+        assert_eq!(self.code, 1, "{}", self.stderr);
+        assert!(self.stdout.is_empty(), "no accounts: {}", self.stdout);
+        let errors = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("payments-engine: error:"));
+        assert_eq!(errors.count(), 1, "{}", self.stderr);
+        assert!(
+            self.stderr.contains(message),
+            "wanted {message:?} in {}",
+            self.stderr
+        );
+    }
+}
+
 const HEADER: &str = "client,available,held,total,locked\n";
 
 #[test]
@@ -93,41 +113,21 @@ fn help_explains_the_cli() {
 #[test]
 fn unreadable_input_is_fatal_with_one_clear_message() {
     let r = run(&["/no/such/file.csv"], b"");
-    assert_eq!(r.code, 1);
-    assert!(r.stdout.is_empty());
+    r.assert_fatal("cannot open input /no/such/file.csv");
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("cannot open input /no/such/file.csv"),
-        "{}",
-        r.stderr
-    );
 
     let dir = tempfile::tempdir().unwrap();
     let r = run(&[dir.path().to_str().unwrap()], b"");
-    assert_eq!(r.code, 1, "a directory is not readable input");
-    assert!(r.stdout.is_empty());
-    assert!(r.stderr.contains("error"), "{}", r.stderr);
+    r.assert_fatal("error"); // a directory is not readable input
 }
 
 #[test]
 fn bad_header_is_fatal_and_prints_no_accounts() {
     let r = run(&["-"], b"type,client,amount\ndeposit,1,1\n");
-    assert_eq!(r.code, 1);
-    assert!(r.stdout.is_empty());
-    assert!(
-        r.stderr.contains("line 1: bad header: missing column `tx`"),
-        "{}",
-        r.stderr
-    );
+    r.assert_fatal("line 1: bad header: missing column `tx`");
 
     let r = run(&["-"], b"\n\ntype,client,tx,tx\n");
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr
-            .contains("line 3: bad header: column `tx` appears more than once"),
-        "{}",
-        r.stderr
-    );
+    r.assert_fatal("line 3: bad header: column `tx` appears more than once");
 }
 
 #[test]
@@ -135,17 +135,7 @@ fn strict_mode_makes_the_first_malformed_record_fatal() {
     let input =
         b"type,client,tx,amount\ndeposit,1,1,1\nwithdrawal,1,2,5\ndeposit,1,3,abc\ndeposit,1,4,1\n";
     let r = run(&["--strict", "-"], input);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stdout.is_empty(),
-        "no accounts on a fatal error: {}",
-        r.stdout
-    );
-    assert!(
-        r.stderr.contains("line 4: malformed record"),
-        "{}",
-        r.stderr
-    );
+    r.assert_fatal("line 4: malformed record");
     assert!(r.stderr.contains("--strict"), "{}", r.stderr);
     // Rejections by the rules are not malformed: strict lets them through.
     let r = run(
@@ -165,13 +155,7 @@ fn strict_mode_is_fatal_in_the_pipeline_too() {
     input.push_str("deposit,1,x,1\n");
     for workers in ["1", "2", "4"] {
         let r = run(&["--strict", "--workers", workers, "-"], input.as_bytes());
-        assert_eq!(r.code, 1, "--workers {workers}: {}", r.stderr);
-        assert!(r.stdout.is_empty());
-        assert!(
-            r.stderr.contains("line 50002: malformed record"),
-            "{}",
-            r.stderr
-        );
+        r.assert_fatal("line 50002: malformed record");
     }
 }
 
@@ -298,9 +282,7 @@ fn rejects_file_may_not_be_the_input() {
         &["--rejects", same.to_str().unwrap(), input.to_str().unwrap()],
         b"",
     );
-    assert_eq!(r.code, 1);
-    assert!(r.stdout.is_empty());
-    assert!(r.stderr.contains("is the input file"), "{}", r.stderr);
+    r.assert_fatal("is the input file");
     assert_eq!(
         std::fs::read_to_string(&input).unwrap(),
         "deposit,1,1,1\n",
@@ -314,13 +296,7 @@ fn unwritable_rejects_file_is_fatal() {
         &["--rejects", "/no/such/dir/rejects.csv", "-"],
         b"deposit,1,1,1\n",
     );
-    assert_eq!(r.code, 1);
-    assert!(r.stdout.is_empty());
-    assert!(
-        r.stderr.contains("cannot create rejects file"),
-        "{}",
-        r.stderr
-    );
+    r.assert_fatal("cannot create rejects file");
 }
 
 #[test]
@@ -333,9 +309,7 @@ fn full_disk_on_rejects_is_fatal_and_prints_no_accounts() {
         input.push_str(&format!("withdrawal,1,{tx},1\n"));
     }
     let r = run(&["-q", "--rejects", "/dev/full", "-"], input.as_bytes());
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stdout.is_empty());
-    assert!(r.stderr.contains("rejects file"), "{}", r.stderr);
+    r.assert_fatal("rejects file");
 }
 
 #[test]
