@@ -53,11 +53,16 @@ impl Run {
             .lines()
             .filter(|l| l.starts_with("payments-engine: error:"));
         assert_eq!(errors.count(), 1, "{}", self.stderr);
-        assert!(
-            self.stderr.contains(message),
-            "wanted {message:?} in {}",
-            self.stderr
-        );
+        self.assert_stderr_has(&[message]);
+    }
+
+    /// stderr contains every one of `needles`.
+    #[track_caller]
+    fn assert_stderr_has(&self, needles: &[&str]) {
+        for needle in needles {
+            let found = self.stderr.contains(needle);
+            assert!(found, "wanted {needle:?} in {}", self.stderr);
+        }
     }
 }
 
@@ -71,8 +76,7 @@ fn sample_file_from_the_readme_runs() {
     assert!(r.stdout.starts_with(HEADER));
     assert!(r.stdout.lines().count() > 5);
     // Every row type and some rejections appear in the sample.
-    assert!(r.stderr.contains("rejected"), "{}", r.stderr);
-    assert!(r.stderr.contains("malformed"), "{}", r.stderr);
+    r.assert_stderr_has(&["rejected", "malformed"]);
 }
 
 #[test]
@@ -167,17 +171,11 @@ fn verbose_reports_workers_and_latency_is_printed_on_request() {
         input,
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("workers: 2, not pinned (--no-pin)"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("latency (parse to applied"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("p99.9"), "{}", r.stderr);
+    r.assert_stderr_has(&[
+        "workers: 2, not pinned (--no-pin)",
+        "latency (parse to applied",
+        "p99.9",
+    ]);
     let r = run(&["--latency", "--workers", "0", "-"], input);
     assert!(
         r.stderr
@@ -211,34 +209,14 @@ fn default_stderr_shows_diagnostics_and_a_summary_that_adds_up() {
     assert!(r
         .stderr
         .contains("further insufficient_funds rows are not shown"));
-    assert!(
-        r.stderr.contains("line 16: malformed record: type is not"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("line 17: dispute of tx 77 for client 1 rejected: unknown tx"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr
-            .contains("summary: 16 rows read = 1 applied + 14 rejected + 1 malformed"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("rejected insufficient_funds 13"),
-        "{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("rejected unknown_tx         1"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("rows/s"), "{}", r.stderr);
+    r.assert_stderr_has(&[
+        "line 16: malformed record: type is not",
+        "line 17: dispute of tx 77 for client 1 rejected: unknown tx",
+        "summary: 16 rows read = 1 applied + 14 rejected + 1 malformed",
+        "rejected insufficient_funds 13",
+        "rejected unknown_tx         1",
+        "rows/s",
+    ]);
 
     let verbose = run(&["--verbose", "-"], input.as_bytes());
     assert_eq!(
