@@ -63,6 +63,9 @@ impl Options {
     }
 }
 
+/// Progress bar redraws per second.
+const PROGRESS_HZ: u8 = 4;
+
 /// Inputs at least this large get a progress bar (when stderr is a terminal).
 const PROGRESS_MIN_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -311,7 +314,11 @@ fn open_input(
     if !wanted {
         return Ok((source, None));
     }
-    let bar = indicatif::ProgressBar::new(len.unwrap_or(0));
+    // A few redraws a second: each one wakes the terminal, which on a small
+    // machine takes a core from the engine for a moment (perf.md, "Progress
+    // bar").
+    let target = indicatif::ProgressDrawTarget::stderr_with_hz(PROGRESS_HZ);
+    let bar = indicatif::ProgressBar::with_draw_target(len, target);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
