@@ -10,7 +10,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use payments_engine::app::{process, Options};
 use payments_engine::parse::Parser;
 use payments_engine::{Amount, Ledger, Tx};
@@ -49,13 +52,23 @@ fn amount_parsing(c: &mut Criterion) {
     group.finish();
 }
 
-fn csv_parsing(c: &mut Criterion) {
-    let data = input();
-    let mut group = c.benchmark_group("parse");
-    group.throughput(Throughput::Bytes(data.len() as u64));
+/// A group of whole-input benches: 10 samples of up to 8 s each.
+fn long_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    throughput: Throughput,
+) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
     group
+        .throughput(throughput)
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
+    group
+}
+
+fn csv_parsing(c: &mut Criterion) {
+    let data = input();
+    let mut group = long_group(c, "parse", Throughput::Bytes(data.len() as u64));
     // The floor: finding line ends only.
     group.bench_function("memchr_lines", |b| {
         b.iter(|| {
@@ -102,11 +115,7 @@ fn ledger_apply(c: &mut Criterion) {
     while let Some(row) = parser.next_row().unwrap() {
         txs.push(row.parsed.unwrap());
     }
-    let mut group = c.benchmark_group("ledger");
-    group.throughput(Throughput::Elements(txs.len() as u64));
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8));
+    let mut group = long_group(c, "ledger", Throughput::Elements(txs.len() as u64));
     group.bench_function("apply", |b| {
         b.iter_batched(
             Ledger::new,
@@ -184,11 +193,7 @@ fn ring_handoff(c: &mut Criterion) {
 
 fn end_to_end(c: &mut Criterion) {
     let data = input();
-    let mut group = c.benchmark_group("end_to_end");
-    group.throughput(Throughput::Bytes(data.len() as u64));
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8));
+    let mut group = long_group(c, "end_to_end", Throughput::Bytes(data.len() as u64));
     let options = |workers| Options {
         pin: true,
         ..Options::quiet(workers)

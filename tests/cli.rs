@@ -2,7 +2,7 @@
 //! mode, stderr diagnostics and summary, the rejects file, a closed stdout.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_payments-engine");
 
@@ -12,19 +12,24 @@ struct Run {
     code: i32,
 }
 
+/// Starts the binary with piped stdin, stdout and stderr.
+fn spawn(args: &[impl AsRef<std::ffi::OsStr>]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs the binary; fails the test if it has not finished within 60 s.
 fn run(args: &[&str], stdin: &[u8]) -> Run {
     let (args, stdin): (Vec<String>, Vec<u8>) =
         (args.iter().map(|a| a.to_string()).collect(), stdin.to_vec());
     let (send, receive) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(&args);
         let mut pipe = child.stdin.take().unwrap();
         // The child may exit before reading everything (fatal errors).
         let _ = pipe.write_all(&stdin);
@@ -297,13 +302,7 @@ fn closed_stdout_ends_quietly() {
     for client in 0..=65_535u32 {
         input.push_str(&format!("deposit,{client},{client},1.5\n"));
     }
-    let mut child = Command::new(BIN)
-        .args(["-q", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["-q", "-"]);
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     // Read one line, then close stdout, like `| head -1`.

@@ -217,11 +217,16 @@ mod tests {
         }
     }
 
+    /// A ring with the router's and the worker's parkers and an abort flag.
+    fn ring_for_test() -> (Parker, Parker, AtomicBool, Ring) {
+        let (router, worker) = (Parker::new(), Parker::new());
+        let ring = Ring::new(router.unparker().clone(), worker.unparker().clone());
+        (router, worker, AtomicBool::new(false), ring)
+    }
+
     #[test]
     fn full_ring_makes_the_router_wait_and_end_of_stream_arrives_last() {
-        let (router, worker) = (Parker::new(), Parker::new());
-        let abort = AtomicBool::new(false);
-        let ring = Ring::new(router.unparker().clone(), worker.unparker().clone());
+        let (router, worker, abort, ring) = ring_for_test();
         // Every batch in flight: the ring is full.
         for n in 0..BATCHES as u64 {
             let mut batch = ring.take_empty(&router, &abort).unwrap();
@@ -258,9 +263,7 @@ mod tests {
 
     #[test]
     fn empty_ring_makes_the_worker_wait_until_a_batch_or_abort() {
-        let (router, worker) = (Parker::new(), Parker::new());
-        let abort = AtomicBool::new(false);
-        let ring = Ring::new(router.unparker().clone(), worker.unparker().clone());
+        let (router, worker, abort, ring) = ring_for_test();
         std::thread::scope(|scope| {
             let (ring, abort) = (&ring, &abort);
             // The consumer owns its parker (a Parker is Send, not Sync).
@@ -296,9 +299,7 @@ mod tests {
 
     #[test]
     fn an_idle_worker_wakes_up_on_abort() {
-        let (router, worker) = (Parker::new(), Parker::new());
-        let abort = AtomicBool::new(false);
-        let ring = Ring::new(router.unparker().clone(), worker.unparker().clone());
+        let (_router, worker, abort, ring) = ring_for_test();
         std::thread::scope(|scope| {
             let (ring_ref, abort_ref) = (&ring, &abort);
             let waiter = scope.spawn(move || ring_ref.recv(&worker, abort_ref).map(|_| ()));
