@@ -557,9 +557,6 @@ pub struct Parser<R> {
     columns: Columns,
     /// Whether the first non-blank line has been seen (header detection).
     seen_first: bool,
-    /// The columns are in SPEC order (no header, or a header naming them in
-    /// that order): after the first line, [`plain_record`] may be tried.
-    plain_columns: bool,
 }
 
 impl<R: Read> Parser<R> {
@@ -569,7 +566,6 @@ impl<R: Read> Parser<R> {
             fields: FieldSplitter::default(),
             columns: Columns::POSITIONAL,
             seen_first: false,
-            plain_columns: true,
         }
     }
 
@@ -584,7 +580,9 @@ impl<R: Read> Parser<R> {
                 self.seen_first = true;
                 break (line, Err(Malformed::LineTooLong));
             }
-            if self.seen_first && self.plain_columns {
+            // After the first line, with the columns in SPEC order (no
+            // header, or one naming them in that order), try the fast path.
+            if self.seen_first && self.columns == Columns::POSITIONAL {
                 if let Some(tx) = plain_record(raw) {
                     break (line, Ok(tx));
                 }
@@ -606,7 +604,6 @@ impl<R: Read> Parser<R> {
                         line: line.number,
                         reason,
                     })?;
-                    self.plain_columns = self.columns == Columns::POSITIONAL;
                     continue;
                 }
             }

@@ -215,8 +215,6 @@ fn prefetch<T>(item: &T) {
 struct IdTable {
     slots: Box<[u32]>,
     len: usize,
-    /// 64 - log2(slots).
-    shift: u32,
     keys: [u64; 2],
 }
 
@@ -226,7 +224,6 @@ impl IdTable {
         IdTable {
             slots: vec![0u32; slots].into(),
             len: 0,
-            shift: 64 - slots.trailing_zeros(),
             keys,
         }
     }
@@ -244,7 +241,8 @@ impl IdTable {
         // xored together.
         let product = u128::from(u64::from(id) ^ self.keys[0]) * u128::from(self.keys[1]);
         let hash = (product as u64) ^ ((product >> 64) as u64);
-        (hash >> self.shift) as usize
+        // The top log2(slots) bits.
+        (hash >> (64 - self.slots.len().trailing_zeros())) as usize
     }
 
     #[inline]
