@@ -1,5 +1,5 @@
 //! Criterion benches, one group per area: amount parsing, csv parsing, ledger
-//! apply, ring hand-off, end to end (single-threaded and pipeline). Inputs
+//! apply, lane hand-off, end to end (single-threaded and pipeline). Inputs
 //! come from datagen with fixed seeds; each timed loop checks its result so
 //! the work cannot be optimised away. End-to-end runs also print the engine's
 //! latency percentiles.
@@ -14,7 +14,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
 };
-use payments_engine::app::{process, Options};
+use payments_engine::engine::EngineBuilder;
 use payments_engine::parse::Parser;
 use payments_engine::{Amount, Ledger, Tx};
 
@@ -130,62 +130,25 @@ fn ledger_apply(c: &mut Criterion) {
     group.finish();
 }
 
-/// Records per second through one ring, producer and consumer on their own
+/// Records per second through one lane, producer and consumer on their own
 /// threads (the pipeline's hand-off cost, without parsing or applying).
-fn ring_handoff(c: &mut Criterion) {
-    use crossbeam_utils::sync::Parker;
-    use payments_engine::pipeline::ring::{Item, Ring, BATCH};
-    use std::sync::atomic::AtomicBool;
+fn lane_handoff(c: &mut Criterion) {
+    use payments_engine::bench_support::lane_handoff;
+    use payments_engine::limits::BATCH;
     const BATCHES_SENT: u64 = 2_000;
-    let item = Item {
-        line: 1,
-        tx: Tx {
-            kind: payments_engine::Kind::Deposit,
-            client: 1,
-            tx: 1,
-            amount: Amount::from_raw(1),
-        },
-        fresh: true,
-        raw_start: 0,
-        raw_len: 0,
+    let tx = Tx {
+        kind: payments_engine::Kind::Deposit,
+        client: 1,
+        tx: 1,
+        amount: Amount::from_raw(1),
     };
-    let mut group = c.benchmark_group("ring");
+    let mut group = c.benchmark_group("lane");
     group.throughput(Throughput::Elements(BATCHES_SENT * BATCH as u64));
     group.sample_size(10);
     group.bench_function("handoff", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let (router, worker) = (Parker::new(), Parker::new());
-                let abort = AtomicBool::new(false);
-                let ring = Ring::new(router.unparker().clone(), worker.unparker().clone())
-                    .with_yield(Duration::from_micros(200));
-                let started = std::time::Instant::now();
-                std::thread::scope(|scope| {
-                    let (ring, abort) = (&ring, &abort);
-                    let consumer = scope.spawn(move || {
-                        let mut seen = 0u64;
-                        loop {
-                            let batch = ring.recv(&worker, abort).unwrap();
-                            seen += batch.items.iter().map(|i| i.line).sum::<u64>();
-                            let end = batch.end;
-                            ring.recycle(batch);
-                            if end {
-                                return seen;
-                            }
-                        }
-                    });
-                    for n in 0..BATCHES_SENT {
-                        let mut batch = ring.take_empty(&router, abort).unwrap();
-                        batch.items.resize(BATCH, item);
-                        batch.end = n + 1 == BATCHES_SENT;
-                        ring.send(batch);
-                    }
-                    assert_eq!(consumer.join().unwrap(), BATCHES_SENT * BATCH as u64);
-                });
-                total += started.elapsed();
-            }
-            total
+        b.iter(|| {
+            let seen = lane_handoff(BATCHES_SENT, tx);
+            assert_eq!(seen, BATCHES_SENT * BATCH as u64);
         })
     });
     group.finish();
@@ -194,24 +157,21 @@ fn ring_handoff(c: &mut Criterion) {
 fn end_to_end(c: &mut Criterion) {
     let data = input();
     let mut group = long_group(c, "end_to_end", Throughput::Bytes(data.len() as u64));
-    let options = |workers| Options {
-        pin: true,
-        ..Options::quiet(workers)
-    };
-    let run = |options: &Options| {
-        let (mut out, mut err) = (Vec::with_capacity(1 << 20), Vec::new());
-        let stats = process(&data[..], options, &mut out, &mut err).unwrap();
-        assert_eq!(stats.tally.rows_read(), ROWS);
+    let run = |engine: &EngineBuilder| {
+        let finished = engine.run_csv(Ledger::new(), &data[..]).unwrap();
+        assert_eq!(finished.tally().rows_read(), ROWS);
+        let mut out = Vec::with_capacity(1 << 20);
+        finished.write_accounts(&mut out).unwrap();
         assert!(out.len() > 100_000, "accounts printed");
-        stats
+        finished
     };
     for workers in [0, 1, 2, 4] {
-        let options = options(workers);
-        group.bench_function(format!("workers_{workers}"), |b| b.iter(|| run(&options)));
+        let engine = EngineBuilder::new().workers(workers).pin(true);
+        group.bench_function(format!("workers_{workers}"), |b| b.iter(|| run(&engine)));
         // Tail latency from the engine's own histogram, for one more run.
         eprintln!(
             "end_to_end/workers_{workers}: {}",
-            payments_engine::app::latency_text(run(&options).measures.latency.as_ref())
+            run(&engine).measures().latency_text()
         );
     }
     group.finish();
@@ -222,7 +182,7 @@ criterion_group!(
     amount_parsing,
     csv_parsing,
     ledger_apply,
-    ring_handoff,
+    lane_handoff,
     end_to_end
 );
 criterion_main!(benches);

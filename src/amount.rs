@@ -52,6 +52,14 @@ impl AmountError {
     }
 }
 
+impl fmt::Display for AmountError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl std::error::Error for AmountError {}
+
 impl Amount {
     /// Zero.
     pub const ZERO: Amount = Amount(0);
@@ -85,6 +93,11 @@ impl Amount {
     /// True when strictly below zero.
     pub const fn is_negative(self) -> bool {
         self.0 < 0
+    }
+
+    /// True when strictly above zero.
+    pub const fn is_positive(self) -> bool {
+        self.0 > 0
     }
 
     /// Parses a transaction amount: ASCII digits with at most one `.`

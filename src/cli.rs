@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::app::{Input, Options};
+use crate::engine::EngineBuilder;
 use crate::report::Verbosity;
 
 /// Exact payments engine: reads deposits, withdrawals, disputes, resolves and
@@ -28,7 +29,7 @@ pub struct Cli {
     /// Worker threads of the sharded pipeline (default: the available cores
     /// minus one, at least 1). 0 runs the single-threaded path. The output is
     /// byte-identical for every value.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=crate::pipeline::MAX_WORKERS as i64))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=crate::limits::MAX_WORKERS as i64))]
     pub workers: Option<u16>,
 
     /// Do not pin worker threads to cores (by default each worker is pinned
@@ -78,15 +79,16 @@ impl Cli {
             (false, true) => Verbosity::Verbose,
             (false, false) => Verbosity::Default,
         };
+        let engine = EngineBuilder::new()
+            .workers(self.workers.map_or_else(default_workers, usize::from))
+            .pin(!self.no_pin)
+            .strict(self.strict);
         Options {
             input,
-            workers: self.workers.map_or_else(default_workers, usize::from),
-            pin: !self.no_pin,
-            latency: self.latency,
-            panic_at_line: None,
-            strict: self.strict,
+            engine,
             rejects: self.rejects,
             verbosity,
+            latency: self.latency,
             progress: !self.no_progress,
         }
     }

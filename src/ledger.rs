@@ -1,20 +1,37 @@
-//! The ledger: SPEC's rules as a single-threaded state machine. No I/O, no
-//! threads, no allocation per transaction beyond the growth of its tables.
+//! The ledger: SPEC's rules as a single-threaded state machine, and the
+//! ledger's state as a value. No I/O, no threads, no allocation per
+//! transaction beyond the growth of its tables.
+//!
+//! # Check, then write
 //!
 //! `apply` follows TigerBeetle's `create_transfer`: every precondition is
 //! checked in SPEC's order and returns its own [`Reject`]; the new balances are
-//! computed with checked arithmetic; only after the last check passes does any
-//! state change. A rejected transaction leaves no trace but the account that
-//! SPEC rule 1 creates and the tx id that rule 2 claims.
+//! computed with checked arithmetic into a copy of the account; only after the
+//! last possible rejection is ruled out does any state change (the account,
+//! then the one write to the deposit store the rule calls for). A rejected
+//! transaction leaves no trace but the account that SPEC rule 1 creates and
+//! the tx id that rule 2 claims.
+//!
+//! # One state, split for workers
 //!
 //! The state is split in two so that the sharded pipeline can reuse it:
 //! [`TxIdSet`] holds the one rule that needs global file order (rule 2, tx ids
 //! are global across clients), and [`Book`] holds everything that is per
-//! client (accounts and their deposits). [`Ledger`] is the two together.
+//! client (accounts and their deposits). A [`Ledger`] is the two together, and
+//! it is also the ledger's whole state as a value: [`Ledger::split`] cuts it
+//! into the claimed ids and one book per worker (by [`shard`]),
+//! [`Ledger::merge`] puts the parts back, [`Ledger::accounts`],
+//! [`Ledger::deposits`] and [`Ledger::claimed_ids`] iterate it in a fixed
+//! order, and [`Ledger::from_parts`] rebuilds it from those iterations,
+//! checking that they are consistent. None of this depends on a worker count:
+//! split for any count and merged, a ledger iterates exactly as before.
+
+use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::amount::Amount;
-use crate::store::{DepositStore, TxIdSet};
-use crate::tx::{ClientId, Kind, Tx};
+use crate::store::{Deposit, DepositStore, TxIdSet};
+use crate::tx::{ClientId, Kind, Tx, TxId};
 
 /// Why a well-formed transaction was not applied. One variant per SPEC
 /// reason; the declaration order is the order of the rejects-file reasons.
@@ -95,6 +112,14 @@ impl Reject {
     }
 }
 
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl std::error::Error for Reject {}
+
 /// One client's balances. `total` is derived: always `available + held`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Account {
@@ -111,6 +136,22 @@ impl Account {
             .checked_add(self.held)
             .expect("ledger invariant: total fits the amount range")
     }
+}
+
+/// The worker that owns `client` among `workers` (>= 1). Fibonacci hashing
+/// spreads clients that share a residue (every id a multiple of the worker
+/// count, say) evenly.
+#[inline]
+pub fn shard(client: ClientId, workers: usize) -> usize {
+    let hash = u64::from(client).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((hash >> 32) as usize) % workers
+}
+
+/// The one write a rule makes to the deposit store once every check passed.
+enum DepositWrite {
+    None,
+    Store,
+    SetDisputed(bool),
 }
 
 /// Accounts and their applied deposits: every rule except the global tx-id
@@ -135,40 +176,56 @@ impl Book {
 
     /// Applies a well-formed transaction. `id_is_fresh` is the outcome of
     /// rule 2's claim for deposits and withdrawals (ignored for the others).
-    pub fn apply(&mut self, tx: Tx, id_is_fresh: bool) -> Result<(), Reject> {
+    ///
+    /// # Panics
+    ///
+    /// If a deposit or withdrawal's amount is not positive: the parser never
+    /// produces one, and [`Engine::submit`](crate::engine::Engine::submit)
+    /// refuses one, so this is a bug in the caller, caught in release builds
+    /// too.
+    pub fn apply(&mut self, tx: &Tx, id_is_fresh: bool) -> Result<(), Reject> {
+        if tx.kind.claims_id() && !tx.amount.is_positive() {
+            not_positive(tx);
+        }
         // Rule 1: every well-formed record creates its client's account.
         let account = self.accounts.entry(tx.client).or_default();
         // Rule 2.
-        if tx.kind.moves_money() && !id_is_fresh {
+        if tx.kind.claims_id() && !id_is_fresh {
             return Err(Reject::DuplicateTx);
         }
         // Rule 3.
         if account.locked {
             return Err(Reject::AccountLocked);
         }
-        let mut next = *account;
-        // How this record changes the account's total, by SPEC's rules.
-        let total_change = match tx.kind {
+        // Check: the new account, the total it moves by SPEC's rules, and the
+        // write to the deposit store, all computed without changing anything.
+        let (next, total_change, write) = match tx.kind {
             // Rule 4.
             Kind::Deposit => {
-                next.available = account
+                let available = account
                     .available
                     .checked_add(tx.amount)
                     .ok_or(Reject::Overflow)?;
-                checked_total(&next)?;
-                self.deposits.insert(tx.tx, tx.client, tx.amount);
-                tx.amount.raw()
+                let next = Account {
+                    available,
+                    ..*account
+                };
+                (next, tx.amount.raw(), DepositWrite::Store)
             }
             // Rule 5.
             Kind::Withdrawal => {
                 if account.available < tx.amount {
                     return Err(Reject::InsufficientFunds);
                 }
-                next.available = account
+                let available = account
                     .available
                     .checked_sub(tx.amount)
                     .ok_or(Reject::Overflow)?;
-                -tx.amount.raw()
+                let next = Account {
+                    available,
+                    ..*account
+                };
+                (next, -tx.amount.raw(), DepositWrite::None)
             }
             // Rule 6.
             Kind::Dispute => {
@@ -177,17 +234,18 @@ impl Book {
                 if deposit.disputed {
                     return Err(Reject::AlreadyDisputed);
                 }
-                next.available = account
-                    .available
-                    .checked_sub(deposit.amount)
-                    .ok_or(Reject::Overflow)?;
-                next.held = account
-                    .held
-                    .checked_add(deposit.amount)
-                    .ok_or(Reject::Overflow)?;
-                checked_total(&next)?;
-                self.deposits.set_disputed(tx.tx, true);
-                0
+                let next = Account {
+                    available: account
+                        .available
+                        .checked_sub(deposit.amount)
+                        .ok_or(Reject::Overflow)?,
+                    held: account
+                        .held
+                        .checked_add(deposit.amount)
+                        .ok_or(Reject::Overflow)?,
+                    locked: false,
+                };
+                (next, 0, DepositWrite::SetDisputed(true))
             }
             // Rules 7 and 8.
             Kind::Resolve | Kind::Chargeback => {
@@ -196,34 +254,48 @@ impl Book {
                 if !deposit.disputed {
                     return Err(Reject::NotDisputed);
                 }
-                next.held = account
+                let held = account
                     .held
                     .checked_sub(deposit.amount)
                     .ok_or(Reject::Overflow)?;
-                if tx.kind == Kind::Resolve {
-                    next.available = account
+                let (next, total_change) = if tx.kind == Kind::Resolve {
+                    let available = account
                         .available
                         .checked_add(deposit.amount)
                         .ok_or(Reject::Overflow)?;
+                    let next = Account {
+                        available,
+                        held,
+                        locked: false,
+                    };
+                    (next, 0)
                 } else {
-                    next.locked = true;
-                }
-                checked_total(&next)?;
-                self.deposits.set_disputed(tx.tx, false);
-                if tx.kind == Kind::Chargeback {
-                    -deposit.amount.raw()
-                } else {
-                    0
-                }
+                    let next = Account {
+                        available: account.available,
+                        held,
+                        locked: true,
+                    };
+                    (next, -deposit.amount.raw())
+                };
+                (next, total_change, DepositWrite::SetDisputed(false))
             }
         };
-        // Invariants, on in release builds (cost measured in perf.md): held
-        // never negative, and the total moved by exactly what the rule says
-        // (compared modulo 2^64: cheap, and exact for any real bug).
+        // The last possible rejection: total = available + held must fit.
+        checked_total(&next)?;
+
+        // Write. Invariants first, on in release builds (cost measured in
+        // perf.md): held never negative, and the total moved by exactly what
+        // the rule says (compared modulo 2^64: cheap, and exact for any real
+        // bug).
         let moved = (next.available.raw().wrapping_sub(account.available.raw()))
             .wrapping_add(next.held.raw().wrapping_sub(account.held.raw()));
         if moved != total_change || next.held.is_negative() {
-            invariant_broken(&tx, account, &next);
+            invariant_broken(tx, account, &next);
+        }
+        match write {
+            DepositWrite::None => {}
+            DepositWrite::Store => self.deposits.insert(tx.tx, tx.client, tx.amount),
+            DepositWrite::SetDisputed(disputed) => self.deposits.set_disputed(tx.tx, disputed),
         }
         self.net = self.net.wrapping_add(total_change);
         *account = next;
@@ -257,6 +329,29 @@ impl Book {
     pub fn deposits(&self) -> &DepositStore {
         &self.deposits
     }
+
+    /// Number of accounts.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Adds an account and its deposits taken from another book or a saved
+    /// state: `net` follows, so the conservation check holds.
+    fn restore_account(&mut self, client: ClientId, account: Account) {
+        let previous = self.accounts.insert(client, account);
+        assert!(previous.is_none(), "client {client} restored twice");
+        self.net = self.net.wrapping_add(account.total().raw());
+    }
+}
+
+/// A deposit or withdrawal without a positive amount reached the ledger.
+#[cold]
+#[inline(never)]
+fn not_positive(tx: &Tx) -> ! {
+    panic!(
+        "ledger precondition: a {} amount must be positive: {tx:?}",
+        tx.kind.name()
+    );
 }
 
 /// A ledger invariant failed: a bug, never bad input.
@@ -284,7 +379,10 @@ fn checked_total(account: &Account) -> Result<Amount, Reject> {
         .ok_or(Reject::Overflow)
 }
 
-/// The whole single-threaded ledger: rule 2's global tx ids plus a [`Book`].
+/// The whole ledger: rule 2's global tx ids plus a [`Book`]. It is both the
+/// single-threaded state machine ([`Ledger::apply`]) and the ledger's state
+/// as a value, which the engine starts from and hands back, and which can be
+/// split for workers, merged, iterated and rebuilt (see the module docs).
 #[derive(Default)]
 pub struct Ledger {
     ids: TxIdSet,
@@ -298,8 +396,20 @@ impl Ledger {
     }
 
     /// Applies one well-formed transaction, checking SPEC's rules in order.
+    ///
+    /// # Panics
+    ///
+    /// If a deposit or withdrawal's amount is not positive (see
+    /// [`Book::apply`]).
     pub fn apply(&mut self, tx: Tx) -> Result<(), Reject> {
-        let id_is_fresh = tx.kind.moves_money() && self.ids.claim(tx.tx);
+        self.apply_ref(&tx)
+    }
+
+    /// [`Ledger::apply`] on a borrowed record: the engine's paths pass the
+    /// parser's record in place (copying it measured slower, perf.md).
+    #[inline]
+    pub(crate) fn apply_ref(&mut self, tx: &Tx) -> Result<(), Reject> {
+        let id_is_fresh = tx.kind.claims_id() && self.ids.claim(tx.tx);
         self.book.apply(tx, id_is_fresh)
     }
 
@@ -322,7 +432,170 @@ impl Ledger {
     pub fn id_set_bytes(&self) -> usize {
         self.ids.heap_bytes()
     }
+
+    /// Every account with its locked flag, in ascending client order.
+    pub fn accounts(&self) -> impl Iterator<Item = (ClientId, Account)> {
+        self.sorted_accounts().into_iter()
+    }
+
+    /// Every applied deposit with its client, amount and dispute flag, in
+    /// ascending tx-id order.
+    pub fn deposits(&self) -> impl Iterator<Item = (TxId, Deposit)> + '_ {
+        self.book.deposits.iter()
+    }
+
+    /// Every claimed tx id (SPEC rule 2), ascending.
+    pub fn claimed_ids(&self) -> impl Iterator<Item = TxId> + '_ {
+        self.ids.iter()
+    }
+
+    /// Splits the ledger for `workers` (>= 1) workers: the claimed ids, which
+    /// the router keeps, and one [`Book`] per worker holding the accounts and
+    /// deposits of the clients that [`shard`] gives it.
+    pub fn split(self, workers: usize) -> (TxIdSet, Vec<Book>) {
+        assert!(workers >= 1, "at least one worker");
+        if workers == 1 {
+            return (self.ids, vec![self.book]);
+        }
+        let mut books: Vec<Book> = (0..workers)
+            .map(|_| Book::for_worker_count(workers))
+            .collect();
+        move_book(self.book, &mut books, |client| shard(client, workers));
+        (self.ids, books)
+    }
+
+    /// Puts split parts back together: the claimed ids and books holding
+    /// disjoint sets of clients (from [`Ledger::split`] or the workers of a
+    /// run).
+    pub fn merge(ids: TxIdSet, books: Vec<Book>) -> Ledger {
+        let mut books = books;
+        if books.len() == 1 {
+            let book = books.pop().expect("one book");
+            return Ledger { ids, book };
+        }
+        let mut merged = [Book::default()];
+        for book in books {
+            move_book(book, &mut merged, |_| 0);
+        }
+        let [book] = merged;
+        Ledger { ids, book }
+    }
+
+    /// Rebuilds a ledger from its three iterations ([`Ledger::accounts`],
+    /// [`Ledger::deposits`], [`Ledger::claimed_ids`]), in any order, checking
+    /// that they describe a state the rules can reach: no client, deposit or
+    /// id twice; every deposit positive, its id claimed and its client known;
+    /// every account's total in range; and every account's held amount equal
+    /// to the sum of its disputed deposits.
+    pub fn from_parts(
+        accounts: impl IntoIterator<Item = (ClientId, Account)>,
+        deposits: impl IntoIterator<Item = (TxId, Deposit)>,
+        claimed_ids: impl IntoIterator<Item = TxId>,
+    ) -> Result<Ledger, StateError> {
+        let mut ledger = Ledger::new();
+        // The empty ledger's ids are unclaimed, so a failed claim is a repeat.
+        for id in claimed_ids {
+            if !ledger.ids.claim(id) {
+                return Err(StateError::IdTwice(id));
+            }
+        }
+        // Per client: the held amount its disputed deposits add up to.
+        let mut held: BTreeMap<ClientId, i128> = BTreeMap::new();
+        for (client, account) in accounts {
+            if ledger.book.accounts.contains_key(&client) {
+                return Err(StateError::ClientTwice(client));
+            }
+            if account.held.is_negative() || checked_total(&account).is_err() {
+                return Err(StateError::BadAccount(client));
+            }
+            ledger.book.restore_account(client, account);
+            held.insert(client, 0);
+        }
+        for (id, deposit) in deposits {
+            if !deposit.amount.is_positive() {
+                return Err(StateError::BadDeposit(id));
+            }
+            let Some(disputed_sum) = held.get_mut(&deposit.client) else {
+                return Err(StateError::DepositWithoutAccount(id, deposit.client));
+            };
+            if ledger.ids.claim(id) {
+                return Err(StateError::DepositNotClaimed(id));
+            }
+            if ledger.book.deposits.get(id).is_some() {
+                return Err(StateError::DepositTwice(id));
+            }
+            if deposit.disputed {
+                *disputed_sum += i128::from(deposit.amount.raw());
+            }
+            ledger.book.deposits.restore(id, deposit);
+        }
+        for (client, sum) in held {
+            let account = ledger.book.accounts[&client];
+            if i128::from(account.held.raw()) != sum {
+                return Err(StateError::HeldMismatch(client));
+            }
+        }
+        Ok(ledger)
+    }
 }
+
+/// Moves every account of `from`, with its deposits, into `books[to(client)]`.
+fn move_book(from: Book, books: &mut [Book], to: impl Fn(ClientId) -> usize) {
+    for (client, account) in from.accounts() {
+        books[to(client)].restore_account(client, *account);
+    }
+    for (id, deposit) in from.deposits.iter() {
+        books[to(deposit.client)].deposits.restore(id, deposit);
+    }
+}
+
+/// Why parts given to [`Ledger::from_parts`] are not a ledger's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateError {
+    /// A client appears twice among the accounts.
+    ClientTwice(ClientId),
+    /// An account holds a negative amount or its total leaves the range.
+    BadAccount(ClientId),
+    /// A tx id appears twice among the claimed ids.
+    IdTwice(TxId),
+    /// A tx id appears twice among the deposits.
+    DepositTwice(TxId),
+    /// A deposit's amount is not positive.
+    BadDeposit(TxId),
+    /// A deposit names a client that has no account.
+    DepositWithoutAccount(TxId, ClientId),
+    /// A deposit's id is not among the claimed ids.
+    DepositNotClaimed(TxId),
+    /// A client's held amount differs from the sum of its disputed deposits.
+    HeldMismatch(ClientId),
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            StateError::ClientTwice(client) => write!(f, "client {client} appears twice"),
+            StateError::BadAccount(client) => write!(
+                f,
+                "client {client} holds a negative amount or a total out of range"
+            ),
+            StateError::IdTwice(id) => write!(f, "tx id {id} is claimed twice"),
+            StateError::DepositTwice(id) => write!(f, "deposit {id} appears twice"),
+            StateError::BadDeposit(id) => write!(f, "deposit {id} is not positive"),
+            StateError::DepositWithoutAccount(id, client) => {
+                write!(f, "deposit {id} names client {client}, who has no account")
+            }
+            StateError::DepositNotClaimed(id) => {
+                write!(f, "deposit {id} is not among the claimed tx ids")
+            }
+            StateError::HeldMismatch(client) => write!(
+                f,
+                "client {client}'s held amount is not the sum of its disputed deposits"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
 
 #[cfg(test)]
 mod tests {
@@ -634,6 +907,279 @@ mod tests {
                 (tx(Dispute, 1, 1, ""), OK),
             ],
             &[(1, "-922337203685477.5807", max, false)],
+        );
+    }
+
+    #[test]
+    fn shard_spreads_clients_over_all_workers() {
+        for workers in [1, 2, 3, 4, 8, 15, 16] {
+            let mut counts = vec![0u32; workers];
+            for client in 0..=u16::MAX {
+                counts[shard(client, workers)] += 1;
+            }
+            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            assert!(
+                *max - *min <= 65_536 / workers as u32 / 10 + 1,
+                "{workers}: {counts:?}"
+            );
+            // Multiples of the worker count also spread.
+            let mut multiples = vec![0u32; workers];
+            for client in (0..=u16::MAX).step_by(workers.max(2)) {
+                multiples[shard(client, workers)] += 1;
+            }
+            assert!(
+                multiples.iter().all(|&n| n > 0) || workers == 1,
+                "{workers}: {multiples:?}"
+            );
+        }
+    }
+
+    /// A deterministic stream over few clients and ids, with every kind:
+    /// ids mostly sequential, some scattered over u32; disputes, resolves
+    /// and chargebacks mostly naming a recent deposit with its own client.
+    fn stream(n: u32, seed: u64) -> Vec<Tx> {
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut txs: Vec<Tx> = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let r = next();
+            let kind = [
+                Deposit, Deposit, Deposit, Withdrawal, Dispute, Resolve, Chargeback,
+            ][(r % 7) as usize];
+            let mut client = (r >> 8) as u16 % 40;
+            let id = if kind.claims_id() {
+                if (r >> 20) % 4 == 0 {
+                    (r >> 32) as u32
+                } else {
+                    i
+                }
+            } else {
+                let back = 1 + (r >> 40) as usize % 30;
+                match txs.len().checked_sub(back).map(|at| txs[at]) {
+                    Some(earlier) if (r >> 20) % 8 != 0 => {
+                        client = earlier.client;
+                        earlier.tx
+                    }
+                    _ => (r >> 32) as u32,
+                }
+            };
+            let amount = Amount::from_raw(1 + (r >> 44) as i64 % 500_000);
+            txs.push(Tx {
+                kind,
+                client,
+                tx: id,
+                amount: if kind.claims_id() {
+                    amount
+                } else {
+                    Amount::ZERO
+                },
+            });
+        }
+        txs
+    }
+
+    use crate::store::Deposit as Stored;
+
+    type Parts = (Vec<(ClientId, Account)>, Vec<(TxId, Stored)>, Vec<TxId>);
+
+    fn parts(ledger: &Ledger) -> Parts {
+        (
+            ledger.accounts().collect(),
+            ledger.deposits().collect(),
+            ledger.claimed_ids().collect(),
+        )
+    }
+
+    #[test]
+    fn the_state_splits_merges_and_rebuilds_alike_for_every_worker_count() {
+        let txs = stream(30_000, 9);
+        let (first, then) = txs.split_at(20_000);
+        let mut ledger = Ledger::new();
+        for t in first {
+            let _ = ledger.apply(*t);
+        }
+        let before = parts(&ledger);
+        assert!(
+            before.1.iter().any(|(_, d)| d.disputed),
+            "some deposit disputed"
+        );
+        assert!(
+            before.0.iter().any(|(_, a)| a.locked),
+            "some account locked"
+        );
+        assert!(before.2.windows(2).all(|w| w[0] < w[1]), "ids ascending");
+        assert!(
+            before.1.windows(2).all(|w| w[0].0 < w[1].0),
+            "deposits ascending"
+        );
+        // Rebuilt from its own iterations.
+        let rebuilt = Ledger::from_parts(before.0.clone(), before.1.clone(), before.2.clone());
+        let rebuilt = rebuilt.unwrap();
+        assert!(parts(&rebuilt) == before);
+        // Split for any worker count: each book holds its shard's clients;
+        // merged back, nothing changed.
+        for workers in 1..=8 {
+            let (ids, books) =
+                Ledger::from_parts(before.0.clone(), before.1.clone(), before.2.clone())
+                    .unwrap()
+                    .split(workers);
+            assert_eq!(books.len(), workers);
+            for (index, book) in books.iter().enumerate() {
+                book.check_invariants();
+                assert!(book.accounts().all(|(c, _)| shard(c, workers) == index));
+                assert!(book
+                    .deposits()
+                    .iter()
+                    .all(|(_, d)| shard(d.client, workers) == index));
+            }
+            let merged = Ledger::merge(ids, books);
+            merged.check_invariants();
+            assert!(parts(&merged) == before, "{workers} workers");
+        }
+        // The rebuilt ledger goes on exactly like the original.
+        let mut rebuilt = rebuilt;
+        for t in then {
+            assert_eq!(rebuilt.apply(*t), ledger.apply(*t), "{t:?}");
+        }
+        assert!(parts(&rebuilt) == parts(&ledger));
+    }
+
+    #[test]
+    fn parts_that_no_run_could_reach_are_refused() {
+        let account = |available: i64, held: i64| Account {
+            available: Amount::from_raw(available),
+            held: Amount::from_raw(held),
+            locked: false,
+        };
+        let deposit = |client, amount, disputed| Stored {
+            client,
+            amount: Amount::from_raw(amount),
+            disputed,
+        };
+        let good_accounts = vec![(1, account(5, 3)), (2, account(0, 0))];
+        let good_deposits = vec![(10, deposit(1, 5, false)), (11, deposit(1, 3, true))];
+        let good_ids = vec![10, 11, 12];
+        let check =
+            |accounts: Vec<(ClientId, Account)>, deposits: Vec<(TxId, Stored)>, ids: Vec<TxId>| {
+                Ledger::from_parts(accounts, deposits, ids).map(|_| ())
+            };
+        assert_eq!(
+            check(
+                good_accounts.clone(),
+                good_deposits.clone(),
+                good_ids.clone()
+            ),
+            Ok(())
+        );
+        let table: Vec<(Parts, StateError)> = vec![
+            (
+                (
+                    vec![(1, account(5, 3)), (1, account(0, 0))],
+                    good_deposits.clone(),
+                    good_ids.clone(),
+                ),
+                StateError::ClientTwice(1),
+            ),
+            (
+                (vec![(1, account(5, -3))], vec![], vec![]),
+                StateError::BadAccount(1),
+            ),
+            (
+                (vec![(1, account(i64::MAX, 1))], vec![], vec![]),
+                StateError::BadAccount(1),
+            ),
+            (
+                (good_accounts.clone(), vec![], vec![4, 4]),
+                StateError::IdTwice(4),
+            ),
+            (
+                (
+                    good_accounts.clone(),
+                    vec![(10, deposit(1, 0, false))],
+                    good_ids.clone(),
+                ),
+                StateError::BadDeposit(10),
+            ),
+            (
+                (
+                    good_accounts.clone(),
+                    vec![(10, deposit(9, 5, false))],
+                    good_ids.clone(),
+                ),
+                StateError::DepositWithoutAccount(10, 9),
+            ),
+            (
+                (
+                    good_accounts.clone(),
+                    vec![(13, deposit(1, 5, false))],
+                    good_ids.clone(),
+                ),
+                StateError::DepositNotClaimed(13),
+            ),
+            (
+                (
+                    good_accounts.clone(),
+                    vec![(11, deposit(1, 3, true)), (11, deposit(1, 3, true))],
+                    good_ids.clone(),
+                ),
+                StateError::DepositTwice(11),
+            ),
+            (
+                (
+                    good_accounts.clone(),
+                    vec![(11, deposit(1, 2, true))],
+                    good_ids.clone(),
+                ),
+                StateError::HeldMismatch(1),
+            ),
+        ];
+        for ((accounts, deposits, ids), expected) in table {
+            assert_eq!(check(accounts, deposits, ids), Err(expected));
+            assert!(!expected.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_rejection_writes_nothing_to_the_deposit_store() {
+        let max = "922337203685477.5807";
+        let mut ledger = Ledger::new();
+        ledger.apply(tx(Deposit, 1, 1, max)).unwrap();
+        let before = parts(&ledger);
+        // Overflow on the deposit: claimed, but neither stored nor counted.
+        assert_eq!(ledger.apply(tx(Deposit, 1, 2, "1")), Err(Overflow));
+        assert_eq!(ledger.deposits().count(), 1);
+        assert_eq!(parts(&ledger).0, before.0);
+        assert_eq!(parts(&ledger).2, vec![1, 2]);
+        ledger.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "a deposit amount must be positive")]
+    fn a_deposit_without_a_positive_amount_is_a_caller_bug() {
+        let _ = Ledger::new().apply(Tx {
+            kind: Deposit,
+            client: 1,
+            tx: 1,
+            amount: Amount::ZERO,
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "a withdrawal amount must be positive")]
+    fn a_negative_withdrawal_is_a_caller_bug() {
+        let _ = Book::default().apply(
+            &Tx {
+                kind: Withdrawal,
+                client: 1,
+                tx: 1,
+                amount: Amount::from_raw(-5),
+            },
+            true,
         );
     }
 }

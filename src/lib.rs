@@ -1,19 +1,77 @@
-//! A sharded-ready payments engine with exact decimal money.
+//! An exact, sharded payments engine: deposits, withdrawals, disputes,
+//! resolves and chargebacks in, every client's balances out.
 //!
-//! Data flows one way: bytes -> [`parse`] -> [`ledger`] -> [`report`].
-//! [`app`] wires them together for the binary; [`cli`] is its arguments;
-//! [`pipeline`] is the sharded, multi-threaded path (the only module with threads).
+//! Data flows one way: bytes -> [`parse`] -> [`engine`] -> (the sharded
+//! pipeline's threads, or the calling thread) -> [`ledger`] -> [`report`].
+//! The binary's `app` and `cli` modules (the default `cli` feature) open
+//! files, draw progress and print; everything else is this library.
+//!
+//! Money is an [`Amount`]: a signed 64-bit count of ten-thousandths with
+//! checked arithmetic. The ledger's whole state is a value, a [`Ledger`]:
+//! start an engine from one, and take one back when it finishes.
+//!
+//! # Example
+//!
+//! Build an engine with two shards (worker threads), submit transactions
+//! from any source, finish (drain and join), then read the accounts, the
+//! tally and the state:
+//!
+//! ```
+//! use payments_engine::engine::Engine;
+//! use payments_engine::{Amount, Kind, Record, Tx};
+//!
+//! let amount = |text: &str| Amount::parse(text.as_bytes()).unwrap();
+//! let mut engine = Engine::new(2)?;
+//! engine.submit(Tx { kind: Kind::Deposit, client: 1, tx: 1, amount: amount("1.5") })?;
+//! engine.submit(Tx { kind: Kind::Deposit, client: 2, tx: 2, amount: amount("2") })?;
+//! // A record may carry the line it came from, for diagnostics.
+//! let dispute = Tx { kind: Kind::Dispute, client: 1, tx: 1, amount: Amount::ZERO };
+//! engine.submit(Record::at_line(dispute, 3))?;
+//! // Rejected: tx 1 is client 1's, not client 2's.
+//! engine.submit(Tx { kind: Kind::Dispute, client: 2, tx: 1, amount: Amount::ZERO })?;
+//! let finished = engine.finish()?;
+//!
+//! let tally = finished.tally();
+//! assert_eq!((tally.applied, tally.rejected(), tally.malformed), (3, 1, 0));
+//! let mut out = Vec::new();
+//! finished.write_accounts(&mut out)?;
+//! print!("{}", String::from_utf8_lossy(&out));
+//! assert_eq!(
+//!     out,
+//!     b"client,available,held,total,locked\n\
+//!       1,0.0000,1.5000,1.5000,false\n\
+//!       2,2.0000,0.0000,2.0000,false\n"
+//! );
+//! let state = finished.into_state(); // start tomorrow's run from it
+//! assert_eq!(state.claimed_ids().collect::<Vec<_>>(), [1, 2]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod amount;
+#[cfg(feature = "cli")]
 pub mod app;
+#[cfg(feature = "cli")]
 pub mod cli;
+pub mod engine;
 pub mod ledger;
 pub mod parse;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub mod report;
 pub mod store;
 pub mod tx;
 
 pub use amount::Amount;
+pub use engine::{Engine, EngineBuilder, Error, Finished, Record};
 pub use ledger::{Account, Ledger, Reject};
 pub use tx::{ClientId, Kind, Tx, TxId};
+
+/// Limits of the engine's configuration.
+pub mod limits {
+    pub use crate::pipeline::{BATCH, MAX_BATCH, MAX_WORKERS};
+}
+
+/// Internals exposed only for the benches; not part of the API.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::pipeline::handoff as lane_handoff;
+}

@@ -9,8 +9,11 @@ use payments_engine::cli::Cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Every message this program prints on stderr starts with its name.
+const NAME: &str = "payments-engine";
+
 fn main() -> ExitCode {
-    // A worker's panic is reported once, by the pipeline, as the run's error;
+    // A worker's panic is reported once, by the engine, as the run's error;
     // any other thread's panic keeps the default report.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -21,12 +24,21 @@ fn main() -> ExitCode {
             default_hook(info);
         }
     }));
-    // Usage errors exit 2 inside clap.
-    let options = Cli::parse().into_options();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version: printed on stdout, exit 0.
+        Err(error) if !error.use_stderr() => error.exit(),
+        // A usage error: clap's text (which starts with `error:`), exit 2.
+        Err(error) => {
+            eprint!("{NAME}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = cli.into_options();
     match payments_engine::app::run(&options, &mut io::stdout().lock(), &mut io::stderr().lock()) {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("payments-engine: error: {error:#}");
+            eprintln!("{NAME}: error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -75,21 +75,30 @@ impl Malformed {
     }
 }
 
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// No `source`: a bad amount's reason is already the whole message.
+impl std::error::Error for Malformed {}
+
 /// A fatal input error: the run cannot go on.
 #[derive(Debug)]
 pub enum InputError {
+    /// Reading failed; the I/O error is the [`source`](std::error::Error::source).
     Io(io::Error),
     /// The header lacks a required column or names one twice.
-    BadHeader {
-        line: u64,
-        reason: String,
-    },
+    BadHeader { line: u64, reason: String },
 }
 
 impl std::fmt::Display for InputError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            InputError::Io(error) => write!(f, "reading input: {error}"),
+            // One context per layer: the I/O error's own text comes from
+            // `source`, so a chain prints it once.
+            InputError::Io(_) => f.write_str("reading input"),
             InputError::BadHeader { line, reason } => {
                 write!(f, "line {line}: bad header: {reason}")
             }
@@ -636,7 +645,7 @@ fn plain_record(line: &[u8]) -> Option<Tx> {
     at.separator()?;
     let tx = at.uint(10).filter(|&v| v <= u64::from(u32::MAX))? as u32;
     at.blanks();
-    let amount = if kind.moves_money() {
+    let amount = if kind.claims_id() {
         at.separator()?;
         let amount = at.amount()?;
         at.blanks();
@@ -755,7 +764,7 @@ fn record(fields: &Fields<'_>, columns: &Columns) -> Result<Tx, Malformed> {
         return Err(Malformed::TooFewFields);
     }
     let kind = Kind::parse(fields.get(columns.kind)).ok_or(Malformed::BadType)?;
-    let amount_column = if kind.moves_money() {
+    let amount_column = if kind.claims_id() {
         Some(columns.amount.ok_or(Malformed::TooFewFields)?)
     } else {
         None

@@ -34,7 +34,11 @@ pub fn write_accounts<W: Write>(accounts: &[(ClientId, Account)], mut out: W) ->
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Applied,
-    Rejected(Reject),
+    /// A well-formed record that a rule rejected.
+    Rejected {
+        tx: Tx,
+        reason: Reject,
+    },
     Malformed(Malformed),
 }
 
@@ -43,7 +47,7 @@ impl Outcome {
     pub fn code(self) -> Option<&'static str> {
         match self {
             Outcome::Applied => None,
-            Outcome::Rejected(reject) => Some(reject.code()),
+            Outcome::Rejected { reason, .. } => Some(reason.code()),
             Outcome::Malformed(_) => Some("malformed"),
         }
     }
@@ -64,7 +68,7 @@ impl Tally {
     pub fn count(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Applied => self.applied += 1,
-            Outcome::Rejected(reject) => self.rejected_by[reject as usize] += 1,
+            Outcome::Rejected { reason, .. } => self.rejected_by[reason as usize] += 1,
             Outcome::Malformed(_) => self.malformed += 1,
         }
     }
@@ -114,35 +118,31 @@ impl Tally {
 
 /// The human line for one rejected or malformed row, without the `line N: `
 /// prefix: `withdrawal of 2.0000 for client 3 rejected: insufficient funds`.
-pub fn describe(tx: Option<&Tx>, outcome: Outcome) -> String {
-    match (tx, outcome) {
-        (_, Outcome::Malformed(reason)) => format!("malformed record: {}", reason.describe()),
-        (Some(tx), Outcome::Rejected(reject)) if tx.kind.moves_money() => format!(
-            "{} of {} for client {} rejected: {}",
+pub fn describe(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Malformed(reason) => format!("malformed record: {reason}"),
+        Outcome::Rejected { tx, reason } if tx.kind.claims_id() => format!(
+            "{} of {} for client {} rejected: {reason}",
             tx.kind.name(),
             tx.amount,
             tx.client,
-            reject.describe()
         ),
-        (Some(tx), Outcome::Rejected(reject)) => format!(
-            "{} of tx {} for client {} rejected: {}",
+        Outcome::Rejected { tx, reason } => format!(
+            "{} of tx {} for client {} rejected: {reason}",
             tx.kind.name(),
             tx.tx,
             tx.client,
-            reject.describe()
         ),
-        (None, Outcome::Rejected(reject)) => format!("rejected: {}", reject.describe()),
-        (_, Outcome::Applied) => "applied".to_string(),
+        Outcome::Applied => "applied".to_string(),
     }
 }
 
 /// The `detail` column of the rejects file.
-pub fn detail(tx: Option<&Tx>, outcome: Outcome) -> String {
-    match (tx, outcome) {
-        (_, Outcome::Malformed(reason)) => reason.describe().to_string(),
-        (Some(tx), Outcome::Rejected(reject)) => reject.detail(tx),
-        (None, Outcome::Rejected(reject)) => reject.describe().to_string(),
-        (_, Outcome::Applied) => String::new(),
+pub fn detail(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Malformed(reason) => reason.to_string(),
+        Outcome::Rejected { tx, reason } => reason.detail(&tx),
+        Outcome::Applied => String::new(),
     }
 }
 
@@ -199,7 +199,7 @@ const SLOTS: usize = Reject::ALL.len() + 1;
 fn slot(outcome: Outcome) -> usize {
     match outcome {
         Outcome::Applied | Outcome::Malformed(_) => 0,
-        Outcome::Rejected(reject) => 1 + reject as usize,
+        Outcome::Rejected { reason, .. } => 1 + reason as usize,
     }
 }
 
@@ -254,33 +254,27 @@ impl EventLog {
     }
 
     /// Records one row. `raw` is the original line (needed only for rejects).
-    pub fn record(
-        &mut self,
-        line: u64,
-        tx: Option<&Tx>,
-        outcome: Outcome,
-        raw: &[u8],
-    ) -> io::Result<()> {
+    pub fn record(&mut self, line: u64, outcome: Outcome, raw: &[u8]) -> io::Result<()> {
         self.tally.count(outcome);
         if outcome == Outcome::Applied {
             return Ok(());
         }
         if let Some(out) = self.rejects.as_mut() {
             let code = outcome.code().unwrap_or_default();
-            write_reject(out, line, code, &detail(tx, outcome), raw)?;
+            write_reject(out, line, code, &detail(outcome), raw)?;
         }
         match self.verbosity {
             Verbosity::Quiet => {}
             Verbosity::Verbose => {
                 if let Some(out) = self.verbose.as_mut() {
-                    writeln!(out, "line {line}: {}", describe(tx, outcome))?;
+                    writeln!(out, "line {line}: {}", describe(outcome))?;
                 }
             }
             Verbosity::Default => {
                 let slot = slot(outcome);
                 if self.seen[slot] <= CAP {
                     self.seen[slot] += 1;
-                    self.first.push((line, slot, describe(tx, outcome)));
+                    self.first.push((line, slot, describe(outcome)));
                 }
             }
         }
@@ -447,10 +441,8 @@ mod tests {
             .map(|_| EventLog::new(verbosity, true).unwrap())
             .collect();
         for (i, &(line, outcome)) in rows.iter().enumerate() {
-            let tx = withdrawal(3);
-            let tx = matches!(outcome, Outcome::Rejected(_)).then_some(&tx);
             logs[i % sources]
-                .record(line, tx, outcome, b"raw,line")
+                .record(line, outcome, b"raw,line")
                 .unwrap();
         }
         let (mut err, mut rejects) = (Vec::new(), Vec::new());
@@ -464,7 +456,10 @@ mod tests {
 
     #[test]
     fn diagnostics_are_capped_per_reason_and_identical_for_any_source_count() {
-        let insufficient = Outcome::Rejected(Reject::InsufficientFunds);
+        let insufficient = Outcome::Rejected {
+            tx: withdrawal(3),
+            reason: Reject::InsufficientFunds,
+        };
         let mut rows: Vec<(u64, Outcome)> = (1..=15).map(|n| (n, insufficient)).collect();
         rows.push((16, Outcome::Malformed(Malformed::BadType)));
         rows.push((17, Outcome::Applied));
@@ -505,7 +500,10 @@ mod tests {
         let mut tally = Tally::default();
         tally.count(Outcome::Applied);
         tally.count(Outcome::Applied);
-        tally.count(Outcome::Rejected(Reject::UnknownTx));
+        tally.count(Outcome::Rejected {
+            tx: withdrawal(1),
+            reason: Reject::UnknownTx,
+        });
         tally.count(Outcome::Malformed(Malformed::BadTx));
         assert_eq!(tally.rows_read(), 4);
         let summary = tally.summary(Duration::from_millis(2));

@@ -55,9 +55,12 @@ impl Kind {
             .then_some(kind)
     }
 
-    /// Deposits and withdrawals carry an amount and claim their tx id
-    /// (SPEC rule 2); disputes, resolves and chargebacks refer to a deposit.
-    pub fn moves_money(self) -> bool {
+    /// True for deposits and withdrawals: the records that claim their tx id
+    /// (SPEC rule 2) and carry an amount of their own. Disputes, resolves
+    /// and chargebacks refer to a deposit's id and amount instead (a
+    /// chargeback moves money too, but never claims an id).
+    #[inline]
+    pub fn claims_id(self) -> bool {
         matches!(self, Kind::Deposit | Kind::Withdrawal)
     }
 }

@@ -4,12 +4,13 @@
 //! colliding often, amounts at 0.0001 and near the top of the range.
 
 mod reference;
+mod support;
 
 use std::collections::BTreeMap;
 
 use reference::Model;
 
-use payments_engine::app::{process, Options};
+use payments_engine::engine::EngineBuilder;
 use payments_engine::report::Verbosity;
 use payments_engine::{Amount, Kind, Ledger, Reject, Tx};
 use proptest::prelude::*;
@@ -84,7 +85,7 @@ fn resolve(intents: Vec<(Intent, u8)>) -> Vec<(Tx, u8)> {
     let mut next_id = 1u32;
     for (intent, style) in intents {
         let earlier = (!out.is_empty()).then(|| out[intent.earlier.index(out.len())].0);
-        let (client, tx) = match (intent.kind.moves_money(), earlier, intent.mode) {
+        let (client, tx) = match (intent.kind.claims_id(), earlier, intent.mode) {
             // Money: a fresh id, a reused id, or an edge id.
             (true, Some(e), 0..=1) => (intent.client, e.tx),
             (true, _, 2) => (intent.client, intent.id),
@@ -97,7 +98,7 @@ fn resolve(intents: Vec<(Intent, u8)>) -> Vec<(Tx, u8)> {
             (false, Some(e), 7) => (intent.client, e.tx),
             (false, _, _) => (intent.client, intent.id),
         };
-        let amount = if intent.kind.moves_money() {
+        let amount = if intent.kind.claims_id() {
             Amount::from_raw(intent.amount)
         } else {
             Amount::ZERO
@@ -142,7 +143,7 @@ fn render(tx: &Tx, style: u8) -> String {
         1 => tx.kind.name().to_uppercase(),
         _ => format!("\"{}\"", tx.kind.name()),
     };
-    let amount = if !tx.kind.moves_money() {
+    let amount = if !tx.kind.claims_id() {
         ["", "", "0", "junk"][(style / 3 % 4) as usize].to_string()
     } else {
         let text = tx.amount.to_string();
@@ -155,7 +156,7 @@ fn render(tx: &Tx, style: u8) -> String {
     };
     let pad = if style & 0x20 != 0 { " " } else { "" };
     let line = format!("{kind},{pad}{},{pad}{},{pad}{amount}", tx.client, tx.tx);
-    if !tx.kind.moves_money() && style & 0x40 != 0 {
+    if !tx.kind.claims_id() && style & 0x40 != 0 {
         // Disputes may omit the amount field entirely.
         return format!("{kind},{},{}", tx.client, tx.tx);
     }
@@ -176,44 +177,17 @@ fn to_csv(txs: &[(Tx, u8)], header: bool, crlf: bool) -> String {
     out
 }
 
-fn options() -> Options {
-    options_with(0, Verbosity::Quiet)
-}
-
-fn options_with(workers: usize, verbosity: Verbosity) -> Options {
-    Options {
-        verbosity,
-        ..Options::quiet(workers)
-    }
-}
-
-/// Runs the whole engine with `workers` and every output on: (stdout,
-/// stderr lines, rejects file).
-fn engine_outputs(csv: &str, workers: usize, verbosity: Verbosity) -> (String, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let rejects = dir.path().join("rejects.csv");
-    let mut options = options_with(workers, verbosity);
-    options.rejects = Some(rejects.clone());
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    process(csv.as_bytes(), &options, &mut stdout, &mut stderr).unwrap();
-    (
-        String::from_utf8(stdout).unwrap(),
-        String::from_utf8(stderr).unwrap(),
-        std::fs::read_to_string(rejects).unwrap(),
-    )
-}
-
 /// Runs the whole engine (parser, ledger, report) over CSV text.
 fn engine(csv: &str) -> (String, payments_engine::report::Tally) {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let tally = process(csv.as_bytes(), &options(), &mut stdout, &mut stderr)
-        .unwrap()
-        .tally;
-    (String::from_utf8(stdout).unwrap(), tally)
+    let outputs = support::run_csv(&EngineBuilder::new(), csv.as_bytes()).unwrap();
+    (outputs.stdout, outputs.tally)
 }
 
+/// Up to 300 rows: with batches of 1, 2 or 7 records that is dozens of
+/// batches per worker, so recycling, backpressure (a lane holds 4 batches)
+/// and claims settled before a send are all reached.
 fn stream() -> impl Strategy<Value = Vec<(Tx, u8)>> {
-    prop::collection::vec((intent(), any::<u8>()), 0..120).prop_map(resolve)
+    prop::collection::vec((intent(), any::<u8>()), 0..300).prop_map(resolve)
 }
 
 // ------------------------------------------------------------- properties
@@ -297,11 +271,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// stdout, stderr and the rejects file are byte-identical for every
-    /// worker count, on streams with tx ids reused across clients (which land
-    /// on different workers), disputes naming another client's deposit, and
-    /// malformed rows.
+    /// worker count and batch size, on streams with tx ids reused across
+    /// clients (which land on different workers), disputes naming another
+    /// client's deposit, and malformed rows.
     #[test]
-    fn every_worker_count_gives_identical_output(
+    fn every_worker_count_and_batch_size_gives_identical_output(
         txs in stream(),
         verbose: bool,
         inserts in prop::collection::vec((any::<prop::sample::Index>(), 0..MALFORMED.len()), 0..3),
@@ -313,10 +287,15 @@ proptest! {
         }
         let csv = lines.join("\n") + "\n";
         let verbosity = if verbose { Verbosity::Verbose } else { Verbosity::Default };
-        let baseline = engine_outputs(&csv, 0, verbosity);
-        for workers in [1, 2, 3, 4, 8, 16] {
-            let got = engine_outputs(&csv, workers, verbosity);
-            prop_assert_eq!(&got, &baseline, "--workers {}", workers);
+        let engine = EngineBuilder::new().diagnostics(verbosity);
+        let baseline = support::run_csv(&engine, csv.as_bytes()).unwrap();
+        prop_assert_eq!(baseline.tally.rows_read(), (txs.len() + inserts.len()) as u64);
+        for workers in [1, 2, 3, 8] {
+            for batch in [1, 2, 7, 1024] {
+                let sharded = engine.clone().workers(workers).batch_size(batch);
+                let got = support::run_csv(&sharded, csv.as_bytes()).unwrap();
+                prop_assert_eq!(&got, &baseline, "--workers {}, batch {}", workers, batch);
+            }
         }
     }
 }

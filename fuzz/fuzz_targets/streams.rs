@@ -1,6 +1,7 @@
 //! Structured transaction streams: the engine equals the reference model row
-//! by row, and the pipeline (1 and 3 workers) prints exactly what the
-//! single-threaded path prints.
+//! by row, and the pipeline (1 and 3 workers, with batches of 1, 2 and 7
+//! records, so that streams fill many batches) prints exactly what the
+//! single-threaded path prints, through the CSV path and the push API.
 #![no_main]
 
 #[path = "../../tests/reference/mod.rs"]
@@ -8,8 +9,7 @@ mod reference;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use payments_engine::app::{process, Options};
-use payments_engine::{Amount, Kind, Ledger, Reject, Tx};
+use payments_engine::{Amount, Engine, EngineBuilder, Kind, Ledger, Reject, Tx};
 
 #[derive(Arbitrary, Debug)]
 struct Row {
@@ -32,16 +32,12 @@ fn tx(row: &Row) -> Tx {
         2 => i64::MAX as u64 - (row.amount >> 2) % 3,
         _ => 1 + (row.amount >> 2) % (i64::MAX as u64),
     } as i64;
-    let amount = if kind.moves_money() { Amount::from_raw(raw) } else { Amount::ZERO };
+    let amount = if kind.claims_id() { Amount::from_raw(raw) } else { Amount::ZERO };
     Tx { kind, client, tx: id, amount }
 }
 
-fn options(workers: usize) -> Options {
-    Options::quiet(workers)
-}
-
 fuzz_target!(|rows: Vec<Row>| {
-    let txs: Vec<Tx> = rows.iter().take(400).map(tx).collect();
+    let txs: Vec<Tx> = rows.iter().take(2_000).map(tx).collect();
     let mut ledger = Ledger::new();
     let mut model = reference::Model::default();
     for t in &txs {
@@ -51,16 +47,27 @@ fuzz_target!(|rows: Vec<Row>| {
     }
     let mut csv = String::from("type,client,tx,amount\n");
     for t in &txs {
-        let amount = if t.kind.moves_money() { t.amount.to_string() } else { String::new() };
+        let amount = if t.kind.claims_id() { t.amount.to_string() } else { String::new() };
         csv.push_str(&format!("{},{},{},{amount}\n", t.kind.name(), t.client, t.tx));
     }
-    let run = |workers| {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        process(csv.as_bytes(), &options(workers), &mut out, &mut err).unwrap();
+    let text = |finished: payments_engine::Finished| {
+        let mut out = Vec::new();
+        finished.write_accounts(&mut out).unwrap();
         String::from_utf8(out).unwrap()
     };
-    let single = run(0);
+    let run = |workers, batch| {
+        let engine = EngineBuilder::new().workers(workers).batch_size(batch);
+        text(engine.run_csv(Ledger::new(), csv.as_bytes()).unwrap())
+    };
+    let single = run(0, 1);
     assert_eq!(single, model.render());
-    assert_eq!(run(1), single);
-    assert_eq!(run(3), single);
+    let batch = [1, 2, 7][txs.len() % 3];
+    assert_eq!(run(1, batch), single);
+    assert_eq!(run(3, batch), single);
+    // The push API, from the same transactions.
+    let mut engine = Engine::builder().workers(2).batch_size(batch).build(Ledger::new()).unwrap();
+    for t in &txs {
+        engine.submit(*t).unwrap();
+    }
+    assert_eq!(text(engine.finish().unwrap()), single);
 });

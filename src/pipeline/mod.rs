@@ -1,47 +1,55 @@
 //! The sharded pipeline: the only module that knows threads exist.
 //!
-//! The calling thread is the *router*: it parses, applies the one rule that
-//! needs global file order (SPEC rule 2: a deposit's or withdrawal's tx id is
-//! claimed by the first well-formed record that uses it, whatever its client),
-//! and routes every well-formed record by client to exactly one *worker*. Each
-//! worker owns the accounts and the deposits of its clients in a
-//! [`Book`] and applies the ledger's rules unchanged.
-//! A client's records reach its worker in file order, and a dispute can only
+//! The calling thread is the *router* ([`Router`]): for each record it is
+//! given, it applies the one rule that needs global file order (SPEC rule 2:
+//! a deposit's or withdrawal's tx id is claimed by the first well-formed
+//! record that uses it, whatever its client), and routes the record by client
+//! to exactly one *worker*. Each worker owns the accounts and the deposits of
+//! its clients in a [`Book`] and applies the ledger's rules unchanged. A
+//! client's records reach its worker in file order, and a dispute can only
 //! ever name a deposit of its own client, so the outcome of every record is
 //! the one the single-threaded ledger gives it.
 //!
+//! Records travel in batches over one [`Lane`] per worker (two bounded queues:
+//! full batches forward, empty ones back); nothing is allocated per record.
+//!
 //! Every row's report goes to its source's [`EventLog`] (the router's for
-//! malformed rows, the worker's for the rest), each in line order, and
-//! [`report::finish`](crate::report::finish) merges them: stdout, stderr and
-//! the rejects file are byte-identical for every worker count.
+//! malformed rows, the worker's for the rest), each in line order, and the
+//! engine merges them by line: stdout, stderr and the rejects file are
+//! byte-identical for every worker count. Every log is created before any
+//! thread starts, so a failure to create one reads the same on both paths.
 //!
 //! Failure: a worker that panics or fails sets the abort flag on its way out
-//! (a drop guard), which wakes everyone; the router stops, every thread is
-//! joined, and the run ends with one error and no accounts. Nothing waits
-//! without a bounded park that re-checks the flag, so nothing hangs.
+//! (a drop guard), which wakes everyone; the router notices at its next batch
+//! hand-off, joins every thread, and returns the worker's error. A router
+//! dropped before it finishes (an input error, say) aborts and joins its
+//! workers. Nothing waits without a bounded park that re-checks the flag, so
+//! nothing hangs.
 
-pub mod ring;
+mod lane;
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
 use crossbeam_utils::sync::Parker;
 use hdrhistogram::Histogram;
 
-use crate::app::{strict_check, EngineRun, Measures, Options};
-use crate::ledger::{sorted_accounts, Book};
-use crate::parse::Parser;
+use crate::engine::{Config, Error, Executor, Finished};
+use crate::ledger::{shard, Book, Ledger};
+use crate::parse::Malformed;
 use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
-use crate::tx::{ClientId, TxId};
+use crate::tx::{Tx, TxId};
 
-use ring::{Aborted, Batch, Item, Ring};
+#[doc(hidden)]
+pub use lane::handoff;
+use lane::{Aborted, Batch, Item, Lane};
+pub use lane::{BATCH, MAX_BATCH};
 
-/// The largest worker count accepted (a limit on threads and ring memory).
+/// The largest worker count accepted (a limit on threads and lane memory).
 pub const MAX_WORKERS: usize = 256;
 
 /// How many records the router parses ahead of its tx-id claims. Each
@@ -53,17 +61,9 @@ const LOOKAHEAD: usize = 8;
 /// How long an idle thread yields before parking, when not oversubscribed.
 const YIELD_BUDGET: Duration = Duration::from_micros(200);
 
-/// The worker that owns `client`. Fibonacci hashing spreads clients that
-/// share a residue (every id a multiple of the worker count, say) evenly.
-#[inline]
-pub fn shard(client: ClientId, workers: usize) -> usize {
-    let hash = u64::from(client).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((hash >> 32) as usize) % workers
-}
-
 /// A new latency histogram: nanoseconds from 1 ns to 1 minute, 3 significant
 /// digits, allocated once (recording never allocates).
-pub fn latency_histogram() -> Histogram<u64> {
+fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -74,7 +74,9 @@ fn pin_plan(workers: usize, pin: bool) -> (Vec<Option<core_affinity::CoreId>>, S
         return (none, "not pinned (--no-pin)".into());
     }
     match core_affinity::get_core_ids() {
-        // The router keeps the first core; worker i gets core i + 1.
+        // Worker i gets core i + 1. Core 0 is left free for the router,
+        // which is not pinned itself (it also reads the input, and the OS
+        // may place it where the page cache is warm).
         Some(ids) if ids.len() > workers => {
             let plan: Vec<_> = ids[1..=workers].iter().copied().map(Some).collect();
             let list: Vec<String> = ids[1..=workers]
@@ -91,26 +93,33 @@ fn pin_plan(workers: usize, pin: bool) -> (Vec<Option<core_affinity::CoreId>>, S
     }
 }
 
-/// Sets the abort flag and wakes every thread when dropped, unless disarmed.
-struct AbortGuard<'a> {
-    abort: &'a AtomicBool,
-    rings: &'a [Ring],
-    armed: bool,
+/// What the router and the workers share.
+struct Shared {
+    lanes: Vec<Lane>,
+    abort: AtomicBool,
 }
 
-impl AbortGuard<'_> {
-    fn disarm(mut self) {
-        self.armed = false;
+impl Shared {
+    /// Sets the abort flag and wakes every thread.
+    fn abort(&self) {
+        self.abort.store(true, Ordering::Release);
+        for lane in &self.lanes {
+            lane.wake_all();
+        }
     }
+}
+
+/// Aborts the run when dropped, unless disarmed: a worker that returns an
+/// error or unwinds from a panic wakes everyone on its way out.
+struct AbortGuard<'a> {
+    shared: &'a Shared,
+    armed: bool,
 }
 
 impl Drop for AbortGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.abort.store(true, Ordering::Release);
-            for ring in self.rings {
-                ring.wake_all();
-            }
+            self.shared.abort();
         }
     }
 }
@@ -122,116 +131,278 @@ struct WorkerOutput {
     latency: Histogram<u64>,
 }
 
-/// Runs the pipeline with `workers` (>= 1) worker threads.
-pub fn run(source: impl Read, options: &Options, workers: usize) -> anyhow::Result<EngineRun> {
-    assert!((1..=MAX_WORKERS).contains(&workers), "workers out of range");
-    let abort = AtomicBool::new(false);
-    let router_parker = Parker::new();
-    let worker_parkers: Vec<Parker> = (0..workers).map(|_| Parker::new()).collect();
-    let cores_available = thread::available_parallelism().map_or(1, |n| n.get());
-    // Yield before parking only when every thread has a core of its own.
-    let yield_budget = if workers < cores_available {
-        YIELD_BUDGET
-    } else {
-        Duration::ZERO
-    };
-    let rings: Vec<Ring> = worker_parkers
-        .iter()
-        .map(|p| {
-            Ring::new(router_parker.unparker().clone(), p.unparker().clone())
-                .with_yield(yield_budget)
-        })
-        .collect();
-    let (cores, pin_text) = pin_plan(workers, options.pin);
-    let mut notes = vec![format!("workers: {workers}, {pin_text}")];
+enum WorkerError {
+    /// Stopped because something else failed.
+    Aborted,
+    Spool(std::io::Error),
+}
 
-    thread::scope(|scope| -> anyhow::Result<EngineRun> {
-        let mut handles = Vec::with_capacity(workers);
-        for (index, (parker, core)) in worker_parkers.into_iter().zip(cores).enumerate() {
-            let (ring, abort, rings) = (&rings[index], &abort, &rings[..]);
+type Worker = JoinHandle<Result<WorkerOutput, WorkerError>>;
+
+/// The worker threads, with what they share. Dropped before they were
+/// joined (an input error, a strict violation, an embedder's early return),
+/// they are stopped and joined: no thread outlives its engine.
+struct Workers {
+    shared: Arc<Shared>,
+    handles: Vec<Worker>,
+}
+
+impl Workers {
+    /// Joins every worker: their outputs in worker order, or the first
+    /// failure's cause ([`Error::Stopped`] if none is left to name).
+    fn join(&mut self) -> Result<Vec<WorkerOutput>, Error> {
+        let expected = self.shared.lanes.len();
+        let mut outputs = Vec::with_capacity(expected);
+        let mut failure = None;
+        for (index, handle) in self.handles.drain(..).enumerate() {
+            match joined(index, handle) {
+                Ok(output) => outputs.push(output),
+                Err(cause) => failure = failure.or(cause),
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None if outputs.len() < expected => Err(Error::Stopped),
+            None => Ok(outputs),
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if !self.handles.is_empty() {
+            self.shared.abort();
+            for handle in self.handles.drain(..) {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// The calling thread's side of the pipeline: claims tx ids, fills one batch
+/// per worker, and hands full batches over.
+pub(crate) struct Router {
+    workers: Workers,
+    /// The router's own parker; every lane's worker wakes it.
+    parker: Parker,
+    /// The batch being filled for each worker. Boxed because batches travel
+    /// through the lanes' queues: a hand-off moves a pointer, not a batch.
+    #[allow(clippy::vec_box)]
+    batches: Vec<Box<Batch>>,
+    claims: Claims,
+    log: EventLog,
+    keep_raw: bool,
+    sent: u64,
+    notes: Vec<String>,
+}
+
+impl Router {
+    /// Splits `ledger` for `config.workers` (>= 1) workers and starts them.
+    pub fn start(config: &Config, ledger: Ledger) -> Result<Router, Error> {
+        let workers = config.workers;
+        assert!((1..=MAX_WORKERS).contains(&workers), "workers out of range");
+        let new_log =
+            || EventLog::new(config.diagnostics, config.keep_rejects).map_err(Error::CreateSpool);
+        let log = new_log()?;
+        let mut worker_logs = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            worker_logs.push(new_log()?);
+        }
+        let (ids, books) = ledger.split(workers);
+
+        let parker = Parker::new();
+        let worker_parkers: Vec<Parker> = (0..workers).map(|_| Parker::new()).collect();
+        let cores_available = thread::available_parallelism().map_or(1, |n| n.get());
+        // Yield before parking only when every thread has a core of its own.
+        let yield_budget = if workers < cores_available {
+            YIELD_BUDGET
+        } else {
+            Duration::ZERO
+        };
+        let lanes = worker_parkers
+            .iter()
+            .map(|p| {
+                Lane::new(
+                    parker.unparker().clone(),
+                    p.unparker().clone(),
+                    config.batch,
+                )
+                .with_yield(yield_budget)
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            lanes,
+            abort: AtomicBool::new(false),
+        });
+        let (cores, pin_text) = pin_plan(workers, config.pin);
+        let mut router = Router {
+            workers: Workers {
+                shared,
+                handles: Vec::with_capacity(workers),
+            },
+            parker,
+            batches: Vec::with_capacity(workers),
+            claims: Claims::new(ids),
+            log,
+            keep_raw: config.keep_rejects,
+            sent: 0,
+            notes: vec![format!("workers: {workers}, {pin_text}")],
+        };
+        let parts = worker_parkers
+            .into_iter()
+            .zip(cores)
+            .zip(books)
+            .zip(worker_logs);
+        for (index, (((parker, core), book), log)) in parts.enumerate() {
+            let shared = Arc::clone(&router.workers.shared);
+            #[cfg(test)]
+            let panic_at_line = config.panic_at_line;
             let spawned = thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn_scoped(scope, move || {
-                    let guard = AbortGuard {
-                        abort,
-                        rings,
+                .spawn(move || {
+                    let mut guard = AbortGuard {
+                        shared: &shared,
                         armed: true,
                     };
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    let output = work(index, ring, &parker, abort, options);
-                    if output.is_ok() {
-                        guard.disarm();
-                    }
+                    let worker = WorkerState {
+                        book,
+                        log,
+                        latency: latency_histogram(),
+                        #[cfg(test)]
+                        panic_at_line,
+                    };
+                    let output = worker.run(&shared.lanes[index], &parker, &shared.abort);
+                    guard.armed = output.is_err();
                     output
                 });
             match spawned {
-                Ok(handle) => handles.push(handle),
-                Err(error) => {
-                    abort_all(abort, rings);
-                    return Err(error).context("starting a worker thread");
-                }
+                Ok(handle) => router.workers.handles.push(handle),
+                // Dropping the router aborts and joins the workers started.
+                Err(error) => return Err(Error::StartWorker(error)),
             }
         }
+        for lane in &router.workers.shared.lanes {
+            // Every batch is empty at the start: this never waits.
+            let batch = lane.take_empty(&router.parker, &router.workers.shared.abort);
+            router
+                .batches
+                .push(batch.expect("a new lane has empty batches"));
+        }
+        Ok(router)
+    }
 
-        let routed = {
-            let guard = AbortGuard {
-                abort: &abort,
-                rings: &rings,
-                armed: true,
-            };
-            let routed = route(source, options, &rings, &router_parker, &abort);
-            if routed.is_ok() {
-                guard.disarm();
-            }
-            routed
+    /// Hands worker `worker`'s full batch over, after making every pending
+    /// claim, and takes an empty one (waiting while all are in flight).
+    #[inline(never)]
+    fn send_full(&mut self, worker: usize) -> Result<(), Error> {
+        let shared = &self.workers.shared;
+        if shared.abort.load(Ordering::Acquire) {
+            return Err(self.failure());
+        }
+        self.claims.settle(&mut self.batches);
+        let lane = &shared.lanes[worker];
+        let Ok(next) = lane.take_empty(&self.parker, &shared.abort) else {
+            return Err(self.failure());
         };
+        lane.send(std::mem::replace(&mut self.batches[worker], next));
+        self.sent += 1;
+        Ok(())
+    }
 
-        let mut outputs = Vec::with_capacity(workers);
-        let mut failure = None;
-        for (index, handle) in handles.into_iter().enumerate() {
-            match handle.join() {
-                Ok(Ok(output)) => outputs.push(output),
-                // Stopped because something else failed.
-                Ok(Err(WorkerError::Aborted)) => {}
-                Ok(Err(WorkerError::Io(error))) => {
-                    failure.get_or_insert(anyhow!(error).context(format!("worker {index} failed")));
-                }
-                Err(payload) => {
-                    failure.get_or_insert(anyhow!(
-                        "worker {index} panicked: {}",
-                        panic_text(&*payload)
-                    ));
-                }
-            }
+    /// After an abort: joins every worker and returns the first one's error
+    /// (the cause), or [`Error::Stopped`] once the workers are gone.
+    #[cold]
+    fn failure(&mut self) -> Error {
+        self.workers.shared.abort();
+        match self.workers.join() {
+            Err(error) => error,
+            Ok(_) => Error::Stopped,
         }
-        // A worker's failure is the cause of the router's abort, if both.
-        if let Some(failure) = failure {
-            return Err(failure);
-        }
-        let router = routed?;
-
-        let mut latency = latency_histogram();
-        for output in &outputs {
-            latency.add(&output.latency).expect("same bounds");
-        }
-        notes.push(format!("pipeline: {} batches routed", router.batches));
-        let books = || outputs.iter().map(|output| &output.book);
-        Ok(EngineRun {
-            accounts: sorted_accounts(books()),
-            measures: Measures::new(books(), router.id_set_bytes, Some(latency), notes),
-            logs: std::iter::once(router.log)
-                .chain(outputs.into_iter().map(|o| o.log))
-                .collect(),
-        })
-    })
+    }
 }
 
-fn abort_all(abort: &AtomicBool, rings: &[Ring]) {
-    abort.store(true, Ordering::Release);
-    for ring in rings {
-        ring.wake_all();
+/// A worker's result: its output, or `Err(Some(cause))` when it failed, or
+/// `Err(None)` when it stopped because something else failed.
+fn joined(index: usize, handle: Worker) -> Result<WorkerOutput, Option<Error>> {
+    match handle.join() {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(WorkerError::Aborted)) => Err(None),
+        Ok(Err(WorkerError::Spool(error))) => Err(Some(Error::WriteSpool(error))),
+        Err(payload) => Err(Some(Error::WorkerPanicked {
+            worker: index,
+            message: panic_text(&*payload),
+        })),
+    }
+}
+
+impl Executor for Router {
+    #[inline]
+    fn apply(&mut self, line: u64, tx: &Tx, raw: &[u8]) -> Result<(), Error> {
+        let worker = shard(tx.client, self.batches.len());
+        let batch = &mut self.batches[worker];
+        if batch.items.is_empty() {
+            batch.stamp = Some(Instant::now());
+        }
+        let (raw_start, raw_len) = if self.keep_raw {
+            let start = batch.raw.len() as u32;
+            batch.raw.extend_from_slice(raw);
+            (start, raw.len() as u16)
+        } else {
+            (0, 0)
+        };
+        batch.items.push(Item {
+            line,
+            tx: *tx,
+            fresh: false, // set by its claim, before the batch is sent
+            raw_start,
+            raw_len,
+        });
+        let full = batch.is_full();
+        if tx.kind.claims_id() {
+            let index = batch.items.len() - 1;
+            self.claims.add(tx.tx, (worker, index), &mut self.batches);
+        }
+        if full {
+            self.send_full(worker)?;
+        }
+        Ok(())
+    }
+
+    fn malformed(&mut self, line: u64, reason: Malformed, raw: &[u8]) -> Result<(), Error> {
+        self.log
+            .record(line, Outcome::Malformed(reason), raw)
+            .map_err(Error::WriteSpool)
+    }
+
+    fn finish(mut self) -> Result<Finished, Error> {
+        self.claims.settle(&mut self.batches);
+        let lanes = &self.workers.shared.lanes;
+        for (lane, mut batch) in lanes.iter().zip(self.batches.drain(..)) {
+            batch.end = true;
+            lane.send(batch);
+            self.sent += 1;
+        }
+        let outputs = self.workers.join()?;
+        let mut latency = latency_histogram();
+        let mut books = Vec::with_capacity(outputs.len());
+        let mut logs = vec![self.log];
+        for output in outputs {
+            latency.add(&output.latency).expect("same bounds");
+            books.push(output.book);
+            logs.push(output.log);
+        }
+        let mut notes = self.notes;
+        notes.push(format!("pipeline: {} batches routed", self.sent));
+        Ok(Finished::new(
+            self.claims.ids,
+            books,
+            logs,
+            Some(latency),
+            notes,
+        ))
     }
 }
 
@@ -243,198 +414,241 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// What the router hands back.
-struct RouterOutput {
-    log: EventLog,
-    id_set_bytes: usize,
-    batches: u64,
-}
-
-/// The router: parse, claim tx ids, batch by worker, send; then end-of-stream.
-fn route(
-    source: impl Read,
-    options: &Options,
-    rings: &[Ring],
-    parker: &Parker,
-    abort: &AtomicBool,
-) -> anyhow::Result<RouterOutput> {
-    let aborted = |_: Aborted| anyhow!("stopped: a worker failed");
-    let workers = rings.len();
-    let keep_raw = options.rejects.is_some();
-    let mut log = EventLog::new(options.verbosity, keep_raw).context("creating a spool file")?;
-    let mut claims = Claims::default();
-    let mut parser = Parser::new(source);
-    let mut batches = Vec::with_capacity(workers);
-    for ring in rings {
-        batches.push(ring.take_empty(parker, abort).map_err(aborted)?);
-    }
-    let mut sent = 0u64;
-    while let Some(row) = parser.next_row().context("reading input")? {
-        let tx = match row.parsed {
-            Ok(tx) => tx,
-            Err(reason) => {
-                strict_check(options, row.line, reason)?;
-                log.record(row.line, None, Outcome::Malformed(reason), row.raw)
-                    .context("writing a spool file")?;
-                continue;
-            }
-        };
-        let worker = shard(tx.client, workers);
-        let batch = &mut batches[worker];
-        if batch.items.is_empty() {
-            batch.stamp = Some(Instant::now());
-        }
-        let (raw_start, raw_len) = if keep_raw {
-            let start = batch.raw.len() as u32;
-            batch.raw.extend_from_slice(row.raw);
-            (start, row.raw.len() as u16)
-        } else {
-            (0, 0)
-        };
-        batch.items.push(Item {
-            line: row.line,
-            tx,
-            fresh: false, // set by its claim, before the batch is sent
-            raw_start,
-            raw_len,
-        });
-        let full = batch.is_full();
-        if tx.kind.moves_money() {
-            let index = batch.items.len() - 1;
-            claims.add(tx.tx, (worker, index), &mut batches);
-        }
-        if full {
-            if abort.load(Ordering::Acquire) {
-                return Err(aborted(Aborted));
-            }
-            claims.settle(&mut batches);
-            let next = rings[worker].take_empty(parker, abort).map_err(aborted)?;
-            rings[worker].send(std::mem::replace(&mut batches[worker], next));
-            sent += 1;
-        }
-    }
-    claims.settle(&mut batches);
-    for (ring, mut batch) in rings.iter().zip(batches) {
-        batch.end = true;
-        ring.send(batch);
-        sent += 1;
-    }
-    Ok(RouterOutput {
-        log,
-        id_set_bytes: claims.ids.heap_bytes(),
-        batches: sent,
-    })
-}
-
 /// SPEC rule 2's claims, made up to [`LOOKAHEAD`] records behind parsing:
 /// a record goes into its batch at once, its id's memory is prefetched, and
 /// its claim, made in file order, fills in its `fresh` flag. Every pending
 /// claim is made before a batch is sent.
-#[derive(Default)]
-struct Claims {
+pub(crate) struct Claims {
     ids: TxIdSet,
     /// (worker, index in its batch) of the records not claimed yet, oldest first.
     pending: VecDeque<(usize, usize)>,
 }
 
 impl Claims {
+    fn new(ids: TxIdSet) -> Claims {
+        Claims {
+            ids,
+            pending: VecDeque::with_capacity(LOOKAHEAD),
+        }
+    }
+
     /// Queues the claim of `id` for the record at `at`.
     #[inline]
     fn add(&mut self, id: TxId, at: (usize, usize), batches: &mut [Box<Batch>]) {
         self.ids.prefetch(id);
         if self.pending.len() == LOOKAHEAD {
-            if let Some(oldest) = self.pending.pop_front() {
-                self.claim(oldest, batches);
-            }
+            self.claim_oldest(batches);
         }
         self.pending.push_back(at);
     }
 
     /// Makes every pending claim.
     fn settle(&mut self, batches: &mut [Box<Batch>]) {
-        while let Some(oldest) = self.pending.pop_front() {
-            self.claim(oldest, batches);
+        while !self.pending.is_empty() {
+            self.claim_oldest(batches);
         }
     }
 
     #[inline]
-    fn claim(&mut self, (worker, index): (usize, usize), batches: &mut [Box<Batch>]) {
-        let item = &mut batches[worker].items[index];
-        item.fresh = self.ids.claim(item.tx.tx);
+    fn claim_oldest(&mut self, batches: &mut [Box<Batch>]) {
+        if let Some((worker, index)) = self.pending.pop_front() {
+            let item = &mut batches[worker].items[index];
+            item.fresh = self.ids.claim(item.tx.tx);
+        }
     }
 }
 
-enum WorkerError {
-    Aborted,
-    Io(std::io::Error),
+/// A worker's own state: its clients' book, its log, its latency samples.
+struct WorkerState {
+    book: Book,
+    log: EventLog,
+    latency: Histogram<u64>,
+    #[cfg(test)]
+    panic_at_line: Option<u64>,
 }
 
-/// A worker: apply each batch in order until the end-of-stream batch.
-fn work(
-    index: usize,
-    ring: &Ring,
-    parker: &Parker,
-    abort: &AtomicBool,
-    options: &Options,
-) -> Result<WorkerOutput, WorkerError> {
-    let mut book = Book::for_worker_count(options.workers);
-    let mut log =
-        EventLog::new(options.verbosity, options.rejects.is_some()).map_err(WorkerError::Io)?;
-    let mut latency = latency_histogram();
-    loop {
-        let batch = ring
-            .recv(parker, abort)
-            .map_err(|Aborted| WorkerError::Aborted)?;
-        for (n, item) in batch.items.iter().enumerate() {
-            if options.panic_at_line == Some(item.line) {
-                panic!("injected panic at line {} in worker {index}", item.line);
-            }
-            let outcome = match book.apply(item.tx, item.fresh) {
-                Ok(()) => Outcome::Applied,
-                Err(reject) => Outcome::Rejected(reject),
-            };
-            log.record(item.line, Some(&item.tx), outcome, batch.raw(item))
-                .map_err(WorkerError::Io)?;
-            if n == 0 {
-                if let Some(stamp) = batch.stamp {
-                    latency.saturating_record(stamp.elapsed().as_nanos() as u64);
+impl WorkerState {
+    /// Applies each batch in order until the end-of-stream batch.
+    fn run(
+        mut self,
+        lane: &Lane,
+        parker: &Parker,
+        abort: &AtomicBool,
+    ) -> Result<WorkerOutput, WorkerError> {
+        loop {
+            let batch = lane
+                .recv(parker, abort)
+                .map_err(|Aborted| WorkerError::Aborted)?;
+            for (n, item) in batch.items.iter().enumerate() {
+                #[cfg(test)]
+                if self.panic_at_line == Some(item.line) {
+                    panic!("injected panic at line {}", item.line);
+                }
+                let outcome = match self.book.apply(&item.tx, item.fresh) {
+                    Ok(()) => Outcome::Applied,
+                    Err(reason) => Outcome::Rejected {
+                        tx: item.tx,
+                        reason,
+                    },
+                };
+                self.log
+                    .record(item.line, outcome, batch.raw(item))
+                    .map_err(WorkerError::Spool)?;
+                if n == 0 {
+                    if let Some(stamp) = batch.stamp {
+                        self.latency
+                            .saturating_record(stamp.elapsed().as_nanos() as u64);
+                    }
                 }
             }
-        }
-        let end = batch.end;
-        ring.recycle(batch);
-        if end {
-            book.check_invariants();
-            return Ok(WorkerOutput { book, log, latency });
+            let end = batch.end;
+            lane.recycle(batch);
+            if end {
+                self.book.check_invariants();
+                return Ok(WorkerOutput {
+                    book: self.book,
+                    log: self.log,
+                    latency: self.latency,
+                });
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::mpsc;
+
+    use crate::engine::{EngineBuilder, Error, Record};
+    use crate::ledger::Ledger;
+    use crate::tx::{Kind, Tx};
+    use crate::Amount;
+
+    fn input(rows: u64) -> Vec<u8> {
+        datagen::generate_vec(datagen::Config {
+            rows,
+            seed: 7,
+            ..datagen::Config::default()
+        })
+    }
+
+    /// Runs on another thread, failing the test after 60 s (a hang).
+    fn bounded<T: Send + 'static>(run: impl FnOnce() -> T + Send + 'static) -> T {
+        let (send, receive) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = send.send(run());
+        });
+        receive
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the run hung: no result within 60 s")
+    }
+
+    fn panics_at(workers: usize, line: u64, batch: usize, data: Vec<u8>) -> Error {
+        let engine = EngineBuilder::new()
+            .workers(workers)
+            .batch_size(batch)
+            .panic_at_line(line);
+        bounded(move || engine.run_csv(Ledger::new(), &data[..]).map(drop))
+            .expect_err("a worker panicked: the run must fail")
+    }
 
     #[test]
-    fn shard_spreads_clients_over_all_workers() {
-        for workers in [1, 2, 3, 4, 8, 15, 16] {
-            let mut counts = vec![0u32; workers];
-            for client in 0..=u16::MAX {
-                counts[shard(client, workers)] += 1;
-            }
-            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    fn a_worker_panic_early_in_a_large_input_fails_the_run_without_hanging() {
+        // 300k rows: the router soon waits on the dead worker's full lane.
+        for (workers, batch) in [(1, 1024), (2, 1024), (3, 7), (8, 1)] {
+            let error = panics_at(workers, 10, batch, input(300_000));
+            let text = error.to_string();
+            assert!(matches!(error, Error::WorkerPanicked { .. }), "{text}");
             assert!(
-                *max - *min <= 65_536 / workers as u32 / 10 + 1,
-                "{workers}: {counts:?}"
-            );
-            // Multiples of the worker count also spread.
-            let mut multiples = vec![0u32; workers];
-            for client in (0..=u16::MAX).step_by(workers.max(2)) {
-                multiples[shard(client, workers)] += 1;
-            }
-            assert!(
-                multiples.iter().all(|&n| n > 0) || workers == 1,
-                "{workers}: {multiples:?}"
+                text.contains("panicked: injected panic at line 10"),
+                "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_worker_panic_on_the_last_line_fails_the_run() {
+        let last_line = 5_001; // the header is line 1
+        for batch in [1, 2, 1024] {
+            let error = panics_at(4, last_line, batch, input(5_000));
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("injected panic at line {last_line}")),
+                "{error}"
+            );
+        }
+    }
+
+    /// Through the push API: a failed worker makes `submit` (or `finish`)
+    /// return its panic, and every later call `Stopped`.
+    #[test]
+    fn after_a_worker_panic_submit_reports_it_once_then_stopped() {
+        let result = bounded(|| {
+            let mut engine = EngineBuilder::new()
+                .workers(2)
+                .batch_size(2)
+                .panic_at_line(3)
+                .build(Ledger::new())
+                .unwrap();
+            let mut errors = Vec::new();
+            for id in 1..=10_000u32 {
+                let tx = Tx {
+                    kind: Kind::Deposit,
+                    client: 7,
+                    tx: id,
+                    amount: Amount::from_raw(1),
+                };
+                if let Err(error) = engine.submit(Record::at_line(tx, u64::from(id))) {
+                    errors.push(error.to_string());
+                }
+            }
+            (errors, engine.finish().map(drop).map_err(|e| e.to_string()))
+        });
+        let (errors, finished) = result;
+        assert!(
+            errors[0].contains("panicked: injected panic at line 3"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1..].iter().all(|e| e.contains("stopped")),
+            "{errors:?}"
+        );
+        assert!(finished.unwrap_err().contains("stopped"));
+    }
+
+    /// A strict violation after many batches ends the run without hanging.
+    #[test]
+    fn a_strict_violation_mid_run_ends_the_run() {
+        let mut data = input(20_000);
+        data.extend_from_slice(b"deposit,1,x,1\n");
+        for workers in [1, 3] {
+            let engine = EngineBuilder::new().workers(workers).strict(true);
+            let data = data.clone();
+            let error = bounded(move || engine.run_csv(Ledger::new(), &data[..]).map(drop));
+            assert!(matches!(error, Err(Error::Strict { line: 20_002, .. })));
+        }
+    }
+
+    /// A router dropped mid-run stops and joins its workers: once the drop
+    /// returns, no worker holds the shared state any more.
+    #[test]
+    fn a_router_dropped_mid_run_joins_its_workers() {
+        use crate::engine::Executor;
+        let config = EngineBuilder::new().workers(3).batch_size(2);
+        let mut router = super::Router::start(config.config(), Ledger::new()).unwrap();
+        let shared = std::sync::Arc::downgrade(&router.workers.shared);
+        for id in 1..=100u32 {
+            let tx = Tx {
+                kind: Kind::Deposit,
+                client: id as u16,
+                tx: id,
+                amount: Amount::from_raw(1),
+            };
+            router.apply(u64::from(id), &tx, b"").unwrap();
+        }
+        assert!(shared.upgrade().is_some(), "the workers are running");
+        bounded(move || drop(router));
+        assert!(shared.upgrade().is_none(), "every worker was joined");
     }
 }

@@ -1,13 +1,13 @@
-//! The hand-off between the router and one worker: a bounded
-//! single-producer/single-consumer channel of record *batches*.
+//! The hand-off between the router and one worker: a *lane*, two bounded
+//! queues of record batches, full ones forward and empty ones back.
 //!
 //! A fixed number of batches ([`BATCHES`]) circulate per worker: the router
-//! takes an empty one, fills it with up to [`BATCH`] records, sends it; the
-//! worker applies it and gives it back. Two `crossbeam_queue::ArrayQueue`s of
-//! that capacity carry them (full ones forward, empty ones back), so a push
-//! never fails, nothing is allocated in steady state, and backpressure is
-//! natural: when every batch is in flight the router waits for one to come
-//! back. The ring never drops and never grows.
+//! takes an empty one, fills it with up to its limit of records (by default
+//! [`BATCH`]; tests use 1, 2 and 7), sends it; the worker applies it and gives
+//! it back. Two `crossbeam_queue::ArrayQueue`s of that capacity carry them,
+//! so a push never fails, nothing is allocated in steady state, and
+//! backpressure is natural: when every batch is in flight the router waits
+//! for one to come back. A lane never drops and never grows.
 //!
 //! Waiting spins briefly, then yields, then parks (`crossbeam_utils::Backoff`,
 //! then `Parker::park_timeout`). Pure spinning collapses when threads outnumber
@@ -17,7 +17,7 @@
 //! how long a wait can take to notice an abort.
 //!
 //! When every thread has a core of its own, a waiter first yields for up to
-//! [`Ring::with_yield`]'s budget before it parks: a parked worker costs the
+//! [`Lane::with_yield`]'s budget before it parks: a parked worker costs the
 //! router a futex wake-up per batch on its critical path (5% of the router's
 //! time on the 20M-row file, perf.md). Oversubscribed, the budget is zero.
 //!
@@ -32,16 +32,19 @@ use crossbeam_utils::Backoff;
 
 use crate::tx::Tx;
 
-/// Records per batch.
+/// Records per batch, by default.
 pub const BATCH: usize = 1024;
-/// Batches in circulation per worker (the ring's capacity).
-pub const BATCHES: usize = 4;
+/// The most records a batch may hold: the raw-line arena's u32 offsets must
+/// hold a full batch of the longest lines (65,536 x 4,097 bytes < 2^32).
+pub const MAX_BATCH: usize = 65_536;
+/// Batches in circulation per worker (the lane's capacity).
+pub(crate) const BATCHES: usize = 4;
 /// Longest single park; a wait re-checks the abort flag at least this often.
 const PARK: Duration = Duration::from_millis(20);
 
 /// One routed record.
 #[derive(Clone, Copy, Debug)]
-pub struct Item {
+pub(crate) struct Item {
     /// Physical line number.
     pub line: u64,
     pub tx: Tx,
@@ -54,7 +57,7 @@ pub struct Item {
 
 /// A batch of records for one worker.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub items: Vec<Item>,
     /// Original lines, when the rejects file needs them.
     pub raw: Vec<u8>,
@@ -62,21 +65,26 @@ pub struct Batch {
     pub stamp: Option<Instant>,
     /// The last batch: no more will come.
     pub end: bool,
+    /// Records that make the batch full.
+    limit: usize,
 }
 
 impl Batch {
-    fn new() -> Box<Batch> {
+    fn new(limit: usize) -> Box<Batch> {
+        debug_assert!((1..=MAX_BATCH).contains(&limit));
         Box::new(Batch {
-            items: Vec::with_capacity(BATCH),
+            items: Vec::with_capacity(limit),
             raw: Vec::new(),
             stamp: None,
             end: false,
+            limit,
         })
     }
 
     /// True when no more records fit.
+    #[inline]
     pub fn is_full(&self) -> bool {
-        self.items.len() >= BATCH
+        self.items.len() >= self.limit
     }
 
     /// The original line of `item` (empty unless lines are kept).
@@ -97,10 +105,10 @@ impl Batch {
 
 /// The wait ended because the run is being torn down.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Aborted;
+pub(crate) struct Aborted;
 
-/// One worker's channel.
-pub struct Ring {
+/// One worker's lane: its full and its empty batches.
+pub(crate) struct Lane {
     full: ArrayQueue<Box<Batch>>,
     empty: ArrayQueue<Box<Batch>>,
     wake_worker: Unparker,
@@ -109,10 +117,11 @@ pub struct Ring {
     yield_budget: Duration,
 }
 
-impl Ring {
-    /// A ring with [`BATCHES`] empty batches ready for the router.
-    pub fn new(wake_router: Unparker, wake_worker: Unparker) -> Ring {
-        let ring = Ring {
+impl Lane {
+    /// A lane with [`BATCHES`] empty batches of `batch` records ready for the
+    /// router.
+    pub fn new(wake_router: Unparker, wake_worker: Unparker, batch: usize) -> Lane {
+        let lane = Lane {
             full: ArrayQueue::new(BATCHES),
             empty: ArrayQueue::new(BATCHES),
             wake_worker,
@@ -120,14 +129,16 @@ impl Ring {
             yield_budget: Duration::ZERO,
         };
         for _ in 0..BATCHES {
-            ring.empty.push(Batch::new()).expect("capacity is BATCHES");
+            lane.empty
+                .push(Batch::new(batch))
+                .expect("capacity is BATCHES");
         }
-        ring
+        lane
     }
 
     /// Lets a waiter yield for up to `budget` before it parks (use only when
     /// every thread has a core of its own).
-    pub fn with_yield(mut self, budget: Duration) -> Ring {
+    pub fn with_yield(mut self, budget: Duration) -> Lane {
         self.yield_budget = budget;
         self
     }
@@ -141,7 +152,7 @@ impl Ring {
     pub fn send(&self, batch: Box<Batch>) {
         self.full
             .push(batch)
-            .expect("at most BATCHES batches exist per ring");
+            .expect("at most BATCHES batches exist per lane");
         self.wake_worker.unpark();
     }
 
@@ -155,7 +166,7 @@ impl Ring {
         batch.clear();
         self.empty
             .push(batch)
-            .expect("at most BATCHES batches exist per ring");
+            .expect("at most BATCHES batches exist per lane");
         self.wake_router.unpark();
     }
 
@@ -196,6 +207,46 @@ fn wait<T>(
     }
 }
 
+/// The lane's hand-off alone, for the `lane/handoff` bench: sends `batches`
+/// full batches of default size from this thread to a consumer thread that
+/// sums their line numbers, and returns the sum. Not part of the API.
+#[doc(hidden)]
+pub fn handoff(batches: u64, item_tx: Tx) -> u64 {
+    let (router, worker) = (Parker::new(), Parker::new());
+    let abort = AtomicBool::new(false);
+    let lane = Lane::new(router.unparker().clone(), worker.unparker().clone(), BATCH)
+        .with_yield(Duration::from_micros(200));
+    let item = Item {
+        line: 1,
+        tx: item_tx,
+        fresh: true,
+        raw_start: 0,
+        raw_len: 0,
+    };
+    std::thread::scope(|scope| {
+        let (lane, abort) = (&lane, &abort);
+        let consumer = scope.spawn(move || {
+            let mut seen = 0u64;
+            loop {
+                let batch = lane.recv(&worker, abort).expect("no abort");
+                seen += batch.items.iter().map(|i| i.line).sum::<u64>();
+                let end = batch.end;
+                lane.recycle(batch);
+                if end {
+                    return seen;
+                }
+            }
+        });
+        for n in 0..batches {
+            let mut batch = lane.take_empty(&router, abort).expect("no abort");
+            batch.items.resize(BATCH, item);
+            batch.end = n + 1 == batches;
+            lane.send(batch);
+        }
+        consumer.join().expect("the consumer does not panic")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,72 +268,72 @@ mod tests {
         }
     }
 
-    /// A ring with the router's and the worker's parkers and an abort flag.
-    fn ring_for_test() -> (Parker, Parker, AtomicBool, Ring) {
+    /// A lane with the router's and the worker's parkers and an abort flag.
+    fn lane_for_test(batch: usize) -> (Parker, Parker, AtomicBool, Lane) {
         let (router, worker) = (Parker::new(), Parker::new());
-        let ring = Ring::new(router.unparker().clone(), worker.unparker().clone());
-        (router, worker, AtomicBool::new(false), ring)
+        let lane = Lane::new(router.unparker().clone(), worker.unparker().clone(), batch);
+        (router, worker, AtomicBool::new(false), lane)
     }
 
     #[test]
-    fn full_ring_makes_the_router_wait_and_end_of_stream_arrives_last() {
-        let (router, worker, abort, ring) = ring_for_test();
-        // Every batch in flight: the ring is full.
+    fn full_lane_makes_the_router_wait_and_end_of_stream_arrives_last() {
+        let (router, worker, abort, lane) = lane_for_test(BATCH);
+        // Every batch in flight: the lane is full.
         for n in 0..BATCHES as u64 {
-            let mut batch = ring.take_empty(&router, &abort).unwrap();
+            let mut batch = lane.take_empty(&router, &abort).unwrap();
             batch.items.push(item(n));
-            ring.send(batch);
+            lane.send(batch);
         }
-        assert!(ring.empty.is_empty() && ring.full.is_full());
-        // A full ring makes the producer wait; here it gives up on abort.
+        assert!(lane.empty.is_empty() && lane.full.is_full());
+        // A full lane makes the producer wait; here it gives up on abort.
         abort.store(true, Ordering::Release);
-        assert_eq!(ring.take_empty(&router, &abort).unwrap_err(), Aborted);
+        assert_eq!(lane.take_empty(&router, &abort).unwrap_err(), Aborted);
         abort.store(false, Ordering::Release);
         // Batches arrive in order, and wrap around through recycling.
         for round in 0..3u64 {
             for n in 0..BATCHES as u64 {
-                let batch = ring.recv(&worker, &abort).unwrap();
+                let batch = lane.recv(&worker, &abort).unwrap();
                 assert_eq!(batch.items[0].line, round * 100 + n);
-                ring.recycle(batch);
-                let mut batch = ring.take_empty(&router, &abort).unwrap();
+                lane.recycle(batch);
+                let mut batch = lane.take_empty(&router, &abort).unwrap();
                 assert!(
                     batch.items.is_empty() && !batch.end,
                     "recycled batches are clean"
                 );
                 batch.items.push(item((round + 1) * 100 + n));
                 batch.end = round == 2 && n == BATCHES as u64 - 1;
-                ring.send(batch);
+                lane.send(batch);
             }
         }
         let mut last = None;
         for _ in 0..BATCHES {
-            last = Some(ring.recv(&worker, &abort).unwrap());
+            last = Some(lane.recv(&worker, &abort).unwrap());
         }
         assert!(last.unwrap().end);
     }
 
     #[test]
-    fn empty_ring_makes_the_worker_wait_until_a_batch_or_abort() {
-        let (router, worker, abort, ring) = ring_for_test();
+    fn empty_lane_makes_the_worker_wait_until_a_batch_or_abort() {
+        let (router, worker, abort, lane) = lane_for_test(BATCH);
         std::thread::scope(|scope| {
-            let (ring, abort) = (&ring, &abort);
+            let (lane, abort) = (&lane, &abort);
             // The consumer owns its parker (a Parker is Send, not Sync).
             let consumer = scope.spawn(move || {
                 let mut lines = Vec::new();
                 loop {
-                    let batch = ring.recv(&worker, abort).unwrap();
+                    let batch = lane.recv(&worker, abort).unwrap();
                     lines.extend(batch.items.iter().map(|i| i.line));
                     let end = batch.end;
-                    ring.recycle(batch);
+                    lane.recycle(batch);
                     if end {
                         return lines;
                     }
                 }
             });
-            // More batches than the ring holds: the producer waits for
+            // More batches than the lane holds: the producer waits for
             // recycled ones; the consumer parks when it catches up.
             for n in 0..50u64 {
-                let mut batch = ring.take_empty(&router, abort).unwrap();
+                let mut batch = lane.take_empty(&router, abort).unwrap();
                 for i in 0..BATCH as u64 {
                     batch.items.push(item(n * BATCH as u64 + i));
                 }
@@ -290,7 +341,7 @@ mod tests {
                 if n % 7 == 0 {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                ring.send(batch);
+                lane.send(batch);
             }
             let lines = consumer.join().unwrap();
             assert_eq!(lines, (0..50 * BATCH as u64).collect::<Vec<_>>());
@@ -299,20 +350,20 @@ mod tests {
 
     #[test]
     fn an_idle_worker_wakes_up_on_abort() {
-        let (_router, worker, abort, ring) = ring_for_test();
+        let (_router, worker, abort, lane) = lane_for_test(BATCH);
         std::thread::scope(|scope| {
-            let (ring_ref, abort_ref) = (&ring, &abort);
-            let waiter = scope.spawn(move || ring_ref.recv(&worker, abort_ref).map(|_| ()));
+            let (lane_ref, abort_ref) = (&lane, &abort);
+            let waiter = scope.spawn(move || lane_ref.recv(&worker, abort_ref).map(|_| ()));
             std::thread::sleep(Duration::from_millis(30));
             abort.store(true, Ordering::Release);
-            ring.wake_all();
+            lane.wake_all();
             assert_eq!(waiter.join().unwrap(), Err(Aborted));
         });
     }
 
     #[test]
     fn raw_lines_round_trip_through_the_arena() {
-        let mut batch = Batch::new();
+        let mut batch = Batch::new(BATCH);
         batch
             .raw
             .extend_from_slice(b"deposit,1,1,1withdrawal,1,2,1");

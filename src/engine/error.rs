@@ -1,0 +1,124 @@
+//! The engine's own errors: what ends a run. Bad records are not here; they
+//! are outcomes, counted and logged.
+//!
+//! One context per layer: an error whose cause is another error says only
+//! what it was doing and returns the cause from `source`, so a printed chain
+//! (`{:#}` in anyhow, or a walk over `source`) names each thing once.
+
+use std::fmt;
+use std::io;
+
+use crate::parse::{InputError, Malformed};
+
+/// Why a run stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is out of range (too many workers, a zero batch).
+    Config(String),
+    /// The input could not be read, or its header is unusable.
+    Input(InputError),
+    /// Strict mode: the first malformed record.
+    Strict { line: u64, reason: Malformed },
+    /// A spool file (where per-row reports wait until they are merged in
+    /// line order) could not be created.
+    CreateSpool(io::Error),
+    /// A spool file could not be written.
+    WriteSpool(io::Error),
+    /// A worker thread could not be started.
+    StartWorker(io::Error),
+    /// A worker thread panicked: a bug, reported instead of a hang.
+    WorkerPanicked { worker: usize, message: String },
+    /// The engine had already stopped on an earlier error.
+    Stopped,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(text) => f.write_str(text),
+            // Transparent: the input error is this layer.
+            Error::Input(error) => error.fmt(f),
+            Error::Strict { line, reason } => {
+                write!(f, "line {line}: malformed record: {reason} (--strict)")
+            }
+            Error::CreateSpool(_) => f.write_str("creating a spool file"),
+            Error::WriteSpool(_) => f.write_str("writing a spool file"),
+            Error::StartWorker(_) => f.write_str("starting a worker thread"),
+            Error::WorkerPanicked { worker, message } => {
+                write!(f, "worker {worker} panicked: {message}")
+            }
+            Error::Stopped => f.write_str("the engine stopped after an earlier error"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Input(error) => error.source(),
+            Error::CreateSpool(error) | Error::WriteSpool(error) | Error::StartWorker(error) => {
+                Some(error)
+            }
+            Error::Config(_)
+            | Error::Strict { .. }
+            | Error::WorkerPanicked { .. }
+            | Error::Stopped => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each layer's text once: the chain as anyhow's `{:#}` prints it.
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut next = error.source();
+        while let Some(cause) = next {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn every_layer_is_named_once() {
+        let eisdir = || io::Error::from_raw_os_error(21);
+        let table: Vec<(Error, &str)> = vec![
+            (
+                Error::Input(InputError::Io(eisdir())),
+                "reading input: Is a directory (os error 21)",
+            ),
+            (
+                Error::Input(InputError::BadHeader {
+                    line: 3,
+                    reason: "missing column `tx`".into(),
+                }),
+                "line 3: bad header: missing column `tx`",
+            ),
+            (
+                Error::CreateSpool(io::Error::from_raw_os_error(2)),
+                "creating a spool file: No such file or directory (os error 2)",
+            ),
+            (
+                Error::Strict {
+                    line: 4,
+                    reason: Malformed::BadTx,
+                },
+                "line 4: malformed record: tx is not an integer in 0..=4294967295 (--strict)",
+            ),
+        ];
+        for (error, expected) in table {
+            assert_eq!(chain(&error), expected);
+        }
+    }
+
+    #[test]
+    fn errors_are_send_and_sync_for_error_chains() {
+        fn is_send_sync<T: Send + Sync + 'static>() {}
+        is_send_sync::<Error>();
+    }
+}
