@@ -205,10 +205,10 @@ fn slot(outcome: Outcome) -> usize {
 
 /// A log's every-row output: an anonymous temporary file, merged by line
 /// number at the end.
-pub type Spool = io::BufWriter<std::fs::File>;
+pub(crate) type Spool = io::BufWriter<std::fs::File>;
 
 /// A new, empty spool.
-pub fn spool() -> io::Result<Spool> {
+pub(crate) fn spool() -> io::Result<Spool> {
     Ok(io::BufWriter::with_capacity(
         64 * 1024,
         tempfile::tempfile()?,
@@ -224,7 +224,7 @@ pub fn spool() -> io::Result<Spool> {
 /// thread (the router's malformed rows, each worker's rejections), and
 /// [`finish`] merges them by line number, so stderr and the rejects file are
 /// byte-identical for every worker count.
-pub struct EventLog {
+pub(crate) struct EventLog {
     pub tally: Tally,
     verbosity: Verbosity,
     first: Vec<(u64, usize, String)>,
@@ -286,7 +286,7 @@ impl EventLog {
 /// rows (after the rejects header, which the caller wrote), in line order,
 /// and returns the summed tally. Everything written here is identical
 /// whatever the number of sources.
-pub fn finish(
+pub(crate) fn finish(
     logs: Vec<EventLog>,
     stderr: &mut dyn Write,
     rejects: Option<&mut dyn Write>,

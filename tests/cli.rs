@@ -76,26 +76,39 @@ const HEADER: &str = "client,available,held,total,locked\n";
 #[test]
 fn sample_file_from_the_readme_runs() {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transactions.csv");
+    let expected = include_str!("../examples/transactions.expected.csv");
     let r = run(&[sample], b"");
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.starts_with(HEADER));
-    assert!(r.stdout.lines().count() > 5);
+    assert_eq!(r.stdout, expected);
     // Every row type and some rejections appear in the sample.
-    r.assert_stderr_has(&["rejected", "malformed"]);
+    r.assert_stderr_has(&[
+        "summary: 324 rows read = 245 applied + 76 rejected + 3 malformed\n",
+        "line 12: withdrawal of 97.4700 for client 2 rejected: insufficient funds\n",
+        "rejected account_locked     38\n",
+    ]);
 }
 
 #[test]
-fn usage_errors_exit_2() {
+fn usage_errors_exit_2_and_name_the_program() {
     for args in [
         &[][..],
         &["--no-such-flag", "x.csv"],
         &["--workers", "many", "x.csv"],
+        &["--workers", "257", "x.csv"],
         &["-q", "-v", "x.csv"],
     ] {
         let r = run(args, b"");
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty());
+        assert!(
+            r.stderr.starts_with("payments-engine: error: "),
+            "{args:?}: {}",
+            r.stderr
+        );
     }
+    let r = run(&["--version"], b"");
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.starts_with("payments-engine "), "{}", r.stdout);
 }
 
 #[test]
@@ -125,9 +138,35 @@ fn unreadable_input_is_fatal_with_one_clear_message() {
     r.assert_fatal("cannot open input /no/such/file.csv");
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
 
+    // A directory opens but cannot be read: each layer says its part once.
     let dir = tempfile::tempdir().unwrap();
-    let r = run(&[dir.path().to_str().unwrap()], b"");
-    r.assert_fatal("error"); // a directory is not readable input
+    for workers in ["0", "1"] {
+        let r = run(&["--workers", workers, dir.path().to_str().unwrap()], b"");
+        r.assert_fatal("payments-engine: error: reading input: Is a directory (os error 21)\n");
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    }
+}
+
+#[test]
+fn a_spool_that_cannot_be_created_reads_the_same_on_both_paths() {
+    let mut messages = Vec::new();
+    for workers in ["0", "1", "3"] {
+        let out = Command::new(BIN)
+            .args(["--workers", workers, "--rejects", "/dev/null", "-"])
+            .env("TMPDIR", "/no/such/tmpdir")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(out.stdout.is_empty());
+        messages.push(stderr);
+    }
+    assert_eq!(
+        messages[0],
+        "payments-engine: error: creating a spool file: No such file or directory (os error 2)\n"
+    );
+    assert!(messages.iter().all(|m| *m == messages[0]), "{messages:?}");
 }
 
 #[test]
@@ -283,16 +322,21 @@ fn unwritable_rejects_file_is_fatal() {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "needs /dev/full, a Linux device that fails every write"
+)]
 fn full_disk_on_rejects_is_fatal_and_prints_no_accounts() {
-    if !std::path::Path::new("/dev/full").exists() {
-        return;
-    }
     let mut input = String::new();
     for tx in 0..100_000 {
         input.push_str(&format!("withdrawal,1,{tx},1\n"));
     }
-    let r = run(&["-q", "--rejects", "/dev/full", "-"], input.as_bytes());
-    r.assert_fatal("rejects file");
+    for workers in ["0", "2"] {
+        let args = ["-q", "--workers", workers, "--rejects", "/dev/full", "-"];
+        let r = run(&args, input.as_bytes());
+        r.assert_fatal("payments-engine: error: writing rejects file");
+        r.assert_stderr_has(&["No space left on device"]);
+    }
 }
 
 #[test]

@@ -437,24 +437,24 @@ impl Claims {
     fn add(&mut self, id: TxId, at: (usize, usize), batches: &mut [Box<Batch>]) {
         self.ids.prefetch(id);
         if self.pending.len() == LOOKAHEAD {
-            self.claim_oldest(batches);
+            if let Some(oldest) = self.pending.pop_front() {
+                self.claim(oldest, batches);
+            }
         }
         self.pending.push_back(at);
     }
 
     /// Makes every pending claim.
     fn settle(&mut self, batches: &mut [Box<Batch>]) {
-        while !self.pending.is_empty() {
-            self.claim_oldest(batches);
+        while let Some(oldest) = self.pending.pop_front() {
+            self.claim(oldest, batches);
         }
     }
 
     #[inline]
-    fn claim_oldest(&mut self, batches: &mut [Box<Batch>]) {
-        if let Some((worker, index)) = self.pending.pop_front() {
-            let item = &mut batches[worker].items[index];
-            item.fresh = self.ids.claim(item.tx.tx);
-        }
+    fn claim(&mut self, (worker, index): (usize, usize), batches: &mut [Box<Batch>]) {
+        let item = &mut batches[worker].items[index];
+        item.fresh = self.ids.claim(item.tx.tx);
     }
 }
 
