@@ -330,11 +330,6 @@ impl Book {
         &self.deposits
     }
 
-    /// Number of accounts.
-    pub fn account_count(&self) -> usize {
-        self.accounts.len()
-    }
-
     /// Adds an account and its deposits taken from another book or a saved
     /// state: `net` follows, so the conservation check holds.
     fn restore_account(&mut self, client: ClientId, account: Account) {
@@ -413,11 +408,6 @@ impl Ledger {
         self.book.apply(tx, id_is_fresh)
     }
 
-    /// The per-client state.
-    pub fn book(&self) -> &Book {
-        &self.book
-    }
-
     /// Checks the end-of-run invariants ([`Book::check_invariants`]).
     pub fn check_invariants(&self) {
         self.book.check_invariants();
@@ -426,11 +416,6 @@ impl Ledger {
     /// All accounts sorted by client id: the output order.
     pub fn sorted_accounts(&self) -> Vec<(ClientId, Account)> {
         sorted_accounts([&self.book])
-    }
-
-    /// Bytes held by the tx-id set (for memory figures).
-    pub fn id_set_bytes(&self) -> usize {
-        self.ids.heap_bytes()
     }
 
     /// Every account with its locked flag, in ascending client order.
