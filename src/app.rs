@@ -6,11 +6,12 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::durable::AtomicFile;
 use crate::engine::{EngineBuilder, Measures};
 use crate::ledger::Ledger;
 use crate::report::{self, Tally, Verbosity};
@@ -30,7 +31,9 @@ pub struct Options {
     /// Workers, pinning, strict mode. What the engine keeps for reports
     /// follows from `verbosity` and `rejects`.
     pub engine: EngineBuilder,
-    /// Write every malformed or rejected record here.
+    /// Write the accounts here instead of stdout (atomically).
+    pub output: Option<PathBuf>,
+    /// Write every malformed or rejected record here (atomically).
     pub rejects: Option<PathBuf>,
     /// Per-row lines and the summary on stderr.
     pub verbosity: Verbosity,
@@ -53,18 +56,7 @@ pub fn run(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
-    if let (Input::Path(input), Some(rejects)) = (&options.input, &options.rejects) {
-        // Creating the rejects file truncates it: never let that be the input.
-        let same = std::fs::canonicalize(input)
-            .ok()
-            .is_some_and(|input| std::fs::canonicalize(rejects).ok() == Some(input));
-        if same {
-            bail!(
-                "--rejects {} is the input file; refusing to overwrite it",
-                rejects.display()
-            );
-        }
-    }
+    check_output_paths(options)?;
     let (source, progress) = open_input(options)?;
     let stats = process(source, options, stdout, stderr);
     // Clear the bar before the summary, so the bar leaves no trace.
@@ -96,6 +88,39 @@ pub fn run(
     Ok(stats)
 }
 
+/// Refuses output paths that would overwrite the input or each other.
+fn check_output_paths(options: &Options) -> anyhow::Result<()> {
+    let same = |a: &Path, b: &Path| {
+        let a = std::fs::canonicalize(a).ok();
+        a.is_some() && a == std::fs::canonicalize(b).ok()
+    };
+    let outputs = [
+        ("--output", &options.output),
+        ("--rejects", &options.rejects),
+    ];
+    for (flag, path) in outputs {
+        let (Input::Path(input), Some(path)) = (&options.input, path) else {
+            continue;
+        };
+        // Replacing the file would lose the input.
+        if same(input, path) {
+            bail!(
+                "{flag} {} is the input file; refusing to overwrite it",
+                path.display()
+            );
+        }
+    }
+    if let (Some(output), Some(rejects)) = (&options.output, &options.rejects) {
+        if output == rejects || same(output, rejects) {
+            bail!(
+                "--output and --rejects both name {}; give each its own file",
+                output.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// What a run did, for the summary.
 #[derive(Clone, Debug)]
 pub struct RunStats {
@@ -115,15 +140,23 @@ pub fn process(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     let started = Instant::now();
+    // Both files are created now, so a bad path fails before the input is
+    // read, and committed only after everything else succeeded.
     let mut rejects = match &options.rejects {
         Some(path) => {
-            let file = File::create(path)
+            let mut out = AtomicFile::create(path)
                 .with_context(|| format!("cannot create rejects file {}", path.display()))?;
-            let mut out = BufWriter::with_capacity(256 * 1024, file);
             out.write_all(report::REJECTS_HEADER.as_bytes())
                 .with_context(|| format!("writing rejects file {}", path.display()))?;
             Some(out)
         }
+        None => None,
+    };
+    let mut output = match &options.output {
+        Some(path) => Some(
+            AtomicFile::create(path)
+                .with_context(|| format!("cannot create output file {}", path.display()))?,
+        ),
         None => None,
     };
 
@@ -134,20 +167,42 @@ pub fn process(
         .keep_rejects(options.rejects.is_some());
     let mut finished = engine.run_csv(Ledger::new(), source)?;
 
+    // Everything is written and synced before anything is committed, and
+    // the accounts reach stdout only once the rejects file is in place: a
+    // failure on the way leaves every existing file as it was.
     if let Some(diagnostics) = finished.take_diagnostics() {
         let rejects = rejects.as_mut().map(|w| w as &mut dyn Write);
         diagnostics
             .write_to(stderr, rejects)
             .context("writing rejects file")?;
     }
-    if let (Some(out), Some(path)) = (rejects.as_mut(), &options.rejects) {
-        out.flush()
-            .with_context(|| format!("writing rejects file {}", path.display()))?;
+    let written = |file: &AtomicFile| file.target().display().to_string();
+    if let Some(out) = rejects.as_mut() {
+        out.sync()
+            .with_context(|| format!("writing rejects file {}", written(out)))?;
     }
-    match finished.write_accounts(BufWriter::with_capacity(256 * 1024, stdout)) {
-        // `| head`: the reader has gone; that is not an error.
-        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {}
-        other => other.context("writing accounts to stdout")?,
+    if let Some(out) = output.as_mut() {
+        finished
+            .write_accounts(&mut *out)
+            .and_then(|()| out.sync())
+            .with_context(|| format!("writing output file {}", written(out)))?;
+    }
+    if let Some(out) = rejects {
+        let path = written(&out);
+        out.commit()
+            .with_context(|| format!("writing rejects file {path}"))?;
+    }
+    match output {
+        Some(out) => {
+            let path = written(&out);
+            out.commit()
+                .with_context(|| format!("writing output file {path}"))?;
+        }
+        None => match finished.write_accounts(BufWriter::with_capacity(256 * 1024, stdout)) {
+            // `| head`: the reader has gone; that is not an error.
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {}
+            other => other.context("writing accounts to stdout")?,
+        },
     }
     Ok(RunStats {
         tally: *finished.tally(),

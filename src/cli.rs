@@ -47,8 +47,14 @@ pub struct Cli {
     #[arg(long)]
     pub strict: bool,
 
+    /// Write the accounts to FILE instead of stdout. FILE appears whole when
+    /// the run succeeds, and is left as it was when it fails.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
     /// Write every malformed or rejected record to FILE as CSV with the
-    /// header line,reason,detail,record, in line order.
+    /// header line,reason,detail,record, in line order. Like --output, FILE
+    /// appears whole when the run succeeds, and is left as it was otherwise.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
 
@@ -86,6 +92,7 @@ impl Cli {
         Options {
             input,
             engine,
+            output: self.output,
             rejects: self.rejects,
             verbosity,
             latency: self.latency,

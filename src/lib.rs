@@ -52,6 +52,7 @@ pub mod amount;
 pub mod app;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod durable;
 pub mod engine;
 pub mod ledger;
 pub mod parse;

@@ -405,3 +405,126 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn output_file_gets_the_accounts_and_stdout_stays_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("accounts.csv");
+    let r = run(
+        &["-q", "-o", out.to_str().unwrap(), "-"],
+        b"deposit,1,1,2.5\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("{HEADER}1,2.5000,0.0000,2.5000,false\n")
+    );
+    // Nothing but the two files is left in the directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_failed_run_leaves_existing_output_and_rejects_files_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("accounts.csv");
+    let rejects = dir.path().join("rejects.csv");
+    std::fs::write(&out, "yesterday's accounts\n").unwrap();
+    std::fs::write(&rejects, "yesterday's rejects\n").unwrap();
+    let (o, j) = (out.to_str().unwrap(), rejects.to_str().unwrap());
+    let failing: [(&[&str], &[u8], &str); 3] = [
+        (&[], b"type,client,amount\ndeposit,1,1\n", "bad header"),
+        (
+            &["--strict"],
+            b"deposit,1,1,1\nwithdrawal,1,2,9\ndeposit,1,x,1\n",
+            "line 3: malformed record",
+        ),
+        (
+            &["--workers", "3", "--strict"],
+            b"deposit,1,1,oops\n",
+            "line 1",
+        ),
+    ];
+    for (extra, input, message) in failing {
+        let mut args = vec!["-o", o, "--rejects", j];
+        args.extend_from_slice(extra);
+        args.push("-");
+        let r = run(&args, input);
+        r.assert_fatal(message);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "yesterday's accounts\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&rejects).unwrap(),
+            "yesterday's rejects\n"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temporaries left"
+        );
+    }
+}
+
+#[test]
+fn output_paths_may_not_be_the_input_or_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "deposit,1,1,1\n").unwrap();
+    let i = input.to_str().unwrap();
+    let r = run(&["-o", i, i], b"");
+    r.assert_fatal("--output");
+    r.assert_stderr_has(&["is the input file"]);
+    let other = dir.path().join("x.csv");
+    let x = other.to_str().unwrap();
+    let r = run(&["-o", x, "--rejects", x, i], b"");
+    r.assert_fatal("--output and --rejects both name");
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), "deposit,1,1,1\n");
+    assert!(!other.exists());
+}
+
+#[test]
+fn concurrent_runs_on_one_rejects_file_leave_one_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("rejects.csv");
+    // Two inputs whose every row is rejected, with different texts.
+    let input = |client: u32| {
+        let mut text = String::new();
+        for tx in 0..200_000 {
+            text.push_str(&format!("withdrawal,{client},{tx},1\n"));
+        }
+        text
+    };
+    let expected: Vec<String> = [1, 2]
+        .iter()
+        .map(|&client| {
+            let alone = dir.path().join(format!("alone-{client}.csv"));
+            let r = run(
+                &["-q", "--rejects", alone.to_str().unwrap(), "-"],
+                input(client).as_bytes(),
+            );
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            std::fs::read_to_string(alone).unwrap()
+        })
+        .collect();
+    for round in 0..3 {
+        let path = shared.to_str().unwrap().to_string();
+        let runs: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|client| {
+                let (path, text) = (path.clone(), input(client));
+                std::thread::spawn(move || run(&["-q", "--rejects", &path, "-"], text.as_bytes()))
+            })
+            .collect();
+        for handle in runs {
+            assert_eq!(handle.join().unwrap().code, 0);
+        }
+        let got = std::fs::read_to_string(&shared).unwrap();
+        assert!(
+            expected.contains(&got),
+            "round {round}: the rejects file mixes the two runs ({} bytes)",
+            got.len()
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! Files that appear whole or not at all.
+//!
+//! An [`AtomicFile`] is written to a temporary file beside its target (same
+//! directory, so the same file system) and only [`commit`](AtomicFile::commit)
+//! makes it the target: flush, fsync the file, rename it over the target,
+//! fsync the directory. Until then the target is untouched: a fatal error, a
+//! signal or a crash leaves an existing file as it was (a crash may leave a
+//! `.payments-engine-*` temporary beside it), and two runs writing the same
+//! target never mix their bytes (the last rename wins, whole).
+//!
+//! A target that exists and is not a regular file (`/dev/null`, a FIFO, a
+//! terminal) cannot be replaced by a rename, and must not be: it is written in
+//! place.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The prefix of every temporary file this program leaves beside a target.
+pub const TEMP_PREFIX: &str = ".payments-engine-";
+
+/// A file being written, invisible at its target until committed.
+pub struct AtomicFile {
+    target: PathBuf,
+    kind: Kind,
+}
+
+enum Kind {
+    /// Written beside the target, renamed over it on commit.
+    Temp(BufWriter<tempfile::NamedTempFile>),
+    /// A special file (device, FIFO), written in place.
+    Direct(BufWriter<File>),
+}
+
+impl AtomicFile {
+    /// Starts writing `target`. Fails early when its directory cannot hold a
+    /// new file (missing, read-only).
+    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        let special = fs::metadata(target).is_ok_and(|m| !m.is_file());
+        let kind = if special {
+            Kind::Direct(BufWriter::with_capacity(256 * 1024, File::create(target)?))
+        } else {
+            let temp = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .tempfile_in(directory_of(target))?;
+            Kind::Temp(BufWriter::with_capacity(256 * 1024, temp))
+        };
+        Ok(AtomicFile {
+            target: target.to_path_buf(),
+            kind,
+        })
+    }
+
+    /// Where the file will appear.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Flushes and fsyncs what was written, without making it visible: the
+    /// errors a full disk gives come out here, before anything is committed.
+    pub fn sync(&mut self) -> io::Result<()> {
+        match &mut self.kind {
+            Kind::Direct(out) => out.flush(),
+            Kind::Temp(out) => {
+                out.flush()?;
+                out.get_ref().as_file().sync_all()
+            }
+        }
+    }
+
+    /// Makes the written bytes the target's content, durably: a crash after
+    /// this returns leaves the new file; a crash before it, the old one.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.sync()?;
+        match self.kind {
+            Kind::Direct(_) => Ok(()),
+            Kind::Temp(out) => {
+                let temp = out.into_inner().map_err(|e| e.into_error())?;
+                temp.persist(&self.target).map_err(|e| e.error)?;
+                sync_directory(&self.target)
+            }
+        }
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.kind {
+            Kind::Temp(out) => out.write(buf),
+            Kind::Direct(out) => out.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.kind {
+            Kind::Temp(out) => out.write_all(buf),
+            Kind::Direct(out) => out.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.kind {
+            Kind::Temp(out) => out.flush(),
+            Kind::Direct(out) => out.flush(),
+        }
+    }
+}
+
+/// The directory a relative or absolute `path` lives in.
+pub fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Fsyncs the directory holding `path`, so that a rename into it survives a
+/// power cut.
+pub fn sync_directory(path: &Path) -> io::Result<()> {
+    File::open(directory_of(path))?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_changes_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        fs::write(&target, "old\n").unwrap();
+        let mut file = AtomicFile::create(&target).unwrap();
+        file.write_all(b"new\n").unwrap();
+        file.flush().unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old\n");
+        file.commit().unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new\n");
+        // Dropped without a commit: nothing changes, nothing is left behind.
+        let mut file = AtomicFile::create(&target).unwrap();
+        file.write_all(b"lost\n").unwrap();
+        drop(file);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new\n");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_special_file_is_written_in_place() {
+        use std::os::unix::fs::FileTypeExt;
+        let mut file = AtomicFile::create(Path::new("/dev/null")).unwrap();
+        file.write_all(b"gone").unwrap();
+        file.commit().unwrap();
+        let kind = fs::metadata("/dev/null").unwrap().file_type();
+        assert!(kind.is_char_device(), "still the device");
+    }
+
+    #[test]
+    fn a_missing_directory_fails_at_create() {
+        assert!(AtomicFile::create(Path::new("/no/such/dir/out.csv")).is_err());
+    }
+}
