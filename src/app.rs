@@ -15,6 +15,7 @@ use crate::durable::AtomicFile;
 use crate::engine::{EngineBuilder, Measures};
 use crate::ledger::Ledger;
 use crate::report::{self, Tally, Verbosity};
+use crate::state::{self, Identify, InputId};
 
 /// Where the transactions come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +42,10 @@ pub struct Options {
     pub latency: bool,
     /// Show a progress bar when stderr is a terminal and the input is large.
     pub progress: bool,
+    /// Load the ledger's state from here (when it exists) and save it back.
+    pub state: Option<PathBuf>,
+    /// Apply an input the state file records as applied already.
+    pub allow_replay: bool,
 }
 
 /// Progress bar redraws per second.
@@ -84,6 +89,16 @@ pub fn run(
             m.deposit_bytes as f64 / m.deposits.max(1) as f64,
             m.id_set_bytes
         );
+        if let (Some(path), Some(saved)) = (&options.state, &stats.state) {
+            let _ = writeln!(
+                stderr,
+                "  state: {} holds {} inputs in {} bytes ({:.1} bytes per stored deposit)",
+                path.display(),
+                saved.inputs,
+                saved.bytes,
+                saved.bytes as f64 / m.deposits.max(1) as f64,
+            );
+        }
     }
     Ok(stats)
 }
@@ -129,6 +144,81 @@ pub struct RunStats {
     /// Number of accounts printed.
     pub account_count: usize,
     pub measures: Measures,
+    /// The state file saved, when there is one.
+    pub state: Option<SavedState>,
+}
+
+/// The state file a run saved.
+#[derive(Clone, Copy, Debug)]
+pub struct SavedState {
+    /// Its size.
+    pub bytes: u64,
+    /// Inputs applied to it so far, this run's included.
+    pub inputs: usize,
+}
+
+/// The state a run starts from: the saved one, or an empty one.
+struct Start {
+    ledger: Ledger,
+    inputs: Vec<InputId>,
+}
+
+/// Loads the state file, if any, and refuses an input it records as
+/// applied already, before the input is read (for a file: only when a
+/// recorded input has its size is the file hashed first).
+fn load_state(options: &Options) -> anyhow::Result<Start> {
+    let Some(path) = &options.state else {
+        return Ok(Start {
+            ledger: Ledger::new(),
+            inputs: Vec::new(),
+        });
+    };
+    let saved = state::load(path).with_context(|| format!("state file {}", path.display()))?;
+    let Some(saved) = saved else {
+        return Ok(Start {
+            ledger: Ledger::new(),
+            inputs: Vec::new(),
+        });
+    };
+    if let (Input::Path(input), false) = (&options.input, options.allow_replay) {
+        let size = std::fs::metadata(input).map(|m| m.len()).ok();
+        if saved.inputs.iter().any(|i| Some(i.size) == size) {
+            let file = File::open(input)
+                .with_context(|| format!("cannot open input {}", input.display()))?;
+            let identity = state::identify(file)
+                .with_context(|| format!("reading input {}", input.display()))?;
+            check_replay(options, &saved.inputs, identity)?;
+        }
+    }
+    Ok(Start {
+        ledger: saved.ledger,
+        inputs: saved.inputs,
+    })
+}
+
+/// Refuses an input whose size and hash a state file records (unless
+/// `--allow-replay`).
+fn check_replay(
+    options: &Options,
+    inputs: &[InputId],
+    (size, hash): (u64, u128),
+) -> anyhow::Result<()> {
+    let applied = inputs.iter().find(|i| i.size == size && i.hash == hash);
+    if let (Some(applied), false, Some(path)) = (applied, options.allow_replay, &options.state) {
+        let input = match &options.input {
+            Input::Stdin => "the input (standard input)".to_string(),
+            Input::Path(input) => input.display().to_string(),
+        };
+        bail!(
+            "{input} was already applied to state file {} (input {} of {}, same size and hash); \
+             applying it again would repeat its disputes, resolves and chargebacks \
+             (--allow-replay applies it anyway)",
+            path.display(),
+            applied.seq,
+            inputs.len()
+        );
+    }
+    Ok(())
 }
 
 /// Runs the engine over `source` (`options.input` is not used): the whole
@@ -140,6 +230,7 @@ pub fn process(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     let started = Instant::now();
+    let start = load_state(options)?;
     // Both files are created now, so a bad path fails before the input is
     // read, and committed only after everything else succeeded.
     let mut rejects = match &options.rejects {
@@ -165,7 +256,32 @@ pub fn process(
         .clone()
         .diagnostics(options.verbosity)
         .keep_rejects(options.rejects.is_some());
-    let mut finished = engine.run_csv(Ledger::new(), source)?;
+    let mut source = Identify::new(source, options.state.is_some());
+    let mut finished = engine.run_csv(start.ledger, &mut source)?;
+    // The next state, written and synced beside the state file; committed
+    // after the outputs (a failure between the two leaves outputs that a
+    // rerun will write again, never a state that a rerun would refuse).
+    let prepared = match &options.state {
+        Some(path) => {
+            let identity = source.identity();
+            check_replay(options, &start.inputs, identity)?;
+            let mut inputs = start.inputs;
+            inputs.push(InputId {
+                seq: inputs.last().map_or(1, |last| last.seq + 1),
+                size: identity.0,
+                hash: identity.1,
+            });
+            let (ids, books) = finished.state_parts();
+            let prepared = state::prepare(path, ids, &books, &inputs)
+                .with_context(|| format!("writing state file {}", path.display()))?;
+            let saved = SavedState {
+                bytes: prepared.bytes,
+                inputs: inputs.len(),
+            };
+            Some((prepared, saved, path))
+        }
+        None => None,
+    };
 
     // Everything is written and synced before anything is committed, and
     // the accounts reach stdout only once the rejects file is in place: a
@@ -192,23 +308,33 @@ pub fn process(
         out.commit()
             .with_context(|| format!("writing rejects file {path}"))?;
     }
-    match output {
-        Some(out) => {
-            let path = written(&out);
-            out.commit()
-                .with_context(|| format!("writing output file {path}"))?;
+    if let Some(out) = output {
+        let path = written(&out);
+        out.commit()
+            .with_context(|| format!("writing output file {path}"))?;
+    }
+    let state = match prepared {
+        Some((prepared, saved, path)) => {
+            prepared
+                .commit()
+                .with_context(|| format!("writing state file {}", path.display()))?;
+            Some(saved)
         }
-        None => match finished.write_accounts(BufWriter::with_capacity(256 * 1024, stdout)) {
+        None => None,
+    };
+    if options.output.is_none() {
+        match finished.write_accounts(BufWriter::with_capacity(256 * 1024, stdout)) {
             // `| head`: the reader has gone; that is not an error.
             Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {}
             other => other.context("writing accounts to stdout")?,
-        },
+        }
     }
     Ok(RunStats {
         tally: *finished.tally(),
         elapsed: started.elapsed(),
         account_count: finished.accounts().len(),
         measures: finished.measures().clone(),
+        state,
     })
 }
 

@@ -58,6 +58,19 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
 
+    /// Load the ledger's state (accounts, deposits, claimed tx ids) from FILE
+    /// before reading the input, when FILE exists, and save it there after a
+    /// successful run (atomically; the previous generation is kept as
+    /// FILE.prev). Tomorrow's disputes then find today's deposits.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+
+    /// Apply an input that the state file records as already applied (by
+    /// size and hash). Refused by default: it would repeat its disputes,
+    /// resolves and chargebacks.
+    #[arg(long, requires = "state")]
+    pub allow_replay: bool,
+
     /// Print nothing on stderr but fatal errors: no per-row lines, no summary.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -94,6 +107,8 @@ impl Cli {
             engine,
             output: self.output,
             rejects: self.rejects,
+            state: self.state,
+            allow_replay: self.allow_replay,
             verbosity,
             latency: self.latency,
             progress: !self.no_progress,

@@ -13,7 +13,7 @@
 //! place.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The prefix of every temporary file this program leaves beside a target.
@@ -33,16 +33,37 @@ enum Kind {
 }
 
 impl AtomicFile {
-    /// Starts writing `target`. Fails early when its directory cannot hold a
-    /// new file (missing, read-only).
+    /// Starts writing `target`, readable as a file the program created
+    /// directly would be (mode 0666 less the umask), or with the mode of the
+    /// file it replaces. Fails early when its directory cannot hold a new
+    /// file (missing, read-only).
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
-        let special = fs::metadata(target).is_ok_and(|m| !m.is_file());
-        let kind = if special {
+        AtomicFile::with_mode(target, 0o666)
+    }
+
+    /// [`AtomicFile::create`] for a file only its owner may read (mode 0600
+    /// when new): the ledger's state.
+    pub fn create_private(target: &Path) -> io::Result<AtomicFile> {
+        AtomicFile::with_mode(target, 0o600)
+    }
+
+    fn with_mode(target: &Path, new_mode: u32) -> io::Result<AtomicFile> {
+        let existing = fs::metadata(target).ok();
+        let kind = if existing.as_ref().is_some_and(|m| !m.is_file()) {
             Kind::Direct(BufWriter::with_capacity(256 * 1024, File::create(target)?))
         } else {
-            let temp = tempfile::Builder::new()
-                .prefix(TEMP_PREFIX)
-                .tempfile_in(directory_of(target))?;
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(TEMP_PREFIX);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                // The kernel applies the umask to a new file's mode.
+                let mode = existing.map_or(new_mode, |m| m.permissions().mode());
+                builder.permissions(fs::Permissions::from_mode(mode));
+            }
+            #[cfg(not(unix))]
+            let _ = new_mode;
+            let temp = builder.tempfile_in(directory_of(target))?;
             Kind::Temp(BufWriter::with_capacity(256 * 1024, temp))
         };
         Ok(AtomicFile {
@@ -106,6 +127,17 @@ impl Write for AtomicFile {
     }
 }
 
+/// Seeking lets a writer go back and fill in a length or a checksum (the
+/// state file's section headers); a special file cannot seek.
+impl Seek for AtomicFile {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        match &mut self.kind {
+            Kind::Temp(out) => out.seek(to),
+            Kind::Direct(out) => out.seek(to),
+        }
+    }
+}
+
 /// The directory a relative or absolute `path` lives in.
 pub fn directory_of(path: &Path) -> &Path {
     match path.parent() {
@@ -141,6 +173,35 @@ mod tests {
         drop(file);
         assert_eq!(fs::read_to_string(&target).unwrap(), "new\n");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_replaced_file_keeps_its_mode_and_a_new_one_gets_the_usual_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let target = dir.path().join("out.csv");
+        fs::write(&target, "old\n").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o640)).unwrap();
+        AtomicFile::create(&target).unwrap().commit().unwrap();
+        assert_eq!(mode(&target), 0o640);
+        let private = dir.path().join("state.bin");
+        AtomicFile::create_private(&private)
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(mode(&private), 0o600);
+        let fresh = dir.path().join("new.csv");
+        AtomicFile::create(&fresh).unwrap().commit().unwrap();
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let umask = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Umask:"))
+            .and_then(|text| u32::from_str_radix(text.trim(), 8).ok());
+        if let Some(umask) = umask {
+            assert_eq!(mode(&fresh), 0o666 & !umask, "as File::create makes it");
+        }
     }
 
     #[test]

@@ -26,7 +26,6 @@
 //! checking that they are consistent. None of this depends on a worker count:
 //! split for any count and merged, a ledger iterates exactly as before.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::amount::Amount;
@@ -434,6 +433,11 @@ impl Ledger {
         self.ids.iter()
     }
 
+    /// The claimed ids and the book, borrowed (the state file writes them).
+    pub fn parts(&self) -> (&TxIdSet, Vec<&Book>) {
+        (&self.ids, vec![&self.book])
+    }
+
     /// Splits the ledger for `workers` (>= 1) workers: the claimed ids, which
     /// the router keeps, and one [`Book`] per worker holding the accounts and
     /// deposits of the clients that [`shard`] gives it.
@@ -442,10 +446,7 @@ impl Ledger {
         if workers == 1 {
             return (self.ids, vec![self.book]);
         }
-        let mut books: Vec<Book> = (0..workers)
-            .map(|_| Book::for_worker_count(workers))
-            .collect();
-        move_book(self.book, &mut books, |client| shard(client, workers));
+        let books = redistribute(&[self.book], workers, |client| shard(client, workers));
         (self.ids, books)
     }
 
@@ -458,80 +459,120 @@ impl Ledger {
             let book = books.pop().expect("one book");
             return Ledger { ids, book };
         }
-        let mut merged = [Book::default()];
-        for book in books {
-            move_book(book, &mut merged, |_| 0);
-        }
-        let [book] = merged;
+        let mut merged = redistribute(&books, 1, |_| 0);
+        let book = merged.pop().expect("one book");
         Ledger { ids, book }
     }
 
     /// Rebuilds a ledger from its three iterations ([`Ledger::accounts`],
     /// [`Ledger::deposits`], [`Ledger::claimed_ids`]), in any order, checking
-    /// that they describe a state the rules can reach: no client, deposit or
-    /// id twice; every deposit positive, its id claimed and its client known;
-    /// every account's total in range; and every account's held amount equal
-    /// to the sum of its disputed deposits.
+    /// that they describe a state the rules can reach ([`Ledger::validate`]),
+    /// and that no client, deposit or id appears twice.
     pub fn from_parts(
         accounts: impl IntoIterator<Item = (ClientId, Account)>,
         deposits: impl IntoIterator<Item = (TxId, Deposit)>,
         claimed_ids: impl IntoIterator<Item = TxId>,
     ) -> Result<Ledger, StateError> {
-        let mut ledger = Ledger::new();
-        // The empty ledger's ids are unclaimed, so a failed claim is a repeat.
+        let mut ids = TxIdSet::default();
+        // The empty set's ids are unclaimed, so a failed claim is a repeat.
         for id in claimed_ids {
-            if !ledger.ids.claim(id) {
+            if !ids.claim(id) {
                 return Err(StateError::IdTwice(id));
             }
         }
-        // Per client: the held amount its disputed deposits add up to.
-        let mut held: BTreeMap<ClientId, i128> = BTreeMap::new();
+        let mut store = DepositStore::default();
+        for (id, deposit) in deposits {
+            if !deposit.amount.is_positive() {
+                return Err(StateError::BadDeposit(id));
+            }
+            if store.get(id).is_some() {
+                return Err(StateError::DepositTwice(id));
+            }
+            store.restore(id, deposit);
+        }
+        Ledger::from_stores(ids, accounts, store)
+    }
+
+    /// A ledger from its stores, read back from a state file or rebuilt from
+    /// parts: no client twice, then [`Ledger::validate`].
+    pub(crate) fn from_stores(
+        ids: TxIdSet,
+        accounts: impl IntoIterator<Item = (ClientId, Account)>,
+        deposits: DepositStore,
+    ) -> Result<Ledger, StateError> {
+        let mut book = Book {
+            deposits,
+            ..Book::default()
+        };
         for (client, account) in accounts {
-            if ledger.book.accounts.contains_key(&client) {
+            if book.accounts.contains_key(&client) {
                 return Err(StateError::ClientTwice(client));
             }
             if account.held.is_negative() || checked_total(&account).is_err() {
                 return Err(StateError::BadAccount(client));
             }
-            ledger.book.restore_account(client, account);
-            held.insert(client, 0);
+            book.restore_account(client, account);
         }
-        for (id, deposit) in deposits {
+        let ledger = Ledger { ids, book };
+        ledger.validate()?;
+        Ok(ledger)
+    }
+
+    /// Checks that the state is one the rules can reach: every account's
+    /// held amount is not negative, its total in range, and equal to the sum
+    /// of its disputed deposits; every deposit is positive, its id claimed
+    /// and its client known. The first failure is named, in client, then tx
+    /// order.
+    pub fn validate(&self) -> Result<(), StateError> {
+        let accounts = self.sorted_accounts();
+        for (client, account) in &accounts {
+            if account.held.is_negative() || checked_total(account).is_err() {
+                return Err(StateError::BadAccount(*client));
+            }
+        }
+        // Per client: the held amount its disputed deposits add up to.
+        let mut disputed = vec![0i128; usize::from(ClientId::MAX) + 1];
+        for (id, deposit) in self.deposits() {
             if !deposit.amount.is_positive() {
                 return Err(StateError::BadDeposit(id));
             }
-            let Some(disputed_sum) = held.get_mut(&deposit.client) else {
+            if !self.book.accounts.contains_key(&deposit.client) {
                 return Err(StateError::DepositWithoutAccount(id, deposit.client));
-            };
-            if ledger.ids.claim(id) {
+            }
+            if !self.ids.contains(id) {
                 return Err(StateError::DepositNotClaimed(id));
             }
-            if ledger.book.deposits.get(id).is_some() {
-                return Err(StateError::DepositTwice(id));
-            }
             if deposit.disputed {
-                *disputed_sum += i128::from(deposit.amount.raw());
-            }
-            ledger.book.deposits.restore(id, deposit);
-        }
-        for (client, sum) in held {
-            let account = ledger.book.accounts[&client];
-            if i128::from(account.held.raw()) != sum {
-                return Err(StateError::HeldMismatch(client));
+                disputed[usize::from(deposit.client)] += i128::from(deposit.amount.raw());
             }
         }
-        Ok(ledger)
+        for (client, account) in &accounts {
+            if i128::from(account.held.raw()) != disputed[usize::from(*client)] {
+                return Err(StateError::HeldMismatch(*client));
+            }
+        }
+        Ok(())
     }
 }
 
-/// Moves every account of `from`, with its deposits, into `books[to(client)]`.
-fn move_book(from: Book, books: &mut [Book], to: impl Fn(ClientId) -> usize) {
-    for (client, account) in from.accounts() {
-        books[to(client)].restore_account(client, *account);
+/// `parts` new books holding the accounts and deposits of `from` (books of
+/// disjoint clients), each client's in book `to(client)`.
+fn redistribute(from: &[Book], parts: usize, to: impl Fn(ClientId) -> usize) -> Vec<Book> {
+    let stores: Vec<&DepositStore> = from.iter().map(|book| &book.deposits).collect();
+    let deposits = DepositStore::redistribute(&stores, parts, &to);
+    let mut books: Vec<Book> = deposits
+        .into_iter()
+        .map(|deposits| Book {
+            deposits,
+            ..Book::default()
+        })
+        .collect();
+    for book in from {
+        for (client, account) in book.accounts() {
+            books[to(client)].restore_account(client, *account);
+        }
     }
-    for (id, deposit) in from.deposits.iter() {
-        books[to(deposit.client)].deposits.restore(id, deposit);
-    }
+    books
 }
 
 /// Why parts given to [`Ledger::from_parts`] are not a ledger's state.

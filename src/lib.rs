@@ -58,6 +58,7 @@ pub mod ledger;
 pub mod parse;
 pub(crate) mod pipeline;
 pub mod report;
+pub mod state;
 pub mod store;
 pub mod tx;
 

@@ -36,9 +36,11 @@
 use crate::amount::Amount;
 use crate::tx::{ClientId, TxId};
 
-const LEAF_BITS: u32 = 16;
-const LEAF_IDS: usize = 1 << LEAF_BITS;
-const LEAVES: usize = 1 << (32 - LEAF_BITS);
+pub(crate) const LEAF_BITS: u32 = 16;
+/// Ids per leaf of either store.
+pub(crate) const LEAF_IDS: usize = 1 << LEAF_BITS;
+/// Leaves in the u32 id space.
+pub(crate) const LEAVES: usize = 1 << (32 - LEAF_BITS);
 
 /// A sparse leaf becomes dense when it holds this many deposits. A dense leaf
 /// costs `LEAF_IDS * 10` = 640 KiB; at this count the sparse map uses 32,768
@@ -189,6 +191,50 @@ impl TxIdSet {
         })
     }
 
+    /// The claimed ids of every leaf that has any, ascending by leaf: the
+    /// leaf's bitset words when it is one, else its sorted slots.
+    pub(crate) fn leaves(&self) -> impl Iterator<Item = (usize, IdLeaf<'_>)> + '_ {
+        let mut table: Vec<u32> = self.table.ids().collect();
+        table.sort_unstable();
+        let mut table = table.into_iter().peekable();
+        (0..LEAVES).filter_map(move |leaf| {
+            if let Some(index) = self.leaves[leaf].bitset.checked_sub(1) {
+                let words = &self.bitsets[index as usize];
+                let count = words.iter().map(|w| w.count_ones()).sum::<u32>();
+                return (count > 0).then_some((leaf, IdLeaf::Bitset(words, count as usize)));
+            }
+            let mut slots = Vec::new();
+            while let Some(id) = table.next_if(|&id| split(id).0 == leaf) {
+                slots.push(split(id).1 as u16);
+            }
+            (!slots.is_empty()).then_some((leaf, IdLeaf::Slots(slots)))
+        })
+    }
+
+    /// Restores a leaf's ids from a bitset of [`LEAF_IDS`] bits.
+    pub(crate) fn load_bitset(&mut self, leaf: usize, words: &[u64]) {
+        assert_eq!(words.len(), LEAF_IDS / 64);
+        let index = match self.leaves[leaf].bitset.checked_sub(1) {
+            Some(index) => index as usize,
+            None => {
+                self.add_bitset(leaf);
+                self.bitsets.len() - 1
+            }
+        };
+        for (word, &bits) in self.bitsets[index].iter_mut().zip(words) {
+            *word |= bits;
+        }
+    }
+
+    /// True when `id` is claimed.
+    pub fn contains(&self, id: TxId) -> bool {
+        let (leaf, slot) = split(id);
+        match self.leaves[leaf].bitset.checked_sub(1) {
+            Some(index) => self.bitsets[index as usize][slot / 64] & (1 << (slot % 64)) != 0,
+            None => self.table.contains(id),
+        }
+    }
+
     fn add_bitset(&mut self, leaf: usize) {
         self.bitsets.push(vec![0u64; LEAF_IDS / 64].into());
         self.leaves[leaf].bitset = self.bitsets.len() as u32;
@@ -201,6 +247,14 @@ impl TxIdSet {
             + self.table.slots.len() * 4
             + self.due.capacity() * 2
     }
+}
+
+/// One leaf of claimed ids, as [`TxIdSet::leaves`] gives it.
+pub(crate) enum IdLeaf<'a> {
+    /// The leaf's bitset (65,536 bits) and how many are set.
+    Bitset(&'a [u64], usize),
+    /// The leaf's claimed slots, ascending.
+    Slots(Vec<u16>),
 }
 
 /// Sets bit `slot`; true if it was clear.
@@ -316,9 +370,56 @@ impl IdTable {
         prefetch(&self.slots[self.home(id)]);
     }
 
+    fn contains(&self, id: u32) -> bool {
+        if id == 0 {
+            return false;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(id);
+        loop {
+            match self.slots[i] {
+                0 => return false,
+                slot if slot == id => return true,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
     /// The ids, in slot order.
     fn ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.slots.iter().copied().filter(|&id| id != 0)
+    }
+}
+
+/// One leaf of deposits, as [`DepositStore::leaf`] gives it.
+pub(crate) enum DepositLeaf<'a> {
+    /// Indexed by slot; a zero word is an empty slot.
+    Dense {
+        words: &'a [u64],
+        clients: &'a [ClientId],
+        count: usize,
+    },
+    /// (slot, client, packed word), in no order.
+    Sparse(Vec<(u16, ClientId, u64)>),
+}
+
+impl DepositLeaf<'_> {
+    /// Every (slot, client, packed word) of the leaf.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u16, ClientId, u64)) {
+        match self {
+            DepositLeaf::Dense { words, clients, .. } => {
+                for (slot, &word) in words.iter().enumerate() {
+                    if word != 0 {
+                        f(slot as u16, clients[slot], word);
+                    }
+                }
+            }
+            DepositLeaf::Sparse(entries) => {
+                for &(slot, client, word) in entries {
+                    f(slot, client, word);
+                }
+            }
+        }
     }
 }
 
@@ -341,7 +442,7 @@ fn pack(amount: Amount, disputed: bool) -> u64 {
 }
 
 #[inline]
-fn unpack(client: ClientId, word: u64) -> Deposit {
+pub(crate) fn unpack(client: ClientId, word: u64) -> Deposit {
     Deposit {
         client,
         amount: Amount::from_raw((word & !DISPUTED) as i64),
@@ -557,6 +658,120 @@ impl DepositStore {
                 }
             },
         )
+    }
+
+    /// The deposits of leaf `leaf`, if it has any: its dense arrays, or its
+    /// sparse entries as (slot, client, packed word), in no order.
+    pub(crate) fn leaf(&self, leaf: usize) -> Option<DepositLeaf<'_>> {
+        let index = self.leaf_of[leaf].checked_sub(1)?;
+        Some(match &self.leaves[index as usize] {
+            Leaf::Dense(dense) => DepositLeaf::Dense {
+                words: &dense.words,
+                clients: &dense.clients,
+                count: dense.count as usize,
+            },
+            Leaf::Sparse(map) => {
+                let entries = map.iter().map(|(&slot, e)| {
+                    let client = ClientId::from_ne_bytes(e.client);
+                    (slot, client, u64::from_ne_bytes(e.word))
+                });
+                DepositLeaf::Sparse(entries.collect())
+            }
+        })
+    }
+
+    /// `parts` new stores (each for one of `parts` shares) holding the
+    /// deposits of `stores`, each in store `to(client)`. Each leaf is built
+    /// once at its final size: no map grows, nothing is hashed twice.
+    pub(crate) fn redistribute(
+        stores: &[&DepositStore],
+        parts: usize,
+        to: impl Fn(ClientId) -> usize,
+    ) -> Vec<DepositStore> {
+        let mut out: Vec<DepositStore> =
+            (0..parts).map(|_| DepositStore::for_share(parts)).collect();
+        let mut split: Vec<(Vec<u16>, Vec<ClientId>, Vec<u64>)> = vec![Default::default(); parts];
+        for leaf in 0..LEAVES {
+            let present: Vec<DepositLeaf<'_>> =
+                stores.iter().filter_map(|s| s.leaf(leaf)).collect();
+            if present.is_empty() {
+                continue;
+            }
+            for (slots, clients, words) in &mut split {
+                slots.clear();
+                clients.clear();
+                words.clear();
+            }
+            for part in &present {
+                part.for_each(|slot, client, word| {
+                    let (slots, clients, words) = &mut split[to(client)];
+                    slots.push(slot);
+                    clients.push(client);
+                    words.push(word);
+                });
+            }
+            for (store, (slots, clients, words)) in out.iter_mut().zip(&split) {
+                if !slots.is_empty() {
+                    store.load_sparse(leaf, slots, clients, words);
+                }
+            }
+        }
+        out
+    }
+
+    /// True when leaf `leaf` holds deposits.
+    pub(crate) fn has_leaf(&self, leaf: usize) -> bool {
+        self.leaf_of[leaf] != 0
+    }
+
+    /// Stores a leaf read back from a state file as parallel arrays of
+    /// slots, clients and packed words; dense when it holds enough. The leaf
+    /// must be new to this store.
+    pub(crate) fn load_sparse(
+        &mut self,
+        leaf: usize,
+        slots: &[u16],
+        clients: &[ClientId],
+        words: &[u64],
+    ) {
+        assert!(slots.len() == clients.len() && slots.len() == words.len());
+        if slots.len() >= self.dense_at {
+            let mut dense_words = vec![0u64; LEAF_IDS].into_boxed_slice();
+            let mut dense_clients = vec![0; LEAF_IDS].into_boxed_slice();
+            for ((&slot, &client), &word) in slots.iter().zip(clients).zip(words) {
+                dense_words[usize::from(slot)] = word;
+                dense_clients[usize::from(slot)] = client;
+            }
+            return self.load_dense(leaf, dense_words, dense_clients);
+        }
+        assert_eq!(self.leaf_of[leaf], 0, "leaf {leaf} loaded twice");
+        let mut map = hashbrown::HashMap::with_capacity(slots.len());
+        for ((&slot, &client), &word) in slots.iter().zip(clients).zip(words) {
+            let entry = SparseEntry {
+                word: word.to_ne_bytes(),
+                client: client.to_ne_bytes(),
+            };
+            map.insert(slot, entry);
+        }
+        self.leaves.push(Leaf::Sparse(map));
+        self.leaf_of[leaf] = self.leaves.len() as u32;
+        self.len += slots.len();
+    }
+
+    /// Stores a whole leaf read back from a state file: `words` (packed
+    /// amount and dispute flag, 0 for no deposit) and `clients`, indexed by
+    /// slot. The leaf must be new to this store.
+    pub(crate) fn load_dense(&mut self, leaf: usize, words: Box<[u64]>, clients: Box<[ClientId]>) {
+        assert!(words.len() == LEAF_IDS && clients.len() == LEAF_IDS);
+        assert_eq!(self.leaf_of[leaf], 0, "leaf {leaf} loaded twice");
+        let count = words.iter().filter(|&&w| w != 0).count();
+        self.leaves.push(Leaf::Dense(DenseLeaf {
+            words,
+            clients,
+            count: count as u32,
+        }));
+        self.leaf_of[leaf] = self.leaves.len() as u32;
+        self.len += count;
     }
 
     /// Marks a stored deposit disputed or not. The id must be stored.

@@ -1,75 +1,12 @@
 //! The binary's contract with its user: exit statuses, fatal errors, strict
 //! mode, stderr diagnostics and summary, the rejects file, a closed stdout.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_payments-engine");
-
-struct Run {
-    stdout: String,
-    stderr: String,
-    code: i32,
-}
-
-/// Starts the binary with piped stdin, stdout and stderr.
-fn spawn(args: &[impl AsRef<std::ffi::OsStr>]) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Runs the binary; fails the test if it has not finished within 60 s.
-fn run(args: &[&str], stdin: &[u8]) -> Run {
-    let (args, stdin): (Vec<String>, Vec<u8>) =
-        (args.iter().map(|a| a.to_string()).collect(), stdin.to_vec());
-    let (send, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut child = spawn(&args);
-        let mut pipe = child.stdin.take().unwrap();
-        // The child may exit before reading everything (fatal errors).
-        let _ = pipe.write_all(&stdin);
-        drop(pipe);
-        let _ = send.send(child.wait_with_output().unwrap());
-    });
-    let out = receive
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("payments-engine hung: no exit within 60 s");
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
-    }
-}
-
-impl Run {
-    /// A fatal error: status 1, no accounts, and one clear message on stderr
-    /// (one `payments-engine: error:` line) that contains `message`.
-    #[track_caller]
-    fn assert_fatal(&self, message: &str) {
-        assert_eq!(self.code, 1, "{}", self.stderr);
-        assert!(self.stdout.is_empty(), "no accounts: {}", self.stdout);
-        let errors = self
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("payments-engine: error:"));
-        assert_eq!(errors.count(), 1, "{}", self.stderr);
-        self.assert_stderr_has(&[message]);
-    }
-
-    /// stderr contains every one of `needles`.
-    #[track_caller]
-    fn assert_stderr_has(&self, needles: &[&str]) {
-        for needle in needles {
-            let found = self.stderr.contains(needle);
-            assert!(found, "wanted {needle:?} in {}", self.stderr);
-        }
-    }
-}
+use support::{run, spawn, BIN};
 
 const HEADER: &str = "client,available,held,total,locked\n";
 

@@ -529,6 +529,12 @@ impl Finished {
         self.diagnostics.take()
     }
 
+    /// The ledger's state at the end of the run, in parts: the claimed ids
+    /// and one book per worker (what the state file is written from).
+    pub fn state_parts(&self) -> (&TxIdSet, Vec<&Book>) {
+        (&self.ids, self.books.iter().collect())
+    }
+
     /// The ledger's state at the end of the run: start the next run from it
     /// to continue where this one stopped.
     pub fn into_state(self) -> Ledger {
