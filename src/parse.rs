@@ -38,6 +38,8 @@
 
 use std::io::{self, Read};
 
+use xxhash_rust::xxh3::Xxh3;
+
 use crate::amount::{Amount, AmountError, FRACTION_DIGITS, SCALE};
 use crate::tx::{Kind, Tx};
 
@@ -91,6 +93,9 @@ pub enum InputError {
     Io(io::Error),
     /// The header lacks a required column or names one twice.
     BadHeader { line: u64, reason: String },
+    /// A resumed input's first `offset` bytes are not the ones the
+    /// checkpoint was taken on.
+    NotTheCheckpointedInput { offset: u64 },
 }
 
 impl std::fmt::Display for InputError {
@@ -102,6 +107,11 @@ impl std::fmt::Display for InputError {
             InputError::BadHeader { line, reason } => {
                 write!(f, "line {line}: bad header: {reason}")
             }
+            InputError::NotTheCheckpointedInput { offset } => write!(
+                f,
+                "the input is not the one the checkpoint was taken on: \
+                 its first {offset} bytes differ, or it is shorter"
+            ),
         }
     }
 }
@@ -110,7 +120,7 @@ impl std::error::Error for InputError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             InputError::Io(error) => Some(error),
-            InputError::BadHeader { .. } => None,
+            InputError::BadHeader { .. } | InputError::NotTheCheckpointedInput { .. } => None,
         }
     }
 }
@@ -147,6 +157,24 @@ pub struct LineReader<R> {
     number: u64,
     /// The first [`MAX_LINE`] bytes of the over-long line being skipped.
     long_prefix: Box<[u8]>,
+    /// Bytes consumed and dropped from the front of `buf` so far.
+    dropped: u64,
+    /// A hash of the bytes consumed, when checkpoints need one: everything
+    /// before `buf[hashed]` is in it.
+    hasher: Option<Box<Xxh3>>,
+    hashed: usize,
+}
+
+/// Where a reader stands at a record boundary: what a checkpoint records to
+/// continue from, and what a resumed reader checks its input against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Bytes of the input consumed: everything before the next line.
+    pub offset: u64,
+    /// Physical lines read (the next line's number is one more).
+    pub line: u64,
+    /// xxh3-128 of the `offset` bytes consumed (0 when not hashing).
+    pub prefix_hash: u128,
 }
 
 impl<R: Read> LineReader<R> {
@@ -160,11 +188,72 @@ impl<R: Read> LineReader<R> {
             started: false,
             number: 0,
             long_prefix: vec![0u8; MAX_LINE].into(),
+            dropped: 0,
+            hasher: None,
+            hashed: 0,
+        }
+    }
+
+    /// A reader that also hashes what it consumes, for [`Self::position`].
+    pub fn hashing(src: R) -> Self {
+        LineReader {
+            hasher: Some(Box::new(Xxh3::new())),
+            ..LineReader::new(src)
+        }
+    }
+
+    /// A hashing reader that continues at `at`: it reads the first
+    /// `at.offset` bytes of `src` and checks they hash to `at.prefix_hash`
+    /// (the input is the one the position was taken on), then numbers lines
+    /// from `at.line + 1`.
+    pub fn resume(src: R, at: &Position) -> Result<Self, InputError> {
+        let mut reader = LineReader::hashing(src);
+        let mut left = at.offset;
+        while left > 0 {
+            let want = left.min(reader.buf.len() as u64) as usize;
+            let n = match reader.src.read(&mut reader.buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(InputError::Io(e)),
+            };
+            if let Some(hasher) = &mut reader.hasher {
+                hasher.update(&reader.buf[..n]);
+            }
+            left -= n as u64;
+        }
+        let hash = reader.hasher.as_ref().map_or(0, |h| h.digest128());
+        if left > 0 || hash != at.prefix_hash {
+            return Err(InputError::NotTheCheckpointedInput { offset: at.offset });
+        }
+        // Nothing read yet: the BOM check is still to come.
+        reader.started = at.offset > 0 || at.line > 0;
+        reader.number = at.line;
+        reader.dropped = at.offset;
+        Ok(reader)
+    }
+
+    /// Where the reader stands: right after the last line it handed out.
+    pub fn position(&self) -> Position {
+        let prefix_hash = self.hasher.as_ref().map_or(0, |hasher| {
+            let mut hasher = hasher.clone();
+            hasher.update(&self.buf[self.hashed..self.start]);
+            hasher.digest128()
+        });
+        Position {
+            offset: self.dropped + self.start as u64,
+            line: self.number,
+            prefix_hash,
         }
     }
 
     /// Moves the unread tail to the front and reads more. Returns false at EOF.
     fn refill(&mut self) -> io::Result<bool> {
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&self.buf[self.hashed..self.start]);
+        }
+        self.hashed = 0;
+        self.dropped += self.start as u64;
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
@@ -568,6 +657,17 @@ pub struct Parser<R> {
     seen_first: bool,
 }
 
+/// Where a parser stands between two records, with what it learned from
+/// the header: everything a resumed parser needs to go on exactly as this
+/// one would have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub at: Position,
+    pub columns: Columns,
+    /// Whether the first non-blank line (the header, if any) was read.
+    pub seen_first: bool,
+}
+
 impl<R: Read> Parser<R> {
     pub fn new(src: R) -> Self {
         Parser {
@@ -575,6 +675,38 @@ impl<R: Read> Parser<R> {
             fields: FieldSplitter::default(),
             columns: Columns::POSITIONAL,
             seen_first: false,
+        }
+    }
+
+    /// A parser that also hashes what it consumes, so that its
+    /// [`checkpoint`](Parser::checkpoint) can later be resumed from.
+    pub fn hashing(src: R) -> Self {
+        Parser {
+            lines: LineReader::hashing(src),
+            fields: FieldSplitter::default(),
+            columns: Columns::POSITIONAL,
+            seen_first: false,
+        }
+    }
+
+    /// A parser that goes on from `at` over the same input, `src` read from
+    /// its start (its prefix is checked against the checkpoint's hash).
+    pub fn resume(src: R, at: &Checkpoint) -> Result<Self, InputError> {
+        Ok(Parser {
+            lines: LineReader::resume(src, &at.at)?,
+            fields: FieldSplitter::default(),
+            columns: at.columns,
+            seen_first: at.seen_first,
+        })
+    }
+
+    /// Where the parser stands: right after the last row (or skipped line)
+    /// it handed out.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            at: self.lines.position(),
+            columns: self.columns,
+            seen_first: self.seen_first,
         }
     }
 
@@ -1278,5 +1410,55 @@ mod tests {
         assert_eq!(rows(b"\xEF\xBB\xBF").unwrap(), vec![]);
         assert_eq!(rows(b"type,client,tx,amount").unwrap(), vec![]);
         assert_eq!(rows(b"\n\n,,,\n").unwrap(), vec![]);
+    }
+
+    type Owned = (u64, Vec<u8>, Result<Tx, Malformed>);
+
+    fn collect(parser: &mut Parser<impl Read>, limit: usize) -> Vec<Owned> {
+        let mut got = Vec::new();
+        while got.len() < limit {
+            match parser.next_row().unwrap() {
+                Some(row) => got.push((row.line, row.raw.to_vec(), row.parsed)),
+                None => break,
+            }
+        }
+        got
+    }
+
+    /// A checkpoint taken after any row, resumed over the same input, goes
+    /// on exactly as the original parser did: line numbers, the header's
+    /// column map, CRLF, blank and over-long lines, reads split anywhere.
+    #[test]
+    fn a_parser_resumed_after_any_row_goes_on_exactly_as_the_original() {
+        let mut input = b"\xEF\xBB\xBFtx,Type,client,amount\r\n1,deposit,1,1.5\r\n\n".to_vec();
+        input.extend_from_slice(b"2,withdrawal,1,0.5\n3,deposit,2,\"7\"\n");
+        input.extend_from_slice(&vec![b'x'; 5_000]);
+        input.extend_from_slice(b"\n4,dispute,1,1\r\n,,\n5,bogus,1,1\n6,deposit,3,1");
+        let all = collect(&mut Parser::hashing(Trickle(&input)), usize::MAX);
+        assert_eq!(all.len(), 7);
+        for k in 0..=all.len() {
+            let mut first = Parser::hashing(Trickle(&input));
+            assert_eq!(collect(&mut first, k), all[..k]);
+            let at = first.checkpoint();
+            let mut resumed = Parser::resume(Trickle(&input), &at).unwrap();
+            assert_eq!(resumed.checkpoint(), at, "after {k} rows");
+            assert_eq!(
+                collect(&mut resumed, usize::MAX),
+                all[k..],
+                "after {k} rows"
+            );
+        }
+        // Another input (one byte differs in the prefix, or it is shorter).
+        let mut first = Parser::hashing(&input[..]);
+        collect(&mut first, 3);
+        let at = first.checkpoint();
+        let mut other = input.clone();
+        other[20] ^= 1;
+        for wrong in [&other[..], &input[..at.at.offset as usize - 1]] {
+            assert!(matches!(
+                Parser::resume(wrong, &at).err(),
+                Some(InputError::NotTheCheckpointedInput { offset }) if offset == at.at.offset
+            ));
+        }
     }
 }
