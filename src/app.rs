@@ -7,15 +7,18 @@
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::checkpoint::{self, Control, Resume};
 use crate::durable::AtomicFile;
 use crate::engine::{EngineBuilder, Measures};
 use crate::ledger::Ledger;
 use crate::report::{self, Tally, Verbosity};
-use crate::state::{self, Identify, InputId};
+use crate::state::{self, InputId};
 
 /// Where the transactions come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +49,11 @@ pub struct Options {
     pub state: Option<PathBuf>,
     /// Apply an input the state file records as applied already.
     pub allow_replay: bool,
+    /// With a state file: how often to save a checkpoint (`None`: only when
+    /// stopped by a signal).
+    pub checkpoint_every: Option<Duration>,
+    /// With a state file: go on from a pending checkpoint.
+    pub resume: bool,
 }
 
 /// Progress bar redraws per second.
@@ -62,8 +70,9 @@ pub fn run(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     check_output_paths(options)?;
+    let stop = stop_on_signals().context("installing signal handlers")?;
     let (source, progress) = open_input(options)?;
-    let stats = process(source, options, stdout, stderr);
+    let stats = process(source, options, stop, stdout, stderr);
     // Clear the bar before the summary, so the bar leaves no trace.
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -101,6 +110,23 @@ pub fn run(
         }
     }
     Ok(stats)
+}
+
+/// SIGINT and SIGTERM stop the run at the next record boundary (the
+/// returned flag holds the signal's number); a second one ends the process
+/// at once, with the usual status (128 + the signal).
+fn stop_on_signals() -> io::Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let stop = Arc::new(AtomicUsize::new(0));
+    let stopping = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // In this order: the second signal finds `stopping` set.
+        flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&stopping))?;
+        flag::register(signal, Arc::clone(&stopping))?;
+        flag::register_usize(signal, Arc::clone(&stop), signal as usize)?;
+    }
+    Ok(stop)
 }
 
 /// Refuses output paths that would overwrite the input or each other.
@@ -157,43 +183,81 @@ pub struct SavedState {
     pub inputs: usize,
 }
 
-/// The state a run starts from: the saved one, or an empty one.
+/// The state a run starts from: the saved one, or an empty one, or a
+/// checkpoint's.
 struct Start {
     ledger: Ledger,
+    /// The inputs applied before this one.
     inputs: Vec<InputId>,
+    resume: Option<Resume>,
 }
 
-/// Loads the state file, if any, and refuses an input it records as
-/// applied already, before the input is read (for a file: only when a
-/// recorded input has its size is the file hashed first).
+impl Start {
+    fn empty() -> Start {
+        Start {
+            ledger: Ledger::new(),
+            inputs: Vec::new(),
+            resume: None,
+        }
+    }
+}
+
+/// Loads the state file, if any, and the checkpoint an interrupted run
+/// left beside it; refuses an input the state records as applied already,
+/// before the input is read (for a file: only when a recorded input has its
+/// size is the file hashed first).
 fn load_state(options: &Options) -> anyhow::Result<Start> {
     let Some(path) = &options.state else {
-        return Ok(Start {
-            ledger: Ledger::new(),
-            inputs: Vec::new(),
-        });
+        return Ok(Start::empty());
     };
-    let saved = state::load(path).with_context(|| format!("state file {}", path.display()))?;
-    let Some(saved) = saved else {
-        return Ok(Start {
-            ledger: Ledger::new(),
-            inputs: Vec::new(),
-        });
+    let context = || format!("state file {}", path.display());
+    let saved = state::load(path).with_context(context)?;
+    let start = match saved {
+        Some(saved) => Start {
+            ledger: saved.ledger,
+            inputs: saved.inputs,
+            resume: None,
+        },
+        None => Start::empty(),
+    };
+    let checkpoint = checkpoint::checkpoint_path(path);
+    let pending =
+        checkpoint::load(path).with_context(|| format!("checkpoint {}", checkpoint.display()))?;
+    let start = match pending {
+        // The run that left it saved its state after all (it died between
+        // saving the state and removing its checkpoint): nothing to resume.
+        Some(pending) if pending.saved.inputs.len() < start.inputs.len() => {
+            checkpoint::discard(path)
+                .with_context(|| format!("removing {}", checkpoint.display()))?;
+            start
+        }
+        Some(pending) if options.resume => Start {
+            ledger: pending.saved.ledger,
+            inputs: pending.saved.inputs,
+            resume: Some(pending.resume),
+        },
+        Some(pending) => bail!(
+            "state file {} has the checkpoint of an interrupted run (stopped after line {}, \
+             byte {}): add --resume to go on from it with the same input, or delete {} to \
+             discard it",
+            path.display(),
+            pending.resume.position().line,
+            pending.resume.position().offset,
+            checkpoint.display()
+        ),
+        None => start,
     };
     if let (Input::Path(input), false) = (&options.input, options.allow_replay) {
         let size = std::fs::metadata(input).map(|m| m.len()).ok();
-        if saved.inputs.iter().any(|i| Some(i.size) == size) {
+        if start.inputs.iter().any(|i| Some(i.size) == size) {
             let file = File::open(input)
                 .with_context(|| format!("cannot open input {}", input.display()))?;
             let identity = state::identify(file)
                 .with_context(|| format!("reading input {}", input.display()))?;
-            check_replay(options, &saved.inputs, identity)?;
+            check_replay(options, &start.inputs, identity)?;
         }
     }
-    Ok(Start {
-        ledger: saved.ledger,
-        inputs: saved.inputs,
-    })
+    Ok(start)
 }
 
 /// Refuses an input whose size and hash a state file records (unless
@@ -226,6 +290,7 @@ fn check_replay(
 pub fn process(
     source: impl Read,
     options: &Options,
+    stop: Arc<AtomicUsize>,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
@@ -256,14 +321,22 @@ pub fn process(
         .clone()
         .diagnostics(options.verbosity)
         .keep_rejects(options.rejects.is_some());
-    let mut source = Identify::new(source, options.state.is_some());
-    let mut finished = engine.run_csv(start.ledger, &mut source)?;
+    let mut control = Control::new(stop);
+    if let Some(path) = &options.state {
+        control = control.checkpoints(path, options.checkpoint_every, start.inputs.clone());
+    }
+    if let Some(resume) = start.resume {
+        control = control.resuming(resume);
+    }
+    let mut finished = engine.run_csv_controlled(start.ledger, source, control)?;
     // The next state, written and synced beside the state file; committed
     // after the outputs (a failure between the two leaves outputs that a
     // rerun will write again, never a state that a rerun would refuse).
     let prepared = match &options.state {
         Some(path) => {
-            let identity = source.identity();
+            // A run with a state file hashes its whole input as it reads it.
+            let end = finished.input_end().expect("a CSV run ends somewhere");
+            let identity = (end.offset, end.prefix_hash);
             check_replay(options, &start.inputs, identity)?;
             let mut inputs = start.inputs;
             inputs.push(InputId {
@@ -318,6 +391,10 @@ pub fn process(
             prepared
                 .commit()
                 .with_context(|| format!("writing state file {}", path.display()))?;
+            checkpoint::discard(path).with_context(|| {
+                let checkpoint = checkpoint::checkpoint_path(path);
+                format!("removing {}", checkpoint.display())
+            })?;
             Some(saved)
         }
         None => None,

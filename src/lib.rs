@@ -50,6 +50,7 @@
 pub mod amount;
 #[cfg(feature = "cli")]
 pub mod app;
+pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod durable;

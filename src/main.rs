@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use payments_engine::cli::Cli;
+use payments_engine::Error;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -37,9 +38,16 @@ fn main() -> ExitCode {
     let options = cli.into_options();
     match payments_engine::app::run(&options, &mut io::stdout().lock(), &mut io::stderr().lock()) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{NAME}: error: {error:#}");
-            ExitCode::FAILURE
-        }
+        // Stopped by a signal: where, and how to go on; 128 + the signal.
+        Err(error) => match error.downcast_ref::<Error>() {
+            Some(stopped @ Error::Interrupted { signal, .. }) => {
+                eprintln!("{NAME}: {stopped}");
+                ExitCode::from(128 + *signal as u8)
+            }
+            _ => {
+                eprintln!("{NAME}: error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -1,7 +1,8 @@
 //! Everything the engine writes: the accounts CSV (stdout), the rejects file,
 //! the per-row diagnostics and the summary (stderr).
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Seek, Write};
 use std::time::Duration;
 
 use crate::ledger::{Account, Reject};
@@ -253,6 +254,19 @@ impl EventLog {
         })
     }
 
+    /// A log that keeps nothing: a placeholder while a worker's log is lent
+    /// out at a checkpoint.
+    pub fn empty() -> Self {
+        EventLog {
+            tally: Tally::default(),
+            verbosity: Verbosity::Quiet,
+            first: Vec::new(),
+            seen: [0; SLOTS],
+            verbose: None,
+            rejects: None,
+        }
+    }
+
     /// Records one row. `raw` is the original line (needed only for rejects).
     pub fn record(&mut self, line: u64, outcome: Outcome, raw: &[u8]) -> io::Result<()> {
         self.tally.count(outcome);
@@ -282,6 +296,122 @@ impl EventLog {
     }
 }
 
+/// The per-row output of the rows before a checkpoint, kept on disk beside
+/// the state file: every stderr line (`--verbose`) and every rejects row, in
+/// line order. A checkpoint appends the rows logged since the last one.
+#[derive(Default)]
+pub(crate) struct Journals {
+    pub verbose: Option<File>,
+    pub rejects: Option<File>,
+}
+
+/// What a checkpoint carries of the rows before it, besides the journals:
+/// their tally, and the first `CAP + 1` stderr lines of each reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    pub tally: Tally,
+    /// (line, reason slot, text), in line order.
+    pub first: Vec<(u64, u8, String)>,
+}
+
+impl Carried {
+    /// The rows of `carried` (an earlier checkpoint's) and of `logs`
+    /// together: tallies added, first lines merged and capped per reason.
+    pub(crate) fn of<'a>(
+        carried: &Carried,
+        logs: impl IntoIterator<Item = &'a EventLog>,
+    ) -> Carried {
+        let mut tally = carried.tally;
+        let mut first = carried.first.clone();
+        for log in logs {
+            tally.add(&log.tally);
+            first.extend(
+                log.first
+                    .iter()
+                    .map(|(line, slot, text)| (*line, *slot as u8, text.clone())),
+            );
+        }
+        first.sort_by_key(|&(line, ..)| line);
+        let mut kept = [0u32; SLOTS];
+        first.retain(|&(_, slot, _)| {
+            kept[usize::from(slot)] += 1;
+            kept[usize::from(slot)] <= CAP + 1
+        });
+        Carried { tally, first }
+    }
+}
+
+impl EventLog {
+    /// The rows before a checkpoint as one more source for [`finish`]: their
+    /// tally and first lines, and the journals as its spools.
+    pub(crate) fn carried(verbosity: Verbosity, carried: Carried, journals: Journals) -> EventLog {
+        let mut seen = [0u32; SLOTS];
+        let first = carried
+            .first
+            .into_iter()
+            .map(|(line, slot, text)| {
+                seen[usize::from(slot)] += 1;
+                (line, usize::from(slot), text)
+            })
+            .collect();
+        let spool = |file: File| io::BufWriter::with_capacity(64 * 1024, file);
+        EventLog {
+            tally: carried.tally,
+            verbosity,
+            first,
+            seen,
+            verbose: journals.verbose.map(spool),
+            rejects: journals.rejects.map(spool),
+        }
+    }
+}
+
+/// At a checkpoint: moves every row that `logs` have spooled to the end of
+/// the journals, merged in line order, fsyncs them, and empties the spools.
+/// Every row logged before a checkpoint precedes every row logged after it,
+/// so the journals stay in line order.
+pub(crate) fn drain(logs: &mut [&mut EventLog], journals: &mut Journals) -> io::Result<()> {
+    let (mut verbose, mut rejects) = (Vec::new(), Vec::new());
+    for log in logs.iter_mut() {
+        verbose.extend(log.verbose.as_mut());
+        rejects.extend(log.rejects.as_mut());
+    }
+    for (spools, journal, key) in [
+        (
+            verbose,
+            &mut journals.verbose,
+            verbose_key as fn(&[u8]) -> &[u8],
+        ),
+        (rejects, &mut journals.rejects, rejects_key),
+    ] {
+        let Some(journal) = journal else { continue };
+        let mut files = Vec::with_capacity(spools.len());
+        for spool in spools {
+            spool.flush()?;
+            files.push(spool.get_mut());
+        }
+        journal.seek(io::SeekFrom::End(0))?;
+        let mut out = io::BufWriter::with_capacity(64 * 1024, &mut *journal);
+        merge_by_line(&mut files, &mut out, key)?;
+        out.flush()?;
+        drop(out);
+        journal.sync_data()?;
+        for file in files {
+            file.set_len(0)?;
+            file.seek(io::SeekFrom::Start(0))?;
+        }
+    }
+    Ok(())
+}
+
+fn verbose_key(text: &[u8]) -> &[u8] {
+    text.strip_prefix(b"line ").unwrap_or(text)
+}
+
+fn rejects_key(row: &[u8]) -> &[u8] {
+    row
+}
+
 /// Merges the logs of all sources into the final stderr lines and rejects
 /// rows (after the rejects header, which the caller wrote), in line order,
 /// and returns the summed tally. Everything written here is identical
@@ -301,13 +431,13 @@ pub(crate) fn finish(
         reject_spools.extend(log.rejects);
     }
     if let Some(out) = rejects {
-        merge_by_line(reject_spools, out, |row| row)?;
+        merge_by_line(&mut files(&mut reject_spools)?, out, rejects_key)?;
     }
     // Diagnostics to stderr are best effort: a closed stderr must not fail
     // the run.
-    let _ = merge_by_line(verbose_spools, stderr, |text| {
-        text.strip_prefix(b"line ").unwrap_or(text)
-    });
+    if let Ok(mut files) = files(&mut verbose_spools) {
+        let _ = merge_by_line(&mut files, stderr, verbose_key);
+    }
     first.sort_by_key(|&(line, ..)| line);
     let mut shown = [0u32; SLOTS];
     for (line, slot, text) in first {
@@ -330,19 +460,25 @@ pub(crate) fn finish(
     Ok(tally)
 }
 
+/// The files under `spools`, flushed.
+fn files(spools: &mut [Spool]) -> io::Result<Vec<&mut File>> {
+    spools.iter_mut().try_for_each(|spool| spool.flush())?;
+    Ok(spools.iter_mut().map(|spool| spool.get_mut()).collect())
+}
+
 /// K-way merge of spooled text lines, each starting (after `key_start`
-/// strips a prefix) with its line number; each spool is already in order.
+/// strips a prefix) with its line number; each file is already in order and
+/// is read from its start.
 fn merge_by_line(
-    spools: Vec<Spool>,
+    files: &mut [&mut File],
     out: &mut dyn Write,
     key_start: fn(&[u8]) -> &[u8],
 ) -> io::Result<()> {
-    use std::io::{BufRead, Seek};
-    let mut readers = Vec::with_capacity(spools.len());
-    for spool in spools {
-        let mut file = spool.into_inner().map_err(|e| e.into_error())?;
+    use std::io::BufRead;
+    let mut readers = Vec::with_capacity(files.len());
+    for file in files.iter_mut() {
         file.seek(io::SeekFrom::Start(0))?;
-        readers.push(io::BufReader::with_capacity(64 * 1024, file));
+        readers.push(io::BufReader::with_capacity(64 * 1024, &mut **file));
     }
     let key = |row: &[u8]| -> u64 {
         key_start(row)
@@ -355,7 +491,7 @@ fn merge_by_line(
         let mut row = Vec::new();
         heads.push((reader.read_until(b'\n', &mut row)? > 0).then_some(row));
     }
-    // Few sources (at most workers + 1): a linear scan beats a heap here.
+    // Few sources (at most workers + 2): a linear scan beats a heap here.
     while let Some(next) = (0..heads.len())
         .filter(|&i| heads[i].is_some())
         .min_by_key(|&i| heads[i].as_deref().map(key))

@@ -65,14 +65,21 @@ pub const VERSION: u32 = 1;
 const HEADER_LEN: usize = 64;
 const SECTION_HEADER_LEN: usize = 24;
 /// The header's `kind` of a state file.
-const KIND_STATE: u32 = 1;
-/// The sections, in file order: tag and name.
-const SECTIONS: [(u32, &str); 4] = [
+pub(crate) const KIND_STATE: u32 = 1;
+/// The header's `kind` of a checkpoint: a state file with more sections.
+pub(crate) const KIND_CHECKPOINT: u32 = 2;
+/// The sections, in file order: tag and name (a checkpoint's two extra
+/// sections last).
+const SECTIONS: [(u32, &str); 6] = [
     (1, "inputs section"),
     (2, "accounts section"),
     (3, "claimed ids section"),
     (4, "deposits section"),
+    (5, "progress section"),
+    (6, "diagnostics section"),
 ];
+/// The sections every kind of file has.
+const STATE_SECTIONS: usize = 4;
 /// An id leaf is written as a bitset (8 KiB) once its slots (2 bytes each)
 /// would take more.
 const ID_BITSET_OVER: usize = LEAF_IDS / 16;
@@ -232,12 +239,25 @@ fn keep_previous(path: &Path) -> io::Result<()> {
     fs::rename(&temp, previous_path(path))
 }
 
-/// The whole file: header, then the sections. Returns its length.
+/// The whole state file: header, then the sections. Returns its length.
 pub fn write<W: Write + Seek>(
     out: &mut W,
     ids: &TxIdSet,
     books: &[&Book],
     inputs: &[InputId],
+) -> io::Result<u64> {
+    write_kind(out, KIND_STATE, ids, books, inputs, &[])
+}
+
+/// A file of `kind`: the state's sections, then `extras` (a checkpoint's
+/// progress and diagnostics, encoded by their owner).
+pub(crate) fn write_kind<W: Write + Seek>(
+    out: &mut W,
+    kind: u32,
+    ids: &TxIdSet,
+    books: &[&Book],
+    inputs: &[InputId],
+    extras: &[&[u8]],
 ) -> io::Result<u64> {
     let start = out.stream_position()?;
     out.write_all(&[0u8; HEADER_LEN])?;
@@ -245,13 +265,16 @@ pub fn write<W: Write + Seek>(
     section(out, SECTIONS[1].0, |w| write_accounts(w, books))?;
     section(out, SECTIONS[2].0, |w| write_ids(w, ids))?;
     section(out, SECTIONS[3].0, |w| write_deposits(w, books))?;
+    for (extra, (tag, _)) in extras.iter().zip(&SECTIONS[STATE_SECTIONS..]) {
+        section(out, *tag, |w| w.write_all(extra))?;
+    }
     let end = out.stream_position()?;
     let len = end - start;
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(&MAGIC);
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&KIND_STATE.to_le_bytes());
-    header[16..20].copy_from_slice(&(SECTIONS.len() as u32).to_le_bytes());
+    header[12..16].copy_from_slice(&kind.to_le_bytes());
+    header[16..20].copy_from_slice(&((STATE_SECTIONS + extras.len()) as u32).to_le_bytes());
     header[24..32].copy_from_slice(&len.to_le_bytes());
     let checksum = xxh3_64(&header[..56]);
     header[56..].copy_from_slice(&checksum.to_le_bytes());
@@ -424,32 +447,30 @@ fn write_deposits(w: &mut impl Write, books: &[&Book]) -> io::Result<()> {
                 continue;
             }
         }
-        // Otherwise gather the leaf's deposits from every book into
-        // slot-indexed scratch arrays (no sort), and write its smaller form.
-        words.clear();
-        words.resize(LEAF_IDS, 0u64);
-        clients.clear();
-        clients.resize(LEAF_IDS, 0u16);
-        let mut count = 0;
+        // Otherwise gather the leaf's deposits from every book, and write
+        // the smaller form: sorted arrays, or slot-indexed dense arrays.
+        let mut entries: Vec<(u16, ClientId, u64)> = Vec::new();
         for part in &parts {
-            part.for_each(|slot, client, word| {
+            part.for_each(|slot, client, word| entries.push((slot, client, word)));
+        }
+        if entries.len() > DEPOSIT_DENSE_OVER {
+            words.clear();
+            words.resize(LEAF_IDS, 0u64);
+            clients.clear();
+            clients.resize(LEAF_IDS, 0u16);
+            for &(slot, client, word) in &entries {
                 words[usize::from(slot)] = word;
                 clients[usize::from(slot)] = client;
-                count += 1;
-            });
-        }
-        if count > DEPOSIT_DENSE_OVER {
-            put_leaf(w, leaf, 1, count)?;
+            }
+            put_leaf(w, leaf, 1, entries.len())?;
             put_u64s(w, &words)?;
             put_u16s(w, &clients)?;
         } else {
-            put_leaf(w, leaf, 0, count)?;
-            let slots: Vec<u16> = (0..LEAF_IDS as u32)
-                .filter(|&slot| words[slot as usize] != 0)
-                .map(|slot| slot as u16)
-                .collect();
-            let owners: Vec<u16> = slots.iter().map(|&s| clients[usize::from(s)]).collect();
-            let packed: Vec<u64> = slots.iter().map(|&s| words[usize::from(s)]).collect();
+            entries.sort_unstable_by_key(|&(slot, ..)| slot);
+            put_leaf(w, leaf, 0, entries.len())?;
+            let slots: Vec<u16> = entries.iter().map(|e| e.0).collect();
+            let owners: Vec<u16> = entries.iter().map(|e| e.1).collect();
+            let packed: Vec<u64> = entries.iter().map(|e| e.2).collect();
             put_u16s(w, &slots)?;
             put_u16s(w, &owners)?;
             put_u64s(w, &packed)?;
@@ -460,6 +481,15 @@ fn write_deposits(w: &mut impl Write, books: &[&Book]) -> io::Result<()> {
 
 /// Reads a whole state file, checking everything.
 pub fn read<R: Read + Seek>(input: &mut R) -> Result<Saved, StateFileError> {
+    read_kind(input, KIND_STATE).map(|(saved, _)| saved)
+}
+
+/// Reads a file of `kind` (a state file, or a checkpoint), checking
+/// everything; returns the state and the payloads of the extra sections.
+pub(crate) fn read_kind<R: Read + Seek>(
+    input: &mut R,
+    kind: u32,
+) -> Result<(Saved, Vec<Vec<u8>>), StateFileError> {
     let file_len = input.seek(SeekFrom::End(0)).map_err(StateFileError::Io)?;
     input.seek(SeekFrom::Start(0)).map_err(StateFileError::Io)?;
     let mut header = [0u8; HEADER_LEN];
@@ -483,7 +513,16 @@ pub fn read<R: Read + Seek>(input: &mut R) -> Result<Saved, StateFileError> {
     if version > VERSION {
         return Err(StateFileError::Newer(version));
     }
-    if version != VERSION || u32_at(12) != KIND_STATE || u32_at(16) != SECTIONS.len() as u32 {
+    let extras = match kind {
+        KIND_CHECKPOINT => SECTIONS.len() - STATE_SECTIONS,
+        _ => 0,
+    };
+    if version != VERSION
+        || u32_at(12) != kind
+        || u32_at(16) as usize != STATE_SECTIONS + extras
+        || u32_at(20) != 0
+        || header[32..56] != [0; 24]
+    {
         return Err(StateFileError::Damaged("header"));
     }
     let want = u64_at(24);
@@ -506,9 +545,17 @@ pub fn read<R: Read + Seek>(input: &mut R) -> Result<Saved, StateFileError> {
     let accounts = sections.next(1, |r, len| read_accounts(r, len))?;
     let ids = sections.next(2, |r, _| read_ids(r))?;
     let deposits = sections.next(3, |r, _| read_deposits(r))?;
+    let mut payloads = Vec::with_capacity(extras);
+    for index in STATE_SECTIONS..STATE_SECTIONS + extras {
+        payloads.push(sections.next(index, |r, len| {
+            let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
+            r.read_to_end(&mut payload)?;
+            Ok(payload)
+        })?);
+    }
     let ledger =
         Ledger::from_stores(ids, accounts, deposits).map_err(StateFileError::Inconsistent)?;
-    Ok(Saved { ledger, inputs })
+    Ok((Saved { ledger, inputs }, payloads))
 }
 
 /// The sections of a file being read, one after the other.
@@ -745,42 +792,19 @@ fn read_deposits(r: &mut (impl Read + ?Sized)) -> Result<DepositStore, Bad> {
 /// Reads a whole input, returning its size and xxh3-128 hash: the identity
 /// a state file records.
 pub fn identify(mut input: impl Read) -> io::Result<(u64, u128)> {
-    let mut identity = Identify::new(&mut input, true);
-    io::copy(&mut identity, &mut io::sink())?;
-    Ok(identity.identity())
-}
-
-/// A reader that hashes everything read through it (when asked to).
-pub struct Identify<R> {
-    inner: R,
-    hasher: Option<Xxh3>,
-    len: u64,
-}
-
-impl<R> Identify<R> {
-    /// Hashes what is read when `hash` is true; else only counts it.
-    pub fn new(inner: R, hash: bool) -> Identify<R> {
-        Identify {
-            inner,
-            hasher: hash.then(Xxh3::new),
-            len: 0,
+    let mut hasher = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return Ok((size, hasher.digest128())),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
-    }
-
-    /// The size and hash (0 when not hashing) of everything read so far.
-    pub fn identity(&self) -> (u64, u128) {
-        (self.len, self.hasher.as_ref().map_or(0, Xxh3::digest128))
-    }
-}
-
-impl<R: Read> Read for Identify<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(hasher) = &mut self.hasher {
-            hasher.update(&buf[..n]);
-        }
-        self.len += n as u64;
-        Ok(n)
     }
 }
 

@@ -31,6 +31,26 @@ pub enum Error {
     WorkerPanicked { worker: usize, message: String },
     /// The engine had already stopped on an earlier error.
     Stopped,
+    /// A checkpoint could not be written.
+    Checkpoint(io::Error),
+    /// Stopped on request (a signal) at a record boundary, after `line`
+    /// (`offset` bytes of the input); with a checkpoint when the run has a
+    /// state file.
+    Interrupted {
+        signal: i32,
+        line: u64,
+        offset: u64,
+        checkpointed: bool,
+    },
+}
+
+/// A signal's name, for messages.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT".into(),
+        15 => "SIGTERM".into(),
+        n => format!("signal {n}"),
+    }
 }
 
 impl fmt::Display for Error {
@@ -49,6 +69,26 @@ impl fmt::Display for Error {
                 write!(f, "worker {worker} panicked: {message}")
             }
             Error::Stopped => f.write_str("the engine stopped after an earlier error"),
+            Error::Checkpoint(_) => f.write_str("writing a checkpoint"),
+            Error::Interrupted {
+                signal,
+                line,
+                offset,
+                checkpointed,
+            } => {
+                write!(
+                    f,
+                    "stopped by {} after line {line} (byte {offset}); ",
+                    signal_name(*signal)
+                )?;
+                if *checkpointed {
+                    f.write_str(
+                        "a checkpoint is saved: the same command with --resume goes on from there",
+                    )
+                } else {
+                    f.write_str("nothing was saved (--state FILE makes a run resumable)")
+                }
+            }
         }
     }
 }
@@ -57,13 +97,15 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Input(error) => error.source(),
-            Error::CreateSpool(error) | Error::WriteSpool(error) | Error::StartWorker(error) => {
-                Some(error)
-            }
+            Error::CreateSpool(error)
+            | Error::WriteSpool(error)
+            | Error::StartWorker(error)
+            | Error::Checkpoint(error) => Some(error),
             Error::Config(_)
             | Error::Strict { .. }
             | Error::WorkerPanicked { .. }
-            | Error::Stopped => None,
+            | Error::Stopped
+            | Error::Interrupted { .. } => None,
         }
     }
 }

@@ -43,8 +43,9 @@ use hdrhistogram::Histogram;
 pub use error::Error;
 
 use crate::amount::AmountError;
+use crate::checkpoint::Control;
 use crate::ledger::{sorted_accounts, Account, Book, Ledger};
-use crate::parse::{Malformed, Parser};
+use crate::parse::{self, Malformed, Parser, Position};
 use crate::pipeline::{self, Router};
 use crate::report::{self, EventLog, Tally, Verbosity};
 use crate::store::TxIdSet;
@@ -227,10 +228,45 @@ impl EngineBuilder {
     /// violation or a failed worker.
     pub fn run_csv(&self, ledger: Ledger, source: impl Read) -> Result<Finished, Error> {
         self.validate()?;
+        let parser = Parser::new(source);
         let strict = self.config.strict;
         match self.config.workers {
-            0 => drive(source, strict, Sequential::new(&self.config, ledger)?),
-            _ => drive(source, strict, Router::start(&self.config, ledger)?),
+            0 => drive(
+                parser,
+                strict,
+                Sequential::new(&self.config, ledger)?,
+                Unsupervised,
+            ),
+            _ => drive(
+                parser,
+                strict,
+                Router::start(&self.config, ledger)?,
+                Unsupervised,
+            ),
+        }
+    }
+
+    /// [`run_csv`](EngineBuilder::run_csv) under `control`: stop when its
+    /// flag is raised ([`Error::Interrupted`]), take checkpoints, or go on
+    /// from one (then `ledger` must be the checkpoint's, and `source` the
+    /// same input from its start: its prefix is checked, then skipped).
+    pub fn run_csv_controlled(
+        &self,
+        ledger: Ledger,
+        source: impl Read,
+        control: Control,
+    ) -> Result<Finished, Error> {
+        self.validate()?;
+        let c = &self.config;
+        let parser = match control.resume_point() {
+            Some(at) => Parser::resume(source, at).map_err(Error::Input)?,
+            None if control.checkpointing() => Parser::hashing(source),
+            None => Parser::new(source),
+        };
+        let supervisor = control.start(c.diagnostics, c.keep_rejects)?;
+        match c.workers {
+            0 => drive(parser, c.strict, Sequential::new(c, ledger)?, supervisor),
+            _ => drive(parser, c.strict, Router::start(c, ledger)?, supervisor),
         }
     }
 }
@@ -242,14 +278,60 @@ pub(crate) trait Executor {
     fn apply(&mut self, line: u64, tx: &Tx, raw: &[u8]) -> Result<(), Error>;
     /// Logs one malformed record.
     fn malformed(&mut self, line: u64, reason: Malformed, raw: &[u8]) -> Result<(), Error>;
+    /// Brings every record submitted so far to its book (the pipeline's
+    /// barrier), then lends `f` the whole state and every log, and goes on
+    /// when it returns.
+    fn pause(&mut self, f: &mut dyn FnMut(Paused<'_>) -> Result<(), Error>) -> Result<(), Error>;
     /// Drains everything in flight and hands back the result.
     fn finish(self) -> Result<Finished, Error>;
 }
 
+/// Everything a paused run holds: the claimed ids, every book, every log.
+pub(crate) struct Paused<'a> {
+    pub ids: &'a TxIdSet,
+    pub books: Vec<&'a Book>,
+    pub logs: Vec<&'a mut EventLog>,
+}
+
+/// What the CSV loop asks between records (checkpoints, a stop).
+pub(crate) trait Supervise {
+    /// Whether to call [`Supervise::act`] before the next record: cheap,
+    /// asked before every one.
+    fn due(&mut self) -> bool;
+    /// At a record boundary (`at`): take a checkpoint, or stop with
+    /// [`Error::Interrupted`].
+    fn act<E: Executor>(&mut self, at: &parse::Checkpoint, path: &mut E) -> Result<(), Error>;
+    /// Adds what the supervisor carried (rows before a checkpoint).
+    fn finish(self, finished: &mut Finished);
+}
+
+/// A run nobody watches: compiled away.
+struct Unsupervised;
+
+impl Supervise for Unsupervised {
+    #[inline(always)]
+    fn due(&mut self) -> bool {
+        false
+    }
+
+    fn act<E: Executor>(&mut self, _: &parse::Checkpoint, _: &mut E) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn finish(self, _: &mut Finished) {}
+}
+
 /// The CSV loop, once for both paths: parse, apply or log, finish.
-fn drive<E: Executor>(source: impl Read, strict: bool, mut path: E) -> Result<Finished, Error> {
-    let mut parser = Parser::new(source);
+fn drive<E: Executor, S: Supervise>(
+    mut parser: Parser<impl Read>,
+    strict: bool,
+    mut path: E,
+    mut supervisor: S,
+) -> Result<Finished, Error> {
     loop {
+        if supervisor.due() {
+            supervisor.act(&parser.checkpoint(), &mut path)?;
+        }
         // Matched in place, not through `map_err` and `?`: converting the
         // result moved every row into a new enum layout, byte by byte.
         let row = match parser.next_row() {
@@ -270,7 +352,11 @@ fn drive<E: Executor>(source: impl Read, strict: bool, mut path: E) -> Result<Fi
             &Err(reason) => path.malformed(row.line, reason, row.raw)?,
         }
     }
-    path.finish()
+    let end = parser.checkpoint().at;
+    let mut finished = path.finish()?;
+    supervisor.finish(&mut finished);
+    finished.input = Some(end);
+    Ok(finished)
 }
 
 /// A transaction to submit, with the line number its diagnostics carry.
@@ -465,6 +551,8 @@ pub struct Finished {
     diagnostics: Option<Diagnostics>,
     ids: TxIdSet,
     books: Vec<Book>,
+    /// Where the CSV input ended (its size, and its hash when hashed).
+    input: Option<Position>,
 }
 
 impl Finished {
@@ -501,7 +589,22 @@ impl Finished {
             diagnostics: Some(Diagnostics { logs }),
             ids,
             books,
+            input: None,
         }
+    }
+
+    /// Adds one more source of rows: the rows before a checkpoint.
+    pub(crate) fn add_source(&mut self, log: EventLog) {
+        self.tally.add(&log.tally);
+        if let Some(diagnostics) = &mut self.diagnostics {
+            diagnostics.logs.push(log);
+        }
+    }
+
+    /// Where the CSV input ended: its size in bytes (`offset`), its lines,
+    /// and, for a run that could checkpoint, the xxh3-128 of all its bytes.
+    pub fn input_end(&self) -> Option<Position> {
+        self.input
     }
 
     /// Every account, in ascending client order.

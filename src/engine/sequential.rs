@@ -3,7 +3,7 @@
 //! measured against, and the twin whose output every parallel path must
 //! match byte for byte.
 
-use super::{Config, Error, Executor, Finished};
+use super::{Config, Error, Executor, Finished, Paused};
 use crate::ledger::Ledger;
 use crate::parse::Malformed;
 use crate::report::{EventLog, Outcome};
@@ -38,6 +38,15 @@ impl Executor for Sequential {
         self.log
             .record(line, Outcome::Malformed(reason), raw)
             .map_err(Error::WriteSpool)
+    }
+
+    fn pause(&mut self, f: &mut dyn FnMut(Paused<'_>) -> Result<(), Error>) -> Result<(), Error> {
+        let (ids, books) = self.ledger.parts();
+        f(Paused {
+            ids,
+            books,
+            logs: vec![&mut self.log],
+        })
     }
 
     fn finish(self) -> Result<Finished, Error> {

@@ -40,7 +40,7 @@ pub const MAX_BATCH: usize = 65_536;
 /// Batches in circulation per worker (the lane's capacity).
 pub(crate) const BATCHES: usize = 4;
 /// Longest single park; a wait re-checks the abort flag at least this often.
-const PARK: Duration = Duration::from_millis(20);
+pub(crate) const PARK: Duration = Duration::from_millis(20);
 
 /// One routed record.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +65,9 @@ pub(crate) struct Batch {
     pub stamp: Option<Instant>,
     /// The last batch: no more will come.
     pub end: bool,
+    /// A checkpoint's barrier: once it has applied this batch, the worker
+    /// lends its book and log to the router and waits for them back.
+    pub barrier: bool,
     /// Records that make the batch full.
     limit: usize,
 }
@@ -77,6 +80,7 @@ impl Batch {
             raw: Vec::new(),
             stamp: None,
             end: false,
+            barrier: false,
             limit,
         })
     }
@@ -100,6 +104,7 @@ impl Batch {
         self.raw.clear();
         self.stamp = None;
         self.end = false;
+        self.barrier = false;
     }
 }
 

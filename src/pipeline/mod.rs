@@ -30,14 +30,14 @@ mod lane;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::sync::Parker;
 use hdrhistogram::Histogram;
 
-use crate::engine::{Config, Error, Executor, Finished};
+use crate::engine::{Config, Error, Executor, Finished, Paused};
 use crate::ledger::{shard, Book, Ledger};
 use crate::parse::Malformed;
 use crate::report::{EventLog, Outcome};
@@ -46,7 +46,7 @@ use crate::tx::{Tx, TxId};
 
 #[doc(hidden)]
 pub use lane::handoff;
-use lane::{Aborted, Batch, Item, Lane};
+use lane::{Aborted, Batch, Item, Lane, PARK};
 pub use lane::{BATCH, MAX_BATCH};
 
 /// The largest worker count accepted (a limit on threads and lane memory).
@@ -191,6 +191,11 @@ pub(crate) struct Router {
     batches: Vec<Box<Batch>>,
     claims: Claims,
     log: EventLog,
+    /// Workers lend their book and log here at a barrier (the sender is
+    /// cloned into each worker)...
+    lent: (mpsc::Sender<Lent>, mpsc::Receiver<Lent>),
+    /// ...and get them back this way, one channel per worker.
+    give_back: Vec<mpsc::Sender<(Book, EventLog)>>,
     keep_raw: bool,
     sent: u64,
     notes: Vec<String>,
@@ -244,6 +249,8 @@ impl Router {
             batches: Vec::with_capacity(workers),
             claims: Claims::new(ids),
             log,
+            lent: mpsc::channel(),
+            give_back: Vec::with_capacity(workers),
             keep_raw: config.keep_rejects,
             sent: 0,
             notes: vec![format!("workers: {workers}, {pin_text}")],
@@ -255,6 +262,9 @@ impl Router {
             .zip(worker_logs);
         for (index, (((parker, core), book), log)) in parts.enumerate() {
             let shared = Arc::clone(&router.workers.shared);
+            let lend = router.lent.0.clone();
+            let (give_back, returned) = mpsc::channel();
+            router.give_back.push(give_back);
             #[cfg(test)]
             let panic_at_line = config.panic_at_line;
             let spawned = thread::Builder::new()
@@ -268,9 +278,12 @@ impl Router {
                         core_affinity::set_for_current(core);
                     }
                     let worker = WorkerState {
+                        index,
                         book,
                         log,
                         latency: latency_histogram(),
+                        lend,
+                        returned,
                         #[cfg(test)]
                         panic_at_line,
                     };
@@ -377,6 +390,56 @@ impl Executor for Router {
             .map_err(Error::WriteSpool)
     }
 
+    fn pause(&mut self, f: &mut dyn FnMut(Paused<'_>) -> Result<(), Error>) -> Result<(), Error> {
+        // The barrier: every pending claim made, every worker's batch sent.
+        self.claims.settle(&mut self.batches);
+        for worker in 0..self.batches.len() {
+            let shared = &self.workers.shared;
+            let Ok(next) = shared.lanes[worker].take_empty(&self.parker, &shared.abort) else {
+                return Err(self.failure());
+            };
+            let mut batch = std::mem::replace(&mut self.batches[worker], next);
+            batch.barrier = true;
+            shared.lanes[worker].send(batch);
+            self.sent += 1;
+        }
+        // Each worker lends its book and log once it has applied its batch.
+        let mut lent: Vec<Option<(Book, EventLog)>> =
+            (0..self.batches.len()).map(|_| None).collect();
+        let mut waiting = lent.len();
+        while waiting > 0 {
+            match self.lent.1.recv_timeout(PARK) {
+                Ok((index, book, log)) => {
+                    lent[index] = Some((book, log));
+                    waiting -= 1;
+                }
+                Err(_) if self.workers.shared.abort.load(Ordering::Acquire) => {
+                    return Err(self.failure());
+                }
+                Err(_) => {}
+            }
+        }
+        let mut lent: Vec<(Book, EventLog)> = lent.into_iter().flatten().collect();
+        let result = {
+            let mut books = Vec::with_capacity(lent.len());
+            let mut logs = vec![&mut self.log];
+            for (book, log) in lent.iter_mut() {
+                books.push(&*book);
+                logs.push(log);
+            }
+            f(Paused {
+                ids: &self.claims.ids,
+                books,
+                logs,
+            })
+        };
+        for (give_back, parts) in self.give_back.iter().zip(lent) {
+            // A worker that is gone has failed: the next hand-off says so.
+            let _ = give_back.send(parts);
+        }
+        result
+    }
+
     fn finish(mut self) -> Result<Finished, Error> {
         self.claims.settle(&mut self.batches);
         let lanes = &self.workers.shared.lanes;
@@ -460,14 +523,43 @@ impl Claims {
 
 /// A worker's own state: its clients' book, its log, its latency samples.
 struct WorkerState {
+    index: usize,
     book: Book,
     log: EventLog,
     latency: Histogram<u64>,
+    /// At a barrier: the book and log go to the router this way...
+    lend: mpsc::Sender<Lent>,
+    /// ...and come back this way.
+    returned: mpsc::Receiver<(Book, EventLog)>,
     #[cfg(test)]
     panic_at_line: Option<u64>,
 }
 
+/// A worker's book and log, lent to the router at a barrier.
+type Lent = (usize, Book, EventLog);
+
 impl WorkerState {
+    /// At a barrier: lends the book and the log to the router and waits for
+    /// them back (or for an abort).
+    fn lend_until_returned(&mut self, abort: &AtomicBool) -> Result<(), WorkerError> {
+        let book = std::mem::take(&mut self.book);
+        let log = std::mem::replace(&mut self.log, EventLog::empty());
+        if self.lend.send((self.index, book, log)).is_err() {
+            return Err(WorkerError::Aborted);
+        }
+        loop {
+            match self.returned.recv_timeout(PARK) {
+                Ok((book, log)) => {
+                    self.book = book;
+                    self.log = log;
+                    return Ok(());
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if !abort.load(Ordering::Acquire) => {}
+                Err(_) => return Err(WorkerError::Aborted),
+            }
+        }
+    }
+
     /// Applies each batch in order until the end-of-stream batch.
     fn run(
         mut self,
@@ -501,8 +593,11 @@ impl WorkerState {
                     }
                 }
             }
-            let end = batch.end;
+            let (end, barrier) = (batch.end, batch.barrier);
             lane.recycle(batch);
+            if barrier {
+                self.lend_until_returned(abort)?;
+            }
             if end {
                 self.book.check_invariants();
                 return Ok(WorkerOutput {

@@ -1,0 +1,188 @@
+//! Checkpoints and resume through the library: a run stopped at any record
+//! boundary (by its stop flag, as a signal would) and resumed from its
+//! checkpoint, with any worker count, ends with the uninterrupted run's
+//! accounts, stderr lines, rejects rows and tally.
+
+mod support;
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use payments_engine::checkpoint::{self, Control};
+use payments_engine::engine::EngineBuilder;
+use payments_engine::report::{Verbosity, REJECTS_HEADER};
+use payments_engine::{Error, Finished, Ledger};
+use support::Outputs;
+
+/// A reader that raises the stop flag once `after` bytes have been read.
+struct StopAfter<'a> {
+    data: &'a [u8],
+    at: usize,
+    after: usize,
+    stop: Arc<AtomicUsize>,
+}
+
+impl Read for StopAfter<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Small reads, so the stop lands anywhere.
+        let n = buf.len().min(4096).min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        if self.at >= self.after {
+            self.stop.store(2, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+fn outputs(mut finished: Finished) -> Outputs {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut rejects = REJECTS_HEADER.as_bytes().to_vec();
+    finished
+        .take_diagnostics()
+        .unwrap()
+        .write_to(&mut stderr, Some(&mut rejects))
+        .unwrap();
+    finished.write_accounts(&mut stdout).unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    Outputs {
+        stdout: text(stdout),
+        stderr: text(stderr),
+        rejects: text(rejects),
+        tally: *finished.tally(),
+    }
+}
+
+fn engine(workers: usize, verbosity: Verbosity) -> EngineBuilder {
+    EngineBuilder::new()
+        .workers(workers)
+        .batch_size(7)
+        .diagnostics(verbosity)
+        .keep_rejects(true)
+}
+
+/// Runs `input` with stops after each of `stops` bytes, resuming each time
+/// (worker counts cycling through `workers`), until it finishes.
+fn interrupted(
+    state: &Path,
+    input: &[u8],
+    stops: &[usize],
+    workers: &[usize],
+    verbosity: Verbosity,
+) -> Outputs {
+    checkpoint::discard(state).unwrap();
+    let mut resume = None;
+    let mut ledger = Ledger::new();
+    for (n, &after) in stops.iter().chain([&usize::MAX]).enumerate() {
+        let stop = Arc::new(AtomicUsize::new(0));
+        let mut control =
+            Control::new(Arc::clone(&stop)).checkpoints(state, Some(Duration::ZERO), Vec::new());
+        if let Some(resume) = resume.take() {
+            control = control.resuming(resume);
+        }
+        let reader = StopAfter {
+            data: input,
+            at: 0,
+            after,
+            stop,
+        };
+        let w = workers[n % workers.len()];
+        match engine(w, verbosity).run_csv_controlled(ledger, reader, control) {
+            Ok(finished) => {
+                checkpoint::discard(state).unwrap();
+                return outputs(finished);
+            }
+            Err(Error::Interrupted { checkpointed, .. }) => {
+                assert!(checkpointed);
+                let pending = checkpoint::load(state).unwrap().expect("a checkpoint");
+                ledger = pending.saved.ledger;
+                resume = Some(pending.resume);
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    unreachable!("the last run has no stop")
+}
+
+fn datagen(preset: datagen::Preset, rows: u64, seed: u64) -> Vec<u8> {
+    datagen::generate_vec(datagen::Config {
+        rows,
+        seed,
+        ..datagen::Config::preset(preset)
+    })
+}
+
+#[test]
+fn a_run_stopped_anywhere_and_resumed_ends_as_if_never_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.bin");
+    for (preset, verbosity) in [
+        (datagen::Preset::Adversarial, Verbosity::Default),
+        (datagen::Preset::Realistic, Verbosity::Verbose),
+    ] {
+        let input = datagen(preset, 20_000, 3);
+        let expected = support::run_csv(&engine(0, verbosity), &input).unwrap();
+        assert!(expected.tally.rejected() > 0);
+        let len = input.len();
+        let cases: [(&[usize], &[usize]); 5] = [
+            (&[1], &[0]),
+            (&[len / 3], &[1, 3]),
+            (&[len / 5, len / 2, 4 * len / 5], &[3, 0, 2]),
+            (&[len - 10], &[2]),
+            (&[100, 200, 300], &[0, 1]),
+        ];
+        for (stops, workers) in cases {
+            let got = interrupted(&state, &input, stops, workers, verbosity);
+            assert!(
+                got == expected,
+                "{preset:?}, stops {stops:?}, workers {workers:?}:\n{}\n---\n{}",
+                got.stderr,
+                expected.stderr
+            );
+        }
+    }
+}
+
+#[test]
+fn resuming_on_another_input_or_with_other_reports_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.bin");
+    let input = datagen(datagen::Preset::Realistic, 20_000, 1);
+    let stop = Arc::new(AtomicUsize::new(0));
+    let control = Control::new(Arc::clone(&stop)).checkpoints(&state, None, Vec::new());
+    let reader = StopAfter {
+        data: &input,
+        at: 0,
+        after: input.len() / 2,
+        stop,
+    };
+    let stopped = engine(1, Verbosity::Default).run_csv_controlled(Ledger::new(), reader, control);
+    assert!(matches!(stopped, Err(Error::Interrupted { .. })));
+    let mut other = input.clone();
+    other[100] ^= 1;
+    for (data, verbosity, message) in [
+        (
+            &other,
+            Verbosity::Default,
+            "not the one the checkpoint was taken on",
+        ),
+        (
+            &input,
+            Verbosity::Verbose,
+            "--resume needs the interrupted run's",
+        ),
+    ] {
+        let pending = checkpoint::load(&state).unwrap().unwrap();
+        let control = Control::new(Arc::new(AtomicUsize::new(0)))
+            .checkpoints(&state, None, Vec::new())
+            .resuming(pending.resume);
+        let error = engine(1, verbosity)
+            .run_csv_controlled(pending.saved.ledger, &data[..], control)
+            .map(drop)
+            .unwrap_err();
+        assert!(error.to_string().contains(message), "{error}");
+    }
+}
