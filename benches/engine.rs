@@ -1,8 +1,8 @@
 //! Criterion benches, one group per area: amount parsing, csv parsing, ledger
-//! apply, lane hand-off, end to end (single-threaded and pipeline). Inputs
-//! come from datagen with fixed seeds; each timed loop checks its result so
-//! the work cannot be optimised away. End-to-end runs also print the engine's
-//! latency percentiles.
+//! apply, lane hand-off, the state file, end to end (single-threaded and
+//! pipeline). Inputs come from datagen with fixed seeds; each timed loop
+//! checks its result so the work cannot be optimised away. End-to-end runs
+//! also print the engine's latency percentiles.
 //!
 //! `cargo bench` runs them all in a few minutes on 2 cores;
 //! `cargo bench -- parse` runs one group.
@@ -177,8 +177,41 @@ fn end_to_end(c: &mut Criterion) {
     group.finish();
 }
 
+/// Saving and loading the state file of the 1M-row input (in memory, so
+/// the figure is the encoding and the checks, not the disk).
+fn state_file(c: &mut Criterion) {
+    use payments_engine::state;
+    use std::io::Cursor;
+    let finished = EngineBuilder::new()
+        .run_csv(Ledger::new(), &input()[..])
+        .unwrap();
+    let deposits = finished.measures().deposits as u64;
+    let ledger = finished.into_state();
+    let (ids, books) = ledger.parts();
+    let mut bytes = Vec::new();
+    state::write(&mut Cursor::new(&mut bytes), ids, &books, &[]).unwrap();
+    let mut group = c.benchmark_group("state");
+    group.throughput(Throughput::Elements(deposits));
+    group.sample_size(10);
+    group.bench_function("save", |b| {
+        b.iter(|| {
+            let mut out = Cursor::new(Vec::with_capacity(bytes.len()));
+            let len = state::write(&mut out, ids, &books, &[]).unwrap();
+            assert_eq!(len as usize, bytes.len());
+        })
+    });
+    group.bench_function("load", |b| {
+        b.iter(|| {
+            let saved = state::read(&mut Cursor::new(&bytes)).unwrap();
+            assert_eq!(saved.ledger.deposits().count() as u64, deposits);
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    state_file,
     amount_parsing,
     csv_parsing,
     ledger_apply,
