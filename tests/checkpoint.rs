@@ -186,3 +186,39 @@ fn resuming_on_another_input_or_with_other_reports_is_refused() {
         assert!(error.to_string().contains(message), "{error}");
     }
 }
+
+/// A damaged checkpoint is an error naming the problem, never a resume
+/// from a wrong place: a flipped byte anywhere, or a cut-off file.
+#[test]
+fn a_damaged_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.bin");
+    let input = datagen(datagen::Preset::Adversarial, 5_000, 2);
+    let stop = Arc::new(AtomicUsize::new(0));
+    let control = Control::new(Arc::clone(&stop)).checkpoints(&state, None, Vec::new());
+    let reader = StopAfter {
+        data: &input,
+        at: 0,
+        after: input.len() / 2,
+        stop,
+    };
+    let stopped = engine(2, Verbosity::Default).run_csv_controlled(Ledger::new(), reader, control);
+    assert!(matches!(stopped, Err(Error::Interrupted { .. })));
+    let path = checkpoint::checkpoint_path(&state);
+    let good = std::fs::read(&path).unwrap();
+    assert!(checkpoint::load(&state).is_ok());
+    let mut at = 0;
+    while at < good.len() {
+        let mut bad = good.clone();
+        bad[at] ^= 0x41;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(
+            checkpoint::load(&state).is_err(),
+            "a flip at byte {at} went unnoticed"
+        );
+        at += 1 + at / 7;
+    }
+    std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+    let error = checkpoint::load(&state).err().unwrap();
+    assert!(error.to_string().starts_with("truncated"), "{error}");
+}
