@@ -146,21 +146,27 @@ fn a_run_stopped_anywhere_and_resumed_ends_as_if_never_stopped() {
     }
 }
 
+/// Runs `input` with a checkpoint plan beside `state`, stopped halfway.
+fn stop_halfway(state: &Path, input: &[u8], workers: usize) {
+    let stop = Arc::new(AtomicUsize::new(0));
+    let control = Control::new(Arc::clone(&stop)).checkpoints(state, None, Vec::new());
+    let reader = StopAfter {
+        data: input,
+        at: 0,
+        after: input.len() / 2,
+        stop,
+    };
+    let stopped =
+        engine(workers, Verbosity::Default).run_csv_controlled(Ledger::new(), reader, control);
+    assert!(matches!(stopped, Err(Error::Interrupted { .. })));
+}
+
 #[test]
 fn resuming_on_another_input_or_with_other_reports_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.bin");
     let input = datagen(datagen::Preset::Realistic, 20_000, 1);
-    let stop = Arc::new(AtomicUsize::new(0));
-    let control = Control::new(Arc::clone(&stop)).checkpoints(&state, None, Vec::new());
-    let reader = StopAfter {
-        data: &input,
-        at: 0,
-        after: input.len() / 2,
-        stop,
-    };
-    let stopped = engine(1, Verbosity::Default).run_csv_controlled(Ledger::new(), reader, control);
-    assert!(matches!(stopped, Err(Error::Interrupted { .. })));
+    stop_halfway(&state, &input, 1);
     let mut other = input.clone();
     other[100] ^= 1;
     for (data, verbosity, message) in [
@@ -194,16 +200,7 @@ fn a_damaged_checkpoint_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.bin");
     let input = datagen(datagen::Preset::Adversarial, 5_000, 2);
-    let stop = Arc::new(AtomicUsize::new(0));
-    let control = Control::new(Arc::clone(&stop)).checkpoints(&state, None, Vec::new());
-    let reader = StopAfter {
-        data: &input,
-        at: 0,
-        after: input.len() / 2,
-        stop,
-    };
-    let stopped = engine(2, Verbosity::Default).run_csv_controlled(Ledger::new(), reader, control);
-    assert!(matches!(stopped, Err(Error::Interrupted { .. })));
+    stop_halfway(&state, &input, 2);
     let path = checkpoint::checkpoint_path(&state);
     let good = std::fs::read(&path).unwrap();
     assert!(checkpoint::load(&state).is_ok());
