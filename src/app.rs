@@ -415,7 +415,9 @@ pub fn process(
     })
 }
 
-/// Opens the input, wrapped in a progress bar where one is wanted.
+/// Opens the input, wrapped in a progress bar where one is wanted (over the
+/// bytes as stored, so a compressed file's bar is exact too) and in a
+/// decompressor when its first bytes say gzip or zstd.
 fn open_input(
     options: &Options,
 ) -> anyhow::Result<(Box<dyn Read>, Option<indicatif::ProgressBar>)> {
@@ -436,19 +438,124 @@ fn open_input(
         && options.verbosity != Verbosity::Quiet
         && io::stderr().is_terminal()
         && len.is_some_and(|len| len >= PROGRESS_MIN_BYTES);
-    if !wanted {
-        return Ok((source, None));
+    let (source, bar): (Box<dyn Read>, _) = if wanted {
+        // A few redraws a second: each one wakes the terminal, which on a
+        // small machine takes a core from the engine for a moment (perf.md,
+        // "Progress bar").
+        let target = indicatif::ProgressDrawTarget::stderr_with_hz(PROGRESS_HZ);
+        let bar = indicatif::ProgressBar::with_draw_target(len, target);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid progress template"),
+        );
+        (Box::new(bar.wrap_read(source)), Some(bar))
+    } else {
+        (source, None)
+    };
+    Ok((decompressed(source, &input_name(&options.input))?, bar))
+}
+
+/// The input as messages name it.
+fn input_name(input: &Input) -> String {
+    match input {
+        Input::Stdin => "standard input".into(),
+        Input::Path(path) => path.display().to_string(),
     }
-    // A few redraws a second: each one wakes the terminal, which on a small
-    // machine takes a core from the engine for a moment (perf.md, "Progress
-    // bar").
-    let target = indicatif::ProgressDrawTarget::stderr_with_hz(PROGRESS_HZ);
-    let bar = indicatif::ProgressBar::with_draw_target(len, target);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("valid progress template"),
-    );
-    Ok((Box::new(bar.wrap_read(source)), Some(bar)))
+}
+
+/// What the first bytes of an input say it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Plain,
+    Gzip,
+    Zstd,
+    /// A compressed or archive format this program does not read.
+    Other(&'static str, &'static str),
+}
+
+/// The format of an input that starts with `magic` (its first 6 bytes, or
+/// fewer if it is shorter).
+fn format_of(magic: &[u8]) -> Format {
+    const OTHERS: [(&[u8], &str, &str); 4] = [
+        (b"BZh", "bzip2", "bzcat"),
+        (b"\xFD7zXZ\x00", "xz", "xz -dc"),
+        (b"PK\x03\x04", "zip", "unzip -p"),
+        (b"7z\xBC\xAF\x27\x1C", "7z", "7z x -so"),
+    ];
+    if magic.starts_with(b"\x1F\x8B") {
+        return Format::Gzip;
+    }
+    if magic.starts_with(b"\x28\xB5\x2F\xFD") {
+        return Format::Zstd;
+    }
+    OTHERS
+        .iter()
+        .find(|(prefix, ..)| magic.starts_with(prefix))
+        .map_or(Format::Plain, |&(_, name, tool)| Format::Other(name, tool))
+}
+
+/// `source`, decompressed if it is gzip or zstd (recognised by its magic
+/// bytes, not its name); another compressed format is an error with a hint.
+fn decompressed(mut source: Box<dyn Read>, name: &str) -> anyhow::Result<Box<dyn Read>> {
+    let mut magic = Vec::with_capacity(6);
+    (&mut source)
+        .take(6)
+        .read_to_end(&mut magic)
+        .with_context(|| format!("reading input {name}"))?;
+    let whole = io::Cursor::new(magic.clone()).chain(source);
+    Ok(match format_of(&magic) {
+        Format::Plain => Box::new(whole),
+        Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
+            io::BufReader::with_capacity(256 * 1024, whole),
+        )),
+        Format::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(whole)
+                .with_context(|| format!("starting to decompress {name}"))?,
+        ),
+        Format::Other(format, tool) => bail!(
+            "{name} is {format}-compressed; this program reads plain, gzip or zstd CSV: \
+             decompress it first, for example `{tool} FILE | payments-engine -`"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_told_by_their_magic_bytes() {
+        let table: &[(&[u8], Format)] = &[
+            (b"type,client,tx,amount", Format::Plain),
+            (b"", Format::Plain),
+            (b"\x1F", Format::Plain),
+            (b"\x1F\x8B\x08\x00", Format::Gzip),
+            (b"\x28\xB5\x2F\xFD\x00", Format::Zstd),
+            (b"BZh91AY", Format::Other("bzip2", "bzcat")),
+            (b"\xFD7zXZ\x00", Format::Other("xz", "xz -dc")),
+            (b"PK\x03\x04", Format::Other("zip", "unzip -p")),
+        ];
+        for &(magic, expected) in table {
+            assert_eq!(format_of(magic), expected, "{magic:?}");
+        }
+    }
+
+    #[test]
+    fn gzip_and_zstd_read_as_the_plain_bytes() {
+        let plain = b"type,client,tx,amount\ndeposit,1,1,1.5\n".repeat(1_000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        io::Write::write_all(&mut gz, &plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&plain[..], 3).unwrap();
+        for packed in [plain.clone(), gz, zst] {
+            let mut out = Vec::new();
+            decompressed(Box::new(io::Cursor::new(packed)), "x")
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == plain);
+        }
+    }
 }

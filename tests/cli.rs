@@ -465,3 +465,57 @@ fn concurrent_runs_on_one_rejects_file_leave_one_whole_file() {
         );
     }
 }
+
+#[test]
+fn gzip_and_zstd_inputs_print_what_the_plain_file_prints() {
+    let plain = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/transactions.csv"
+    ))
+    .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let mut gz = gz.finish().unwrap();
+    // Two gzip members, as `cat a.gz b.gz` makes: still one input.
+    let mut second = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    second.write_all(b"deposit,777,99999,1\n").unwrap();
+    let two_members = [gz.clone(), second.finish().unwrap()].concat();
+    let zst = zstd::encode_all(&plain[..], 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let expected = run(&["-q", "-"], &plain);
+    assert_eq!(expected.code, 0);
+    for (name, bytes) in [
+        ("in.csv.gz", &gz),
+        ("in.csv.zst", &zst),
+        ("no-extension", &zst),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let r = run(&["-q", path.to_str().unwrap()], b"");
+        assert_eq!(r.stdout, expected.stdout, "{name}");
+        let r = run(&["-q", "--workers", "2", "-"], bytes);
+        assert_eq!(r.stdout, expected.stdout, "{name} on stdin");
+    }
+    let r = run(&["-q", "-"], &two_members);
+    assert!(
+        r.stdout.contains("777,1.0000,0.0000,1.0000,false"),
+        "{}",
+        r.stdout
+    );
+    // A corrupt gzip stream is an input error, not rows of garbage.
+    gz.truncate(gz.len() / 2);
+    run(&["-"], &gz).assert_fatal("reading input");
+}
+
+#[test]
+fn other_compressed_formats_get_a_hint_not_a_run_of_malformed_rows() {
+    for (magic, format) in [
+        (&b"BZh91AY&SY"[..], "bzip2"),
+        (b"\xFD7zXZ\x00\x00", "xz"),
+        (b"PK\x03\x04\x14\x00", "zip"),
+    ] {
+        let r = run(&["-"], magic);
+        r.assert_fatal(&format!("standard input is {format}-compressed"));
+        r.assert_stderr_has(&["decompress it first"]);
+    }
+}
