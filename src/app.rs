@@ -17,6 +17,8 @@ use crate::checkpoint::{self, Control, Resume};
 use crate::durable::AtomicFile;
 use crate::engine::{EngineBuilder, Measures};
 use crate::ledger::Ledger;
+use crate::ledger::Reject;
+use crate::parse::Malformed;
 use crate::report::{self, Tally, Verbosity};
 use crate::state::{self, InputId};
 
@@ -45,6 +47,8 @@ pub struct Options {
     pub latency: bool,
     /// Show a progress bar when stderr is a terminal and the input is large.
     pub progress: bool,
+    /// Write a JSON summary of the run here (atomically).
+    pub summary_json: Option<PathBuf>,
     /// Load the ledger's state from here (when it exists) and save it back.
     pub state: Option<PathBuf>,
     /// Apply an input the state file records as applied already.
@@ -138,6 +142,7 @@ fn check_output_paths(options: &Options) -> anyhow::Result<()> {
     let outputs = [
         ("--output", &options.output),
         ("--rejects", &options.rejects),
+        ("--summary-json", &options.summary_json),
     ];
     for (flag, path) in outputs {
         let (Input::Path(input), Some(path)) = (&options.input, path) else {
@@ -151,12 +156,16 @@ fn check_output_paths(options: &Options) -> anyhow::Result<()> {
             );
         }
     }
-    if let (Some(output), Some(rejects)) = (&options.output, &options.rejects) {
-        if output == rejects || same(output, rejects) {
-            bail!(
-                "--output and --rejects both name {}; give each its own file",
-                output.display()
-            );
+    for (i, (flag, path)) in outputs.iter().enumerate() {
+        for (other, other_path) in &outputs[i + 1..] {
+            if let (Some(a), Some(b)) = (path, other_path) {
+                if a == b || same(a, b) {
+                    bail!(
+                        "{flag} and {other} both name {}; give each its own file",
+                        a.display()
+                    );
+                }
+            }
         }
     }
     Ok(())
@@ -172,6 +181,18 @@ pub struct RunStats {
     pub measures: Measures,
     /// The state file saved, when there is one.
     pub state: Option<SavedState>,
+    pub input: InputFacts,
+}
+
+/// What is known about the input besides its rows.
+#[derive(Clone, Copy, Debug)]
+pub struct InputFacts {
+    /// `plain`, `gzip` or `zstd`.
+    pub format: &'static str,
+    /// The file's size as stored (`None` for standard input).
+    pub size: Option<u64>,
+    /// Bytes of CSV read (after decompression).
+    pub bytes_read: u64,
 }
 
 /// The state file a run saved.
@@ -288,7 +309,7 @@ fn check_replay(
 /// Runs the engine over `source` (`options.input` is not used): the whole
 /// run except opening the input and printing the summary.
 pub fn process(
-    source: impl Read,
+    (source, input): (impl Read, InputFacts),
     options: &Options,
     stop: Arc<AtomicUsize>,
     stdout: &mut dyn Write,
@@ -308,13 +329,16 @@ pub fn process(
         }
         None => None,
     };
-    let mut output = match &options.output {
-        Some(path) => Some(
-            AtomicFile::create(path)
-                .with_context(|| format!("cannot create output file {}", path.display()))?,
-        ),
-        None => None,
+    let create = |path: &Option<PathBuf>, what: &str| -> anyhow::Result<Option<AtomicFile>> {
+        path.as_deref()
+            .map(|path| {
+                AtomicFile::create(path)
+                    .with_context(|| format!("cannot create {what} file {}", path.display()))
+            })
+            .transpose()
     };
+    let mut output = create(&options.output, "output")?;
+    let mut summary = create(&options.summary_json, "summary")?;
 
     let engine = options
         .engine
@@ -376,29 +400,45 @@ pub fn process(
             .and_then(|()| out.sync())
             .with_context(|| format!("writing output file {}", written(out)))?;
     }
-    if let Some(out) = rejects {
-        let path = written(&out);
-        out.commit()
-            .with_context(|| format!("writing rejects file {path}"))?;
-    }
-    if let Some(out) = output {
-        let path = written(&out);
-        out.commit()
-            .with_context(|| format!("writing output file {path}"))?;
-    }
-    let state = match prepared {
-        Some((prepared, saved, path)) => {
-            prepared
-                .commit()
-                .with_context(|| format!("writing state file {}", path.display()))?;
-            checkpoint::discard(path).with_context(|| {
-                let checkpoint = checkpoint::checkpoint_path(path);
-                format!("removing {}", checkpoint.display())
-            })?;
-            Some(saved)
-        }
-        None => None,
+    let stats = RunStats {
+        tally: *finished.tally(),
+        elapsed: started.elapsed(),
+        account_count: finished.accounts().len(),
+        measures: finished.measures().clone(),
+        state: prepared.as_ref().map(|(_, saved, _)| *saved),
+        input: InputFacts {
+            bytes_read: finished.input_end().map_or(0, |end| end.offset),
+            ..input
+        },
     };
+    if let Some(out) = summary.as_mut() {
+        let json = summary_json(options, &stats);
+        serde_json::to_writer_pretty(&mut *out, &json)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.sync())
+            .with_context(|| format!("writing summary file {}", written(out)))?;
+    }
+    for (out, what) in [
+        (rejects, "rejects"),
+        (output, "output"),
+        (summary, "summary"),
+    ] {
+        if let Some(out) = out {
+            let path = written(&out);
+            out.commit()
+                .with_context(|| format!("writing {what} file {path}"))?;
+        }
+    }
+    if let Some((prepared, _, path)) = prepared {
+        prepared
+            .commit()
+            .with_context(|| format!("writing state file {}", path.display()))?;
+        checkpoint::discard(path).with_context(|| {
+            let checkpoint = checkpoint::checkpoint_path(path);
+            format!("removing {}", checkpoint.display())
+        })?;
+    }
     if options.output.is_none() {
         match finished.write_accounts(BufWriter::with_capacity(256 * 1024, stdout)) {
             // `| head`: the reader has gone; that is not an error.
@@ -406,21 +446,85 @@ pub fn process(
             other => other.context("writing accounts to stdout")?,
         }
     }
-    Ok(RunStats {
-        tally: *finished.tally(),
-        elapsed: started.elapsed(),
-        account_count: finished.accounts().len(),
-        measures: finished.measures().clone(),
-        state,
+    Ok(stats)
+}
+
+/// The `--summary-json` object. Its keys are documented in the README and
+/// stay stable; new keys may be added.
+fn summary_json(options: &Options, stats: &RunStats) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let tally = &stats.tally;
+    let rejected: Map<String, Value> = Reject::ALL
+        .iter()
+        .map(|r| (r.code().to_string(), json!(tally.rejected_by[*r as usize])))
+        .collect();
+    let malformed: Map<String, Value> = Malformed::CODES
+        .iter()
+        .zip(tally.malformed_by)
+        .map(|(code, n)| (code.to_string(), json!(n)))
+        .collect();
+    let seconds = stats.elapsed.as_secs_f64();
+    let m = &stats.measures;
+    let latency = m.latency.as_ref().filter(|h| !h.is_empty()).map(|h| {
+        let us = |ns: u64| ns as f64 / 1_000.0;
+        json!({
+            "samples": h.len(),
+            "p50": us(h.value_at_quantile(0.50)),
+            "p90": us(h.value_at_quantile(0.90)),
+            "p99": us(h.value_at_quantile(0.99)),
+            "p99_9": us(h.value_at_quantile(0.999)),
+            "max": us(h.max()),
+        })
+    });
+    let input = &stats.input;
+    json!({
+        "version": 1,
+        "input": {
+            "path": match &options.input {
+                Input::Stdin => Value::Null,
+                Input::Path(path) => json!(path.display().to_string()),
+            },
+            "format": input.format,
+            "size_bytes": input.size,
+            "bytes_read": input.bytes_read,
+        },
+        "rows_read": tally.rows_read(),
+        "applied": tally.applied,
+        "rejected": tally.rejected(),
+        "malformed": tally.malformed(),
+        "rejected_by_reason": rejected,
+        "malformed_by_reason": malformed,
+        "accounts": stats.account_count,
+        "elapsed_s": seconds,
+        "rows_per_s": if seconds > 0.0 { tally.rows_read() as f64 / seconds } else { 0.0 },
+        "workers": options.engine.worker_count(),
+        "memory": {
+            "stored_deposits": m.deposits,
+            "deposit_store_bytes": m.deposit_bytes,
+            "tx_id_set_bytes": m.id_set_bytes,
+            "peak_rss_bytes": peak_rss_bytes(),
+        },
+        "latency_us": latency,
+        "state": stats.state.map(|saved| json!({
+            "path": options.state.as_ref().map(|p| p.display().to_string()),
+            "bytes": saved.bytes,
+            "inputs": saved.inputs,
+        })),
     })
+}
+
+/// The process's peak resident memory so far (Linux's VmHWM), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Opens the input, wrapped in a progress bar where one is wanted (over the
 /// bytes as stored, so a compressed file's bar is exact too) and in a
 /// decompressor when its first bytes say gzip or zstd.
-fn open_input(
-    options: &Options,
-) -> anyhow::Result<(Box<dyn Read>, Option<indicatif::ProgressBar>)> {
+fn open_input(options: &Options) -> anyhow::Result<(Opened, Option<indicatif::ProgressBar>)> {
     let (source, len): (Box<dyn Read>, Option<u64>) = match &options.input {
         Input::Stdin => (Box::new(io::stdin().lock()), None),
         Input::Path(path) => {
@@ -454,8 +558,17 @@ fn open_input(
     } else {
         (source, None)
     };
-    Ok((decompressed(source, &input_name(&options.input))?, bar))
+    let (source, format) = decompressed(source, &input_name(&options.input))?;
+    let facts = InputFacts {
+        format,
+        size: len,
+        bytes_read: 0,
+    };
+    Ok(((source, facts), bar))
 }
+
+/// An opened input: its bytes, and what is known of it.
+type Opened = (Box<dyn Read>, InputFacts);
 
 /// The input as messages name it.
 fn input_name(input: &Input) -> String {
@@ -498,21 +611,30 @@ fn format_of(magic: &[u8]) -> Format {
 
 /// `source`, decompressed if it is gzip or zstd (recognised by its magic
 /// bytes, not its name); another compressed format is an error with a hint.
-fn decompressed(mut source: Box<dyn Read>, name: &str) -> anyhow::Result<Box<dyn Read>> {
+fn decompressed(
+    mut source: Box<dyn Read>,
+    name: &str,
+) -> anyhow::Result<(Box<dyn Read>, &'static str)> {
     let mut magic = Vec::with_capacity(6);
     (&mut source)
         .take(6)
         .read_to_end(&mut magic)
-        .with_context(|| format!("reading input {name}"))?;
+        .context("reading input")?;
     let whole = io::Cursor::new(magic.clone()).chain(source);
     Ok(match format_of(&magic) {
-        Format::Plain => Box::new(whole),
-        Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
-            io::BufReader::with_capacity(256 * 1024, whole),
-        )),
-        Format::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(whole)
-                .with_context(|| format!("starting to decompress {name}"))?,
+        Format::Plain => (Box::new(whole), "plain"),
+        Format::Gzip => (
+            Box::new(flate2::bufread::MultiGzDecoder::new(
+                io::BufReader::with_capacity(256 * 1024, whole),
+            )),
+            "gzip",
+        ),
+        Format::Zstd => (
+            Box::new(
+                zstd::stream::read::Decoder::new(whole)
+                    .with_context(|| format!("starting to decompress {name}"))?,
+            ),
+            "zstd",
         ),
         Format::Other(format, tool) => bail!(
             "{name} is {format}-compressed; this program reads plain, gzip or zstd CSV: \
@@ -553,6 +675,7 @@ mod tests {
             let mut out = Vec::new();
             decompressed(Box::new(io::Cursor::new(packed)), "x")
                 .unwrap()
+                .0
                 .read_to_end(&mut out)
                 .unwrap();
             assert!(out == plain);

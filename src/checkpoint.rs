@@ -250,8 +250,7 @@ fn decode_progress(bytes: &[u8]) -> Option<Progress> {
 fn encode_carried(c: &Carried) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&c.tally.applied.to_le_bytes());
-    out.extend_from_slice(&c.tally.malformed.to_le_bytes());
-    for n in c.tally.rejected_by {
+    for n in c.tally.rejected_by.iter().chain(&c.tally.malformed_by) {
         out.extend_from_slice(&n.to_le_bytes());
     }
     out.extend_from_slice(&(c.first.len() as u64).to_le_bytes());
@@ -268,10 +267,9 @@ fn decode_carried(bytes: &[u8]) -> Option<Carried> {
     let mut f = Fields(bytes);
     let mut tally = Tally {
         applied: f.u64()?,
-        malformed: f.u64()?,
         ..Tally::default()
     };
-    for n in &mut tally.rejected_by {
+    for n in tally.rejected_by.iter_mut().chain(&mut tally.malformed_by) {
         *n = f.u64()?;
     }
     let count = f.u64()?;
@@ -561,7 +559,7 @@ mod tests {
             tally: Tally {
                 applied: 3,
                 rejected_by: [1, 2, 3, 4, 5, 6, 7],
-                malformed: 8,
+                malformed_by: [8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
             },
             first: vec![(4, 0, "malformed record: x".into()), (9, 3, "é".into())],
         };

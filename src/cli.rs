@@ -53,6 +53,12 @@ pub struct Cli {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Write a JSON summary of the run to FILE: counts (with every reason),
+    /// elapsed time, rows/s, input, workers, memory, latency (keys in the
+    /// README). Written whole, when the run succeeds.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
     /// Write every malformed or rejected record to FILE as CSV with the
     /// header line,reason,detail,record, in line order. Like --output, FILE
     /// appears whole when the run succeeds, and is left as it was otherwise.
@@ -120,6 +126,7 @@ impl Cli {
             input,
             engine,
             output: self.output,
+            summary_json: self.summary_json,
             rejects: self.rejects,
             state: self.state,
             allow_replay: self.allow_replay,

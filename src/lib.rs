@@ -32,7 +32,7 @@
 //! let finished = engine.finish()?;
 //!
 //! let tally = finished.tally();
-//! assert_eq!((tally.applied, tally.rejected(), tally.malformed), (3, 1, 0));
+//! assert_eq!((tally.applied, tally.rejected(), tally.malformed()), (3, 1, 0));
 //! let mut out = Vec::new();
 //! finished.write_accounts(&mut out)?;
 //! print!("{}", String::from_utf8_lossy(&out));

@@ -62,6 +62,48 @@ pub enum Malformed {
 }
 
 impl Malformed {
+    /// How many distinct [`Malformed::code`]s there are.
+    pub const COUNT: usize = 12;
+
+    /// Every code, indexed by [`Malformed::index`].
+    pub const CODES: [&'static str; Malformed::COUNT] = [
+        "line_too_long",
+        "unbalanced_quote",
+        "too_many_fields",
+        "too_few_fields",
+        "bad_type",
+        "bad_client",
+        "bad_tx",
+        "amount_missing",
+        "amount_syntax",
+        "amount_too_precise",
+        "amount_out_of_range",
+        "amount_zero",
+    ];
+
+    /// The reason's place in [`Malformed::CODES`].
+    pub fn index(self) -> usize {
+        match self {
+            Malformed::LineTooLong => 0,
+            Malformed::UnbalancedQuote => 1,
+            Malformed::TooManyFields => 2,
+            Malformed::TooFewFields => 3,
+            Malformed::BadType => 4,
+            Malformed::BadClient => 5,
+            Malformed::BadTx => 6,
+            Malformed::BadAmount(AmountError::Empty) => 7,
+            Malformed::BadAmount(AmountError::Syntax) => 8,
+            Malformed::BadAmount(AmountError::TooPrecise) => 9,
+            Malformed::BadAmount(AmountError::OutOfRange) => 10,
+            Malformed::BadAmount(AmountError::Zero) => 11,
+        }
+    }
+
+    /// A short code for summaries (`bad_tx`, `amount_zero`, ...).
+    pub fn code(self) -> &'static str {
+        Malformed::CODES[self.index()]
+    }
+
     /// A short explanation, for stderr and the rejects file.
     pub fn describe(self) -> &'static str {
         match self {

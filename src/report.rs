@@ -62,7 +62,8 @@ pub struct Tally {
     pub applied: u64,
     /// Indexed like [`Reject::ALL`].
     pub rejected_by: [u64; Reject::ALL.len()],
-    pub malformed: u64,
+    /// Indexed by [`Malformed::index`].
+    pub malformed_by: [u64; Malformed::COUNT],
 }
 
 impl Tally {
@@ -70,15 +71,17 @@ impl Tally {
         match outcome {
             Outcome::Applied => self.applied += 1,
             Outcome::Rejected { reason, .. } => self.rejected_by[reason as usize] += 1,
-            Outcome::Malformed(_) => self.malformed += 1,
+            Outcome::Malformed(reason) => self.malformed_by[reason.index()] += 1,
         }
     }
 
     /// Adds another source's counts.
     pub fn add(&mut self, other: &Tally) {
         self.applied += other.applied;
-        self.malformed += other.malformed;
         for (mine, theirs) in self.rejected_by.iter_mut().zip(other.rejected_by) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.malformed_by.iter_mut().zip(other.malformed_by) {
             *mine += theirs;
         }
     }
@@ -87,23 +90,33 @@ impl Tally {
         self.rejected_by.iter().sum()
     }
 
-    pub fn rows_read(&self) -> u64 {
-        self.applied + self.rejected() + self.malformed
+    pub fn malformed(&self) -> u64 {
+        self.malformed_by.iter().sum()
     }
 
-    /// The end-of-run summary for stderr.
+    pub fn rows_read(&self) -> u64 {
+        self.applied + self.rejected() + self.malformed()
+    }
+
+    /// The end-of-run summary for stderr: the identity, then every reason
+    /// with a count.
     pub fn summary(&self, elapsed: Duration) -> String {
         let mut text = format!(
             "summary: {} rows read = {} applied + {} rejected + {} malformed\n",
             self.rows_read(),
             self.applied,
             self.rejected(),
-            self.malformed
+            self.malformed()
         );
         for reject in Reject::ALL {
             let n = self.rejected_by[reject as usize];
             if n > 0 {
                 text.push_str(&format!("  rejected {:<18} {n}\n", reject.code()));
+            }
+        }
+        for (code, &n) in Malformed::CODES.iter().zip(&self.malformed_by) {
+            if n > 0 {
+                text.push_str(&format!("  malformed {code:<17} {n}\n"));
             }
         }
         let seconds = elapsed.as_secs_f64();

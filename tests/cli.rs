@@ -519,3 +519,59 @@ fn other_compressed_formats_get_a_hint_not_a_run_of_malformed_rows() {
         r.assert_stderr_has(&["decompress it first"]);
     }
 }
+
+#[test]
+fn summary_json_adds_up_and_names_every_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("summary.json");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transactions.csv");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&std::fs::read(sample).unwrap()).unwrap();
+    let gz_path = dir.path().join("sample.csv.gz");
+    std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
+    for (input, format, workers) in [
+        (sample, "plain", "0"),
+        (gz_path.to_str().unwrap(), "gzip", "2"),
+    ] {
+        let args = [
+            "-q",
+            "--workers",
+            workers,
+            "--summary-json",
+            json_path.to_str().unwrap(),
+            input,
+        ];
+        let r = run(&args, b"");
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        let n = |key: &str| json[key].as_u64().unwrap();
+        assert_eq!(n("rows_read"), 324);
+        assert_eq!(
+            n("rows_read"),
+            n("applied") + n("rejected") + n("malformed")
+        );
+        let sum = |key: &str| -> u64 {
+            json[key]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(sum("rejected_by_reason"), n("rejected"));
+        assert_eq!(sum("malformed_by_reason"), n("malformed"));
+        assert_eq!(json["rejected_by_reason"]["account_locked"], 38);
+        assert_eq!(json["rejected_by_reason"].as_object().unwrap().len(), 7);
+        assert_eq!(json["malformed_by_reason"].as_object().unwrap().len(), 12);
+        assert_eq!(json["input"]["format"], format);
+        assert_eq!(json["input"]["path"], input);
+        assert_eq!(json["workers"], workers.parse::<u64>().unwrap());
+        assert!(json["elapsed_s"].as_f64().unwrap() > 0.0);
+        assert!(json["memory"]["stored_deposits"].as_u64().unwrap() > 0);
+        assert_eq!(json["latency_us"].is_null(), workers == "0");
+    }
+    // The text summary breaks malformed rows down by reason too.
+    let r = run(&[sample], b"");
+    r.assert_stderr_has(&["  malformed "]);
+}

@@ -61,7 +61,7 @@ fn the_push_api_applies_in_order_for_every_shard_count() {
         assert_eq!(accounts_csv(&finished), expected, "{shards} shards");
         let tally = finished.tally();
         assert_eq!(
-            (tally.applied, tally.rejected(), tally.malformed),
+            (tally.applied, tally.rejected(), tally.malformed()),
             (5, 3, 0)
         );
         assert_eq!(tally.rejected_by[Reject::AccountLocked as usize], 1);
@@ -108,7 +108,7 @@ fn a_non_positive_amount_is_malformed_and_fatal_when_strict() {
         engine.submit(zero).unwrap();
         engine.submit(negative).unwrap();
         let finished = engine.finish().unwrap();
-        assert_eq!(finished.tally().malformed, 2);
+        assert_eq!(finished.tally().malformed(), 2);
         assert_eq!(finished.tally().applied, 1);
         // A malformed record claims nothing: id 2 is still free.
         let state = finished.into_state();

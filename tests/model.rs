@@ -209,7 +209,7 @@ proptest! {
         let (stdout, tally) = engine(&to_csv(&txs, header, crlf));
         prop_assert_eq!(&stdout, &model.render());
         prop_assert_eq!(tally.rows_read(), txs.len() as u64);
-        prop_assert_eq!(tally.malformed, 0);
+        prop_assert_eq!(tally.malformed(), 0);
     }
 
     /// total == available + held for every account, and the sum of all
@@ -261,7 +261,7 @@ proptest! {
         let dirty = lines.join("\n") + "\n";
         let (dirty_out, dirty_tally) = engine(&dirty);
         prop_assert_eq!(dirty_out, clean_out);
-        prop_assert_eq!(dirty_tally.malformed, inserts.len() as u64);
+        prop_assert_eq!(dirty_tally.malformed(), inserts.len() as u64);
         prop_assert_eq!(dirty_tally.applied, clean_tally.applied);
         prop_assert_eq!(dirty_tally.rejected_by, clean_tally.rejected_by);
     }
