@@ -49,6 +49,9 @@ pub struct Options {
     pub progress: bool,
     /// Write a JSON summary of the run here (atomically).
     pub summary_json: Option<PathBuf>,
+    /// A completed run with a malformed row exits with
+    /// [`EXIT_MALFORMED`] instead of 0.
+    pub fail_on_malformed: bool,
     /// Load the ledger's state from here (when it exists) and save it back.
     pub state: Option<PathBuf>,
     /// Apply an input the state file records as applied already.
@@ -59,6 +62,10 @@ pub struct Options {
     /// With a state file: go on from a pending checkpoint.
     pub resume: bool,
 }
+
+/// The exit status of a completed run that had malformed rows, with
+/// `--fail-on-malformed`.
+pub const EXIT_MALFORMED: u8 = 3;
 
 /// Progress bar redraws per second.
 const PROGRESS_HZ: u8 = 4;
@@ -76,7 +83,7 @@ pub fn run(
     check_output_paths(options)?;
     let stop = stop_on_signals().context("installing signal handlers")?;
     let (source, progress) = open_input(options)?;
-    let stats = process(source, options, stop, stdout, stderr);
+    let stats = process(source, options, stop, progress.clone(), stdout, stderr);
     // Clear the bar before the summary, so the bar leaves no trace.
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -312,6 +319,7 @@ pub fn process(
     (source, input): (impl Read, InputFacts),
     options: &Options,
     stop: Arc<AtomicUsize>,
+    progress: Option<indicatif::ProgressBar>,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
@@ -346,6 +354,16 @@ pub fn process(
         .diagnostics(options.verbosity)
         .keep_rejects(options.rejects.is_some());
     let mut control = Control::new(stop);
+    if options.verbosity != Verbosity::Quiet {
+        let bar = progress.clone();
+        control = control.warnings(move |text| {
+            let say = || eprintln!("payments-engine: warning: {text}");
+            match &bar {
+                Some(bar) => bar.suspend(say),
+                None => say(),
+            }
+        });
+    }
     if let Some(path) = &options.state {
         control = control.checkpoints(path, options.checkpoint_every, start.inputs.clone());
     }
@@ -380,6 +398,10 @@ pub fn process(
         None => None,
     };
 
+    // The bar goes before the diagnostics print, so it leaves no trace.
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
     // Everything is written and synced before anything is committed, and
     // the accounts reach stdout only once the rejects file is in place: a
     // failure on the way leaves every existing file as it was.

@@ -297,6 +297,7 @@ pub struct Control {
     stop: Arc<AtomicUsize>,
     plan: Option<PlanSpec>,
     resume: Option<Resume>,
+    warn: Option<Box<dyn FnMut(&str)>>,
 }
 
 struct PlanSpec {
@@ -313,7 +314,16 @@ impl Control {
             stop,
             plan: None,
             resume: None,
+            warn: None,
         }
+    }
+
+    /// Hands warnings to `sink` as the run finds them: a header without an
+    /// `amount` column or with a misspelt name, an input whose first 1,000
+    /// rows are all malformed.
+    pub fn warnings(mut self, sink: impl FnMut(&str) + 'static) -> Control {
+        self.warn = Some(Box::new(sink));
+        self
     }
 
     /// Takes a checkpoint beside `state` every `every` (`None`: only when
@@ -415,6 +425,7 @@ impl Control {
             rows: 0,
             verbosity,
             keep_rejects,
+            warn: self.warn,
         })
     }
 }
@@ -438,6 +449,7 @@ pub(crate) struct Supervisor {
     rows: u32,
     verbosity: Verbosity,
     keep_rejects: bool,
+    warn: Option<Box<dyn FnMut(&str)>>,
 }
 
 impl Supervisor {
@@ -478,6 +490,14 @@ impl Supervisor {
 }
 
 impl Supervise for Supervisor {
+    const WARNS: bool = true;
+
+    fn warn(&mut self, text: String) {
+        if let Some(sink) = &mut self.warn {
+            sink(&text);
+        }
+    }
+
     #[inline]
     fn due(&mut self) -> bool {
         if self.stop.load(Ordering::Relaxed) != 0 {

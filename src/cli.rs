@@ -19,7 +19,9 @@ use crate::report::Verbosity;
 ///
 /// Exit status: 0 when the input was read to the end (whatever was rejected),
 /// 1 on a fatal error (unreadable input, bad header, --strict violation,
-/// unwritable rejects file), 2 on a usage error.
+/// unwritable output, damaged state file), 2 on a usage error, 3 with
+/// --fail-on-malformed when a row was malformed, 130/143 when stopped by
+/// SIGINT/SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "payments-engine", version, about, long_about)]
 pub struct Cli {
@@ -91,6 +93,12 @@ pub struct Cli {
     #[arg(long, requires = "state")]
     pub resume: bool,
 
+    /// Exit with status 3 (instead of 0) when the run completed but some rows
+    /// were malformed. Unlike --strict the run goes on to the end and writes
+    /// every output.
+    #[arg(long, conflicts_with = "strict")]
+    pub fail_on_malformed: bool,
+
     /// Print nothing on stderr but fatal errors: no per-row lines, no summary.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -127,6 +135,7 @@ impl Cli {
             engine,
             output: self.output,
             summary_json: self.summary_json,
+            fail_on_malformed: self.fail_on_malformed,
             rejects: self.rejects,
             state: self.state,
             allow_replay: self.allow_replay,

@@ -37,6 +37,13 @@ fn main() -> ExitCode {
     };
     let options = cli.into_options();
     match payments_engine::app::run(&options, &mut io::stdout().lock(), &mut io::stderr().lock()) {
+        Ok(stats) if options.fail_on_malformed && stats.tally.malformed() > 0 => {
+            eprintln!(
+                "{NAME}: {} rows were malformed (--fail-on-malformed)",
+                stats.tally.malformed()
+            );
+            ExitCode::from(payments_engine::app::EXIT_MALFORMED)
+        }
         Ok(_) => ExitCode::SUCCESS,
         // Stopped by a signal: where, and how to go on; 128 + the signal.
         Err(error) => match error.downcast_ref::<Error>() {

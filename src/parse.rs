@@ -648,7 +648,12 @@ impl Columns {
             Ok(first)
         };
         let required = |wanted: &str| -> Result<usize, String> {
-            find(wanted)?.ok_or_else(|| format!("missing column `{wanted}`"))
+            find(wanted)?.ok_or_else(|| match near_miss(&names, wanted) {
+                Some(typo) => {
+                    format!("missing column `{wanted}` (is `{typo}` meant to be `{wanted}`?)")
+                }
+                None => format!("missing column `{wanted}`"),
+            })
         };
         Some((|| {
             Ok(Columns {
@@ -659,6 +664,46 @@ impl Columns {
                 width: names.len(),
             })
         })())
+    }
+}
+
+/// A name among `names` within a couple of edits of `wanted` but not it:
+/// probably a typo of it (`amout`, `clinet`, `Typ`).
+fn near_miss(names: &[&[u8]], wanted: &str) -> Option<String> {
+    let limit = if wanted.len() <= 2 { 1 } else { 2 };
+    names.iter().find_map(|name| {
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let close =
+            !name.is_empty() && name != wanted && strsim::levenshtein(&name, wanted) <= limit;
+        close.then_some(name)
+    })
+}
+
+/// What the header (or a first line that looks like a misspelt one) says
+/// that will cost the run: one line each, for the user before the run.
+fn header_warnings(fields: &Fields<'_>, columns: Option<&Columns>, line: u64) -> Vec<String> {
+    let names: Vec<&[u8]> = (0..fields.len()).map(|i| fields.get(i)).collect();
+    match columns {
+        Some(columns) if columns.amount.is_none() => vec![match near_miss(&names, "amount") {
+            Some(typo) => format!(
+                "line {line}: header column `{typo}` looks like `amount`, which is missing: \
+                 every deposit and withdrawal will be malformed"
+            ),
+            None => format!(
+                "line {line}: the header has no `amount` column: every deposit and withdrawal \
+                 will be malformed"
+            ),
+        }],
+        Some(_) => Vec::new(),
+        None => near_miss(&names, "type")
+            .map(|typo| {
+                format!(
+                    "line {line} looks like a header with `{typo}` for `type`; without a `type` \
+                     column it is read as a record"
+                )
+            })
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -697,6 +742,8 @@ pub struct Parser<R> {
     columns: Columns,
     /// Whether the first non-blank line has been seen (header detection).
     seen_first: bool,
+    /// What the header says that will cost the run (a missing `amount`).
+    warnings: Vec<String>,
 }
 
 /// Where a parser stands between two records, with what it learned from
@@ -717,7 +764,13 @@ impl<R: Read> Parser<R> {
             fields: FieldSplitter::default(),
             columns: Columns::POSITIONAL,
             seen_first: false,
+            warnings: Vec::new(),
         }
+    }
+
+    /// Warnings about the header found so far (once each).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// A parser that also hashes what it consumes, so that its
@@ -728,6 +781,7 @@ impl<R: Read> Parser<R> {
             fields: FieldSplitter::default(),
             columns: Columns::POSITIONAL,
             seen_first: false,
+            warnings: Vec::new(),
         }
     }
 
@@ -739,6 +793,7 @@ impl<R: Read> Parser<R> {
             fields: FieldSplitter::default(),
             columns: at.columns,
             seen_first: at.seen_first,
+            warnings: Vec::new(),
         })
     }
 
@@ -782,13 +837,16 @@ impl<R: Read> Parser<R> {
             };
             if !self.seen_first {
                 self.seen_first = true;
-                if let Some(columns) = Columns::from_header(&fields) {
+                let header = Columns::from_header(&fields);
+                if let Some(columns) = header {
                     self.columns = columns.map_err(|reason| InputError::BadHeader {
                         line: line.number,
                         reason,
                     })?;
+                    self.warnings = header_warnings(&fields, Some(&self.columns), line.number);
                     continue;
                 }
+                self.warnings = header_warnings(&fields, None, line.number);
             }
             break (line, record(&fields, &self.columns));
         };

@@ -575,3 +575,70 @@ fn summary_json_adds_up_and_names_every_reason() {
     let r = run(&[sample], b"");
     r.assert_stderr_has(&["  malformed "]);
 }
+
+#[test]
+fn header_typos_are_warned_about_before_the_run() {
+    let r = run(&["-"], b"type,client,tx,amout\ndeposit,1,1,1\n");
+    assert_eq!(r.code, 0);
+    let first = r.stderr.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "payments-engine: warning: line 1: header column `amout` looks like `amount`, \
+         which is missing: every deposit and withdrawal will be malformed"
+    );
+    let r = run(&["-"], b"type,client,tx\ndeposit,1,1\n");
+    r.assert_stderr_has(&["warning: line 1: the header has no `amount` column"]);
+    let r = run(&["-"], b"Typ,client,tx,amount\ndeposit,1,1,1\n");
+    r.assert_stderr_has(&["warning: line 1 looks like a header with `typ` for `type`"]);
+    run(&["-"], b"type,clinet,tx,amount\n")
+        .assert_fatal("missing column `client` (is `clinet` meant to be `client`?)");
+    // Quiet means quiet.
+    let r = run(&["-q", "-"], b"type,client,tx,amout\ndeposit,1,1,1\n");
+    assert_eq!(r.stderr, "");
+    // A good header says nothing.
+    let r = run(&["-"], b"type,client,tx,amount\ndeposit,1,1,1\n");
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+}
+
+#[test]
+fn an_input_whose_first_thousand_rows_are_malformed_is_called_out_early() {
+    let mut input = String::new();
+    for n in 0..1_500 {
+        input.push_str(&format!("{n};deposit;1;1\n"));
+    }
+    let r = run(&["-"], input.as_bytes());
+    assert_eq!(r.code, 0);
+    let warning = r.stderr.lines().find(|l| l.contains("warning")).unwrap();
+    assert!(
+        warning.starts_with("payments-engine: warning: the first 1000 rows are all malformed"),
+        "{warning}"
+    );
+    // It comes before the diagnostics and the summary.
+    assert!(r.stderr.starts_with(warning));
+    let mut mixed = input.clone();
+    mixed.insert_str(0, "deposit,1,1,1\n");
+    assert!(!run(&["-"], mixed.as_bytes()).stderr.contains("warning"));
+}
+
+#[test]
+fn fail_on_malformed_exits_3_after_a_complete_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let o = out.to_str().unwrap();
+    let r = run(
+        &["--fail-on-malformed", "-o", o, "-"],
+        b"deposit,1,1,1\ndeposit,1,2,x\n",
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    r.assert_stderr_has(&["payments-engine: 1 rows were malformed (--fail-on-malformed)"]);
+    assert!(
+        std::fs::read_to_string(&out).unwrap().contains("1,1.0000"),
+        "outputs written"
+    );
+    let r = run(
+        &["--fail-on-malformed", "-"],
+        b"deposit,1,1,1\nwithdrawal,1,2,5\n",
+    );
+    assert_eq!(r.code, 0, "rejections are not malformed rows");
+    assert_eq!(run(&["--fail-on-malformed", "--strict", "-"], b"").code, 2);
+}

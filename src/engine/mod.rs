@@ -293,8 +293,17 @@ pub(crate) struct Paused<'a> {
     pub logs: Vec<&'a mut EventLog>,
 }
 
-/// What the CSV loop asks between records (checkpoints, a stop).
+/// Rows watched at the start of a run: if all are malformed, say so then.
+const EARLY_ROWS: u32 = 1_000;
+
+/// What the CSV loop asks between records (checkpoints, a stop), and tells
+/// as it goes (warnings).
 pub(crate) trait Supervise {
+    /// Whether the loop reports warnings (the header's, an input whose first
+    /// rows are all malformed). False compiles the watching away.
+    const WARNS: bool;
+    /// A warning for the user, while the run goes on.
+    fn warn(&mut self, text: String);
     /// Whether to call [`Supervise::act`] before the next record: cheap,
     /// asked before every one.
     fn due(&mut self) -> bool;
@@ -309,6 +318,10 @@ pub(crate) trait Supervise {
 struct Unsupervised;
 
 impl Supervise for Unsupervised {
+    const WARNS: bool = false;
+
+    fn warn(&mut self, _: String) {}
+
     #[inline(always)]
     fn due(&mut self) -> bool {
         false
@@ -328,9 +341,16 @@ fn drive<E: Executor, S: Supervise>(
     mut path: E,
     mut supervisor: S,
 ) -> Result<Finished, Error> {
+    // Rows watched so far at the start, and how many of them were malformed.
+    let (mut watched, mut early_malformed) = (0u32, 0u32);
     loop {
         if supervisor.due() {
             supervisor.act(&parser.checkpoint(), &mut path)?;
+        }
+        if S::WARNS && watched < EARLY_ROWS {
+            for text in parser.take_warnings() {
+                supervisor.warn(text);
+            }
         }
         // Matched in place, not through `map_err` and `?`: converting the
         // result moved every row into a new enum layout, byte by byte.
@@ -339,6 +359,18 @@ fn drive<E: Executor, S: Supervise>(
             Ok(None) => break,
             Err(error) => return Err(Error::Input(error)),
         };
+        if S::WARNS && watched < EARLY_ROWS {
+            watched += 1;
+            early_malformed += u32::from(row.parsed.is_err());
+            if watched == EARLY_ROWS && early_malformed == EARLY_ROWS {
+                supervisor.warn(format!(
+                    "the first {EARLY_ROWS} rows are all malformed (the last: line {}, {}); \
+                     is this the right file and format?",
+                    row.line,
+                    row.parsed.err().map_or("", Malformed::describe)
+                ));
+            }
+        }
         // The record is borrowed where the parser left it: copying it out
         // of the row first cost the single-threaded path 13% (perf.md).
         match &row.parsed {
@@ -350,6 +382,11 @@ fn drive<E: Executor, S: Supervise>(
                 })
             }
             &Err(reason) => path.malformed(row.line, reason, row.raw)?,
+        }
+    }
+    if S::WARNS {
+        for text in parser.take_warnings() {
+            supervisor.warn(text);
         }
     }
     let end = parser.checkpoint().at;
