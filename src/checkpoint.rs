@@ -290,6 +290,9 @@ fn decode_carried(bytes: &[u8]) -> Option<Carried> {
     f.0.is_empty().then_some(Carried { tally, first })
 }
 
+/// Where a run's warnings go.
+type WarningSink = Box<dyn FnMut(&str)>;
+
 /// What a run watches between records: a stop flag (set by a signal
 /// handler to the signal's number), and, with a state file, when to take a
 /// checkpoint and where to go on from.
@@ -297,7 +300,7 @@ pub struct Control {
     stop: Arc<AtomicUsize>,
     plan: Option<PlanSpec>,
     resume: Option<Resume>,
-    warn: Option<Box<dyn FnMut(&str)>>,
+    warn: Option<WarningSink>,
 }
 
 struct PlanSpec {
@@ -322,7 +325,7 @@ impl Control {
     /// `amount` column or with a misspelt name, an input whose first 1,000
     /// rows are all malformed.
     pub fn warnings(mut self, sink: impl FnMut(&str) + 'static) -> Control {
-        self.warn = Some(Box::new(sink));
+        self.warn = Some(Box::new(sink) as WarningSink);
         self
     }
 
@@ -449,7 +452,7 @@ pub(crate) struct Supervisor {
     rows: u32,
     verbosity: Verbosity,
     keep_rejects: bool,
-    warn: Option<Box<dyn FnMut(&str)>>,
+    warn: Option<WarningSink>,
 }
 
 impl Supervisor {
