@@ -9,10 +9,19 @@
 # wall times, the medians, peak RSS and the ratio. Interleaving matters: these
 # machines are shared and noisy, so back-to-back blocks of runs drift.
 set -euo pipefail
-before=$1 after=$2 input=$3 runs=${4:-7}
-shift $(( $# < 4 ? $# : 4 ))
+usage="usage: tools/ab.sh BEFORE_REV AFTER_REV INPUT [RUNS] [-- ENGINE ARGS...]"
+(( $# >= 3 )) || { echo "$usage" >&2; exit 2; }
+before=$1 after=$2 input=$3
+shift 3
+runs=7
+if (( $# > 0 )) && [[ $1 != -- ]]; then
+    runs=$1
+    shift
+fi
+[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "ab.sh: RUNS must be a positive number, not '$runs'; $usage" >&2; exit 2; }
 [[ ${1:-} == -- ]] && shift
 args=("$@")
+[[ -r $input ]] || { echo "ab.sh: cannot read input $input" >&2; exit 2; }
 top=$(git rev-parse --show-toplevel)
 work=$(mktemp -d /tmp/ab.XXXXXX)
 trap 'git -C "$top" worktree remove --force "$work/wt" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
@@ -23,8 +32,8 @@ build() { # rev -> path of binary
         (cd "$top" && cargo build --release -q) && cp "$top/target/release/payments-engine" "$work/$name"
     else
         git -C "$top" worktree add -q --detach "$work/wt" "$rev"
-        (cd "$work/wt" && CARGO_TARGET_DIR=/tmp/ab-target cargo build --release -q)
-        cp /tmp/ab-target/release/payments-engine "$work/$name"
+        (cd "$work/wt" && CARGO_TARGET_DIR="$work/target" cargo build --release -q)
+        cp "$work/target/release/payments-engine" "$work/$name"
         git -C "$top" worktree remove --force "$work/wt"
     fi
 }

@@ -158,15 +158,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let result = match &args.output {
-        Some(path) => File::create(path).and_then(|file| generate(config, BufWriter::new(file))),
-        None => generate(config, io::stdout().lock()),
+    let (result, target) = match &args.output {
+        Some(path) => (
+            File::create(path).and_then(|file| generate(config, BufWriter::new(file))),
+            path.display().to_string(),
+        ),
+        None => (generate(config, io::stdout().lock()), "standard output".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("datagen: error: {error}");
+            eprintln!("datagen: error: writing {target}: {error}");
             ExitCode::FAILURE
         }
     }

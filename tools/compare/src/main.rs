@@ -7,6 +7,9 @@
 //!
 //!     cargo build --release --workspace
 //!     cargo run --release -p compare -- --help
+//!
+//! It finds the engine and datagen beside its own binary (the workspace's
+//! target directory), so it runs from any directory.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -23,12 +26,12 @@ use plotters::prelude::*;
     about = "Throughput, memory and latency of payments-engine over datagen inputs"
 )]
 struct Args {
-    /// The engine binary.
-    #[arg(long, default_value = "target/release/payments-engine")]
-    engine: PathBuf,
-    /// The datagen binary.
-    #[arg(long, default_value = "target/release/datagen")]
-    datagen: PathBuf,
+    /// The engine binary (default: payments-engine beside this binary).
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// The datagen binary (default: datagen beside this binary).
+    #[arg(long)]
+    datagen: Option<PathBuf>,
     /// Row counts of the realistic preset.
     #[arg(
         long,
@@ -123,7 +126,8 @@ fn generate(args: &Args, preset: &str, rows: u64) -> Result<Input> {
         .scratch
         .join(format!("{preset}-{rows}-{}.csv", args.seed));
     if !path.exists() {
-        let status = Command::new(&args.datagen)
+        let datagen = args.datagen.as_ref().expect("resolved in main");
+        let status = Command::new(datagen)
             .args([
                 "--preset",
                 preset,
@@ -135,12 +139,14 @@ fn generate(args: &Args, preset: &str, rows: u64) -> Result<Input> {
             ])
             .arg(&path)
             .status()
-            .context("running datagen")?;
+            .with_context(|| format!("running {}", datagen.display()))?;
         if !status.success() {
-            bail!("datagen failed for {preset} {rows}");
+            bail!("datagen failed writing {}", path.display());
         }
     }
-    let bytes = fs::metadata(&path)?.len();
+    let bytes = fs::metadata(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
     Ok(Input {
         preset: preset.into(),
         rows,
@@ -162,29 +168,36 @@ fn measure(args: &Args, input: &Input, workers: Option<usize>) -> Result<Measure
                 c
             }
             Some(w) => {
-                let mut c = Command::new(&args.engine);
+                let mut c = Command::new(args.engine.as_ref().expect("resolved in main"));
                 c.args(["-q", "--latency", "--workers", &w.to_string()])
                     .arg(&input.path);
                 c
             }
         };
+        let create = |path: &Path| {
+            File::create(path).with_context(|| format!("creating {}", path.display()))
+        };
         command
-            .stdout(File::create(&out)?)
-            .stderr(File::create(&err)?)
+            .stdout(create(&out)?)
+            .stderr(create(&err)?)
             .stdin(Stdio::null());
         let (seconds, rss) = timed(&mut command)?;
         times.push(seconds);
         peak = peak.max(rss);
     }
-    let latency_us = parse_latency(&fs::read_to_string(&err)?);
+    let latency_us = parse_latency(
+        &fs::read_to_string(&err).with_context(|| format!("reading {}", err.display()))?,
+    );
     if let Some(w) = workers {
         // Every worker count must print the accounts of the first one.
         let reference = args
             .scratch
             .join(format!("{}-{}.accounts", input.preset, input.rows));
+        let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
         if w == args.workers[0] {
-            fs::copy(&out, &reference)?;
-        } else if fs::read(&out)? != fs::read(&reference)? {
+            fs::copy(&out, &reference)
+                .with_context(|| format!("copying {} to {}", out.display(), reference.display()))?;
+        } else if read(&out)? != read(&reference)? {
             bail!(
                 "--workers {w} printed different accounts for {}",
                 input.path.display()
@@ -199,9 +212,40 @@ fn measure(args: &Args, input: &Input, workers: Option<usize>) -> Result<Measure
     })
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    fs::create_dir_all(&args.scratch)?;
+/// `--NAME` if given, else the binary NAME beside this one; it must exist.
+fn binary(given: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    let path = match given {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("finding this binary's directory")?
+            .with_file_name(name),
+    };
+    if !path.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build --release --workspace`, or pass --{}",
+            path.display(),
+            if name == "datagen" { "datagen" } else { "engine" }
+        );
+    }
+    Ok(path)
+}
+
+fn main() -> std::process::ExitCode {
+    match compare() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("compare: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn compare() -> Result<()> {
+    let mut args = Args::parse();
+    args.engine = Some(binary(&args.engine, "payments-engine")?);
+    args.datagen = Some(binary(&args.datagen, "datagen")?);
+    fs::create_dir_all(&args.scratch)
+        .with_context(|| format!("creating {}", args.scratch.display()))?;
     let mut inputs = Vec::new();
     for &rows in &args.sizes {
         inputs.push(generate(&args, "realistic", rows)?);
@@ -253,7 +297,7 @@ fn main() -> Result<()> {
         results.push((input, floor, rows));
     }
     if let Some(dir) = &args.charts {
-        fs::create_dir_all(dir)?;
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         charts(dir, &results)?;
         eprintln!("charts written to {}", dir.display());
     }
