@@ -23,11 +23,27 @@ use crate::report::Verbosity;
 /// --fail-on-malformed when a row was malformed, 130/143 when stopped by
 /// SIGINT/SIGTERM.
 #[derive(Debug, Parser)]
-#[command(name = "payments-engine", version, about, long_about)]
+#[command(
+    name = "payments-engine",
+    version = env!("PAYMENTS_ENGINE_VERSION"),
+    about,
+    long_about,
+    override_usage = "payments-engine [OPTIONS] <INPUT>",
+    after_long_help = EXAMPLES
+)]
 pub struct Cli {
-    /// Transactions CSV file, or `-` for standard input.
-    #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
+    /// Transactions CSV file (plain, gzip or zstd), or `-` for standard input.
+    #[arg(value_name = "INPUT", required_unless_present_any = ["completions", "man_page"])]
+    pub input: Option<PathBuf>,
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    /// on stdout and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) on stdout and exit.
+    #[arg(long, exclusive = true)]
+    pub man_page: bool,
 
     /// Worker threads of the sharded pipeline (default: the available cores
     /// minus one, at least 1). 0 runs the single-threaded path. The output is
@@ -114,12 +130,39 @@ pub struct Cli {
     pub no_progress: bool,
 }
 
+/// `--help`'s examples.
+const EXAMPLES: &str = "Examples:
+  payments-engine transactions.csv > accounts.csv
+  payments-engine --rejects rejects.csv -o accounts.csv transactions.csv.gz
+  zcat day.csv.gz | payments-engine --workers 3 - > accounts.csv
+  payments-engine --state ledger.state monday.csv > monday.csv.out
+  payments-engine --state ledger.state --resume monday.csv   # after a crash or Ctrl-C
+  payments-engine --summary-json run.json --fail-on-malformed input.csv
+  payments-engine --completions bash > ~/.local/share/bash-completion/completions/payments-engine
+  payments-engine --man-page > payments-engine.1";
+
 impl Cli {
+    /// Writes what `--completions` or `--man-page` asked for; true if one
+    /// was asked for (then there is no run).
+    pub fn write_generated(&self, out: &mut dyn std::io::Write) -> std::io::Result<bool> {
+        use clap::CommandFactory;
+        if let Some(shell) = self.completions {
+            clap_complete::generate(shell, &mut Cli::command(), "payments-engine", out);
+            return Ok(true);
+        }
+        if self.man_page {
+            clap_mangen::Man::new(Cli::command()).render(out)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     pub fn into_options(self) -> Options {
-        let input = if self.input.as_os_str() == "-" {
-            Input::Stdin
-        } else {
-            Input::Path(self.input)
+        // Clap requires INPUT unless --completions or --man-page was given,
+        // and those are handled before a run.
+        let input = match self.input {
+            Some(path) if path.as_os_str() != "-" => Input::Path(path),
+            _ => Input::Stdin,
         };
         let verbosity = match (self.quiet, self.verbose) {
             (true, _) => Verbosity::Quiet,

@@ -35,6 +35,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match cli.write_generated(&mut io::stdout().lock()) {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(error) => {
+            eprintln!("{NAME}: error: writing to stdout: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     let options = cli.into_options();
     match payments_engine::app::run(&options, &mut io::stdout().lock(), &mut io::stderr().lock()) {
         Ok(stats) if options.fail_on_malformed && stats.tally.malformed() > 0 => {

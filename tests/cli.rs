@@ -642,3 +642,34 @@ fn fail_on_malformed_exits_3_after_a_complete_run() {
     assert_eq!(r.code, 0, "rejections are not malformed rows");
     assert_eq!(run(&["--fail-on-malformed", "--strict", "-"], b"").code, 2);
 }
+
+#[test]
+fn completions_man_page_and_version_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let r = run(&["--completions", shell], b"");
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stdout.contains("checkpoint-every"), "{shell}");
+    }
+    let r = run(&["--man-page"], b"");
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.starts_with(".ie"), "roff");
+    assert!(r.stdout.contains("payments\\-engine"));
+    assert_eq!(
+        run(&["--completions", "bash", "x.csv"], b"").code,
+        2,
+        "exclusive"
+    );
+    // Built from git, --version names the commit.
+    let r = run(&["--version"], b"");
+    let version = r.stdout.trim();
+    assert!(version.starts_with("payments-engine 0."), "{version}");
+    let in_git = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.git")).exists();
+    assert_eq!(version.contains(" ("), in_git, "{version}");
+    let r = run(&["--help"], b"");
+    assert!(
+        r.stdout
+            .contains("Examples:\n  payments-engine transactions.csv"),
+        "{}",
+        r.stdout
+    );
+}

@@ -22,7 +22,7 @@ fi
 [[ ${1:-} == -- ]] && shift
 args=("$@")
 [[ -r $input ]] || { echo "ab.sh: cannot read input $input" >&2; exit 2; }
-top=$(git rev-parse --show-toplevel)
+top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 work=$(mktemp -d /tmp/ab.XXXXXX)
 trap 'git -C "$top" worktree remove --force "$work/wt" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 

@@ -163,7 +163,10 @@ fn main() -> ExitCode {
             File::create(path).and_then(|file| generate(config, BufWriter::new(file))),
             path.display().to_string(),
         ),
-        None => (generate(config, io::stdout().lock()), "standard output".into()),
+        None => (
+            generate(config, io::stdout().lock()),
+            "standard output".into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

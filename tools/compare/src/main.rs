@@ -193,7 +193,8 @@ fn measure(args: &Args, input: &Input, workers: Option<usize>) -> Result<Measure
         let reference = args
             .scratch
             .join(format!("{}-{}.accounts", input.preset, input.rows));
-        let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
+        let read =
+            |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
         if w == args.workers[0] {
             fs::copy(&out, &reference)
                 .with_context(|| format!("copying {} to {}", out.display(), reference.display()))?;
@@ -224,7 +225,11 @@ fn binary(given: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
         bail!(
             "{} not found: build it with `cargo build --release --workspace`, or pass --{}",
             path.display(),
-            if name == "datagen" { "datagen" } else { "engine" }
+            if name == "datagen" {
+                "datagen"
+            } else {
+                "engine"
+            }
         );
     }
     Ok(path)
