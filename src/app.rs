@@ -560,23 +560,38 @@ fn open_input(options: &Options) -> anyhow::Result<(Opened, Option<indicatif::Pr
             (Box::new(file), len)
         }
     };
-    let wanted = options.progress
+    // A bar for a large file, a line of bytes and lines for a pipe (its size
+    // is unknown); none for a small file, a quiet run, or a stderr that is
+    // not a terminal.
+    let shown = options.progress
         && options.verbosity != Verbosity::Quiet
         && io::stderr().is_terminal()
-        && len.is_some_and(|len| len >= PROGRESS_MIN_BYTES);
-    let (source, bar): (Box<dyn Read>, _) = if wanted {
+        && len.map_or(true, |len| len >= PROGRESS_MIN_BYTES);
+    let (source, bar): (Box<dyn Read>, _) = if shown {
         // A few redraws a second: each one wakes the terminal, which on a
         // small machine takes a core from the engine for a moment (perf.md,
         // "Progress bar").
         let target = indicatif::ProgressDrawTarget::stderr_with_hz(PROGRESS_HZ);
-        let bar = indicatif::ProgressBar::with_draw_target(len, target);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
+        let (bar, template) = match len {
+            Some(len) => (
+                indicatif::ProgressBar::with_draw_target(Some(len), target),
                 "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid progress template"),
+            ),
+            None => (
+                indicatif::ProgressBar::with_draw_target(None, target),
+                "{spinner} {bytes} read, {msg} lines, {bytes_per_sec}",
+            ),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template).expect("valid progress template"),
         );
-        (Box::new(bar.wrap_read(source)), Some(bar))
+        let counted = CountLines {
+            inner: source,
+            bar: bar.clone(),
+            lines: 0,
+            count: len.is_none(),
+        };
+        (Box::new(counted), Some(bar))
     } else {
         (source, None)
     };
@@ -591,6 +606,27 @@ fn open_input(options: &Options) -> anyhow::Result<(Opened, Option<indicatif::Pr
 
 /// An opened input: its bytes, and what is known of it.
 type Opened = (Box<dyn Read>, InputFacts);
+
+/// A reader that moves the progress bar by the bytes read and, for an input
+/// of unknown size, shows the lines read so far.
+struct CountLines {
+    inner: Box<dyn Read>,
+    bar: indicatif::ProgressBar,
+    lines: u64,
+    count: bool,
+}
+
+impl Read for CountLines {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        if self.count && n > 0 {
+            self.lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+            self.bar.set_message(self.lines.to_string());
+        }
+        Ok(n)
+    }
+}
 
 /// The input as messages name it.
 fn input_name(input: &Input) -> String {
