@@ -109,6 +109,13 @@ pub struct Cli {
     #[arg(long, requires = "state")]
     pub resume: bool,
 
+    /// The most memory the engine may hold (`512MiB`, `4GiB`, `2G`, or
+    /// bytes). Past it the run ends with one error line (exit 1) naming the
+    /// line reached, instead of an abort. Default: the cgroup's memory limit,
+    /// else the machine's memory.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<Size>,
+
     /// Exit with status 3 (instead of 0) when the run completed but some rows
     /// were malformed. Unlike --strict the run goes on to the end and writes
     /// every output.
@@ -193,6 +200,36 @@ impl Cli {
     }
 }
 
+/// A size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+/// `123`, `64KiB`, `512MiB`, `4GiB`, `1TiB`, or with K/M/G/T (and an optional
+/// B): powers of 1024 either way.
+fn parse_size(text: &str) -> Result<Size, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 512MiB, 4GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("unknown unit {unit:?} (examples: 512MiB, 4GiB)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .filter(|&bytes| bytes > 0)
+        .map(Size)
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
 /// How often a run with a state file saves a checkpoint, by default.
 pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
@@ -231,6 +268,25 @@ mod tests {
         let options = Cli::parse_from(["payments-engine", "--verbose", "x.csv"]).into_options();
         assert_eq!(options.input, Input::Path("x.csv".into()));
         assert_eq!(options.verbosity, Verbosity::Verbose);
+    }
+
+    #[test]
+    fn sizes() {
+        let table = [
+            ("123", Some(123)),
+            ("64KiB", Some(64 << 10)),
+            ("512MiB", Some(512 << 20)),
+            ("4G", Some(4 << 30)),
+            ("2 GB", Some(2 << 30)),
+            ("1TiB", Some(1 << 40)),
+            ("0", None),
+            ("lots", None),
+            ("5 parsecs", None),
+            ("99999999999999999999", None),
+        ];
+        for (text, bytes) in table {
+            assert_eq!(parse_size(text).ok().map(|s| s.0), bytes, "{text}");
+        }
     }
 
     #[test]

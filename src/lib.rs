@@ -50,6 +50,8 @@
 pub mod amount;
 #[cfg(feature = "cli")]
 pub mod app;
+#[cfg(feature = "cli")]
+pub mod budget;
 pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;

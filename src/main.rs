@@ -7,8 +7,9 @@ use clap::Parser;
 use payments_engine::cli::Cli;
 use payments_engine::Error;
 
+/// mimalloc under a memory budget: running out is a clean fatal error.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: payments_engine::budget::Budget = payments_engine::budget::Budget;
 
 /// Every message this program prints on stderr starts with its name.
 const NAME: &str = "payments-engine";
@@ -42,6 +43,13 @@ fn main() -> ExitCode {
             eprintln!("{NAME}: error: writing to stdout: {error}");
             return ExitCode::FAILURE;
         }
+    }
+    if let Some(bytes) = cli
+        .max_memory
+        .map(|m| m.0)
+        .or_else(payments_engine::budget::default_limit)
+    {
+        payments_engine::budget::set_limit(bytes);
     }
     let options = cli.into_options();
     match payments_engine::app::run(&options, &mut io::stdout().lock(), &mut io::stderr().lock()) {

@@ -673,3 +673,80 @@ fn completions_man_page_and_version_are_generated() {
         r.stdout
     );
 }
+
+/// A file of deposits with random-looking ids over all of u32: the state
+/// grows by tens of bytes a row.
+fn scattered_deposits(rows: u64) -> Vec<u8> {
+    datagen::generate_vec(datagen::Config {
+        rows,
+        seed: 9,
+        mix: datagen::Mix::parse("1,0,0,0,0").unwrap(),
+        ids: datagen::IdOrder::Sparse,
+        ..datagen::Config::default()
+    })
+}
+
+/// Out of memory is a fatal error like any other: one line naming the line
+/// reached, exit 1, nothing on stdout, outputs untouched; never an abort.
+#[test]
+fn running_out_of_memory_is_one_clean_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("scattered.csv");
+    std::fs::write(&input, scattered_deposits(1_500_000)).unwrap();
+    let out = dir.path().join("accounts.csv");
+    std::fs::write(&out, "old\n").unwrap();
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let check = |r: &support::Run, how: &str| {
+        assert_eq!(r.code, 1, "{how}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{how}");
+        assert_eq!(r.stderr.lines().count(), 1, "{how}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .starts_with("payments-engine: error: out of memory after line "),
+            "{how}: {}",
+            r.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "old\n", "{how}");
+    };
+    for workers in ["0", "3"] {
+        let r = run(
+            &[
+                "-q",
+                "--max-memory",
+                "8MiB",
+                "--workers",
+                workers,
+                "-o",
+                o,
+                i,
+            ],
+            b"",
+        );
+        check(&r, "--max-memory 8MiB");
+        assert!(
+            r.stderr.contains("the budget is 8.0 MiB (--max-memory)"),
+            "{}",
+            r.stderr
+        );
+    }
+    // Under an address-space limit the system refuses: the same clean line.
+    // (A header-only input needs under 30 MiB of address space here.)
+    let limited = std::process::Command::new("prlimit")
+        .args([
+            &format!("--as={}", 48 << 20),
+            support::BIN,
+            "-q",
+            "-o",
+            o,
+            i,
+        ])
+        .output()
+        .expect("prlimit (util-linux) runs");
+    let r = support::Run {
+        stdout: String::from_utf8_lossy(&limited.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&limited.stderr).into_owned(),
+        code: limited.status.code().unwrap_or(-1),
+    };
+    check(&r, "prlimit --as=48MiB");
+    assert!(r.stderr.contains("the system refused them"), "{}", r.stderr);
+}

@@ -37,6 +37,7 @@ mod error;
 pub(crate) mod sequential;
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 
@@ -293,6 +294,11 @@ pub(crate) struct Paused<'a> {
     pub logs: Vec<&'a mut EventLog>,
 }
 
+/// The line the CSV loop last read (any run in this process), for a message
+/// that must be written without allocating: the binary's out-of-memory
+/// line. One relaxed store per row.
+pub static LINE_REACHED: AtomicU64 = AtomicU64::new(0);
+
 /// Rows watched at the start of a run: if all are malformed, say so then.
 const EARLY_ROWS: u32 = 1_000;
 
@@ -359,6 +365,7 @@ fn drive<E: Executor, S: Supervise>(
             Ok(None) => break,
             Err(error) => return Err(Error::Input(error)),
         };
+        LINE_REACHED.store(row.line, Ordering::Relaxed);
         if S::WARNS && watched < EARLY_ROWS {
             watched += 1;
             early_malformed += u32::from(row.parsed.is_err());
