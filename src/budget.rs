@@ -33,6 +33,22 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 /// The most it may hold (`usize::MAX`: no budget).
 static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// mimalloc's option `purge_delay` (milliseconds): how long freed memory
+/// stays committed before it is given back. Its index in mimalloc 3's
+/// `mi_option_t` (not in the bindings' constants); the lock file pins the
+/// version.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tunes mimalloc for a run: freed memory goes back to the system after
+/// 10 ms instead of 1 s. The stores grow by many small reallocations; with
+/// the default delay their freed blocks stayed resident, and peak RSS on
+/// 5M scattered deposits was 10-35 MiB higher (perf.md, "Memory").
+pub fn tune_allocator() {
+    // SAFETY: mi_option_set only stores the value mimalloc reads when it
+    // decides to purge; any value is valid for this option.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+}
+
 /// Sets the budget, in bytes.
 pub fn set_limit(bytes: u64) {
     LIMIT.store(

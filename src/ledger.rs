@@ -165,14 +165,6 @@ pub struct Book {
 }
 
 impl Book {
-    /// A book for one of `workers` workers (see [`DepositStore::for_share`]).
-    pub fn for_worker_count(workers: usize) -> Book {
-        Book {
-            deposits: DepositStore::for_share(workers),
-            ..Book::default()
-        }
-    }
-
     /// Applies a well-formed transaction. `id_is_fresh` is the outcome of
     /// rule 2's claim for deposits and withdrawals (ignored for the others).
     ///

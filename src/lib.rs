@@ -55,6 +55,7 @@ pub mod budget;
 pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod deposits;
 pub mod durable;
 pub mod engine;
 pub mod ledger;

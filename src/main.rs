@@ -15,6 +15,7 @@ static GLOBAL: payments_engine::budget::Budget = payments_engine::budget::Budget
 const NAME: &str = "payments-engine";
 
 fn main() -> ExitCode {
+    payments_engine::budget::tune_allocator();
     // A worker's panic is reported once, by the engine, as the run's error;
     // any other thread's panic keeps the default report.
     let default_hook = std::panic::take_hook();

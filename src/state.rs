@@ -54,7 +54,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::durable::{self, AtomicFile};
 use crate::ledger::{sorted_accounts, Account, Book, Ledger, StateError};
-use crate::store::{DepositLeaf, DepositStore, IdLeaf, TxIdSet, LEAF_BITS, LEAF_IDS, LEAVES};
+use crate::store::{Deposit, DepositStore, IdLeaf, TxIdSet, LEAF_BITS, LEAF_IDS, LEAVES};
 use crate::tx::ClientId;
 
 /// The first 8 bytes of every state file.
@@ -429,54 +429,53 @@ fn write_deposits(w: &mut impl Write, books: &[&Book]) -> io::Result<()> {
     let present = |leaf: usize| stores.iter().any(|store| store.has_leaf(leaf));
     let leaves = (0..LEAVES).filter(|&leaf| present(leaf)).count();
     put_u64(w, leaves as u64)?;
-    // Scratch for a dense leaf gathered from several books.
-    let (mut words, mut clients) = (Vec::new(), Vec::new());
+    // Each leaf's deposits, gathered from every book into slot-indexed
+    // scratch arrays (so several books need no sort), in the file's words.
+    let mut words = vec![0u64; LEAF_IDS];
+    let mut clients = vec![0u16; LEAF_IDS];
     for leaf in (0..LEAVES).filter(|&leaf| present(leaf)) {
-        let parts: Vec<DepositLeaf<'_>> = stores.iter().filter_map(|s| s.leaf(leaf)).collect();
-        // The common case: one book's full dense leaf, written as it is.
-        if let [DepositLeaf::Dense {
-            words,
-            clients,
-            count,
-        }] = parts[..]
-        {
-            if count > DEPOSIT_DENSE_OVER {
-                put_leaf(w, leaf, 1, count)?;
-                put_u64s(w, words)?;
-                put_u16s(w, clients)?;
-                continue;
-            }
-        }
-        // Otherwise gather the leaf's deposits from every book, and write
-        // the smaller form: sorted arrays, or slot-indexed dense arrays.
-        let mut entries: Vec<(u16, ClientId, u64)> = Vec::new();
-        for part in &parts {
-            part.for_each(|slot, client, word| entries.push((slot, client, word)));
-        }
-        if entries.len() > DEPOSIT_DENSE_OVER {
-            words.clear();
-            words.resize(LEAF_IDS, 0u64);
-            clients.clear();
-            clients.resize(LEAF_IDS, 0u16);
-            for &(slot, client, word) in &entries {
-                words[usize::from(slot)] = word;
+        let mut slots: Vec<u16> = Vec::new();
+        for store in &stores {
+            store.for_each_in_leaf(leaf, |slot, client, deposit| {
+                words[usize::from(slot)] = file_word(&deposit);
                 clients[usize::from(slot)] = client;
-            }
-            put_leaf(w, leaf, 1, entries.len())?;
+                slots.push(slot);
+            });
+        }
+        if slots.len() > DEPOSIT_DENSE_OVER {
+            put_leaf(w, leaf, 1, slots.len())?;
             put_u64s(w, &words)?;
             put_u16s(w, &clients)?;
         } else {
-            entries.sort_unstable_by_key(|&(slot, ..)| slot);
-            put_leaf(w, leaf, 0, entries.len())?;
-            let slots: Vec<u16> = entries.iter().map(|e| e.0).collect();
-            let owners: Vec<u16> = entries.iter().map(|e| e.1).collect();
-            let packed: Vec<u64> = entries.iter().map(|e| e.2).collect();
+            slots.sort_unstable();
+            put_leaf(w, leaf, 0, slots.len())?;
+            let owners: Vec<u16> = slots.iter().map(|&s| clients[usize::from(s)]).collect();
+            let packed: Vec<u64> = slots.iter().map(|&s| words[usize::from(s)]).collect();
             put_u16s(w, &slots)?;
             put_u16s(w, &owners)?;
             put_u64s(w, &packed)?;
         }
+        for slot in slots {
+            words[usize::from(slot)] = 0;
+        }
     }
     Ok(())
+}
+
+/// Bit 63 of a file word: the deposit is under dispute; the rest is its
+/// amount in ten-thousandths (always positive).
+const FILE_DISPUTED: u64 = 1 << 63;
+
+fn file_word(deposit: &Deposit) -> u64 {
+    deposit.amount.raw() as u64 | if deposit.disputed { FILE_DISPUTED } else { 0 }
+}
+
+fn from_file_word(client: ClientId, word: u64) -> Deposit {
+    Deposit {
+        client,
+        amount: crate::Amount::from_raw((word & !FILE_DISPUTED) as i64),
+        disputed: word & FILE_DISPUTED != 0,
+    }
 }
 
 /// Reads a whole state file, checking everything.
@@ -769,22 +768,37 @@ fn read_deposits(r: &mut (impl Read + ?Sized)) -> Result<DepositStore, Bad> {
     for _ in 0..leaves {
         let (leaf, form, count) = get_leaf(r, previous)?;
         previous = Some(leaf);
-        if form == 1 {
+        let base = (leaf as u32) << LEAF_BITS;
+        // (slot, client, word) of each deposit, ascending.
+        let entries: Vec<(u16, u16, u64)> = if form == 1 {
             ensure(count > DEPOSIT_DENSE_OVER)?;
             let words = get_u64s(r, LEAF_IDS)?;
             let clients = get_u16s(r, LEAF_IDS)?;
-            ensure(words.iter().filter(|&&w| w != 0).count() == count)?;
-            store.load_dense(leaf, words, clients);
+            (0..LEAF_IDS)
+                .filter(|&slot| words[slot] != 0)
+                .map(|slot| (slot as u16, clients[slot], words[slot]))
+                .collect()
         } else {
             ensure(count <= DEPOSIT_DENSE_OVER)?;
             let slots = get_u16s(r, count)?;
             let clients = get_u16s(r, count)?;
             let words = get_u64s(r, count)?;
             ensure(slots.windows(2).all(|pair| pair[0] < pair[1]))?;
-            // A word is a positive amount, with or without the dispute flag.
-            ensure(words.iter().all(|&w| w & !(1 << 63) != 0))?;
-            store.load_sparse(leaf, &slots, &clients, &words);
-        }
+            (0..count)
+                .map(|i| (slots[i], clients[i], words[i]))
+                .collect()
+        };
+        ensure(entries.len() == count)?;
+        // A word is a positive amount, with or without the dispute flag.
+        ensure(
+            entries
+                .iter()
+                .all(|&(_, _, word)| word & !FILE_DISPUTED != 0),
+        )?;
+        let deposits = entries
+            .iter()
+            .map(|&(slot, client, word)| (base | u32::from(slot), from_file_word(client, word)));
+        store.load_leaf(leaf, deposits);
     }
     Ok(store)
 }

@@ -1,0 +1,709 @@
+//! Applied deposits by tx id, for disputes, resolves and chargebacks: a
+//! worker's store, compact on every id pattern.
+//!
+//! # What a deposit costs
+//!
+//! A deposit needs its client (2 bytes), its amount and a dispute bit; its
+//! tx id can be implicit. Nearly every real amount is below 214,748.3647
+//! (2^31 ten-thousandths), so the amount and the flag share one 32-bit
+//! *word* (bit 31: disputed); a larger amount's word holds a marker
+//! ([`BIG`]) and the amount sits in a small side table. So:
+//!
+//! * a *dense* leaf (65,536 ids) is two flat arrays indexed by the id's low
+//!   16 bits: 4-byte words and 2-byte clients, **6 bytes per id slot**, no
+//!   search at all. Sequential ids, one worker: 6 bytes per deposit.
+//! * a *sparse* leaf is a sorted list of 8-byte entries (slot, client,
+//!   word), cut into chunks of at most [`CHUNK`] entries so that an insert
+//!   moves at most a few KiB, grown by a quarter at a time instead of
+//!   doubled: about **9 bytes per deposit** on every other pattern (random
+//!   u32 ids, strides, a worker's share of sequential ids).
+//!
+//! A sparse leaf turns dense at [`DENSE_AT`] deposits (half its slots); a
+//! new leaf whose left neighbour *earned* its density starts dense, so
+//! sequential ids skip the sparse phase. Every leaf that starts dense has a
+//! distinct earned neighbour, so dense leaves are at most twice the earned
+//! ones: hostile ids cannot make the store cost more than 2 x 384 KiB /
+//! 32,768 = 24 bytes a deposit that way.
+//!
+//! Nothing here doubles a whole table: memory grows one chunk at a time, so
+//! a run's peak is its end state, not 1.5x of it (the old per-leaf hash maps
+//! cost 22 bytes a deposit at 44-87% load, and doubled).
+
+use crate::amount::Amount;
+use crate::store::{LEAF_BITS, LEAF_IDS, LEAVES};
+use crate::tx::{ClientId, TxId};
+
+/// A sparse leaf becomes dense when it holds this many deposits, half its
+/// slots: a dense leaf (6 x 65,536 = 384 KiB) then costs 12 bytes a deposit
+/// at most, and finds a deposit with no search. (At 44,000, where the two
+/// forms cost the same, the 20M-row file's leaves, 60% deposits, stayed
+/// sparse, and the single-threaded run took 1.7x as long.)
+pub const DENSE_AT: usize = 32_768;
+
+/// The most entries a chunk of a sparse leaf holds; a full one splits in
+/// two. An insert moves at most this many 8-byte entries.
+pub const CHUNK: usize = 64;
+
+/// Bit 31 of a word: the deposit is under dispute.
+const DISPUTED: u32 = 1 << 31;
+/// A word's amount part when the amount is in the side table.
+const BIG: u32 = DISPUTED - 1;
+
+#[inline]
+fn split(id: TxId) -> (usize, usize) {
+    ((id >> LEAF_BITS) as usize, (id as usize) & (LEAF_IDS - 1))
+}
+
+/// One applied deposit as the ledger sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deposit {
+    pub client: ClientId,
+    pub amount: Amount,
+    pub disputed: bool,
+}
+
+/// A sparse leaf's entry. 0 is no valid word: every deposit is positive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    slot: u16,
+    client: ClientId,
+    word: u32,
+}
+
+struct DenseLeaf {
+    /// Indexed by slot; 0 is an empty slot.
+    words: Box<[u32]>,
+    clients: Box<[ClientId]>,
+    /// Deposits stored in this leaf.
+    count: u32,
+}
+
+impl DenseLeaf {
+    fn new() -> Self {
+        DenseLeaf {
+            words: vec![0u32; LEAF_IDS].into(),
+            clients: vec![0; LEAF_IDS].into(),
+            count: 0,
+        }
+    }
+
+    /// Dense by count, not just by neighbourhood.
+    fn earned(&self) -> bool {
+        self.count as usize >= DENSE_AT
+    }
+}
+
+/// Sorted chunks of sorted entries: every entry of a chunk has a smaller
+/// slot than every entry of the next. The first chunk sits in the leaf
+/// itself: a leaf of a few hundred deposits (scattered ids) is one
+/// allocation.
+#[derive(Default)]
+struct SparseLeaf {
+    first: Vec<Entry>,
+    /// Chunks 1.. (empty, and unallocated, until the first one splits).
+    rest: Vec<Vec<Entry>>,
+    /// The first slot of each chunk of `rest`, side by side: finding a
+    /// chunk reads this array, not every chunk's first entry (one cache miss
+    /// a step: the 20M-row file ran 1.7x slower that way).
+    starts: Vec<u16>,
+    count: u32,
+}
+
+impl SparseLeaf {
+    fn chunk(&self, index: usize) -> &Vec<Entry> {
+        match index {
+            0 => &self.first,
+            _ => &self.rest[index - 1],
+        }
+    }
+
+    fn chunk_mut(&mut self, index: usize) -> &mut Vec<Entry> {
+        match index {
+            0 => &mut self.first,
+            _ => &mut self.rest[index - 1],
+        }
+    }
+
+    /// The chunk that holds, or would hold, `slot` (only the first chunk
+    /// can be empty, and only while it is the only one).
+    #[inline]
+    fn chunk_of(&self, slot: u16) -> usize {
+        self.starts.partition_point(|&start| start <= slot)
+    }
+
+    #[inline]
+    fn find(&self, slot: u16) -> Option<&Entry> {
+        let chunk = self.chunk(self.chunk_of(slot));
+        let at = chunk.binary_search_by_key(&slot, |e| e.slot).ok()?;
+        Some(&chunk[at])
+    }
+
+    fn find_mut(&mut self, slot: u16) -> Option<&mut Entry> {
+        let chunk = self.chunk_mut(self.chunk_of(slot));
+        let at = chunk.binary_search_by_key(&slot, |e| e.slot).ok()?;
+        Some(&mut chunk[at])
+    }
+
+    /// Inserts an entry whose slot is new to the leaf.
+    fn insert(&mut self, entry: Entry) {
+        self.count += 1;
+        let index = self.chunk_of(entry.slot);
+        let last = index == self.rest.len();
+        let chunk = self.chunk_mut(index);
+        let at = match chunk.binary_search_by_key(&entry.slot, |e| e.slot) {
+            Ok(_) => panic!("deposit slot {} stored twice", entry.slot),
+            Err(at) => at,
+        };
+        if chunk.len() == chunk.capacity() {
+            // Grow by a quarter: less slack than doubling, still amortised.
+            chunk.reserve_exact((chunk.len() / 4).max(4));
+        }
+        let appended = at == chunk.len() && last;
+        chunk.insert(at, entry);
+        if chunk.len() > CHUNK {
+            // Ascending slots (a worker's share of sequential ids) leave the
+            // lower chunk full and exact; anything else splits in halves.
+            let cut = if appended { CHUNK } else { chunk.len() / 2 };
+            let mut upper = chunk.split_off(cut);
+            chunk.shrink_to(if appended { cut } else { cut + cut / 4 });
+            upper.reserve_exact(4);
+            // Chunk `index + 1` sits at `rest[index]`.
+            self.starts.insert(index, upper[0].slot);
+            self.rest.insert(index, upper);
+        }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.first.iter().chain(self.rest.iter().flatten())
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let entries: usize =
+            self.first.capacity() + self.rest.iter().map(|c| c.capacity()).sum::<usize>();
+        entries * std::mem::size_of::<Entry>()
+            + self.rest.capacity() * std::mem::size_of::<Vec<Entry>>()
+            + self.starts.capacity() * 2
+    }
+}
+
+enum Leaf {
+    Sparse(SparseLeaf),
+    /// Boxed: a dense leaf is rare, and the directory holds a leaf per
+    /// 65,536 ids however few deposits it has.
+    Dense(Box<DenseLeaf>),
+}
+
+/// Applied deposits by tx id (see the module docs).
+pub struct DepositStore {
+    /// `leaf_of[id >> 16]` is an index into `leaves`, plus one; 0 means none.
+    leaf_of: Box<[u32]>,
+    leaves: Vec<Leaf>,
+    /// Amounts of [`BIG`] ten-thousandths or more, by tx id.
+    big: hashbrown::HashMap<TxId, i64>,
+    len: usize,
+}
+
+impl Default for DepositStore {
+    fn default() -> Self {
+        DepositStore {
+            leaf_of: vec![0u32; LEAVES].into(),
+            leaves: Vec::new(),
+            big: hashbrown::HashMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl DepositStore {
+    /// The word of `amount` (disputed or not), recording a big amount.
+    #[inline]
+    fn word(&mut self, id: TxId, amount: Amount, disputed: bool) -> u32 {
+        debug_assert!(amount.is_positive(), "only positive deposits are stored");
+        let raw = amount.raw();
+        let value = if raw < i64::from(BIG) {
+            raw as u32
+        } else {
+            self.big.insert(id, raw);
+            BIG
+        };
+        value | if disputed { DISPUTED } else { 0 }
+    }
+
+    /// The deposit a stored word stands for.
+    #[inline]
+    fn unpack(&self, id: TxId, client: ClientId, word: u32) -> Deposit {
+        let value = word & !DISPUTED;
+        let raw = if value == BIG {
+            self.big[&id]
+        } else {
+            i64::from(value)
+        };
+        Deposit {
+            client,
+            amount: Amount::from_raw(raw),
+            disputed: word & DISPUTED != 0,
+        }
+    }
+
+    /// The deposit with this id, if one was applied.
+    #[inline]
+    pub fn get(&self, id: TxId) -> Option<Deposit> {
+        let (leaf, slot) = split(id);
+        let index = self.leaf_of[leaf].checked_sub(1)?;
+        match &self.leaves[index as usize] {
+            Leaf::Dense(dense) => {
+                let word = dense.words[slot];
+                (word != 0).then(|| self.unpack(id, dense.clients[slot], word))
+            }
+            Leaf::Sparse(sparse) => sparse
+                .find(slot as u16)
+                .map(|e| self.unpack(id, e.client, e.word)),
+        }
+    }
+
+    /// Stores an applied, undisputed deposit. Each id is inserted at most
+    /// once: the ledger's claim on the id guarantees it.
+    ///
+    /// The common case, a slot of a dense leaf, is inlined into the ledger;
+    /// everything else is out of line. (With the whole function out of
+    /// line, the single-threaded path ran 8-10% slower; perf.md.)
+    #[inline]
+    pub fn insert(&mut self, id: TxId, client: ClientId, amount: Amount) {
+        self.store(id, client, amount, false);
+    }
+
+    /// Stores a deposit with its dispute flag, as taken from another store or
+    /// a saved state. Each id at most once.
+    pub fn restore(&mut self, id: TxId, deposit: Deposit) {
+        self.store(id, deposit.client, deposit.amount, deposit.disputed);
+    }
+
+    #[inline]
+    fn store(&mut self, id: TxId, client: ClientId, amount: Amount, disputed: bool) {
+        let (leaf, slot) = split(id);
+        if let Some(index) = self.leaf_of[leaf].checked_sub(1) {
+            if let Leaf::Dense(_) = &self.leaves[index as usize] {
+                let word = self.word(id, amount, disputed);
+                let Leaf::Dense(dense) = &mut self.leaves[index as usize] else {
+                    unreachable!("checked above")
+                };
+                assert_eq!(dense.words[slot], 0, "deposit {id} stored twice");
+                dense.words[slot] = word;
+                dense.clients[slot] = client;
+                dense.count += 1;
+                self.len += 1;
+                return;
+            }
+        }
+        self.store_slow(id, client, amount, disputed);
+    }
+
+    /// [`DepositStore::store`] into a new or a sparse leaf.
+    #[inline(never)]
+    fn store_slow(&mut self, id: TxId, client: ClientId, amount: Amount, disputed: bool) {
+        let (leaf, slot) = split(id);
+        let word = self.word(id, amount, disputed);
+        let index = match self.leaf_of[leaf].checked_sub(1) {
+            Some(index) => index as usize,
+            None => {
+                let neighbour_earned = leaf > 0
+                    && self.leaf_of[leaf - 1].checked_sub(1).is_some_and(
+                        |i| matches!(&self.leaves[i as usize], Leaf::Dense(d) if d.earned()),
+                    );
+                self.leaves.push(if neighbour_earned {
+                    Leaf::Dense(Box::new(DenseLeaf::new()))
+                } else {
+                    Leaf::Sparse(SparseLeaf::default())
+                });
+                self.leaf_of[leaf] = self.leaves.len() as u32;
+                self.leaves.len() - 1
+            }
+        };
+        match &mut self.leaves[index] {
+            Leaf::Dense(dense) => {
+                assert_eq!(dense.words[slot], 0, "deposit {id} stored twice");
+                dense.words[slot] = word;
+                dense.clients[slot] = client;
+                dense.count += 1;
+            }
+            Leaf::Sparse(sparse) => {
+                sparse.insert(Entry {
+                    slot: slot as u16,
+                    client,
+                    word,
+                });
+                if sparse.count as usize >= DENSE_AT {
+                    let mut dense = DenseLeaf::new();
+                    for entry in sparse.entries() {
+                        dense.words[usize::from(entry.slot)] = entry.word;
+                        dense.clients[usize::from(entry.slot)] = entry.client;
+                    }
+                    dense.count = sparse.count;
+                    self.leaves[index] = Leaf::Dense(Box::new(dense));
+                }
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Marks a stored deposit disputed or not. The id must be stored.
+    pub fn set_disputed(&mut self, id: TxId, disputed: bool) {
+        let (leaf, slot) = split(id);
+        let index = self.leaf_of[leaf]
+            .checked_sub(1)
+            .expect("set_disputed on a deposit that was never stored");
+        let word = match &mut self.leaves[index as usize] {
+            Leaf::Dense(dense) => &mut dense.words[slot],
+            Leaf::Sparse(sparse) => {
+                &mut sparse
+                    .find_mut(slot as u16)
+                    .expect("set_disputed on a deposit that was never stored")
+                    .word
+            }
+        };
+        assert_ne!(*word, 0, "set_disputed on a deposit that was never stored");
+        if disputed {
+            *word |= DISPUTED;
+        } else {
+            *word &= !DISPUTED;
+        }
+    }
+
+    /// Number of stored deposits.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no deposit is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes held by the store (directory, leaves, chunks, big amounts),
+    /// counted from capacities.
+    pub fn heap_bytes(&self) -> usize {
+        let directory =
+            self.leaf_of.len() * 4 + self.leaves.capacity() * std::mem::size_of::<Leaf>();
+        let leaves: usize = self
+            .leaves
+            .iter()
+            .map(|leaf| match leaf {
+                Leaf::Dense(_) => LEAF_IDS * 6,
+                Leaf::Sparse(sparse) => sparse.heap_bytes(),
+            })
+            .sum();
+        directory + leaves + self.big.allocation_size()
+    }
+
+    /// True when leaf `leaf` holds deposits.
+    pub(crate) fn has_leaf(&self, leaf: usize) -> bool {
+        self.leaf_of[leaf] != 0
+    }
+
+    /// Calls `f(slot, client, amount, disputed)` for every deposit of leaf
+    /// `leaf`, in ascending slot order.
+    pub(crate) fn for_each_in_leaf(&self, leaf: usize, mut f: impl FnMut(u16, ClientId, Deposit)) {
+        let Some(index) = self.leaf_of[leaf].checked_sub(1) else {
+            return;
+        };
+        let base = (leaf as u32) << LEAF_BITS;
+        match &self.leaves[index as usize] {
+            Leaf::Dense(dense) => {
+                for (slot, &word) in dense.words.iter().enumerate() {
+                    if word != 0 {
+                        let client = dense.clients[slot];
+                        let id = base | slot as u32;
+                        f(slot as u16, client, self.unpack(id, client, word));
+                    }
+                }
+            }
+            Leaf::Sparse(sparse) => {
+                for e in sparse.entries() {
+                    let id = base | u32::from(e.slot);
+                    f(e.slot, e.client, self.unpack(id, e.client, e.word));
+                }
+            }
+        }
+    }
+
+    /// Every stored deposit, in ascending id order.
+    pub fn iter(&self) -> impl Iterator<Item = (TxId, Deposit)> + '_ {
+        (0..LEAVES)
+            .filter(|&leaf| self.has_leaf(leaf))
+            .flat_map(move |leaf| {
+                let base = (leaf as u32) << LEAF_BITS;
+                let mut deposits = Vec::new();
+                self.for_each_in_leaf(leaf, |slot, _, deposit| {
+                    deposits.push((base | u32::from(slot), deposit));
+                });
+                deposits
+            })
+    }
+
+    /// `parts` new stores holding the deposits of `stores` (disjoint sets of
+    /// ids), each in store `to(client)`. Every leaf is built once, in slot
+    /// order, dense when it holds enough.
+    pub(crate) fn redistribute(
+        stores: &[&DepositStore],
+        parts: usize,
+        to: impl Fn(ClientId) -> usize,
+    ) -> Vec<DepositStore> {
+        let mut out: Vec<DepositStore> = (0..parts).map(|_| DepositStore::default()).collect();
+        let mut split: Vec<Vec<(u16, Deposit)>> = vec![Vec::new(); parts];
+        for leaf in 0..LEAVES {
+            if !stores.iter().any(|s| s.has_leaf(leaf)) {
+                continue;
+            }
+            split.iter_mut().for_each(Vec::clear);
+            for store in stores {
+                store.for_each_in_leaf(leaf, |slot, client, deposit| {
+                    split[to(client)].push((slot, deposit));
+                });
+            }
+            let base = (leaf as u32) << LEAF_BITS;
+            for (store, deposits) in out.iter_mut().zip(&mut split) {
+                // Several source stores: restore the slots in order, so each
+                // insert appends.
+                deposits.sort_unstable_by_key(|&(slot, _)| slot);
+                store.load_leaf(
+                    leaf,
+                    deposits
+                        .iter()
+                        .map(|&(slot, d)| (base | u32::from(slot), d)),
+                );
+            }
+        }
+        out
+    }
+
+    /// Stores a whole leaf of deposits (ascending ids of one new leaf), read
+    /// back from a state file or split for workers: dense from the start if
+    /// there are enough.
+    pub(crate) fn load_leaf(
+        &mut self,
+        leaf: usize,
+        deposits: impl ExactSizeIterator<Item = (TxId, Deposit)>,
+    ) {
+        assert_eq!(self.leaf_of[leaf], 0, "leaf {leaf} loaded twice");
+        if deposits.len() == 0 {
+            return;
+        }
+        if deposits.len() >= DENSE_AT {
+            self.leaves.push(Leaf::Dense(Box::new(DenseLeaf::new())));
+            self.leaf_of[leaf] = self.leaves.len() as u32;
+        }
+        for (id, deposit) in deposits {
+            debug_assert_eq!(split(id).0, leaf);
+            self.restore(id, deposit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn amount(raw: i64) -> Amount {
+        Amount::from_raw(raw)
+    }
+
+    #[test]
+    fn deposits_round_trip_in_sparse_and_dense_leaves_with_any_amount() {
+        let mut store = DepositStore::default();
+        // Leaf 0 becomes dense, the others stay sparse.
+        let dense_ids: Vec<u32> = (0..DENSE_AT as u32 + 10).collect();
+        let sparse_ids = [65_536u32 * 7, 65_536 * 7 + 1, u32::MAX, 1 << 31];
+        let raw = |n: usize| match n % 5 {
+            0 => i64::MAX,
+            1 => i64::from(BIG),
+            2 => i64::from(BIG) - 1,
+            _ => n as i64 + 1,
+        };
+        let ids = dense_ids.iter().chain(&sparse_ids);
+        for (n, &id) in ids.clone().enumerate() {
+            store.insert(id, (n % 65_536) as u16, amount(raw(n)));
+        }
+        assert_eq!(store.len(), dense_ids.len() + sparse_ids.len());
+        assert!(matches!(store.leaves[0], Leaf::Dense(_)));
+        assert!(matches!(store.leaves[1], Leaf::Sparse(_)));
+        for (n, &id) in ids.enumerate() {
+            let expected = Deposit {
+                client: (n % 65_536) as u16,
+                amount: amount(raw(n)),
+                disputed: false,
+            };
+            assert_eq!(store.get(id), Some(expected), "id {id}");
+        }
+        assert_eq!(store.get(65_536 * 7 + 2), None);
+        assert_eq!(store.get(65_536 * 9), None);
+        assert_eq!(store.get(DENSE_AT as u32 + 10), None);
+    }
+
+    #[test]
+    fn the_dispute_flag_survives_densify_and_keeps_a_big_amount() {
+        let mut store = DepositStore::default();
+        let disputed_max = Some(Deposit {
+            client: 9,
+            amount: Amount::MAX,
+            disputed: true,
+        });
+        store.insert(5, 9, Amount::MAX);
+        store.set_disputed(5, true);
+        assert_eq!(store.get(5), disputed_max);
+        for id in 6..DENSE_AT as u32 + 5 {
+            store.insert(id, 1, amount(1));
+        }
+        assert!(matches!(store.leaves[0], Leaf::Dense(_)));
+        assert_eq!(store.get(5), disputed_max, "the same after densify");
+        store.set_disputed(5, false);
+        assert!(!store.get(5).unwrap().disputed);
+        store.set_disputed(6, true);
+        assert_eq!(store.get(6).unwrap().amount, amount(1));
+        assert!(store.get(6).unwrap().disputed);
+    }
+
+    #[test]
+    fn a_leaf_starts_dense_only_next_to_an_earned_dense_leaf() {
+        let mut store = DepositStore::default();
+        for id in 0..DENSE_AT as u32 {
+            store.insert(id, 1, amount(1));
+        }
+        assert!(matches!(&store.leaves[0], Leaf::Dense(d) if d.earned()));
+        // Leaf 1 starts dense (sequential ids skip the sparse phase)...
+        store.insert(65_536, 1, amount(1));
+        assert!(matches!(store.leaves[1], Leaf::Dense(_)));
+        // ...but leaf 2, next to an unearned dense leaf, starts sparse, and
+        // so does a leaf with no neighbour at all.
+        store.insert(2 * 65_536, 1, amount(1));
+        assert!(matches!(store.leaves[2], Leaf::Sparse(_)));
+        store.insert(9 * 65_536, 1, amount(1));
+        assert!(matches!(store.leaves[3], Leaf::Sparse(_)));
+        assert_eq!(store.len(), DENSE_AT + 3);
+    }
+
+    /// Random inserts into one leaf: chunks split, stay sorted and bounded,
+    /// and every deposit is found; memory stays near 8 bytes an entry.
+    #[test]
+    fn sparse_leaves_stay_sorted_chunked_and_compact() {
+        let mut store = DepositStore::default();
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut slots = Vec::new();
+        while slots.len() < 20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let slot = (seed % 65_536) as u32;
+            if store.get(3 << 16 | slot).is_none() {
+                store.insert(3 << 16 | slot, slot as u16, amount(i64::from(slot) + 1));
+                slots.push(slot);
+            }
+        }
+        let Leaf::Sparse(sparse) = &store.leaves[0] else {
+            panic!("still sparse")
+        };
+        assert!(!sparse.rest.is_empty(), "the leaf has split");
+        let chunks = std::iter::once(&sparse.first).chain(&sparse.rest);
+        assert!(chunks.clone().all(|c| !c.is_empty() && c.len() <= CHUNK));
+        let entries: Vec<u16> = sparse.entries().map(|e| e.slot).collect();
+        assert!(entries.windows(2).all(|w| w[0] < w[1]), "sorted");
+        for &slot in &slots {
+            let deposit = store.get(3 << 16 | slot).unwrap();
+            assert_eq!(deposit.amount, amount(i64::from(slot) + 1));
+        }
+        let per_entry = sparse.heap_bytes() as f64 / slots.len() as f64;
+        assert!(per_entry < 11.0, "{per_entry} bytes an entry");
+    }
+
+    /// Against a std map, over a mix of id patterns that makes leaves turn
+    /// dense in the middle of the run.
+    #[test]
+    fn the_store_agrees_with_a_std_map_over_mixed_id_patterns() {
+        use std::collections::HashMap;
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut store, mut model) = (DepositStore::default(), HashMap::new());
+        let mut sequential = 0u32;
+        for step in 0..300_000u32 {
+            let r = next();
+            let id = match r % 4 {
+                0 | 1 => {
+                    sequential += 1;
+                    sequential
+                }
+                2 => (r >> 16) as u32,
+                _ => ((r >> 16) as u32 % 4096) << 16,
+            };
+            // Every sequential id, a third of the others: leaves fill up.
+            if !model.contains_key(&id) && (r % 4 < 2 || r % 3 != 0) {
+                let raw = if r % 97 == 0 {
+                    i64::MAX - (r >> 40) as i64
+                } else {
+                    1 + (r >> 20) as i64 % 1_000_000
+                };
+                let client = (r >> 40) as u16;
+                store.insert(id, client, amount(raw));
+                model.insert(
+                    id,
+                    Deposit {
+                        client,
+                        amount: amount(raw),
+                        disputed: false,
+                    },
+                );
+            }
+            if let Some(deposit) = model.get_mut(&id) {
+                if r % 5 == 0 {
+                    deposit.disputed = !deposit.disputed;
+                    store.set_disputed(id, deposit.disputed);
+                }
+            }
+            let probe = id.wrapping_sub((r >> 60) as u32);
+            assert_eq!(
+                store.get(probe),
+                model.get(&probe).copied(),
+                "get {probe} at step {step}"
+            );
+        }
+        assert!(store.leaves.iter().any(|l| matches!(l, Leaf::Dense(_))));
+        assert_eq!(store.len(), model.len());
+        let mut sorted: Vec<_> = model.into_iter().collect();
+        sorted.sort_unstable_by_key(|&(id, _)| id);
+        assert!(store.iter().eq(sorted), "iter: every deposit, ascending");
+    }
+
+    #[test]
+    fn redistribute_splits_and_merges_without_a_change() {
+        let mut store = DepositStore::default();
+        for id in (0..120_000u32).step_by(2).chain([u32::MAX, 1 << 30]) {
+            store.insert(id, (id % 7) as u16, amount(i64::from(id % 1000) + 1));
+        }
+        store.set_disputed(4, true);
+        let all: Vec<_> = store.iter().collect();
+        let parts = DepositStore::redistribute(&[&store], 3, |client| usize::from(client) % 3);
+        for (n, part) in parts.iter().enumerate() {
+            assert!(part.iter().all(|(_, d)| usize::from(d.client) % 3 == n));
+        }
+        let refs: Vec<&DepositStore> = parts.iter().collect();
+        let merged = DepositStore::redistribute(&refs, 1, |_| 0);
+        assert!(merged[0].iter().eq(all.iter().copied()));
+        assert_eq!(merged[0].len(), all.len());
+    }
+
+    #[test]
+    #[should_panic(expected = "stored twice")]
+    fn storing_an_id_twice_is_a_bug() {
+        let mut store = DepositStore::default();
+        store.insert(70_000, 1, amount(1));
+        store.insert(70_000, 1, amount(1));
+    }
+
+    #[test]
+    fn entries_are_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 8);
+    }
+}
