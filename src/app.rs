@@ -100,14 +100,19 @@ pub fn run(
         for note in &m.notes {
             let _ = writeln!(stderr, "  {note}");
         }
+        let per_deposit = |bytes: usize| bytes as f64 / m.deposits.max(1) as f64;
         let _ = writeln!(
             stderr,
-            "  memory: {} accounts; {} stored deposits in {} bytes ({:.1} bytes each); tx-id set {} bytes",
-            stats.account_count,
+            "  memory: state {} bytes ({:.1} bytes per stored deposit): {} stored deposits in {} \
+             bytes, tx-id set {} bytes, {} accounts in {} bytes; peak RSS {}",
+            m.state_bytes(),
+            per_deposit(m.state_bytes()),
             m.deposits,
             m.deposit_bytes,
-            m.deposit_bytes as f64 / m.deposits.max(1) as f64,
-            m.id_set_bytes
+            m.id_set_bytes,
+            stats.account_count,
+            m.account_bytes,
+            peak_rss_bytes().map_or("unknown".into(), |b| format!("{} bytes", b)),
         );
         if let (Some(path), Some(saved)) = (&options.state, &stats.state) {
             let _ = writeln!(
@@ -521,6 +526,8 @@ fn summary_json(options: &Options, stats: &RunStats) -> serde_json::Value {
         "rows_per_s": if seconds > 0.0 { tally.rows_read() as f64 / seconds } else { 0.0 },
         "workers": options.engine.worker_count(),
         "memory": {
+            "state_bytes": m.state_bytes(),
+            "account_bytes": m.account_bytes,
             "stored_deposits": m.deposits,
             "deposit_store_bytes": m.deposit_bytes,
             "tx_id_set_bytes": m.id_set_bytes,

@@ -321,6 +321,11 @@ impl Book {
         &self.deposits
     }
 
+    /// Bytes held by the accounts table (for memory figures).
+    pub fn account_bytes(&self) -> usize {
+        self.accounts.allocation_size()
+    }
+
     /// Adds an account and its deposits taken from another book or a saved
     /// state: `net` follows, so the conservation check holds.
     fn restore_account(&mut self, client: ClientId, account: Account) {

@@ -536,6 +536,8 @@ pub struct Measures {
     pub deposit_bytes: usize,
     /// Bytes held by the set of claimed tx ids.
     pub id_set_bytes: usize,
+    /// Bytes held by the accounts tables.
+    pub account_bytes: usize,
     /// Queue-to-applied latency samples (the sharded pipeline only).
     pub latency: Option<Histogram<u64>>,
     /// Lines for `--verbose` (workers, pinning, batches).
@@ -543,6 +545,11 @@ pub struct Measures {
 }
 
 impl Measures {
+    /// The whole ledger state's bytes: deposits, claimed ids, accounts.
+    pub fn state_bytes(&self) -> usize {
+        self.deposit_bytes + self.id_set_bytes + self.account_bytes
+    }
+
     /// The latency percentiles in one line, in µs.
     pub fn latency_text(&self) -> String {
         match &self.latency {
@@ -623,6 +630,7 @@ impl Finished {
             deposits,
             deposit_bytes,
             id_set_bytes: ids.heap_bytes(),
+            account_bytes: books.iter().map(Book::account_bytes).sum(),
             latency,
             notes,
         };
