@@ -30,7 +30,7 @@
 //! cost 22 bytes a deposit at 44-87% load, and doubled).
 
 use crate::amount::Amount;
-use crate::store::{LEAF_BITS, LEAF_IDS, LEAVES};
+use crate::store::{prefetch, prefetch_all, LEAF_BITS, LEAF_IDS, LEAVES};
 use crate::tx::{ClientId, TxId};
 
 /// A sparse leaf becomes dense when it holds this many deposits, half its
@@ -42,7 +42,7 @@ pub const DENSE_AT: usize = 32_768;
 
 /// The most entries a chunk of a sparse leaf holds; a full one splits in
 /// two. An insert moves at most this many 8-byte entries.
-pub const CHUNK: usize = 64;
+pub const CHUNK: usize = 128;
 
 /// Bit 31 of a word: the deposit is under dispute.
 const DISPUTED: u32 = 1 << 31;
@@ -95,32 +95,47 @@ impl DenseLeaf {
 
 /// Sorted chunks of sorted entries: every entry of a chunk has a smaller
 /// slot than every entry of the next. The first chunk sits in the leaf
-/// itself: a leaf of a few hundred deposits (scattered ids) is one
-/// allocation.
+/// itself, and the rest behind one pointer: a worker holds a leaf per 65,536
+/// ids however few deposits it has there, so a leaf must be small (32
+/// bytes; with three inline vectors it was 80, 4 bytes a deposit on the
+/// adversarial preset with 3 workers).
 #[derive(Default)]
 struct SparseLeaf {
     first: Vec<Entry>,
-    /// Chunks 1.. (empty, and unallocated, until the first one splits).
+    /// Chunks 1.. (none until the first chunk splits).
+    more: Option<Box<Chunks>>,
+}
+
+/// The chunks after the first, with their first slots side by side.
+#[derive(Default)]
+struct Chunks {
     rest: Vec<Vec<Entry>>,
-    /// The first slot of each chunk of `rest`, side by side: finding a
-    /// chunk reads this array, not every chunk's first entry (one cache miss
-    /// a step: the 20M-row file ran 1.7x slower that way).
+    /// The first slot of each chunk of `rest`: finding a chunk reads this
+    /// array, not every chunk's first entry (a cache miss a step: the 20M-row
+    /// file ran 1.7x slower that way).
     starts: Vec<u16>,
+    /// Entries in `rest`.
     count: u32,
 }
 
 impl SparseLeaf {
+    fn count(&self) -> usize {
+        self.first.len() + self.more.as_ref().map_or(0, |m| m.count as usize)
+    }
+
     fn chunk(&self, index: usize) -> &Vec<Entry> {
-        match index {
-            0 => &self.first,
-            _ => &self.rest[index - 1],
+        match (index, &self.more) {
+            (0, _) => &self.first,
+            (_, Some(more)) => &more.rest[index - 1],
+            (_, None) => unreachable!("chunk {index} of a one-chunk leaf"),
         }
     }
 
     fn chunk_mut(&mut self, index: usize) -> &mut Vec<Entry> {
-        match index {
-            0 => &mut self.first,
-            _ => &mut self.rest[index - 1],
+        match (index, &mut self.more) {
+            (0, _) => &mut self.first,
+            (_, Some(more)) => &mut more.rest[index - 1],
+            (_, None) => unreachable!("chunk {index} of a one-chunk leaf"),
         }
     }
 
@@ -128,62 +143,95 @@ impl SparseLeaf {
     /// can be empty, and only while it is the only one).
     #[inline]
     fn chunk_of(&self, slot: u16) -> usize {
-        self.starts.partition_point(|&start| start <= slot)
+        self.more
+            .as_ref()
+            .map_or(0, |more| crate::store::rank(&more.starts, slot))
     }
 
     #[inline]
     fn find(&self, slot: u16) -> Option<&Entry> {
         let chunk = self.chunk(self.chunk_of(slot));
-        let at = chunk.binary_search_by_key(&slot, |e| e.slot).ok()?;
+        let at = search(chunk, slot).ok()?;
         Some(&chunk[at])
     }
 
     fn find_mut(&mut self, slot: u16) -> Option<&mut Entry> {
         let chunk = self.chunk_mut(self.chunk_of(slot));
-        let at = chunk.binary_search_by_key(&slot, |e| e.slot).ok()?;
+        let at = search(chunk, slot).ok()?;
         Some(&mut chunk[at])
     }
 
     /// Inserts an entry whose slot is new to the leaf.
     fn insert(&mut self, entry: Entry) {
-        self.count += 1;
         let index = self.chunk_of(entry.slot);
-        let last = index == self.rest.len();
-        let chunk = self.chunk_mut(index);
-        let at = match chunk.binary_search_by_key(&entry.slot, |e| e.slot) {
-            Ok(_) => panic!("deposit slot {} stored twice", entry.slot),
-            Err(at) => at,
+        let chunks = 1 + self.more.as_ref().map_or(0, |more| more.rest.len());
+        let last = index + 1 == chunks;
+        let upper = {
+            let chunk = self.chunk_mut(index);
+            let at = match search(chunk, entry.slot) {
+                Ok(_) => panic!("deposit slot {} stored twice", entry.slot),
+                Err(at) => at,
+            };
+            if chunk.len() == chunk.capacity() {
+                // Grow by a quarter: less slack than doubling, still amortised.
+                chunk.reserve_exact((chunk.len() / 4).max(4));
+            }
+            let appended = at == chunk.len() && last;
+            chunk.insert(at, entry);
+            (chunk.len() > CHUNK).then(|| {
+                // Ascending slots (a worker's share of sequential ids) leave
+                // the lower chunk full and exact; anything else splits in
+                // halves.
+                let cut = if appended { CHUNK } else { chunk.len() / 2 };
+                let mut upper = chunk.split_off(cut);
+                chunk.shrink_to(if appended { cut } else { cut + cut / 4 });
+                upper.reserve_exact(4);
+                upper
+            })
         };
-        if chunk.len() == chunk.capacity() {
-            // Grow by a quarter: less slack than doubling, still amortised.
-            chunk.reserve_exact((chunk.len() / 4).max(4));
+        if index > 0 {
+            self.more.as_mut().expect("chunk > 0 is in `more`").count += 1;
         }
-        let appended = at == chunk.len() && last;
-        chunk.insert(at, entry);
-        if chunk.len() > CHUNK {
-            // Ascending slots (a worker's share of sequential ids) leave the
-            // lower chunk full and exact; anything else splits in halves.
-            let cut = if appended { CHUNK } else { chunk.len() / 2 };
-            let mut upper = chunk.split_off(cut);
-            chunk.shrink_to(if appended { cut } else { cut + cut / 4 });
-            upper.reserve_exact(4);
+        if let Some(upper) = upper {
+            let more = self.more.get_or_insert_with(Box::default);
+            if index == 0 {
+                // These entries left the first chunk for `rest`.
+                more.count += upper.len() as u32;
+            }
             // Chunk `index + 1` sits at `rest[index]`.
-            self.starts.insert(index, upper[0].slot);
-            self.rest.insert(index, upper);
+            more.starts.insert(index, upper[0].slot);
+            more.rest.insert(index, upper);
         }
     }
 
     fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.first.iter().chain(self.rest.iter().flatten())
+        let rest = self.more.iter().flat_map(|more| more.rest.iter().flatten());
+        self.first.iter().chain(rest)
     }
 
     fn heap_bytes(&self) -> usize {
-        let entries: usize =
-            self.first.capacity() + self.rest.iter().map(|c| c.capacity()).sum::<usize>();
-        entries * std::mem::size_of::<Entry>()
-            + self.rest.capacity() * std::mem::size_of::<Vec<Entry>>()
-            + self.starts.capacity() * 2
+        let entry = std::mem::size_of::<Entry>();
+        self.first.capacity() * entry
+            + self.more.as_ref().map_or(0, |more| {
+                std::mem::size_of::<Chunks>()
+                    + more
+                        .rest
+                        .iter()
+                        .map(|c| c.capacity() * entry)
+                        .sum::<usize>()
+                    + more.rest.capacity() * std::mem::size_of::<Vec<Entry>>()
+                    + more.starts.capacity() * 2
+            })
     }
+}
+
+/// Where `slot` is, or would go, in a chunk. The chunk's lines (at most
+/// nine) are all requested first: with scattered ids the chunk is rarely
+/// cached, and a plain binary search would wait on four misses in a row.
+#[inline]
+fn search(chunk: &[Entry], slot: u16) -> Result<usize, usize> {
+    prefetch_all(chunk);
+    chunk.binary_search_by_key(&slot, |e| e.slot)
 }
 
 enum Leaf {
@@ -207,7 +255,10 @@ impl Default for DepositStore {
     fn default() -> Self {
         DepositStore {
             leaf_of: vec![0u32; LEAVES].into(),
-            leaves: Vec::new(),
+            // Room for every leaf from the start: the addresses are
+            // reserved, the pages untouched until used, and the directory
+            // never doubles (which held the old and the new one at once).
+            leaves: Vec::with_capacity(LEAVES),
             big: hashbrown::HashMap::new(),
             len: 0,
         }
@@ -258,6 +309,34 @@ impl DepositStore {
             Leaf::Sparse(sparse) => sparse
                 .find(slot as u16)
                 .map(|e| self.unpack(id, e.client, e.word)),
+        }
+    }
+
+    /// Starts loading the memory that storing or finding `id` will read, so
+    /// that a worker can ask for it some records ahead. A sparse leaf's chunk
+    /// is reached through its `Vec` header, which is itself rarely cached
+    /// with scattered ids: the first call (`deep` false) loads the header,
+    /// and a later one (`deep` true) reads it and loads the entries.
+    #[inline]
+    pub fn prefetch(&self, id: TxId, deep: bool) {
+        let (leaf, slot) = split(id);
+        let Some(index) = self.leaf_of[leaf].checked_sub(1) else {
+            return;
+        };
+        match &self.leaves[index as usize] {
+            Leaf::Dense(dense) => {
+                prefetch(&dense.words[slot]);
+                prefetch(&dense.clients[slot]);
+            }
+            Leaf::Sparse(sparse) => {
+                let chunk = match (&sparse.more, sparse.chunk_of(slot as u16)) {
+                    (Some(more), chunk @ 1..) if !deep => return prefetch(&more.rest[chunk - 1]),
+                    (_, chunk) => sparse.chunk(chunk),
+                };
+                if deep {
+                    prefetch_all(chunk);
+                }
+            }
         }
     }
 
@@ -332,13 +411,13 @@ impl DepositStore {
                     client,
                     word,
                 });
-                if sparse.count as usize >= DENSE_AT {
+                if sparse.count() >= DENSE_AT {
                     let mut dense = DenseLeaf::new();
                     for entry in sparse.entries() {
                         dense.words[usize::from(entry.slot)] = entry.word;
                         dense.clients[usize::from(entry.slot)] = entry.client;
                     }
-                    dense.count = sparse.count;
+                    dense.count = sparse.count() as u32;
                     self.leaves[index] = Leaf::Dense(Box::new(dense));
                 }
             }
@@ -382,8 +461,7 @@ impl DepositStore {
     /// Bytes held by the store (directory, leaves, chunks, big amounts),
     /// counted from capacities.
     pub fn heap_bytes(&self) -> usize {
-        let directory =
-            self.leaf_of.len() * 4 + self.leaves.capacity() * std::mem::size_of::<Leaf>();
+        let directory = self.leaf_of.len() * 4 + self.leaves.len() * std::mem::size_of::<Leaf>();
         let leaves: usize = self
             .leaves
             .iter()
@@ -601,8 +679,9 @@ mod tests {
         let Leaf::Sparse(sparse) = &store.leaves[0] else {
             panic!("still sparse")
         };
-        assert!(!sparse.rest.is_empty(), "the leaf has split");
-        let chunks = std::iter::once(&sparse.first).chain(&sparse.rest);
+        let more = sparse.more.as_ref().expect("the leaf has split");
+        assert_eq!(sparse.count(), slots.len());
+        let chunks = std::iter::once(&sparse.first).chain(&more.rest);
         assert!(chunks.clone().all(|c| !c.is_empty() && c.len() <= CHUNK));
         let entries: Vec<u16> = sparse.entries().map(|e| e.slot).collect();
         assert!(entries.windows(2).all(|w| w[0] < w[1]), "sorted");
@@ -703,7 +782,12 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_eight_bytes() {
+    fn entries_are_eight_bytes_and_a_leaf_is_small() {
         assert_eq!(std::mem::size_of::<Entry>(), 8);
+        assert!(
+            std::mem::size_of::<Leaf>() <= 40,
+            "{}",
+            std::mem::size_of::<Leaf>()
+        );
     }
 }

@@ -165,6 +165,16 @@ pub struct Book {
 }
 
 impl Book {
+    /// Starts loading the deposit-store memory that applying `tx` will
+    /// read (see [`DepositStore::prefetch`]); a hint with no effect on the
+    /// outcome.
+    #[inline]
+    pub fn prefetch(&self, tx: &Tx, deep: bool) {
+        if tx.kind != Kind::Withdrawal {
+            self.deposits.prefetch(tx.tx, deep);
+        }
+    }
+
     /// Applies a well-formed transaction. `id_is_fresh` is the outcome of
     /// rule 2's claim for deposits and withdrawals (ignored for the others).
     ///

@@ -405,14 +405,14 @@ fn write_ids(w: &mut impl Write, ids: &TxIdSet) -> io::Result<()> {
             IdLeaf::Slots(slots) if slots.len() > ID_BITSET_OVER => {
                 put_leaf(w, leaf, 1, slots.len())?;
                 let mut words = vec![0u64; LEAF_IDS / 64];
-                for slot in slots {
+                for &slot in slots {
                     words[usize::from(slot) / 64] |= 1 << (slot % 64);
                 }
                 put_u64s(w, &words)?;
             }
             IdLeaf::Slots(slots) => {
                 put_leaf(w, leaf, 0, slots.len())?;
-                put_u16s(w, &slots)?;
+                put_u16s(w, slots)?;
             }
         }
     }

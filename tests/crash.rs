@@ -202,14 +202,51 @@ fn checkpoint_left(state: &Path) -> bool {
     Path::new(&name).exists()
 }
 
-/// Sends `signal` (a `kill` name) to the child once it is well under way.
-fn signal_midway(child: &Child, signal: &str, after: Duration) {
-    std::thread::sleep(after);
+/// A named pipe at `dir/name.fifo`, for a run whose input the test feeds.
+fn fifo(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.fifo"));
+    let status = Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(status.success(), "mkfifo failed");
+    path
+}
+
+/// Feeds `input` into `fifo`, which `child` reads, and sends it `signal`
+/// (a `kill` name) midway, so that the run cannot have finished first: its
+/// input is still open. Half the rows go in at once, then a few at a time
+/// until `under_way()` holds (failing the test if it never does); then the
+/// signal, then the rest, which the stopped run may not read.
+fn feed_and_signal(
+    fifo: &Path,
+    input: &Path,
+    child: &Child,
+    signal: &str,
+    under_way: impl Fn() -> bool,
+) {
+    use std::io::Write;
+    let text = fs::read(input).unwrap();
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    let (first, rest) = lines.split_at(lines.len() / 2);
+    // Opening blocks until the run opens its end.
+    let mut pipe = fs::OpenOptions::new().write(true).open(fifo).unwrap();
+    pipe.write_all(&first.concat()).unwrap();
+    let mut rest = rest.chunks(100);
+    while !under_way() {
+        let more = rest.next().expect("the run never got under way");
+        pipe.write_all(&more.concat()).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    // The run stops at its next record and closes the pipe: writes then
+    // fail with a broken pipe, which is expected.
+    for more in rest {
+        if pipe.write_all(&more.concat()).is_err() {
+            break;
+        }
+    }
 }
 
 #[test]
@@ -217,16 +254,17 @@ fn sigint_and_sigterm_stop_save_a_checkpoint_and_resume_identically() {
     let dir = tempfile::tempdir().unwrap();
     let input = input(dir.path());
     let reference = Files::new(dir.path(), "reference");
-    let started = Instant::now();
     assert_eq!(reference.wait(reference.spawn(&input, &[])).0, 0);
-    let half = started.elapsed() / 2;
     let expected = reference.read();
     for (signal, code) in [("INT", 130), ("TERM", 143)] {
         let files = Files::new(dir.path(), signal);
         fs::write(&files.output, "old accounts\n").unwrap();
         fs::write(&files.rejects, "old rejects\n").unwrap();
-        let child = files.spawn(&input, &["--workers", "2"]);
-        signal_midway(&child, signal, half);
+        let feed = fifo(dir.path(), signal);
+        let child = files.spawn(&feed, &["--workers", "2"]);
+        feed_and_signal(&feed, &input, &child, signal, || {
+            checkpoint_left(&files.state)
+        });
         let (got, stdout, stderr) = files.wait(child);
         assert_eq!(got, code, "{stderr}");
         assert_eq!(stdout, "");
@@ -261,21 +299,15 @@ fn a_signal_without_a_state_file_stops_and_saves_nothing() {
     let input = input(dir.path());
     let files = Files::new(dir.path(), "plain");
     fs::write(&files.output, "old\n").unwrap();
+    let feed = fifo(dir.path(), "plain");
     let child = Command::new(BIN)
-        .args([
-            "-o",
-            files.output.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ])
+        .args(["-o", files.output.to_str().unwrap(), feed.to_str().unwrap()])
         .stdout(fs::File::create(&files.stdout).unwrap())
         .stderr(fs::File::create(&files.stderr).unwrap())
         .spawn()
         .unwrap();
-    signal_midway(&child, "INT", Duration::from_millis(100));
+    feed_and_signal(&feed, &input, &child, "INT", || true);
     let (code, stdout, stderr) = files.wait(child);
-    if code == 0 {
-        return; // finished before the signal: nothing to check
-    }
     assert_eq!(code, 130, "{stderr}");
     assert_eq!(stdout, "");
     assert!(

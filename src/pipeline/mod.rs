@@ -53,10 +53,15 @@ pub use lane::{BATCH, MAX_BATCH};
 pub const MAX_WORKERS: usize = 256;
 
 /// How many records the router parses ahead of its tx-id claims. Each
-/// parsed record's table slot is prefetched; with scattered ids the claims'
+/// parsed record's list or bitset word is prefetched; with scattered ids the claims'
 /// cache misses then overlap instead of stalling the router one at a time
 /// (perf.md, "Sparse ids, third step").
 const LOOKAHEAD: usize = 8;
+
+/// How many records of its batch a worker looks ahead to prefetch the
+/// deposit store: the chunk header this far ahead, the chunk's entries half
+/// as far (`DepositStore::prefetch`).
+const PREFETCH_AHEAD: usize = 16;
 
 /// How long an idle thread yields before parking, when not oversubscribed.
 const YIELD_BUDGET: Duration = Duration::from_micros(200);
@@ -571,7 +576,15 @@ impl WorkerState {
             let batch = lane
                 .recv(parker, abort)
                 .map_err(|Aborted| WorkerError::Aborted)?;
-            for (n, item) in batch.items.iter().enumerate() {
+            let items = &batch.items;
+            for (n, item) in items.iter().enumerate() {
+                // Two-stage prefetch of the deposit store (its docs say why).
+                if let Some(ahead) = items.get(n + PREFETCH_AHEAD) {
+                    self.book.prefetch(&ahead.tx, false);
+                }
+                if let Some(ahead) = items.get(n + PREFETCH_AHEAD / 2) {
+                    self.book.prefetch(&ahead.tx, true);
+                }
                 #[cfg(test)]
                 if self.panic_at_line == Some(item.line) {
                     panic!("injected panic at line {}", item.line);
