@@ -341,25 +341,17 @@ fn put_leaf(w: &mut impl Write, leaf: usize, form: u32, count: usize) -> io::Res
     put_u64(w, count as u64)
 }
 
-/// An array of u64, straight from memory on little-endian machines.
-fn put_u64s(w: &mut impl Write, values: &[u64]) -> io::Result<()> {
+/// An array of integers, little-endian: straight from memory on
+/// little-endian machines, else each through `to_le`.
+fn put_array<T: bytemuck::Pod, const N: usize>(
+    w: &mut impl Write,
+    values: &[T],
+    to_le: fn(T) -> [u8; N],
+) -> io::Result<()> {
     if cfg!(target_endian = "little") {
         w.write_all(bytemuck::cast_slice(values))
     } else {
-        values
-            .iter()
-            .try_for_each(|v| w.write_all(&v.to_le_bytes()))
-    }
-}
-
-/// An array of u16, straight from memory on little-endian machines.
-fn put_u16s(w: &mut impl Write, values: &[u16]) -> io::Result<()> {
-    if cfg!(target_endian = "little") {
-        w.write_all(bytemuck::cast_slice(values))
-    } else {
-        values
-            .iter()
-            .try_for_each(|v| w.write_all(&v.to_le_bytes()))
+        values.iter().try_for_each(|&v| w.write_all(&to_le(v)))
     }
 }
 
@@ -395,12 +387,12 @@ fn write_ids(w: &mut impl Write, ids: &TxIdSet) -> io::Result<()> {
         match ids {
             IdLeaf::Bitset(words, count) if count > ID_BITSET_OVER => {
                 put_leaf(w, leaf, 1, count)?;
-                put_u64s(w, words)?;
+                put_array(w, words, u64::to_le_bytes)?;
             }
             IdLeaf::Bitset(words, count) => {
                 put_leaf(w, leaf, 0, count)?;
                 let slots: Vec<u16> = set_bits(words).map(|slot| slot as u16).collect();
-                put_u16s(w, &slots)?;
+                put_array(w, &slots, u16::to_le_bytes)?;
             }
             IdLeaf::Slots(slots) if slots.len() > ID_BITSET_OVER => {
                 put_leaf(w, leaf, 1, slots.len())?;
@@ -408,11 +400,11 @@ fn write_ids(w: &mut impl Write, ids: &TxIdSet) -> io::Result<()> {
                 for &slot in slots {
                     words[usize::from(slot) / 64] |= 1 << (slot % 64);
                 }
-                put_u64s(w, &words)?;
+                put_array(w, &words, u64::to_le_bytes)?;
             }
             IdLeaf::Slots(slots) => {
                 put_leaf(w, leaf, 0, slots.len())?;
-                put_u16s(w, slots)?;
+                put_array(w, slots, u16::to_le_bytes)?;
             }
         }
     }
@@ -444,16 +436,16 @@ fn write_deposits(w: &mut impl Write, books: &[&Book]) -> io::Result<()> {
         }
         if slots.len() > DEPOSIT_DENSE_OVER {
             put_leaf(w, leaf, 1, slots.len())?;
-            put_u64s(w, &words)?;
-            put_u16s(w, &clients)?;
+            put_array(w, &words, u64::to_le_bytes)?;
+            put_array(w, &clients, u16::to_le_bytes)?;
         } else {
             slots.sort_unstable();
             put_leaf(w, leaf, 0, slots.len())?;
             let owners: Vec<u16> = slots.iter().map(|&s| clients[usize::from(s)]).collect();
             let packed: Vec<u64> = slots.iter().map(|&s| words[usize::from(s)]).collect();
-            put_u16s(w, &slots)?;
-            put_u16s(w, &owners)?;
-            put_u64s(w, &packed)?;
+            put_array(w, &slots, u16::to_le_bytes)?;
+            put_array(w, &owners, u16::to_le_bytes)?;
+            put_array(w, &packed, u64::to_le_bytes)?;
         }
         for slot in slots {
             words[usize::from(slot)] = 0;
