@@ -7,7 +7,7 @@
 //! tx id can be implicit. Nearly every real amount is below 214,748.3647
 //! (2^31 ten-thousandths), so the amount and the flag share one 32-bit
 //! *word* (bit 31: disputed); a larger amount's word holds a marker
-//! ([`BIG`]) and the amount sits in a small side table. So:
+//! (`BIG`) and the amount sits in a small side table. So:
 //!
 //! * a *dense* leaf (65,536 ids) is two flat arrays indexed by the id's low
 //!   16 bits: 4-byte words and 2-byte clients, **6 bytes per id slot**, no
