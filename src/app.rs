@@ -321,7 +321,7 @@ fn check_replay(
 /// Runs the engine over `source` (`options.input` is not used): the whole
 /// run except opening the input and printing the summary.
 pub fn process(
-    (source, input): (impl Read, InputFacts),
+    (source, input): (impl Read + Send, InputFacts),
     options: &Options,
     stop: Arc<AtomicUsize>,
     progress: Option<indicatif::ProgressBar>,
@@ -554,8 +554,8 @@ fn peak_rss_bytes() -> Option<u64> {
 /// bytes as stored, so a compressed file's bar is exact too) and in a
 /// decompressor when its first bytes say gzip or zstd.
 fn open_input(options: &Options) -> anyhow::Result<(Opened, Option<indicatif::ProgressBar>)> {
-    let (source, len): (Box<dyn Read>, Option<u64>) = match &options.input {
-        Input::Stdin => (Box::new(io::stdin().lock()), None),
+    let (source, len): (Box<dyn Read + Send>, Option<u64>) = match &options.input {
+        Input::Stdin => (Box::new(io::stdin()), None),
         Input::Path(path) => {
             let file = File::open(path)
                 .with_context(|| format!("cannot open input {}", path.display()))?;
@@ -574,7 +574,7 @@ fn open_input(options: &Options) -> anyhow::Result<(Opened, Option<indicatif::Pr
         && options.verbosity != Verbosity::Quiet
         && io::stderr().is_terminal()
         && len.map_or(true, |len| len >= PROGRESS_MIN_BYTES);
-    let (source, bar): (Box<dyn Read>, _) = if shown {
+    let (source, bar): (Box<dyn Read + Send>, _) = if shown {
         // A few redraws a second: each one wakes the terminal, which on a
         // small machine takes a core from the engine for a moment (perf.md,
         // "Progress bar").
@@ -612,12 +612,12 @@ fn open_input(options: &Options) -> anyhow::Result<(Opened, Option<indicatif::Pr
 }
 
 /// An opened input: its bytes, and what is known of it.
-type Opened = (Box<dyn Read>, InputFacts);
+type Opened = (Box<dyn Read + Send>, InputFacts);
 
 /// A reader that moves the progress bar by the bytes read and, for an input
 /// of unknown size, shows the lines read so far.
 struct CountLines {
-    inner: Box<dyn Read>,
+    inner: Box<dyn Read + Send>,
     bar: indicatif::ProgressBar,
     lines: u64,
     count: bool,
@@ -677,9 +677,9 @@ fn format_of(magic: &[u8]) -> Format {
 /// `source`, decompressed if it is gzip or zstd (recognised by its magic
 /// bytes, not its name); another compressed format is an error with a hint.
 fn decompressed(
-    mut source: Box<dyn Read>,
+    mut source: Box<dyn Read + Send>,
     name: &str,
-) -> anyhow::Result<(Box<dyn Read>, &'static str)> {
+) -> anyhow::Result<(Box<dyn Read + Send>, &'static str)> {
     let mut magic = Vec::with_capacity(6);
     (&mut source)
         .take(6)

@@ -46,10 +46,27 @@ pub struct Cli {
     pub man_page: bool,
 
     /// Worker threads of the sharded pipeline (default: the available cores
-    /// minus one, at least 1). 0 runs the single-threaded path. The output is
+    /// minus one, at least 1, on up to 3 cores; half the cores after the
+    /// router's on more). 0 runs the single-threaded path. The output is
     /// byte-identical for every value.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=crate::limits::MAX_WORKERS as i64))]
     pub workers: Option<u16>,
+
+    /// Parser threads (default: the cores left after the router and the
+    /// workers, at least 1, on 4 cores or more; else 0, and 0 with
+    /// --workers 0). With N, a reader thread cuts the input
+    /// into blocks of whole lines and N threads parse blocks at once; the
+    /// router still claims tx ids in file order. 0 parses on the router
+    /// thread. The output is byte-identical for every value; --verbose says
+    /// what was chosen.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=crate::limits::MAX_PARSERS as i64))]
+    pub parsers: Option<u16>,
+
+    /// Target size of a parser thread's block (default 1MiB; `64KiB`,
+    /// `4MiB`, or bytes); a block ends at the first line end from there.
+    /// Only throughput depends on it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub block_size: Option<Size>,
 
     /// Do not pin worker threads to cores (by default each worker is pinned
     /// to its own core when there are more cores than workers).
@@ -176,8 +193,19 @@ impl Cli {
             (false, true) => Verbosity::Verbose,
             (false, false) => Verbosity::Default,
         };
+        let workers = self.workers.map_or_else(default_workers, usize::from);
+        let parsers = self
+            .parsers
+            .map_or_else(|| default_parsers(workers), usize::from);
+        let block = self
+            .block_size
+            .map_or(crate::limits::DEFAULT_BLOCK, |size| {
+                usize::try_from(size.0).unwrap_or(usize::MAX)
+            });
         let engine = EngineBuilder::new()
-            .workers(self.workers.map_or_else(default_workers, usize::from))
+            .workers(workers)
+            .parsers(parsers)
+            .block_size(block)
             .pin(!self.no_pin)
             .strict(self.strict);
         Options {
@@ -246,9 +274,29 @@ fn parse_interval(text: &str) -> Result<Interval, String> {
     Ok(Interval((!duration.is_zero()).then_some(duration)))
 }
 
-/// The available cores minus one (the router's), at least 1.
+/// Worker threads by default: the available cores minus one (the
+/// router's), at least 1, on 3 cores or fewer; with more, half of the
+/// cores after the router's, the other half being the parsers' (parsing a
+/// row costs about what applying it does: perf.md).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match cores {
+        0..=3 => cores.saturating_sub(1).max(1),
+        _ => (cores - 1) / 2,
+    }
+}
+
+/// Parser threads by default: none for the single-threaded path, and none
+/// on 3 cores or fewer, where a parser thread only takes a core from the
+/// router or the workers (2 cores: 1.60 s with none, 1.70 s with one, on
+/// the 20M-row file; perf.md, "Parsing on every core"). Else the cores
+/// left after the router and the workers, at least 1.
+pub fn default_parsers(workers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if workers == 0 || cores <= 3 {
+        return 0;
+    }
+    cores.saturating_sub(workers + 1).max(1)
 }
 
 #[cfg(test)]

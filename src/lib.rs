@@ -73,7 +73,9 @@ pub use tx::{ClientId, Kind, Tx, TxId};
 
 /// Limits of the engine's configuration.
 pub mod limits {
-    pub use crate::pipeline::{BATCH, MAX_BATCH, MAX_WORKERS};
+    pub use crate::pipeline::{
+        BATCH, DEFAULT_BLOCK, MAX_BATCH, MAX_BLOCK, MAX_PARSERS, MAX_WORKERS,
+    };
 }
 
 /// Internals exposed only for the benches; not part of the API.

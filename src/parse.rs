@@ -173,6 +173,30 @@ impl From<io::Error> for InputError {
     }
 }
 
+/// Reads the first `at.offset` bytes of `src` and checks that they hash to
+/// `at.prefix_hash` (the input is the one the position was taken on); the
+/// hasher, to go on hashing from there.
+pub fn skip_prefix(src: &mut impl Read, at: &Position) -> Result<Box<Xxh3>, InputError> {
+    let mut hasher = Box::new(Xxh3::new());
+    let mut buf = vec![0u8; BLOCK];
+    let mut left = at.offset;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match src.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(InputError::Io(e)),
+        };
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    if left > 0 || hasher.digest128() != at.prefix_hash {
+        return Err(InputError::NotTheCheckpointedInput { offset: at.offset });
+    }
+    Ok(hasher)
+}
+
 /// One physical line, as a place in the [`LineReader`]'s buffers; read its
 /// bytes with [`LineReader::bytes`] (valid until the next line is read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,26 +272,10 @@ impl<R: Read> LineReader<R> {
     /// `at.offset` bytes of `src` and checks they hash to `at.prefix_hash`
     /// (the input is the one the position was taken on), then numbers lines
     /// from `at.line + 1`.
-    pub fn resume(src: R, at: &Position) -> Result<Self, InputError> {
-        let mut reader = LineReader::hashing(src);
-        let mut left = at.offset;
-        while left > 0 {
-            let want = left.min(reader.buf.len() as u64) as usize;
-            let n = match reader.src.read(&mut reader.buf[..want]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(InputError::Io(e)),
-            };
-            if let Some(hasher) = &mut reader.hasher {
-                hasher.update(&reader.buf[..n]);
-            }
-            left -= n as u64;
-        }
-        let hash = reader.hasher.as_ref().map_or(0, |h| h.digest128());
-        if left > 0 || hash != at.prefix_hash {
-            return Err(InputError::NotTheCheckpointedInput { offset: at.offset });
-        }
+    pub fn resume(mut src: R, at: &Position) -> Result<Self, InputError> {
+        let hasher = skip_prefix(&mut src, at)?;
+        let mut reader = LineReader::new(src);
+        reader.hasher = Some(hasher);
         // Nothing read yet: the BOM check is still to come.
         reader.started = at.offset > 0 || at.line > 0;
         reader.number = at.line;
@@ -392,6 +400,33 @@ impl<R: Read> LineReader<R> {
         let mut line = self.line(0, MAX_LINE + 1);
         line.in_prefix = true;
         Ok(line)
+    }
+}
+
+impl LineReader<io::Empty> {
+    /// A reader over one block of whole lines, `buf[..len]`, already in
+    /// memory: nothing is read or copied, the lines are slices of `buf`, and
+    /// the last line of the block needs no line end. Only the block at the
+    /// very start of the input looks for a BOM. Lines are numbered from 1.
+    pub fn over_block(buf: Box<[u8]>, len: usize, at_input_start: bool) -> Self {
+        assert!(
+            len <= buf.len(),
+            "a block of {len} bytes in a {}-byte buffer",
+            buf.len()
+        );
+        LineReader {
+            src: io::empty(),
+            buf,
+            start: 0,
+            end: len,
+            eof: true,
+            started: !at_input_start,
+            number: 0,
+            long_prefix: Box::default(),
+            dropped: 0,
+            hasher: None,
+            hashed: 0,
+        }
     }
 }
 
@@ -855,6 +890,75 @@ impl<R: Read> Parser<R> {
             raw: self.lines.bytes(&line),
             parsed,
         }))
+    }
+}
+
+impl Parser<io::Empty> {
+    /// A parser over one block of whole lines (see
+    /// [`LineReader::over_block`]) that starts from what the lines before
+    /// the block settled: the columns, and whether the first non-blank line
+    /// was seen.
+    pub fn for_block(
+        buf: Box<[u8]>,
+        len: usize,
+        at_input_start: bool,
+        columns: Columns,
+        seen_first: bool,
+    ) -> Self {
+        Parser {
+            lines: LineReader::over_block(buf, len, at_input_start),
+            fields: FieldSplitter::default(),
+            columns,
+            seen_first,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Bytes of the block consumed: everything before the next line.
+    pub fn consumed(&self) -> usize {
+        self.lines.start
+    }
+
+    /// Lines read from the block so far.
+    pub fn lines_read(&self) -> u64 {
+        self.lines.number
+    }
+
+    /// The columns, and whether the first non-blank line was seen.
+    pub fn header_state(&self) -> (Columns, bool) {
+        (self.columns, self.seen_first)
+    }
+
+    /// The block's buffer back, for reuse.
+    pub fn into_buf(self) -> Box<[u8]> {
+        self.lines.buf
+    }
+}
+
+/// A stream of rows with positions to checkpoint at: the single-threaded
+/// [`Parser`], or the parallel block parser of the pipeline, which hands
+/// out exactly the same rows, positions and warnings.
+pub trait RowSource {
+    /// The next row, skipping blank lines and the header.
+    fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError>;
+    /// Where the source stands: right after the last row handed out.
+    fn checkpoint(&self) -> Checkpoint;
+    /// Warnings about the header found so far (once each).
+    fn take_warnings(&mut self) -> Vec<String>;
+}
+
+impl<R: Read> RowSource for Parser<R> {
+    #[inline]
+    fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError> {
+        Parser::next_row(self)
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Parser::checkpoint(self)
+    }
+
+    fn take_warnings(&mut self) -> Vec<String> {
+        Parser::take_warnings(self)
     }
 }
 

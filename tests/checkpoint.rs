@@ -65,12 +65,12 @@ fn engine(workers: usize, verbosity: Verbosity) -> EngineBuilder {
 }
 
 /// Runs `input` with stops after each of `stops` bytes, resuming each time
-/// (worker counts cycling through `workers`), until it finishes.
+/// (worker and parser counts cycling through `paths`), until it finishes.
 fn interrupted(
     state: &Path,
     input: &[u8],
     stops: &[usize],
-    workers: &[usize],
+    paths: &[Threads],
     verbosity: Verbosity,
 ) -> Outputs {
     checkpoint::discard(state).unwrap();
@@ -89,8 +89,9 @@ fn interrupted(
             after,
             stop,
         };
-        let w = workers[n % workers.len()];
-        match engine(w, verbosity).run_csv_controlled(ledger, reader, control) {
+        let (w, parsers) = paths[n % paths.len()];
+        let engine = engine(w, verbosity).parsers(parsers).block_size(3_000);
+        match engine.run_csv_controlled(ledger, reader, control) {
             Ok(finished) => {
                 checkpoint::discard(state).unwrap();
                 return outputs(finished);
@@ -115,6 +116,9 @@ fn datagen(preset: datagen::Preset, rows: u64, seed: u64) -> Vec<u8> {
     })
 }
 
+/// (workers, parsers) of one leg of an interrupted run.
+type Threads = (usize, usize);
+
 #[test]
 fn a_run_stopped_anywhere_and_resumed_ends_as_if_never_stopped() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,18 +131,20 @@ fn a_run_stopped_anywhere_and_resumed_ends_as_if_never_stopped() {
         let expected = support::run_csv(&engine(0, verbosity), &input).unwrap();
         assert!(expected.tally.rejected() > 0);
         let len = input.len();
-        let cases: [(&[usize], &[usize]); 5] = [
-            (&[1], &[0]),
-            (&[len / 3], &[1, 3]),
-            (&[len / 5, len / 2, 4 * len / 5], &[3, 0, 2]),
-            (&[len - 10], &[2]),
-            (&[100, 200, 300], &[0, 1]),
+        let cases: [(&[usize], &[Threads]); 7] = [
+            (&[1], &[(0, 0)]),
+            (&[len / 3], &[(1, 0), (3, 0)]),
+            (&[len / 5, len / 2, 4 * len / 5], &[(3, 0), (0, 0), (2, 0)]),
+            (&[len - 10], &[(2, 0)]),
+            (&[100, 200, 300], &[(0, 0), (1, 0)]),
+            (&[len / 4, len / 2], &[(1, 2), (0, 1), (3, 3)]),
+            (&[7_000, len / 3, 2 * len / 3], &[(0, 3), (2, 0), (1, 1)]),
         ];
-        for (stops, workers) in cases {
-            let got = interrupted(&state, &input, stops, workers, verbosity);
+        for (stops, paths) in cases {
+            let got = interrupted(&state, &input, stops, paths, verbosity);
             assert!(
                 got == expected,
-                "{preset:?}, stops {stops:?}, workers {workers:?}:\n{}\n---\n{}",
+                "{preset:?}, stops {stops:?}, (workers, parsers) {paths:?}:\n{}\n---\n{}",
                 got.stderr,
                 expected.stderr
             );

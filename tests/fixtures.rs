@@ -117,13 +117,22 @@ fn check_folder(folder: &str, at_least: usize) {
         let bytes = fs::read(input).unwrap();
         // Every worker count from a path; the single-threaded path and the
         // pipeline also from stdin.
+        // And parser threads, with blocks from one line to 1 MiB.
         let runs = WORKERS
             .iter()
-            .map(|&w| (w, false))
-            .chain([("0", true), ("2", true)]);
-        for (workers, via_stdin) in runs {
+            .map(|&w| (w, "0", "1MiB", false))
+            .chain([("0", "0", "1MiB", true), ("2", "0", "1MiB", true)])
+            .chain([
+                ("0", "1", "1", false),
+                ("1", "2", "7", false),
+                ("3", "3", "64", false),
+                ("1", "8", "1", false),
+                ("0", "2", "1MiB", false),
+                ("3", "1", "1", true),
+            ]);
+        for (workers, parsers, block, via_stdin) in runs {
             let how = format!(
-                "--workers {workers}, {}",
+                "--workers {workers} --parsers {parsers} --block-size {block}, {}",
                 if via_stdin { "stdin" } else { "path" }
             );
             let input_arg = if via_stdin {
@@ -136,6 +145,10 @@ fn check_folder(folder: &str, at_least: usize) {
                     "-q",
                     "--workers",
                     workers,
+                    "--parsers",
+                    parsers,
+                    "--block-size",
+                    block,
                     "--rejects",
                     rejects_arg,
                     input_arg,

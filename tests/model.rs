@@ -298,6 +298,32 @@ proptest! {
             }
         }
     }
+
+    /// The same for every parser count and block size: blocks cut at every
+    /// kind of place (a block of 1 byte is one line) give the rows, line
+    /// numbers and reports of the single-threaded parser.
+    #[test]
+    fn every_parser_count_and_block_size_gives_identical_output(
+        txs in stream(),
+        crlf: bool,
+        block in 1usize..400,
+        inserts in prop::collection::vec((any::<prop::sample::Index>(), 0..MALFORMED.len()), 0..3),
+    ) {
+        let mut lines: Vec<String> = to_csv(&txs, true, false).lines().map(String::from).collect();
+        for (at, which) in &inserts {
+            let at = 1 + at.index(lines.len());
+            lines.insert(at, MALFORMED[*which].to_string());
+        }
+        let end = if crlf { "\r\n" } else { "\n" };
+        let csv = lines.join(end) + end;
+        let engine = EngineBuilder::new().diagnostics(Verbosity::Verbose);
+        let baseline = support::run_csv(&engine, csv.as_bytes()).unwrap();
+        for (parsers, workers) in [(1, 0), (2, 1), (3, 3), (8, 2)] {
+            let parallel = engine.clone().parsers(parsers).workers(workers).block_size(block);
+            let got = support::run_csv(&parallel, csv.as_bytes()).unwrap();
+            prop_assert_eq!(&got, &baseline, "--parsers {}, --workers {}, block {}", parsers, workers, block);
+        }
+    }
 }
 
 #[test]

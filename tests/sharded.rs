@@ -69,22 +69,42 @@ fn every_worker_count_and_batch_size_gives_the_single_threaded_outputs() {
 }
 
 #[test]
+fn every_parser_count_and_block_size_gives_the_single_threaded_outputs() {
+    let input = datagen_input(50_000, 8);
+    let expected = run_csv(&workers(0), &input).unwrap();
+    for parsers in [1, 2, 3, 8] {
+        for w in [0, 1, 3] {
+            for block in [1, 100, 4_096, 65_536, 1 << 20] {
+                let engine = workers(w).parsers(parsers).block_size(block);
+                let input = input.clone();
+                let got = bounded(move || run_csv(&engine, &input).unwrap());
+                assert!(
+                    got == expected,
+                    "--parsers {parsers}, --workers {w}, block {block} differs"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn an_input_error_mid_stream_is_fatal_for_every_worker_count() {
     let data = datagen_input(200_000, 7);
     let fail_at = data.len() / 2;
-    for n in [0, 1, 2, 8] {
+    for (n, parsers) in [(0, 0), (1, 0), (2, 0), (8, 0), (0, 2), (3, 1)] {
         let reader = Failing {
             data: data.clone(),
             pos: 0,
             fail_at,
         };
-        let result = bounded(move || workers(n).run_csv(Default::default(), reader).map(drop));
+        let engine = workers(n).parsers(parsers);
+        let result = bounded(move || engine.run_csv(Default::default(), reader).map(drop));
         let error = result.expect_err("a read error must fail the run");
         assert!(matches!(error, Error::Input(_)), "{error:?}");
         let chain = format!("{}: {}", error, std::error::Error::source(&error).unwrap());
         assert_eq!(
             chain, "reading input: the disk caught fire",
-            "--workers {n}"
+            "--workers {n}, --parsers {parsers}"
         );
     }
 }
@@ -111,6 +131,14 @@ fn duplicate_ids_across_many_batches_are_decided_alike_for_every_worker_count() 
             assert!(got == expected, "--workers {n}, batch {batch} differs");
         }
     }
+    for (n, parsers, block) in [(0, 3, 1000), (3, 2, 64), (2, 8, 1 << 16)] {
+        let engine = workers(n).parsers(parsers).block_size(block);
+        let got = run_csv(&engine, &input).unwrap();
+        assert!(
+            got == expected,
+            "--workers {n}, --parsers {parsers} differs"
+        );
+    }
 }
 
 #[test]
@@ -119,6 +147,9 @@ fn out_of_range_settings_are_errors_not_panics() {
         workers(257),
         workers(2).batch_size(0),
         workers(2).batch_size(65_537),
+        workers(1).parsers(257),
+        workers(1).parsers(1).block_size(0),
+        workers(0).parsers(2).block_size((1 << 30) + 1),
     ] {
         let error = engine.run_csv(Default::default(), &b""[..]).map(drop);
         assert!(matches!(error, Err(Error::Config(_))), "{engine:?}");

@@ -46,8 +46,8 @@ pub use error::Error;
 use crate::amount::AmountError;
 use crate::checkpoint::Control;
 use crate::ledger::{sorted_accounts, Account, Book, Ledger};
-use crate::parse::{self, Malformed, Parser, Position};
-use crate::pipeline::{self, Router};
+use crate::parse::{self, Checkpoint, Malformed, Parser, Position, RowSource};
+use crate::pipeline::{self, BlockOptions, BlockRows, Router};
 use crate::report::{self, EventLog, Tally, Verbosity};
 use crate::store::TxIdSet;
 use crate::tx::{ClientId, Tx};
@@ -68,6 +68,10 @@ pub(crate) struct Config {
     pub keep_rejects: bool,
     /// Records per batch handed to a worker.
     pub batch: usize,
+    /// Parser threads for CSV input; 0 parses on the calling thread.
+    pub parsers: usize,
+    /// Target block size for the parser threads, in bytes.
+    pub block: usize,
     /// Test-only fault injection: the worker that gets this line panics.
     #[cfg(test)]
     pub panic_at_line: Option<u64>,
@@ -118,6 +122,8 @@ impl EngineBuilder {
                 diagnostics: Verbosity::Quiet,
                 keep_rejects: false,
                 batch: pipeline::BATCH,
+                parsers: 0,
+                block: pipeline::DEFAULT_BLOCK,
                 #[cfg(test)]
                 panic_at_line: None,
             },
@@ -170,6 +176,32 @@ impl EngineBuilder {
         self
     }
 
+    /// Parser threads for [`run_csv`](EngineBuilder::run_csv) (at most
+    /// [`MAX_PARSERS`](crate::limits::MAX_PARSERS)). `0` parses on the
+    /// calling thread. With `n`, one more thread reads the input and cuts it
+    /// into blocks of whole lines, `n` threads parse blocks at once, and the
+    /// calling thread takes their rows in file order. The results are
+    /// identical for every value.
+    pub fn parsers(mut self, parsers: usize) -> Self {
+        self.config.parsers = parsers;
+        self
+    }
+
+    /// The target size of a parser thread's block, in bytes (default
+    /// [`DEFAULT_BLOCK`](crate::limits::DEFAULT_BLOCK), at most
+    /// [`MAX_BLOCK`](crate::limits::MAX_BLOCK)); a block ends at the first
+    /// line end from there. `1` gives each line a block of its own, which
+    /// tests use to cut inputs everywhere. The results never change.
+    pub fn block_size(mut self, bytes: usize) -> Self {
+        self.config.block = bytes;
+        self
+    }
+
+    /// The configured parser-thread count.
+    pub fn parser_count(&self) -> usize {
+        self.config.parsers
+    }
+
     /// The configured worker count.
     pub fn worker_count(&self) -> usize {
         self.config.workers
@@ -195,6 +227,20 @@ impl EngineBuilder {
                 "{} workers requested; at most {} are allowed",
                 c.workers,
                 pipeline::MAX_WORKERS
+            )));
+        }
+        if c.parsers > pipeline::MAX_PARSERS {
+            return Err(Error::Config(format!(
+                "{} parser threads requested; at most {} are allowed",
+                c.parsers,
+                pipeline::MAX_PARSERS
+            )));
+        }
+        if !(1..=pipeline::MAX_BLOCK).contains(&c.block) {
+            return Err(Error::Config(format!(
+                "block size {} is outside 1..={}",
+                c.block,
+                pipeline::MAX_BLOCK
             )));
         }
         if !(1..=pipeline::MAX_BATCH).contains(&c.batch) {
@@ -227,24 +273,9 @@ impl EngineBuilder {
     /// `ledger`. Malformed rows are logged and counted, and the run goes on
     /// (unless strict). Fails on an unreadable input, a bad header, a strict
     /// violation or a failed worker.
-    pub fn run_csv(&self, ledger: Ledger, source: impl Read) -> Result<Finished, Error> {
+    pub fn run_csv(&self, ledger: Ledger, source: impl Read + Send) -> Result<Finished, Error> {
         self.validate()?;
-        let parser = Parser::new(source);
-        let strict = self.config.strict;
-        match self.config.workers {
-            0 => drive(
-                parser,
-                strict,
-                Sequential::new(&self.config, ledger)?,
-                Unsupervised,
-            ),
-            _ => drive(
-                parser,
-                strict,
-                Router::start(&self.config, ledger)?,
-                Unsupervised,
-            ),
-        }
+        self.run_source(ledger, source, None, false, || Ok(Unsupervised))
     }
 
     /// [`run_csv`](EngineBuilder::run_csv) under `control`: stop when its
@@ -254,20 +285,69 @@ impl EngineBuilder {
     pub fn run_csv_controlled(
         &self,
         ledger: Ledger,
-        source: impl Read,
+        source: impl Read + Send,
         control: Control,
     ) -> Result<Finished, Error> {
         self.validate()?;
         let c = &self.config;
-        let parser = match control.resume_point() {
-            Some(at) => Parser::resume(source, at).map_err(Error::Input)?,
-            None if control.checkpointing() => Parser::hashing(source),
-            None => Parser::new(source),
+        let resume = control.resume_point().copied();
+        let hashing = control.checkpointing();
+        self.run_source(ledger, source, resume, hashing, || {
+            control.start(c.diagnostics, c.keep_rejects)
+        })
+    }
+
+    /// Parses `source` on the calling thread or on parser threads, checks
+    /// a resumed input's prefix, then starts the supervisor and the path.
+    fn run_source<S: Supervise>(
+        &self,
+        ledger: Ledger,
+        source: impl Read + Send,
+        resume: Option<Checkpoint>,
+        hashing: bool,
+        supervisor: impl FnOnce() -> Result<S, Error>,
+    ) -> Result<Finished, Error> {
+        let c = &self.config;
+        if c.parsers == 0 {
+            let parser = match &resume {
+                Some(at) => Parser::resume(source, at).map_err(Error::Input)?,
+                None if hashing => Parser::hashing(source),
+                None => Parser::new(source),
+            };
+            let mut finished = self.drive_rows(parser, ledger, supervisor()?)?;
+            let note = "parsers: 0 (parsing on the calling thread)".to_string();
+            finished.measures.notes.insert(0, note);
+            return Ok(finished);
+        }
+        let options = BlockOptions {
+            parsers: c.parsers,
+            block: c.block,
+            hashing,
         };
-        let supervisor = control.start(c.diagnostics, c.keep_rejects)?;
+        let mut finished = std::thread::scope(|scope| {
+            let (rows, _threads) =
+                BlockRows::start(scope, source, options, resume.as_ref()).map_err(Error::Input)?;
+            self.drive_rows(rows, ledger, supervisor()?)
+        })?;
+        let note = format!(
+            "parsers: {}, blocks of {} KiB, and a reader thread",
+            c.parsers,
+            c.block.div_ceil(1024)
+        );
+        finished.measures.notes.insert(0, note);
+        Ok(finished)
+    }
+
+    fn drive_rows<S: Supervise>(
+        &self,
+        rows: impl RowSource,
+        ledger: Ledger,
+        supervisor: S,
+    ) -> Result<Finished, Error> {
+        let c = &self.config;
         match c.workers {
-            0 => drive(parser, c.strict, Sequential::new(c, ledger)?, supervisor),
-            _ => drive(parser, c.strict, Router::start(c, ledger)?, supervisor),
+            0 => drive(rows, c.strict, Sequential::new(c, ledger)?, supervisor),
+            _ => drive(rows, c.strict, Router::start(c, ledger)?, supervisor),
         }
     }
 }
@@ -342,7 +422,7 @@ impl Supervise for Unsupervised {
 
 /// The CSV loop, once for both paths: parse, apply or log, finish.
 fn drive<E: Executor, S: Supervise>(
-    mut parser: Parser<impl Read>,
+    mut parser: impl RowSource,
     strict: bool,
     mut path: E,
     mut supervisor: S,

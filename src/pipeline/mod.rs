@@ -26,6 +26,7 @@
 //! workers. Nothing waits without a bounded park that re-checks the flag, so
 //! nothing hangs.
 
+mod blocks;
 mod lane;
 
 use std::collections::VecDeque;
@@ -44,6 +45,7 @@ use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
 use crate::tx::{Tx, TxId};
 
+pub use blocks::{BlockOptions, BlockRows, DEFAULT_BLOCK, MAX_BLOCK};
 #[doc(hidden)]
 pub use lane::handoff;
 use lane::{Aborted, Batch, Item, Lane, PARK};
@@ -51,6 +53,9 @@ pub use lane::{BATCH, MAX_BATCH};
 
 /// The largest worker count accepted (a limit on threads and lane memory).
 pub const MAX_WORKERS: usize = 256;
+
+/// The largest parser-thread count accepted.
+pub const MAX_PARSERS: usize = 256;
 
 /// How many records the router parses ahead of its tx-id claims. Each
 /// parsed record's list or bitset word is prefetched; with scattered ids the claims'

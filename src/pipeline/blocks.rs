@@ -1,0 +1,801 @@
+//! Parsing on several threads: the input cut into blocks of whole lines,
+//! the blocks parsed at once, every row handed out in file order.
+//!
+//! Three roles, on scoped threads:
+//!
+//! * the *cutter* reads the input in order (a file, a pipe or a
+//!   decompressor: anything `Read`) into recycled buffers, cuts each block at
+//!   the first line end at or after the target size, hashes the bytes when
+//!   checkpoints need it, and settles the header (the columns, and whether
+//!   the first non-blank line was seen) for the blocks after it;
+//! * *parsers* turn a block into rows with the single-threaded [`Parser`]
+//!   itself ([`Parser::for_block`]: the same code, the same rows, numbered
+//!   from 1 within the block);
+//! * the calling thread ([`BlockRows`], a [`RowSource`]) takes the parsed
+//!   blocks in block order and hands their rows to the CSV loop with line
+//!   numbers offset by the lines of the blocks before (a prefix sum), so the
+//!   claims on tx ids (SPEC rule 2) are made in file order, as before.
+//!
+//! Every row, line number, position and warning is the one the
+//! single-threaded parser gives (tests cut inputs at every byte offset).
+//! A line too long to fit a block's slack is cut short by the cutter to
+//! its first `MAX_LINE + 2` bytes (enough for the parser to call it too
+//! long and keep its first 4096 bytes, as the single-threaded reader does)
+//! and its remainder is skipped without buffering.
+//!
+//! Memory: `2 x parsers + 2` buffers of the block size and its slack
+//! circulate (the cutter waits for one to come back), so a run holds a few
+//! MiB of input however large the file.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{Builder, Scope, ScopedJoinHandle};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::parse::{
+    skip_prefix, Checkpoint, Columns, InputError, Malformed, Parser, Position, Row, RowSource,
+    MAX_LINE,
+};
+use crate::tx::Tx;
+
+/// The default block size: big enough that per-block costs vanish, small
+/// enough that a few in flight per parser stay in cache-friendly MiB.
+pub const DEFAULT_BLOCK: usize = 1 << 20;
+
+/// The largest block size accepted.
+pub const MAX_BLOCK: usize = 1 << 30;
+
+/// Room past the target for the line that crosses it: any line that fits
+/// is kept whole; a longer one is over-long by SPEC anyway.
+const SLACK: usize = MAX_LINE + 8;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// How the input is cut and parsed.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockOptions {
+    /// Parser threads (at least 1).
+    pub parsers: usize,
+    /// Target block size in bytes (1 cuts every line into its own block).
+    pub block: usize,
+    /// Hash the input for checkpoints.
+    pub hashing: bool,
+}
+
+/// A block's buffer and its rows' vector, recycled between blocks.
+struct Buffers {
+    buf: Box<[u8]>,
+    rows: Vec<ParsedRow>,
+}
+
+/// One block of whole lines, as the cutter hands it to a parser.
+struct Cut {
+    seq: u64,
+    buffers: Buffers,
+    /// Bytes of `buffers.buf` in the block.
+    len: usize,
+    /// Input offset of the block's first byte.
+    start: u64,
+    /// Input bytes the block stands for (more than `len` for a cut-short
+    /// over-long line).
+    span: u64,
+    /// The block is one over-long line cut short.
+    long: bool,
+    at_input_start: bool,
+    columns: Columns,
+    seen_first: bool,
+    /// The input's hash before the block, and (for a long line) after it.
+    hash_start: Option<Box<Xxh3>>,
+    hash_end: Option<Box<Xxh3>>,
+}
+
+/// A row of a parsed block; its raw line is a range of the block's buffer.
+#[derive(Clone, Copy, Debug)]
+struct ParsedRow {
+    parsed: Result<Tx, Malformed>,
+    /// Line number within the block, from 1.
+    line: u32,
+    /// Bytes of the block consumed once the row was read.
+    end: u32,
+    raw_start: u32,
+    raw_len: u16,
+}
+
+struct Parsed {
+    cut: Cut,
+    /// Lines in the block (blank ones and the header included).
+    lines: u64,
+    /// The columns after the block.
+    columns: Columns,
+    warnings: Vec<String>,
+    /// What stopped the block's parse (a bad header), after its rows.
+    error: Option<InputError>,
+}
+
+enum Done {
+    Block(Box<Parsed>),
+    Failed(io::Error),
+    /// The input ended: its length and, when hashing, its hash.
+    End {
+        offset: u64,
+        hasher: Option<Box<Xxh3>>,
+    },
+}
+
+/// Reads until `buf` has something or the input ends (0).
+fn read_some(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match src.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+struct Cutter<R> {
+    src: R,
+    target: usize,
+    seq: u64,
+    /// Input offset of the next block's first byte.
+    offset: u64,
+    at_input_start: bool,
+    columns: Columns,
+    seen_first: bool,
+    hasher: Option<Box<Xxh3>>,
+    /// Bytes read past the last cut, from `carry_at` on: the next block's
+    /// start, read before any more input.
+    carry: Vec<u8>,
+    carry_at: usize,
+    /// The input has ended (what is carried may remain).
+    eof: bool,
+    pool: Receiver<Buffers>,
+    work: Sender<Cut>,
+    done: Sender<(u64, Done)>,
+    abort: Arc<AtomicBool>,
+}
+
+/// A block found in a buffer: its bytes, the input bytes it stands for, and
+/// whether it is an over-long line cut short.
+struct Block {
+    len: usize,
+    span: u64,
+    long: bool,
+}
+
+impl<R: Read> Cutter<R> {
+    fn run(mut self) {
+        let result = catch_unwind(AssertUnwindSafe(|| self.cut_all()));
+        let failed = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error,
+            Err(_) => io::Error::other("the input reader thread panicked"),
+        };
+        let _ = self.done.send((self.seq, Done::Failed(failed)));
+    }
+
+    fn cut_all(&mut self) -> io::Result<()> {
+        loop {
+            if self.abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let Ok(mut buffers) = self.pool.recv() else {
+                return Ok(());
+            };
+            let hash_start = self.hasher.clone();
+            let Some(block) = self.next_block(&mut buffers.buf)? else {
+                let hasher = self.hasher.take();
+                let end = Done::End {
+                    offset: self.offset,
+                    hasher,
+                };
+                let _ = self.done.send((self.seq, end));
+                return Ok(());
+            };
+            let (columns, seen_first) = (self.columns, self.seen_first);
+            if !self.seen_first {
+                self.settle(&buffers.buf[..block.len]);
+            }
+            let cut = Cut {
+                seq: self.seq,
+                buffers,
+                len: block.len,
+                start: self.offset,
+                span: block.span,
+                long: block.long,
+                at_input_start: self.at_input_start,
+                columns,
+                seen_first,
+                hash_start,
+                hash_end: if block.long {
+                    self.hasher.clone()
+                } else {
+                    None
+                },
+            };
+            self.at_input_start = false;
+            self.offset += block.span;
+            self.seq += 1;
+            if self.work.send(cut).is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Learns what a block settles about the header, by parsing a copy of
+    /// it up to its first row.
+    fn settle(&mut self, bytes: &[u8]) {
+        let copy: Box<[u8]> = bytes.into();
+        let mut parser = Parser::for_block(
+            copy,
+            bytes.len(),
+            self.at_input_start,
+            self.columns,
+            self.seen_first,
+        );
+        (self.columns, self.seen_first) = match parser.next_row() {
+            Ok(_) => parser.header_state(),
+            // A bad header ends the run at this block.
+            Err(_) => (self.columns, true),
+        };
+    }
+
+    /// Bytes for `buf`: the carried bytes first, then the input's; 0 at the
+    /// end of both.
+    fn read_more(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.carry_at < self.carry.len() {
+            let n = buf.len().min(self.carry.len() - self.carry_at);
+            buf[..n].copy_from_slice(&self.carry[self.carry_at..self.carry_at + n]);
+            self.carry_at += n;
+            return Ok(n);
+        }
+        self.carry.clear();
+        self.carry_at = 0;
+        if self.eof {
+            return Ok(0);
+        }
+        let n = read_some(&mut self.src, buf)?;
+        self.eof = n == 0;
+        Ok(n)
+    }
+
+    /// Puts `bytes` back in front of what is still carried.
+    fn put_back(&mut self, bytes: &[u8]) {
+        let mut carry = bytes.to_vec();
+        carry.extend_from_slice(&self.carry[self.carry_at..]);
+        self.carry = carry;
+        self.carry_at = 0;
+    }
+
+    /// Fills `buf` with the next block, hashing what it consumes; `None` at
+    /// the end of the input.
+    fn next_block(&mut self, buf: &mut [u8]) -> io::Result<Option<Block>> {
+        let cap = buf.len();
+        let mut len = 0;
+        let mut ended = false;
+        let block = loop {
+            if len >= self.target || ended {
+                if len == 0 {
+                    return Ok(None);
+                }
+                let from = self.target.min(len) - 1;
+                if let Some(at) = memchr::memchr(b'\n', &buf[from..len]) {
+                    break from + at + 1;
+                }
+                if ended {
+                    break len;
+                }
+                if len == cap {
+                    // The line across the target does not fit in the slack:
+                    // end the block before it, or it is over-long.
+                    match memchr::memrchr(b'\n', &buf[..from]) {
+                        Some(at) => break at + 1,
+                        None => return self.long_line(buf).map(Some),
+                    }
+                }
+            }
+            match self.read_more(&mut buf[len..cap])? {
+                0 => ended = true,
+                n => len += n,
+            }
+        };
+        self.put_back(&buf[block..len]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..block]);
+        }
+        Ok(Some(Block {
+            len: block,
+            span: block as u64,
+            long: false,
+        }))
+    }
+
+    /// `buf` is full and holds no line end: the start of an over-long line.
+    /// Keeps enough of it for the parser to judge it (and its first
+    /// `MAX_LINE` bytes for the reports) and skips the rest.
+    fn long_line(&mut self, buf: &[u8]) -> io::Result<Block> {
+        let bom = if self.at_input_start && buf.starts_with(BOM) {
+            BOM.len()
+        } else {
+            0
+        };
+        let keep = bom + MAX_LINE + 2;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(buf);
+        }
+        let mut span = buf.len() as u64;
+        let mut scratch = vec![0u8; 64 * 1024];
+        while !self.abort.load(Ordering::Relaxed) {
+            let n = self.read_more(&mut scratch)?;
+            if n == 0 {
+                break;
+            }
+            let (skipped, rest) = match memchr::memchr(b'\n', &scratch[..n]) {
+                Some(at) => scratch[..n].split_at(at + 1),
+                None => (&scratch[..n], &[][..]),
+            };
+            if let Some(hasher) = &mut self.hasher {
+                hasher.update(skipped);
+            }
+            span += skipped.len() as u64;
+            if skipped.ends_with(b"\n") {
+                let rest = rest.to_vec();
+                self.put_back(&rest);
+                break;
+            }
+        }
+        Ok(Block {
+            len: keep,
+            span,
+            long: true,
+        })
+    }
+}
+
+/// Parses blocks until the cutter is done or the reader has gone.
+fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>) {
+    while let Ok(cut) = work.recv() {
+        let seq = cut.seq;
+        let parsed = match catch_unwind(AssertUnwindSafe(|| parse_block(cut))) {
+            Ok(parsed) => Done::Block(Box::new(parsed)),
+            Err(_) => Done::Failed(io::Error::other("a parser thread panicked")),
+        };
+        if done.send((seq, parsed)).is_err() {
+            return;
+        }
+    }
+}
+
+fn parse_block(mut cut: Cut) -> Parsed {
+    let Buffers { buf, mut rows } = std::mem::replace(
+        &mut cut.buffers,
+        Buffers {
+            buf: Box::default(),
+            rows: Vec::new(),
+        },
+    );
+    rows.clear();
+    let base = buf.as_ptr() as usize;
+    let mut parser = Parser::for_block(
+        buf,
+        cut.len,
+        cut.at_input_start,
+        cut.columns,
+        cut.seen_first,
+    );
+    let error = loop {
+        let (line, raw_start, raw_len, parsed) = match parser.next_row() {
+            Ok(Some(row)) => (
+                row.line,
+                row.raw.as_ptr() as usize - base,
+                row.raw.len(),
+                row.parsed,
+            ),
+            Ok(None) => break None,
+            Err(error) => break Some(error),
+        };
+        rows.push(ParsedRow {
+            parsed,
+            line: line as u32,
+            end: parser.consumed() as u32,
+            raw_start: raw_start as u32,
+            raw_len: raw_len as u16,
+        });
+    };
+    let lines = parser.lines_read();
+    let warnings = parser.take_warnings();
+    let (columns, _) = parser.header_state();
+    cut.buffers = Buffers {
+        buf: parser.into_buf(),
+        rows,
+    };
+    Parsed {
+        cut,
+        lines,
+        columns,
+        warnings,
+        error,
+    }
+}
+
+/// The rows of a block-parallel parse, in file order (see the module docs).
+/// Dropping it stops the other threads; the scope that started them waits
+/// for the reader's current read to return.
+pub struct BlockRows {
+    done: Receiver<(u64, Done)>,
+    /// Blocks that arrived before their turn.
+    early: BTreeMap<u64, Done>,
+    next: u64,
+    block: Option<Parsed>,
+    /// Rows of `block` handed out.
+    index: usize,
+    /// Lines before `block`.
+    base_line: u64,
+    pool: Sender<Buffers>,
+    warnings: Vec<String>,
+    /// Where the source stood after the last row of the blocks before.
+    last: Checkpoint,
+    end: Option<Position>,
+    abort: Arc<AtomicBool>,
+}
+
+impl BlockRows {
+    /// Starts the cutter and the parsers on `scope`, reading `src` from its
+    /// start, or (with `resume`) from a checkpoint: its prefix is checked
+    /// here, before any thread starts.
+    pub fn start<'scope, R: Read + Send + 'scope>(
+        scope: &'scope Scope<'scope, '_>,
+        mut src: R,
+        options: BlockOptions,
+        resume: Option<&Checkpoint>,
+    ) -> Result<(BlockRows, Vec<ScopedJoinHandle<'scope, ()>>), InputError> {
+        assert!(options.parsers >= 1 && (1..=MAX_BLOCK).contains(&options.block));
+        let (hasher, last) = match resume {
+            Some(at) => (Some(skip_prefix(&mut src, &at.at)?), *at),
+            None => (
+                options.hashing.then(|| Box::new(Xxh3::new())),
+                Checkpoint {
+                    at: Position {
+                        offset: 0,
+                        line: 0,
+                        prefix_hash: if options.hashing {
+                            Xxh3::new().digest128()
+                        } else {
+                            0
+                        },
+                    },
+                    columns: Columns::POSITIONAL,
+                    seen_first: false,
+                },
+            ),
+        };
+        let buffers = 2 * options.parsers + 2;
+        let (pool_tx, pool_rx) = bounded(buffers);
+        for _ in 0..buffers {
+            let buf = vec![0u8; options.block + SLACK].into_boxed_slice();
+            pool_tx
+                .send(Buffers {
+                    buf,
+                    rows: Vec::new(),
+                })
+                .expect("the pool has room for every buffer");
+        }
+        let (work_tx, work_rx) = bounded(options.parsers);
+        let (done_tx, done_rx) = unbounded();
+        let abort = Arc::new(AtomicBool::new(false));
+        let cutter = Cutter {
+            src,
+            target: options.block,
+            seq: 0,
+            offset: last.at.offset,
+            at_input_start: last.at.offset == 0 && last.at.line == 0,
+            columns: last.columns,
+            seen_first: last.seen_first,
+            hasher,
+            carry: Vec::new(),
+            carry_at: 0,
+            eof: false,
+            pool: pool_rx,
+            work: work_tx,
+            done: done_tx.clone(),
+            abort: Arc::clone(&abort),
+        };
+        let spawn_failed = |e: io::Error| InputError::Io(e);
+        let mut threads = vec![Builder::new()
+            .name("reader".into())
+            .spawn_scoped(scope, move || cutter.run())
+            .map_err(spawn_failed)?];
+        for n in 0..options.parsers {
+            let (work, done) = (work_rx.clone(), done_tx.clone());
+            let thread = Builder::new()
+                .name(format!("parser-{n}"))
+                .spawn_scoped(scope, move || parse_blocks(work, done));
+            threads.push(thread.map_err(spawn_failed)?);
+        }
+        let rows = BlockRows {
+            done: done_rx,
+            early: BTreeMap::new(),
+            next: 0,
+            block: None,
+            index: 0,
+            base_line: last.at.line,
+            pool: pool_tx,
+            warnings: Vec::new(),
+            last,
+            end: None,
+            abort,
+        };
+        Ok((rows, threads))
+    }
+
+    /// Where the source stands after row `i` of `block`.
+    fn position_after(&self, block: &Parsed, i: usize) -> Checkpoint {
+        let row = block.cut.buffers.rows[i];
+        let cut = &block.cut;
+        let (offset, prefix_hash) = if cut.long {
+            let hash = cut.hash_end.as_ref().map_or(0, |h| h.digest128());
+            (cut.start + cut.span, hash)
+        } else {
+            let end = row.end as usize;
+            let hash = cut.hash_start.as_ref().map_or(0, |h| {
+                let mut h = h.clone();
+                h.update(&cut.buffers.buf[..end]);
+                h.digest128()
+            });
+            (cut.start + end as u64, hash)
+        };
+        Checkpoint {
+            at: Position {
+                offset,
+                line: self.base_line + u64::from(row.line),
+                prefix_hash,
+            },
+            columns: block.columns,
+            seen_first: true,
+        }
+    }
+
+    /// Finishes the current block and takes the next one in order.
+    fn advance(&mut self) -> Result<(), InputError> {
+        if let Some(block) = self.block.take() {
+            if self.index > 0 {
+                self.last = self.position_after(&block, self.index - 1);
+            }
+            self.base_line += block.lines;
+            // The cutter may have stopped; then the buffer is not needed.
+            let _ = self.pool.send(block.cut.buffers);
+        }
+        self.index = 0;
+        let done = loop {
+            if let Some(done) = self.early.remove(&self.next) {
+                break done;
+            }
+            match self.done.recv() {
+                Ok((seq, done)) => {
+                    self.early.insert(seq, done);
+                }
+                Err(_) => {
+                    return Err(InputError::Io(io::Error::other(
+                        "the parser threads stopped",
+                    )))
+                }
+            }
+        };
+        self.next += 1;
+        match done {
+            Done::Block(mut parsed) => {
+                self.warnings.append(&mut parsed.warnings);
+                self.block = Some(*parsed);
+                Ok(())
+            }
+            Done::Failed(error) => Err(InputError::Io(error)),
+            Done::End { offset, hasher } => {
+                self.end = Some(Position {
+                    offset,
+                    line: self.base_line,
+                    prefix_hash: hasher.map_or(0, |h| h.digest128()),
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+impl RowSource for BlockRows {
+    #[inline]
+    fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError> {
+        loop {
+            let rows = self.block.as_ref().map_or(0, |b| b.cut.buffers.rows.len());
+            if self.index < rows {
+                let block = self.block.as_ref().expect("rows come from a block");
+                let row = block.cut.buffers.rows[self.index];
+                self.index += 1;
+                let start = row.raw_start as usize;
+                return Ok(Some(Row {
+                    line: self.base_line + u64::from(row.line),
+                    raw: &block.cut.buffers.buf[start..start + usize::from(row.raw_len)],
+                    parsed: row.parsed,
+                }));
+            }
+            if let Some(error) = self.block.as_mut().and_then(|b| b.error.take()) {
+                return Err(error);
+            }
+            if self.end.is_some() {
+                return Ok(None);
+            }
+            self.advance()?;
+        }
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        match (&self.block, self.end) {
+            (_, Some(at)) => Checkpoint { at, ..self.last },
+            (Some(block), None) if self.index > 0 => self.position_after(block, self.index - 1),
+            _ => self.last,
+        }
+    }
+
+    fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+}
+
+impl Drop for BlockRows {
+    fn drop(&mut self) {
+        // The cutter stops at its next block; the parsers when it has.
+        self.abort.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row with the checkpoint after it, then the end position and
+    /// every warning, or the error that ended the input.
+    type Trace = (
+        Vec<(u64, Vec<u8>, Result<Tx, Malformed>, Checkpoint)>,
+        String,
+    );
+
+    fn trace(rows: &mut impl RowSource) -> Trace {
+        let mut out = Vec::new();
+        let mut warnings = Vec::new();
+        let end = loop {
+            warnings.extend(rows.take_warnings());
+            match rows.next_row() {
+                Ok(Some(row)) => {
+                    let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
+                    out.push((line, raw, parsed, rows.checkpoint()));
+                }
+                Ok(None) => break format!("end {:?}", rows.checkpoint().at),
+                Err(error) => break format!("error {error}"),
+            }
+        };
+        warnings.extend(rows.take_warnings());
+        (out, format!("{end}; warnings {warnings:?}"))
+    }
+
+    fn serial(input: &[u8]) -> Trace {
+        trace(&mut Parser::hashing(input))
+    }
+
+    /// A pipe's short reads: at most 7 bytes each.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(7).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// With 3 parsers the input arrives in short reads.
+    fn blocks(input: &[u8], parsers: usize, block: usize) -> Trace {
+        let options = BlockOptions {
+            parsers,
+            block,
+            hashing: true,
+        };
+        std::thread::scope(|scope| {
+            let source: Box<dyn Read + Send> = match parsers {
+                3 => Box::new(Trickle(input)),
+                _ => Box::new(input),
+            };
+            let (mut rows, _threads) = BlockRows::start(scope, source, options, None).unwrap();
+            trace(&mut rows)
+        })
+    }
+
+    /// Inputs with every hazard at a block boundary: a BOM, a header, blank
+    /// lines, CRLF, quotes, over-long lines of every kind, no final newline.
+    fn hostile() -> Vec<Vec<u8>> {
+        let long = |n: usize, end: &str| {
+            let mut line = "deposit,1,".to_string();
+            line.push_str(&"9".repeat(n - line.len()));
+            line.push_str(end);
+            line.into_bytes()
+        };
+        let mut inputs: Vec<Vec<u8>> = vec![
+            b"\xEF\xBB\xBFtype,client,tx,amount\r\ndeposit,1,1,1.0\r\n\r\ndispute,1,1,\n".to_vec(),
+            b"\n\n  \ntype , client,tx,amount\ndeposit,1,1,2\nwithdrawal,1,2,1".to_vec(),
+            b"deposit,1,1,1\n\"deposit\",\"1\",\"2\",\"3,5\"\ndeposit,1,\"3,4\n".to_vec(),
+            b"amount,tx,client,type\n5,1,1,deposit\r\n6,2,1,withdrawal\r".to_vec(),
+            b"type,client,tx\ndeposit,1,1\n".to_vec(),
+            b"type,client,client,tx,amount\ndeposit,1,1,1,1\n".to_vec(),
+            b"\xEF\xBB".to_vec(),
+            b"".to_vec(),
+        ];
+        for n in [
+            MAX_LINE - 1,
+            MAX_LINE,
+            MAX_LINE + 1,
+            MAX_LINE + 2,
+            MAX_LINE + 3,
+            9_000,
+            70_000,
+        ] {
+            for end in ["\n", "\r\n", ""] {
+                let mut input = b"\xEF\xBB\xBF".to_vec();
+                input.extend(long(n, end));
+                inputs.push(input.clone());
+                input.extend(b"deposit,2,2,2\n");
+                input.extend(long(n, "\r\n"));
+                input.extend(b"deposit,2,3,2");
+                input.extend(end.as_bytes());
+                inputs.push(input);
+            }
+        }
+        inputs
+    }
+
+    #[test]
+    fn block_rows_equal_the_serial_parser_at_every_block_size() {
+        for input in hostile() {
+            let expected = serial(&input);
+            let sizes: Vec<usize> = if input.len() < 200 {
+                (1..=input.len() + 1).collect()
+            } else {
+                [1, 2, 3, 7, 100, 4_000, 4_097, 4_105, 4_200, 9_000, 1 << 20].to_vec()
+            };
+            for block in sizes {
+                for parsers in [1, 3] {
+                    assert!(
+                        blocks(&input, parsers, block) == expected,
+                        "block {block}, parsers {parsers}, input {:?}",
+                        String::from_utf8_lossy(&input[..input.len().min(80)])
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_resumed_block_parse_goes_on_as_the_serial_one() {
+        let input = b"type,client,tx,amount\ndeposit,1,1,1\n\ndeposit,1,2,1\r\ndispute,1,1,\n";
+        let (rows, _) = serial(input);
+        for (_, _, _, at) in &rows {
+            let mut parser = Parser::resume(&input[..], at).unwrap();
+            let expected = trace(&mut parser);
+            for block in [1, 5, 1 << 20] {
+                let options = BlockOptions {
+                    parsers: 2,
+                    block,
+                    hashing: true,
+                };
+                let got = std::thread::scope(|scope| {
+                    let (mut rows, _threads) =
+                        BlockRows::start(scope, &input[..], options, Some(at)).unwrap();
+                    trace(&mut rows)
+                });
+                assert_eq!(got, expected, "from {at:?}, block {block}");
+            }
+        }
+    }
+}
