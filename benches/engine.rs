@@ -1,6 +1,6 @@
 //! Criterion benches, one group per area: amount parsing, csv parsing, ledger
-//! apply, lane hand-off, the state file, end to end (single-threaded and
-//! pipeline). Inputs come from datagen with fixed seeds; each timed loop
+//! apply, lane hand-off, the state file, the single-threaded stages of a
+//! block-parallel run, end to end (single-threaded and pipeline). Inputs come from datagen with fixed seeds; each timed loop
 //! checks its result so the work cannot be optimised away. End-to-end runs
 //! also print the engine's latency percentiles.
 //!
@@ -93,6 +93,65 @@ fn csv_parsing(c: &mut Criterion) {
                 }
             }
             assert_eq!(records, ROWS + 1);
+        })
+    });
+    // simd-csv (the reader behind `xan`), finding records and fields only:
+    // measured against `rows`, our whole parse (issue 11, perf.md).
+    group.bench_function("simd_csv_fields", |b| {
+        b.iter(|| {
+            let mut reader = simd_csv::ZeroCopyReaderBuilder::new()
+                .buffer_capacity(1 << 16)
+                .from_reader(&data[..]);
+            let (mut records, mut bytes) = (0u64, 0usize);
+            while let Some(record) = reader.read_byte_record().unwrap() {
+                records += 1;
+                bytes += (0..record.len())
+                    .map(|i| record.get(i).map_or(0, <[u8]>::len))
+                    .sum::<usize>();
+            }
+            assert_eq!(records, ROWS);
+            assert!(bytes > 0);
+        })
+    });
+    // What adopting it would cost at least: its fields, then the same
+    // conversions as ours (kind, ids, exact amount), without our checks.
+    group.bench_function("simd_csv_rows", |b| {
+        fn number(field: &[u8]) -> u64 {
+            field
+                .iter()
+                .fold(0u64, |n, &d| n * 10 + u64::from(d.wrapping_sub(b'0')))
+        }
+        b.iter(|| {
+            let mut reader = simd_csv::ZeroCopyReaderBuilder::new()
+                .buffer_capacity(1 << 16)
+                .from_reader(&data[..]);
+            let (mut rows, mut sum) = (0u64, 0i64);
+            while let Some(record) = reader.read_byte_record().unwrap() {
+                let kind = record.get(0).unwrap_or_default();
+                let field = |i| record.get(i).unwrap_or_default().trim_ascii();
+                let client = number(field(1));
+                let tx = number(field(2));
+                let amount = match record.get(3).map(<[u8]>::trim_ascii) {
+                    Some(field) if !field.is_empty() => Amount::parse(field).unwrap().raw(),
+                    _ => 0,
+                };
+                rows += u64::from(!kind.is_empty());
+                sum = sum.wrapping_add(amount ^ (client + tx) as i64);
+            }
+            assert_eq!(rows, ROWS);
+            sum
+        })
+    });
+    group.bench_function("simd_csv_lines", |b| {
+        b.iter(|| {
+            let mut splitter = simd_csv::SplitterBuilder::new()
+                .buffer_capacity(1 << 16)
+                .from_reader(&data[..]);
+            let mut records = 0u64;
+            while splitter.split_record().unwrap().is_some() {
+                records += 1;
+            }
+            assert_eq!(records, ROWS);
         })
     });
     group.bench_function("rows", |b| {
@@ -209,8 +268,77 @@ fn state_file(c: &mut Criterion) {
     group.finish();
 }
 
+/// CPU time of the calling thread (not wall time): what the single-threaded
+/// stages cost while the parser and worker threads run beside them.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The single-threaded stages of a block-parallel run, per row: claims
+/// alone, the in-order hand-out of parsed blocks (sequencing and merging the
+/// parsers' output), and everything the calling thread does in a whole run
+/// (hand-out, claims, routing). The last two are measured in the calling
+/// thread's CPU time, so the parsers and workers beside it do not count.
+fn single_threaded_stages(c: &mut Criterion) {
+    use payments_engine::bench_support::block_rows;
+    use payments_engine::store::TxIdSet;
+    let data = input();
+    let mut parser = Parser::new(&data[..]);
+    let mut claims: Vec<u32> = Vec::new();
+    while let Some(row) = parser.next_row().unwrap() {
+        let tx = row.parsed.unwrap();
+        if tx.kind.claims_id() {
+            claims.push(tx.tx);
+        }
+    }
+    let mut group = c.benchmark_group("stages");
+    group.throughput(Throughput::Elements(ROWS));
+    group.sample_size(10);
+    group.bench_function("claims", |b| {
+        b.iter_batched(
+            TxIdSet::default,
+            |mut set| {
+                let fresh = claims.iter().filter(|&&id| set.claim(id)).count();
+                assert!(fresh > 0);
+                set
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    let block = payments_engine::limits::DEFAULT_BLOCK;
+    group.bench_function("hand_out_parsers_2", |b| {
+        b.iter_custom(|iters| {
+            let start = thread_cpu();
+            for _ in 0..iters {
+                assert_eq!(block_rows(&data, 2, block), ROWS);
+            }
+            thread_cpu() - start
+        })
+    });
+    group.bench_function("calling_thread_workers_1_parsers_2", |b| {
+        let engine = EngineBuilder::new().workers(1).parsers(2);
+        b.iter_custom(|iters| {
+            let start = thread_cpu();
+            for _ in 0..iters {
+                let finished = engine.run_csv(Ledger::new(), &data[..]).unwrap();
+                assert_eq!(finished.tally().rows_read(), ROWS);
+            }
+            thread_cpu() - start
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    single_threaded_stages,
     state_file,
     amount_parsing,
     csv_parsing,

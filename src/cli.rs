@@ -64,8 +64,8 @@ pub struct Cli {
 
     /// Target size of a parser thread's block (default 1MiB; `64KiB`,
     /// `4MiB`, or bytes); a block ends at the first line end from there.
-    /// Only throughput depends on it.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Only throughput depends on it. At most 1GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_block_size)]
     pub block_size: Option<Size>,
 
     /// Do not pin worker threads to cores (by default each worker is pinned
@@ -258,6 +258,18 @@ fn parse_size(text: &str) -> Result<Size, String> {
         .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
+/// A `--block-size`: a size of at most [`crate::limits::MAX_BLOCK`].
+fn parse_block_size(text: &str) -> Result<Size, String> {
+    let size = parse_size(text)?;
+    if size.0 > crate::limits::MAX_BLOCK as u64 {
+        return Err(format!(
+            "{:?} is more than the largest block, 1GiB",
+            text.trim()
+        ));
+    }
+    Ok(size)
+}
+
 /// How often a run with a state file saves a checkpoint, by default.
 pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
@@ -288,9 +300,11 @@ pub fn default_workers() -> usize {
 
 /// Parser threads by default: none for the single-threaded path, and none
 /// on 3 cores or fewer, where a parser thread only takes a core from the
-/// router or the workers (2 cores: 1.60 s with none, 1.70 s with one, on
-/// the 20M-row file; perf.md, "Parsing on every core"). Else the cores
-/// left after the router and the workers, at least 1.
+/// router or the workers (2 cores, 1 worker: the 20M-row realistic file
+/// 1.70 s with none, 1.57 s with one, within noise; the adversarial and
+/// sparse-id files 1.4-1.5 times slower with one; perf.md, "Parsing on
+/// every core"). Else the cores left after the router and the workers, at
+/// least 1.
 pub fn default_parsers(workers: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if workers == 0 || cores <= 3 {

@@ -82,4 +82,24 @@ pub mod limits {
 #[doc(hidden)]
 pub mod bench_support {
     pub use crate::pipeline::handoff as lane_handoff;
+
+    /// Rows of `data` handed out in file order by a block-parallel parse
+    /// with `parsers` parser threads, counted on the calling thread.
+    pub fn block_rows(data: &[u8], parsers: usize, block: usize) -> u64 {
+        use crate::parse::RowSource;
+        use crate::pipeline::{BlockOptions, BlockRows};
+        let options = BlockOptions {
+            parsers,
+            block,
+            hashing: false,
+        };
+        std::thread::scope(|scope| {
+            let (mut rows, _threads) = BlockRows::start(scope, data, options, None).unwrap();
+            let mut count = 0;
+            while let Some(row) = rows.next_row().unwrap() {
+                count += u64::from(row.parsed.is_ok());
+            }
+            count
+        })
+    }
 }

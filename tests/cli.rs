@@ -314,6 +314,53 @@ fn workers_flag_gives_identical_output() {
 }
 
 #[test]
+fn parsers_and_block_sizes_give_identical_output_and_verbose_says_so() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transactions.csv");
+    let baseline = run(&["--workers", "0", "--parsers", "0", sample], b"");
+    assert_eq!(baseline.code, 0, "{}", baseline.stderr);
+    for (workers, parsers, block) in [("0", "1", "1"), ("1", "2", "64"), ("3", "3", "1KiB")] {
+        let args = [
+            "--workers",
+            workers,
+            "--parsers",
+            parsers,
+            "--block-size",
+            block,
+            sample,
+        ];
+        let r = run(&args, b"");
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stdout, baseline.stdout, "{args:?}");
+        let timeless = |text: &str| {
+            let lines = text.lines().filter(|line| !line.contains("elapsed"));
+            lines.collect::<Vec<_>>().join("\n")
+        };
+        assert_eq!(timeless(&r.stderr), timeless(&baseline.stderr), "{args:?}");
+    }
+    let r = run(
+        &["-v", "--parsers", "2", "--block-size", "100", sample],
+        b"",
+    );
+    r.assert_stderr_has(&["parsers: 2, blocks of 100 bytes, and a reader thread"]);
+    let r = run(&["-v", "--parsers", "0", sample], b"");
+    r.assert_stderr_has(&["parsers: 0 (parsing on the calling thread)"]);
+    for args in [
+        &["--parsers", "257", sample][..],
+        &["--parsers", "-1", sample],
+        &["--block-size", "0", sample],
+        &["--block-size", "2GiB", sample],
+    ] {
+        let r = run(args, b"");
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.starts_with("payments-engine: error: "),
+            "{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
 fn arbitrary_bytes_never_panic() {
     // A deterministic spray of hostile inputs; a panic exits 101.
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;

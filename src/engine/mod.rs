@@ -330,9 +330,12 @@ impl EngineBuilder {
             self.drive_rows(rows, ledger, supervisor()?)
         })?;
         let note = format!(
-            "parsers: {}, blocks of {} KiB, and a reader thread",
+            "parsers: {}, blocks of {}, and a reader thread",
             c.parsers,
-            c.block.div_ceil(1024)
+            match c.block {
+                bytes @ 0..1024 => format!("{bytes} bytes"),
+                bytes => format!("{} KiB", bytes.div_ceil(1024)),
+            }
         );
         finished.measures.notes.insert(0, note);
         Ok(finished)
