@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::checkpoint::{self, Control, Resume};
+use crate::cluster::{self, ClusterOptions};
 use crate::durable::AtomicFile;
 use crate::engine::{EngineBuilder, Measures};
 use crate::ledger::Ledger;
@@ -61,6 +62,8 @@ pub struct Options {
     pub checkpoint_every: Option<Duration>,
     /// With a state file: go on from a pending checkpoint.
     pub resume: bool,
+    /// Run as one process of a cluster (`--cluster`).
+    pub cluster: Option<ClusterOptions>,
 }
 
 /// The exit status of a completed run that had malformed rows, with
@@ -82,7 +85,31 @@ pub fn run(
 ) -> anyhow::Result<RunStats> {
     check_output_paths(options)?;
     let stop = stop_on_signals().context("installing signal handlers")?;
-    let (source, progress) = open_input(options)?;
+    let (source, progress) = match &options.cluster {
+        Some(member) => {
+            let started = Instant::now();
+            let facts = cluster_input(options)?;
+            // Every process but 0 does its share and prints nothing.
+            if member.process != 0 {
+                cluster::run(
+                    member,
+                    input_path(options),
+                    cluster_settings(options),
+                    &mut |_| {},
+                )?;
+                return Ok(RunStats {
+                    tally: Tally::default(),
+                    elapsed: started.elapsed(),
+                    account_count: 0,
+                    measures: Measures::default(),
+                    state: None,
+                    input: facts,
+                });
+            }
+            ((Box::new(io::empty()) as Box<dyn Read + Send>, facts), None)
+        }
+        None => open_input(options)?,
+    };
     let stats = process(source, options, stop, progress.clone(), stdout, stderr);
     // Clear the bar before the summary, so the bar leaves no trace.
     if let Some(bar) = progress {
@@ -375,7 +402,21 @@ pub fn process(
     if let Some(resume) = start.resume {
         control = control.resuming(resume);
     }
-    let mut finished = engine.run_csv_controlled(start.ledger, source, control)?;
+    let mut finished = match &options.cluster {
+        Some(member) => {
+            drop(control);
+            let quiet = options.verbosity == Verbosity::Quiet;
+            let mut warn = |text: String| {
+                if !quiet {
+                    eprintln!("payments-engine: warning: {text}");
+                }
+            };
+            let settings = cluster_settings(options);
+            cluster::run(member, input_path(options), settings, &mut warn)?
+                .expect("process 0 gathers the whole run")
+        }
+        None => engine.run_csv_controlled(start.ledger, source, control)?,
+    };
     // The next state, written and synced beside the state file; committed
     // after the outputs (a failure between the two leaves outputs that a
     // rerun will write again, never a state that a rerun would refuse).
@@ -609,6 +650,50 @@ fn open_input(options: &Options) -> anyhow::Result<(Opened, Option<indicatif::Pr
         bytes_read: 0,
     };
     Ok(((source, facts), bar))
+}
+
+/// The input of a cluster run: a plain CSV file every process can read.
+fn cluster_input(options: &Options) -> anyhow::Result<InputFacts> {
+    let Input::Path(path) = &options.input else {
+        bail!("--cluster reads a file (every process reads the same one), not standard input");
+    };
+    let mut file =
+        File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
+    let size = file.metadata().ok().map(|m| m.len());
+    let mut magic = Vec::with_capacity(6);
+    (&mut file)
+        .take(6)
+        .read_to_end(&mut magic)
+        .context("reading input")?;
+    if format_of(&magic) != Format::Plain {
+        bail!(
+            "--cluster reads plain CSV files; {} is compressed: decompress it first",
+            path.display()
+        );
+    }
+    Ok(InputFacts {
+        format: "plain",
+        size,
+        bytes_read: size.unwrap_or(0),
+    })
+}
+
+/// The input's path (a cluster run has one: [`cluster_input`] checked).
+fn input_path(options: &Options) -> &Path {
+    match &options.input {
+        Input::Path(path) => path,
+        Input::Stdin => Path::new("-"),
+    }
+}
+
+/// What a cluster run takes from the options.
+fn cluster_settings(options: &Options) -> cluster::Settings {
+    cluster::Settings {
+        workers: options.engine.worker_count(),
+        block: options.engine.block(),
+        verbosity: options.verbosity,
+        keep_rejects: options.rejects.is_some(),
+    }
 }
 
 /// An opened input: its bytes, and what is known of it.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::app::{Input, Options};
+use crate::cluster::ClusterOptions;
 use crate::engine::EngineBuilder;
 use crate::report::Verbosity;
 
@@ -152,6 +153,29 @@ pub struct Cli {
     /// terminal and the input is a file of 64 MiB or more).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Run as one process of a cluster (timely-dataflow over TCP): HOSTFILE
+    /// lists one host:port per line, one line per process, the same file for
+    /// every process. Every process reads INPUT (a plain CSV file at the same
+    /// path on each host) and parses its share of blocks; process 0 prints
+    /// what a single-machine run prints, the others print nothing.
+    /// --workers counts per process.
+    #[arg(
+        long,
+        value_name = "HOSTFILE",
+        requires = "process",
+        conflicts_with_all = ["state", "strict", "parsers"]
+    )]
+    pub cluster: Option<PathBuf>,
+
+    /// With --cluster: this process's line of the host file, from 0.
+    #[arg(long, value_name = "I", requires = "cluster")]
+    pub process: Option<usize>,
+
+    /// With --cluster: how long to wait for every process to connect
+    /// (default 30s).
+    #[arg(long, value_name = "DURATION", requires = "cluster", value_parser = parse_timeout)]
+    pub connect_timeout: Option<Duration>,
 }
 
 /// `--help`'s examples.
@@ -163,7 +187,8 @@ const EXAMPLES: &str = "Examples:
   payments-engine --state ledger.state --resume monday.csv   # after a crash or Ctrl-C
   payments-engine --summary-json run.json --fail-on-malformed input.csv
   payments-engine --completions bash > ~/.local/share/bash-completion/completions/payments-engine
-  payments-engine --man-page > payments-engine.1";
+  payments-engine --man-page > payments-engine.1
+  payments-engine --cluster hosts.txt --process 0 input.csv   # and --process 1, 2... on the others";
 
 impl Cli {
     /// Writes what `--completions` or `--man-page` asked for; true if one
@@ -224,6 +249,11 @@ impl Cli {
             verbosity,
             latency: self.latency,
             progress: !self.no_progress,
+            cluster: self.cluster.map(|hostfile| ClusterOptions {
+                hostfile,
+                process: self.process.unwrap_or(0),
+                connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            }),
         }
     }
 }
@@ -276,6 +306,18 @@ pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 /// A checkpoint interval: `None` for none.
 #[derive(Clone, Copy, Debug)]
 pub struct Interval(pub Option<Duration>);
+
+/// How long a cluster process waits for the others, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A positive duration (`500ms`, `30s`, `2m`).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("must be more than 0".into()),
+        Err(e) => Err(format!("{e} (examples: 500ms, 30s, 2m)")),
+    }
+}
 
 fn parse_interval(text: &str) -> Result<Interval, String> {
     if text.trim() == "0" {

@@ -35,6 +35,7 @@ use crate::tx::{ClientId, Kind, Tx, TxId};
 /// Why a well-formed transaction was not applied. One variant per SPEC
 /// reason; the declaration order is the order of the rejects-file reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
 pub enum Reject {
     /// Rule 2: a deposit or withdrawal reused a claimed tx id.
     DuplicateTx,
@@ -121,6 +122,7 @@ impl std::error::Error for Reject {}
 
 /// One client's balances. `total` is derived: always `available + held`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
 pub struct Account {
     pub available: Amount,
     pub held: Amount,

@@ -55,6 +55,8 @@ pub mod budget;
 pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
+pub use pipeline::cluster;
 pub mod deposits;
 pub mod durable;
 pub mod engine;

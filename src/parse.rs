@@ -50,6 +50,7 @@ pub const BLOCK: usize = 256 * 1024;
 
 /// Why a record was malformed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
 pub enum Malformed {
     LineTooLong,
     UnbalancedQuote,
@@ -257,6 +258,16 @@ impl<R: Read> LineReader<R> {
             dropped: 0,
             hasher: None,
             hashed: 0,
+        }
+    }
+
+    /// A reader that starts at the start of a line of the input, in the
+    /// middle of it when `at_input_start` is false (no BOM is looked for
+    /// there). Lines are numbered from 1.
+    pub fn from_line_start(src: R, at_input_start: bool) -> Self {
+        LineReader {
+            started: !at_input_start,
+            ..LineReader::new(src)
         }
     }
 
@@ -820,6 +831,30 @@ impl<R: Read> Parser<R> {
         }
     }
 
+    /// A parser over the lines of a range of the input that starts at a
+    /// line start (`src` reads the range only), going on from what the
+    /// lines before it settled: the columns, and whether the first non-blank
+    /// line was seen. Lines are numbered from 1.
+    pub fn within(src: R, at_input_start: bool, columns: Columns, seen_first: bool) -> Self {
+        Parser {
+            lines: LineReader::from_line_start(src, at_input_start),
+            fields: FieldSplitter::default(),
+            columns,
+            seen_first,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Lines read so far (blank ones and the header included).
+    pub fn lines_read(&self) -> u64 {
+        self.lines.number
+    }
+
+    /// The columns, and whether the first non-blank line was seen.
+    pub fn header_state(&self) -> (Columns, bool) {
+        (self.columns, self.seen_first)
+    }
+
     /// A parser that goes on from `at` over the same input, `src` read from
     /// its start (its prefix is checked against the checkpoint's hash).
     pub fn resume(src: R, at: &Checkpoint) -> Result<Self, InputError> {
@@ -919,19 +954,36 @@ impl Parser<io::Empty> {
         self.lines.start
     }
 
-    /// Lines read from the block so far.
-    pub fn lines_read(&self) -> u64 {
-        self.lines.number
-    }
-
-    /// The columns, and whether the first non-blank line was seen.
-    pub fn header_state(&self) -> (Columns, bool) {
-        (self.columns, self.seen_first)
-    }
-
     /// The block's buffer back, for reuse.
     pub fn into_buf(self) -> Box<[u8]> {
         self.lines.buf
+    }
+}
+
+/// Where the input's first non-blank line ends (the bytes up to and
+/// including its line end; the input's length when every line is blank),
+/// and the columns it names when it is a valid header (positional
+/// otherwise: a bad header is reported by the parser that reads it). Reads
+/// only as far as that line.
+pub fn first_line_end(src: impl Read) -> Result<(u64, Columns), InputError> {
+    let mut lines = LineReader::new(src);
+    let mut fields = FieldSplitter::default();
+    loop {
+        let Some(line) = lines.next_line()? else {
+            return Ok((lines.position().offset, Columns::POSITIONAL));
+        };
+        let raw = lines.bytes(&line);
+        if !line.too_long && is_blank_line(raw) {
+            continue;
+        }
+        let columns = match (line.too_long, fields.split(raw)) {
+            (false, Ok(fields)) => match Columns::from_header(&fields) {
+                Some(Ok(columns)) => columns,
+                _ => Columns::POSITIONAL,
+            },
+            _ => Columns::POSITIONAL,
+        };
+        return Ok((lines.position().offset, columns));
     }
 }
 

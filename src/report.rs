@@ -33,6 +33,7 @@ pub fn write_accounts<W: Write>(accounts: &[(ClientId, Account)], mut out: W) ->
 
 /// What happened to one row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
 pub enum Outcome {
     Applied,
     /// A well-formed record that a rule rejected.

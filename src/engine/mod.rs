@@ -207,6 +207,11 @@ impl EngineBuilder {
         self.config.workers
     }
 
+    /// The target block size of the parser threads, in bytes.
+    pub fn block(&self) -> usize {
+        self.config.block
+    }
+
     /// The configuration itself, for the paths.
     #[cfg(test)]
     pub(crate) fn config(&self) -> &Config {
@@ -611,7 +616,7 @@ impl Engine {
 }
 
 /// What an engine run measured about itself, for `--verbose` and `--latency`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Measures {
     /// Applied deposits kept for disputes.
     pub deposits: usize,
@@ -725,6 +730,36 @@ impl Finished {
             ids,
             books,
             input: None,
+        }
+    }
+
+    /// A run gathered from several processes (`--cluster`): every account
+    /// (in any order) and one log of every row, in line order. It carries
+    /// no ledger state.
+    #[cfg(feature = "cli")]
+    pub(crate) fn gathered(
+        mut accounts: Vec<(ClientId, Account)>,
+        log: EventLog,
+        deposits: usize,
+        notes: Vec<String>,
+        input: Position,
+    ) -> Finished {
+        accounts.sort_unstable_by_key(|&(client, _)| client);
+        Finished {
+            accounts,
+            tally: log.tally,
+            measures: Measures {
+                deposits,
+                deposit_bytes: 0,
+                id_set_bytes: 0,
+                account_bytes: 0,
+                latency: None,
+                notes,
+            },
+            diagnostics: Some(Diagnostics { logs: vec![log] }),
+            ids: TxIdSet::default(),
+            books: Vec::new(),
+            input: Some(input),
         }
     }
 

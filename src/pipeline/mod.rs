@@ -27,6 +27,8 @@
 //! nothing hangs.
 
 mod blocks;
+#[cfg(feature = "cli")]
+pub mod cluster;
 mod lane;
 
 use std::collections::VecDeque;

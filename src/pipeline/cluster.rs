@@ -1,0 +1,738 @@
+//! `--cluster`: one run across several processes, on timely-dataflow.
+//!
+//! Every process reads the same input file (the same path on shared
+//! storage, or the same file on each host) and parses only its share of
+//! it. The file is cut into blocks at fixed byte offsets (`k x block
+//! size`), each moved forward to the next line start, so every process
+//! finds the same cuts without reading anything but the bytes around them;
+//! block 0 always holds the first non-blank line (the header, if any),
+//! whose columns every process learns by reading that line. Timely worker
+//! `w` of `W` (all processes together) parses blocks `w, w + W, ...`, so
+//! all advance together.
+//!
+//! The dataflow, with a record's block as its timestamp and its line within
+//! the block as its order:
+//!
+//! 1. deposits and withdrawals are exchanged by tx id; once timely says a
+//!    block is complete at a claim stage, that stage sorts the block's
+//!    records by line and makes SPEC rule 2's claims (blocks in order), so
+//!    each id is claimed by its first record in file order;
+//! 2. every record is exchanged by client; once a block is complete, the
+//!    owning worker sorts its records by line and applies them to its
+//!    [`Book`] (the ledger, unchanged), blocks in order: a client's records
+//!    in file order;
+//! 3. at the end every worker sends its accounts, its rows that were not
+//!    applied (rejected by the ledger, malformed to its parser) with their
+//!    (block, line), and its blocks' line counts to worker 0 (on process
+//!    0), which numbers the lines (a prefix sum of the counts) and builds
+//!    the same [`Finished`] a single-machine run gives: the same stdout,
+//!    stderr and rejects file, byte for byte.
+//!
+//! Connections are made here, not by timely (whose own set-up prints on
+//! stdout and retries forever): each process listens on its line of the
+//! host file, connects to the processes before it, accepts the ones after
+//! it, and checks with each that they run with the same settings, all
+//! within `--connect-timeout`. A peer that goes away makes timely's network
+//! threads panic; the panic hook turns that into one line on stderr and
+//! exit status 1, so a dead process stops every other within moments.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::ProcessBuilder;
+use timely::communication::{AllocatorBuilder, Hooks};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Partition;
+use timely::dataflow::operators::{Concat, Input, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::WorkerConfig;
+
+use crate::engine::{Error, Finished};
+use crate::ledger::{Account, Book};
+use crate::parse::{first_line_end, Columns, Parser, Position};
+use crate::report::{EventLog, Outcome, Verbosity};
+use crate::store::TxIdSet;
+use crate::tx::{ClientId, Tx};
+
+/// How this process takes part in a cluster run.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// One `host:port` per line, one line per process, the same file for all.
+    pub hostfile: PathBuf,
+    /// This process's line in the host file, from 0.
+    pub process: usize,
+    /// How long to wait for every other process to connect.
+    pub connect_timeout: Duration,
+}
+
+/// What every process of a run must agree on, besides the input.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Timely workers per process.
+    pub workers: usize,
+    /// Target block size in bytes.
+    pub block: usize,
+    /// What the stderr report keeps (process 0's choice counts).
+    pub verbosity: Verbosity,
+    /// Keep every row that was not applied, for a rejects file.
+    pub keep_rejects: bool,
+}
+
+/// Blocks in flight per worker before a worker waits for the dataflow.
+const LAG_ROUNDS: u64 = 4;
+
+/// The handshake's first bytes: the program and the version of this
+/// protocol.
+const MAGIC: &[u8; 8] = b"PAYENG\x00\x01";
+
+/// The host file's addresses, one per non-blank line (`#` starts a
+/// comment).
+pub fn read_hostfile(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read host file {}", path.display()))?;
+    let hosts: Vec<String> = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim().to_string())
+        .filter(|line| !line.is_empty())
+        .collect();
+    if hosts.is_empty() {
+        bail!("host file {} lists no host:port", path.display());
+    }
+    Ok(hosts)
+}
+
+/// How the input is cut: the same on every process.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    len: u64,
+    block: u64,
+    blocks: u64,
+    /// Where the first non-blank line ends: no block but block 0 starts
+    /// before it.
+    first_end: u64,
+    /// The columns that line names.
+    columns: Columns,
+}
+
+impl Plan {
+    fn of(path: &Path, block: usize) -> Result<Plan, Error> {
+        let file = File::open(path).map_err(|e| Error::Input(e.into()))?;
+        let len = file.metadata().map_err(|e| Error::Input(e.into()))?.len();
+        let (first_end, columns) = first_line_end(&file).map_err(Error::Input)?;
+        let block = block as u64;
+        Ok(Plan {
+            len,
+            block,
+            blocks: len.div_ceil(block).max(1),
+            first_end,
+            columns,
+        })
+    }
+
+    /// Where block `k` starts: the first line start at or after both
+    /// `k x block` and the end of the first non-blank line.
+    fn start(&self, file: &mut File, k: u64) -> io::Result<u64> {
+        if k == 0 {
+            return Ok(0);
+        }
+        let at = k.saturating_mul(self.block).max(self.first_end);
+        if at >= self.len {
+            return Ok(self.len);
+        }
+        // A line starts at `at` if the byte before it ends a line.
+        file.seek(SeekFrom::Start(at - 1))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pos = at - 1;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(self.len);
+            }
+            if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+                return Ok((pos + i as u64 + 1).min(self.len));
+            }
+            pos += n as u64;
+        }
+    }
+}
+
+/// A well-formed record on its way through the dataflow; its block is its
+/// timestamp.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Rec {
+    /// Line within the block, from 1.
+    line: u64,
+    tx: Tx,
+    /// The outcome of its claim (deposits and withdrawals).
+    fresh: bool,
+    /// The original line, for the rejects file.
+    raw: Vec<u8>,
+}
+
+/// What one worker sends to worker 0 at the end.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Part {
+    accounts: Vec<(ClientId, Account)>,
+    /// Rows not applied: (block, line within it, outcome, raw line).
+    events: Vec<(u64, u64, Outcome, Vec<u8>)>,
+    applied: u64,
+    deposits: u64,
+    /// (block, lines in it) for the blocks this worker parsed.
+    lines: Vec<(u64, u64)>,
+    /// The header's warnings (block 0's parser).
+    warnings: Vec<String>,
+    /// The error that ended the input at a block: (block, message).
+    error: Option<(u64, String)>,
+}
+
+/// The rows of block `k`: well-formed records, and malformed rows as
+/// events; its line count; its warnings.
+fn parse_block(
+    file: &mut File,
+    plan: &Plan,
+    k: u64,
+    recs: &mut Vec<Rec>,
+    part: &mut Part,
+) -> Result<(), Error> {
+    let io = |e: io::Error| Error::Input(e.into());
+    let start = plan.start(file, k).map_err(io)?;
+    let end = plan.start(file, k + 1).map_err(io)?;
+    file.seek(SeekFrom::Start(start)).map_err(io)?;
+    let range = (&*file).take(end.saturating_sub(start));
+    let mut parser = if k == 0 {
+        Parser::within(range, true, Columns::POSITIONAL, false)
+    } else {
+        Parser::within(range, false, plan.columns, true)
+    };
+    while let Some(row) = parser.next_row().map_err(Error::Input)? {
+        match row.parsed {
+            Ok(tx) => recs.push(Rec {
+                line: row.line,
+                tx,
+                fresh: false,
+                raw: row.raw.to_vec(),
+            }),
+            Err(reason) => {
+                let outcome = Outcome::Malformed(reason);
+                part.events.push((k, row.line, outcome, row.raw.to_vec()));
+            }
+        }
+    }
+    part.lines.push((k, parser.lines_read()));
+    part.warnings.extend(parser.take_warnings());
+    Ok(())
+}
+
+/// Runs this process's share of a cluster run over the file at `input`.
+/// Process 0 returns the whole run's result; the others `None`.
+pub fn run(
+    cluster: &ClusterOptions,
+    input: &Path,
+    settings: Settings,
+    warn: &mut dyn FnMut(String),
+) -> anyhow::Result<Option<Finished>> {
+    let hosts = read_hostfile(&cluster.hostfile)?;
+    let processes = hosts.len();
+    if cluster.process >= processes {
+        bail!(
+            "--process {} is not a line of host file {} ({} processes: 0 to {})",
+            cluster.process,
+            cluster.hostfile.display(),
+            processes,
+            processes - 1
+        );
+    }
+    let workers = settings.workers.max(1);
+    let plan = Plan::of(input, settings.block).map_err(anyhow::Error::from)?;
+    let hello = Hello {
+        index: cluster.process as u64,
+        processes: processes as u64,
+        workers: workers as u64,
+        block: settings.block as u64,
+        input_len: plan.len,
+    };
+    let sockets = connect(&hosts, &hello, cluster.connect_timeout)?;
+    install_peer_loss_hook(cluster.process);
+
+    let builders = ProcessBuilder::new_typed_vector(workers, Hooks::default().refill, None);
+    let (builders, comms) = initialize_networking_from_sockets(
+        builders,
+        sockets,
+        cluster.process,
+        workers,
+        Hooks::default(),
+    )
+    .context("starting the cluster's network threads")?;
+    let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+    let path = Arc::new(input.to_path_buf());
+    let guards = timely::execute::execute_from(
+        builders,
+        Box::new(comms),
+        WorkerConfig::default(),
+        move |worker| run_worker(worker, &path, plan),
+    )
+    .map_err(|e| anyhow::anyhow!("starting the cluster's workers: {e}"))?;
+    let mut parts = None;
+    for result in guards.join() {
+        match result {
+            Ok(Some(gathered)) => parts = Some(gathered),
+            Ok(None) => {}
+            Err(e) => bail!("a cluster worker failed: {e}"),
+        }
+    }
+    match parts {
+        Some(parts) => gather(parts, &plan, settings, processes, workers, warn).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// One timely worker: its blocks in, the claim and apply stages, its part
+/// out; worker 0 returns every part.
+fn run_worker(worker: &mut timely::worker::Worker, path: &Path, plan: Plan) -> Option<Vec<Part>> {
+    let index = worker.index() as u64;
+    let peers = worker.peers() as u64;
+    let part = Rc::new(RefCell::new(Part::default()));
+    let book = Rc::new(RefCell::new(Book::default()));
+    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Rec>>>::new();
+    let probe = ProbeHandle::new();
+    {
+        let (part, book) = (Rc::clone(&part), Rc::clone(&book));
+        worker.dataflow::<u64, _, _>(|scope| {
+            let mut streams = scope
+                .input_from(&mut input)
+                .partition(2, |rec: Rec| (u64::from(!rec.tx.kind.claims_id()), rec));
+            let others = streams.pop().expect("two streams");
+            let claims = streams.pop().expect("two streams");
+            let claimed = claims.unary_frontier::<CapacityContainerBuilder<Vec<Rec>>, _, _, _>(
+                Exchange::new(|rec: &Rec| u64::from(rec.tx.tx)),
+                "Claim",
+                |_, _| {
+                    let mut ids = TxIdSet::default();
+                    let mut stash = BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each_stamp(|cap, data| {
+                            if let Some(cap) = cap.retain_least(output.output_index()) {
+                                let entry = stash.entry(*cap.time()).or_insert((cap, Vec::new()));
+                                for batch in data {
+                                    entry.1.append(batch);
+                                }
+                            }
+                        });
+                        // Blocks in order, each once complete.
+                        while let Some(entry) = stash.first_entry() {
+                            if frontier.less_equal(entry.key()) {
+                                break;
+                            }
+                            let (cap, mut recs): (_, Vec<Rec>) = entry.remove();
+                            recs.sort_unstable_by_key(|rec| rec.line);
+                            for rec in &mut recs {
+                                rec.fresh = ids.claim(rec.tx.tx);
+                            }
+                            output.session(&cap).give_container(&mut recs);
+                        }
+                    }
+                },
+            );
+            claimed
+                .concat(others)
+                .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                    Exchange::new(|rec: &Rec| u64::from(rec.tx.client)),
+                    "Apply",
+                    |_, _| {
+                        let mut stash = BTreeMap::new();
+                        move |(input, frontier), output| {
+                            input.for_each_stamp(|cap, data| {
+                                if let Some(cap) = cap.retain_least(output.output_index()) {
+                                    let entry =
+                                        stash.entry(*cap.time()).or_insert((cap, Vec::new()));
+                                    for batch in data {
+                                        entry.1.append(batch);
+                                    }
+                                }
+                            });
+                            while let Some(entry) = stash.first_entry() {
+                                if frontier.less_equal(entry.key()) {
+                                    break;
+                                }
+                                let block = *entry.key();
+                                let (_cap, mut recs): (_, Vec<Rec>) = entry.remove();
+                                recs.sort_unstable_by_key(|rec| rec.line);
+                                let (mut book, mut part) = (book.borrow_mut(), part.borrow_mut());
+                                for rec in recs {
+                                    match book.apply(&rec.tx, rec.fresh) {
+                                        Ok(()) => part.applied += 1,
+                                        Err(reason) => {
+                                            let outcome = Outcome::Rejected { tx: rec.tx, reason };
+                                            part.events.push((block, rec.line, outcome, rec.raw));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    },
+                )
+                // Nothing goes out: the probe follows the blocks held.
+                .probe_with(&probe);
+        });
+    }
+    let mut gather_input = InputHandle::<u64, CapacityContainerBuilder<Vec<Part>>>::new();
+    let gather_probe = ProbeHandle::new();
+    let gathered = Rc::new(RefCell::new(Vec::new()));
+    {
+        let gathered = Rc::clone(&gathered);
+        worker.dataflow::<u64, _, _>(|scope| {
+            scope
+                .input_from(&mut gather_input)
+                .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                    Exchange::new(|_: &Part| 0),
+                    "Gather",
+                    |_, _| {
+                        move |(input, _frontier), _output| {
+                            input.for_each_stamp(|_cap, data| {
+                                for batch in data {
+                                    gathered.borrow_mut().append(batch);
+                                }
+                            });
+                        }
+                    },
+                )
+                .probe_with(&gather_probe);
+        });
+    }
+
+    // This worker's blocks, with at most LAG_ROUNDS rounds in flight.
+    let mut recs = Vec::new();
+    let opened = File::open(path);
+    let mut k = index;
+    match opened {
+        Err(e) => part.borrow_mut().error = Some((k, message(Error::Input(e.into())))),
+        Ok(mut file) => {
+            while k < plan.blocks {
+                input.advance_to(k);
+                let parsed = parse_block(&mut file, &plan, k, &mut recs, &mut part.borrow_mut());
+                if let Err(error) = parsed {
+                    part.borrow_mut().error = Some((k, message(error)));
+                    recs.clear();
+                    break;
+                }
+                input.send_batch(&mut recs);
+                recs.clear();
+                k += peers;
+                worker.step();
+                let behind = k.saturating_sub(LAG_ROUNDS * peers);
+                while probe.less_than(&behind) {
+                    worker.step();
+                }
+            }
+        }
+    }
+    input.close();
+    while !probe.done() {
+        worker.step();
+    }
+    let mut part = part.take();
+    let book = book.take();
+    part.accounts = book
+        .accounts()
+        .map(|(client, account)| (client, *account))
+        .collect();
+    part.deposits = book.deposits().len() as u64;
+    gather_input.send(part);
+    gather_input.close();
+    while !gather_probe.done() {
+        worker.step();
+    }
+    (index == 0).then(|| gathered.take())
+}
+
+/// An error as the single-machine run prints it.
+fn message(error: Error) -> String {
+    format!("{:#}", anyhow::Error::from(error))
+}
+
+/// Worker 0's view of every part: the run's result.
+fn gather(
+    parts: Vec<Part>,
+    plan: &Plan,
+    settings: Settings,
+    processes: usize,
+    workers: usize,
+    warn: &mut dyn FnMut(String),
+) -> anyhow::Result<Finished> {
+    // The input ends at the first block that failed, as it would have in
+    // one process.
+    if let Some((_, text)) = parts.iter().filter_map(|p| p.error.clone()).min() {
+        bail!("{text}");
+    }
+    let mut counts = vec![None; plan.blocks as usize];
+    for &(k, lines) in parts.iter().flat_map(|p| &p.lines) {
+        counts[k as usize] = Some(lines);
+    }
+    let mut before = Vec::with_capacity(counts.len());
+    let mut sum = 0u64;
+    for (k, count) in counts.iter().enumerate() {
+        before.push(sum);
+        sum += count.with_context(|| format!("block {k} was never parsed"))?;
+    }
+    for text in parts.iter().flat_map(|p| p.warnings.iter()) {
+        warn(text.clone());
+    }
+    let mut events: Vec<(u64, Outcome, Vec<u8>)> = Vec::new();
+    let mut accounts = Vec::new();
+    let (mut applied, mut deposits) = (0, 0);
+    for part in parts {
+        for (k, line, outcome, raw) in part.events {
+            events.push((before[k as usize] + line, outcome, raw));
+        }
+        accounts.extend(part.accounts);
+        applied += part.applied;
+        deposits += part.deposits;
+    }
+    events.sort_unstable_by_key(|event| event.0);
+    let mut log =
+        EventLog::new(settings.verbosity, settings.keep_rejects).map_err(Error::CreateSpool)?;
+    for (line, outcome, raw) in &events {
+        log.record(*line, *outcome, raw)
+            .map_err(Error::WriteSpool)?;
+    }
+    log.tally.applied += applied;
+    let notes = vec![format!(
+        "cluster: {processes} processes x {workers} workers, blocks of {} KiB",
+        plan.block.div_ceil(1024)
+    )];
+    let end = Position {
+        offset: plan.len,
+        line: sum,
+        prefix_hash: 0,
+    };
+    Ok(Finished::gathered(
+        accounts,
+        log,
+        deposits as usize,
+        notes,
+        end,
+    ))
+}
+
+/// What each side of a connection says first: who it is and what it runs
+/// with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Hello {
+    index: u64,
+    processes: u64,
+    workers: u64,
+    block: u64,
+    input_len: u64,
+}
+
+impl Hello {
+    fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut bytes = MAGIC.to_vec();
+        for value in [
+            self.index,
+            self.processes,
+            self.workers,
+            self.block,
+            self.input_len,
+        ] {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        out.write_all(&bytes)
+    }
+
+    fn read(src: &mut impl Read) -> io::Result<Option<Hello>> {
+        let mut bytes = [0u8; 8 + 5 * 8];
+        src.read_exact(&mut bytes)?;
+        if &bytes[..8] != MAGIC {
+            return Ok(None);
+        }
+        let value = |i: usize| u64::from_le_bytes(bytes[8 + 8 * i..16 + 8 * i].try_into().unwrap());
+        Ok(Some(Hello {
+            index: value(0),
+            processes: value(1),
+            workers: value(2),
+            block: value(3),
+            input_len: value(4),
+        }))
+    }
+
+    /// Why `peer` cannot run with this process, if it cannot.
+    fn mismatch(&self, peer: &Hello) -> Option<String> {
+        let differs = |what: &str, mine: u64, theirs: u64| {
+            format!(
+                "process {} runs with {what} {theirs}, process {} with {mine}: every process \
+                 needs the same host file, --workers, --block-size and input",
+                peer.index, self.index
+            )
+        };
+        if peer.processes != self.processes {
+            return Some(differs(
+                "a host file of processes",
+                self.processes,
+                peer.processes,
+            ));
+        }
+        if peer.workers != self.workers {
+            return Some(differs("--workers", self.workers, peer.workers));
+        }
+        if peer.block != self.block {
+            return Some(differs("--block-size", self.block, peer.block));
+        }
+        if peer.input_len != self.input_len {
+            return Some(differs("an input of bytes", self.input_len, peer.input_len));
+        }
+        None
+    }
+}
+
+/// Connects to every other process (before `me`: connect; after: accept),
+/// checking each says hello with the same settings; a socket per process,
+/// `None` at `me`.
+fn connect(
+    hosts: &[String],
+    me: &Hello,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Option<TcpStream>>> {
+    let index = me.index as usize;
+    let deadline = Instant::now() + timeout;
+    let listener = TcpListener::bind(&hosts[index])
+        .with_context(|| format!("process {index} cannot listen on {}", hosts[index]))?;
+    listener.set_nonblocking(true)?;
+    let mut sockets: Vec<Option<TcpStream>> = (0..hosts.len()).map(|_| None).collect();
+    let late = |what: String| {
+        anyhow::anyhow!(
+            "{what} within {} (--connect-timeout); is every process of the host file started?",
+            humantime::format_duration(timeout)
+        )
+    };
+    for (peer, host) in hosts.iter().enumerate().take(index) {
+        let mut stream = loop {
+            let addresses: Vec<_> = host
+                .to_socket_addrs()
+                .with_context(|| format!("process {peer}'s address {host}"))?
+                .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(late(format!(
+                    "process {index} could not connect to process {peer} at {host}"
+                )));
+            }
+            let attempt = addresses.iter().find_map(|address| {
+                TcpStream::connect_timeout(address, left.min(Duration::from_secs(1))).ok()
+            });
+            match attempt {
+                Some(stream) => break stream,
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        stream.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))?;
+        me.write(&mut stream)?;
+        let hello = Hello::read(&mut stream)
+            .map_err(|e| late(format!("process {peer} at {host} did not answer ({e})")))?;
+        check_peer(me, hello, peer, host)?;
+        sockets[peer] = Some(stream);
+    }
+    let mut waiting = hosts.len() - index - 1;
+    while waiting > 0 {
+        match listener.accept() {
+            Ok((mut stream, from)) => {
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ))?;
+                let hello = match Hello::read(&mut stream) {
+                    Ok(hello) => hello,
+                    // Not one of ours (a port scan, a health check): ignore.
+                    Err(_) => continue,
+                };
+                let Some(peer) = hello.map(|h| h.index as usize) else {
+                    continue;
+                };
+                if peer <= index || peer >= hosts.len() || sockets[peer].is_some() {
+                    bail!("process {index} got a connection from {from} claiming to be process {peer}");
+                }
+                check_peer(me, hello, peer, &hosts[peer])?;
+                me.write(&mut stream)?;
+                sockets[peer] = Some(stream);
+                waiting -= 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    let missing: Vec<String> = (index + 1..hosts.len())
+                        .filter(|&p| sockets[p].is_none())
+                        .map(|p| p.to_string())
+                        .collect();
+                    return Err(late(format!(
+                        "process {index} heard from no process {}",
+                        missing.join(", ")
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).context("accepting a connection"),
+        }
+    }
+    for stream in sockets.iter().flatten() {
+        stream.set_read_timeout(None)?;
+        stream.set_nodelay(true)?;
+    }
+    Ok(sockets)
+}
+
+fn check_peer(me: &Hello, hello: Option<Hello>, peer: usize, host: &str) -> anyhow::Result<()> {
+    let Some(hello) = hello else {
+        bail!("{host} (process {peer} of the host file) is not a payments-engine of this version");
+    };
+    if hello.index != peer as u64 {
+        bail!(
+            "{host} answers as process {}, but the host file has it as process {peer}",
+            hello.index
+        );
+    }
+    if let Some(why) = me.mismatch(&hello) {
+        bail!("{why}");
+    }
+    Ok(())
+}
+
+/// From here on a panic (timely's network threads panic when a peer goes
+/// away) is one line on stderr and exit status 1, at once: no trace, no
+/// hang of the threads left waiting for the peer.
+fn install_peer_loss_hook(process: usize) {
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        let what = if text.starts_with("timely communication error") {
+            "lost the connection to another process"
+        } else {
+            "a cluster thread failed"
+        };
+        let _ = writeln!(
+            io::stderr(),
+            "payments-engine: error: cluster process {process}: {what} ({text}); stopping"
+        );
+        std::process::exit(1);
+    }));
+}
