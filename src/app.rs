@@ -693,6 +693,7 @@ fn cluster_settings(options: &Options) -> cluster::Settings {
         block: options.engine.block(),
         verbosity: options.verbosity,
         keep_rejects: options.rejects.is_some(),
+        strict: options.engine.is_strict(),
     }
 }
 

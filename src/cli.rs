@@ -159,12 +159,13 @@ pub struct Cli {
     /// every process. Every process reads INPUT (a plain CSV file at the same
     /// path on each host) and parses its share of blocks; process 0 prints
     /// what a single-machine run prints, the others print nothing.
-    /// --workers counts per process.
+    /// --workers counts per process (timely workers, each one parsing,
+    /// claiming and applying; --parsers does not apply). Not with --state.
     #[arg(
         long,
         value_name = "HOSTFILE",
         requires = "process",
-        conflicts_with_all = ["state", "strict", "parsers"]
+        conflicts_with = "state"
     )]
     pub cluster: Option<PathBuf>,
 

@@ -207,6 +207,11 @@ impl EngineBuilder {
         self.config.workers
     }
 
+    /// Whether the first malformed record is fatal.
+    pub fn is_strict(&self) -> bool {
+        self.config.strict
+    }
+
     /// The target block size of the parser threads, in bytes.
     pub fn block(&self) -> usize {
         self.config.block

@@ -43,6 +43,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,8 @@ pub struct Settings {
     pub verbosity: Verbosity,
     /// Keep every row that was not applied, for a rejects file.
     pub keep_rejects: bool,
+    /// The first malformed row is fatal (`--strict`).
+    pub strict: bool,
 }
 
 /// Blocks in flight per worker before a worker waits for the dataflow.
@@ -140,31 +143,50 @@ impl Plan {
             columns,
         })
     }
+}
 
+/// A worker's reader of the input: where its blocks start, and their rows.
+struct Cuts {
+    file: File,
+    plan: Plan,
+    /// The last scan for a line start: from where, and what it found. A
+    /// long line spans many blocks; each worker scans it once.
+    last: Option<(u64, u64)>,
+}
+
+impl Cuts {
     /// Where block `k` starts: the first line start at or after both
     /// `k x block` and the end of the first non-blank line.
-    fn start(&self, file: &mut File, k: u64) -> io::Result<u64> {
+    fn start(&mut self, k: u64) -> io::Result<u64> {
+        let plan = &self.plan;
         if k == 0 {
             return Ok(0);
         }
-        let at = k.saturating_mul(self.block).max(self.first_end);
-        if at >= self.len {
-            return Ok(self.len);
+        let at = k.saturating_mul(plan.block).max(plan.first_end);
+        if at >= plan.len {
+            return Ok(plan.len);
+        }
+        if let Some((from, found)) = self.last {
+            if (from..=found).contains(&at) {
+                return Ok(found);
+            }
         }
         // A line starts at `at` if the byte before it ends a line.
-        file.seek(SeekFrom::Start(at - 1))?;
+        self.file.seek(SeekFrom::Start(at - 1))?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut pos = at - 1;
-        loop {
-            let n = file.read(&mut buf)?;
+        let found = loop {
+            let n = self.file.read(&mut buf)?;
             if n == 0 {
-                return Ok(self.len);
+                break plan.len;
             }
             if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
-                return Ok((pos + i as u64 + 1).min(self.len));
+                break (pos + i as u64 + 1).min(plan.len);
             }
             pos += n as u64;
-        }
+        };
+        self.last = Some((at, found));
+        Ok(found)
     }
 }
 
@@ -197,24 +219,22 @@ struct Part {
     error: Option<(u64, String)>,
 }
 
-/// The rows of block `k`: well-formed records, and malformed rows as
-/// events; its line count; its warnings.
-fn parse_block(
-    file: &mut File,
-    plan: &Plan,
-    k: u64,
-    recs: &mut Vec<Rec>,
-    part: &mut Part,
-) -> Result<(), Error> {
+/// Parses block `k`: well-formed records into `recs`, malformed rows as
+/// events, its line count (when it has lines) and its warnings into `part`.
+fn parse_block(cuts: &mut Cuts, k: u64, recs: &mut Vec<Rec>, part: &mut Part) -> Result<(), Error> {
     let io = |e: io::Error| Error::Input(e.into());
-    let start = plan.start(file, k).map_err(io)?;
-    let end = plan.start(file, k + 1).map_err(io)?;
-    file.seek(SeekFrom::Start(start)).map_err(io)?;
-    let range = (&*file).take(end.saturating_sub(start));
+    let start = cuts.start(k).map_err(io)?;
+    let end = cuts.start(k + 1).map_err(io)?;
+    if start >= end {
+        // Inside a long line, or past the end: no lines.
+        return Ok(());
+    }
+    cuts.file.seek(SeekFrom::Start(start)).map_err(io)?;
+    let range = (&cuts.file).take(end - start);
     let mut parser = if k == 0 {
         Parser::within(range, true, Columns::POSITIONAL, false)
     } else {
-        Parser::within(range, false, plan.columns, true)
+        Parser::within(range, false, cuts.plan.columns, true)
     };
     while let Some(row) = parser.next_row().map_err(Error::Input)? {
         match row.parsed {
@@ -265,6 +285,14 @@ pub fn run(
     };
     let sockets = connect(&hosts, &hello, cluster.connect_timeout)?;
     install_peer_loss_hook(cluster.process);
+    // Process 0's stderr is the run's report; the others may say this.
+    if cluster.process != 0 && settings.verbosity == Verbosity::Verbose {
+        eprintln!(
+            "payments-engine: cluster process {}: connected to {} other processes",
+            cluster.process,
+            processes - 1
+        );
+    }
 
     let builders = ProcessBuilder::new_typed_vector(workers, Hooks::default().refill, None);
     let (builders, comms) = initialize_networking_from_sockets(
@@ -414,22 +442,32 @@ fn run_worker(worker: &mut timely::worker::Worker, path: &Path, plan: Plan) -> O
 
     // This worker's blocks, with at most LAG_ROUNDS rounds in flight.
     let mut recs = Vec::new();
-    let opened = File::open(path);
     let mut k = index;
-    match opened {
+    match File::open(path) {
         Err(e) => part.borrow_mut().error = Some((k, message(Error::Input(e.into())))),
-        Ok(mut file) => {
+        Ok(file) => {
+            let mut cuts = Cuts {
+                file,
+                plan,
+                last: None,
+            };
             while k < plan.blocks {
                 input.advance_to(k);
-                let parsed = parse_block(&mut file, &plan, k, &mut recs, &mut part.borrow_mut());
+                let parsed = parse_block(&mut cuts, k, &mut recs, &mut part.borrow_mut());
                 if let Err(error) = parsed {
                     part.borrow_mut().error = Some((k, message(error)));
                     recs.clear();
                     break;
                 }
+                k += peers;
+                // A block without records (inside a long line, or only
+                // malformed rows) holds no memory downstream: no step, no
+                // wait, however many of them there are.
+                if recs.is_empty() {
+                    continue;
+                }
                 input.send_batch(&mut recs);
                 recs.clear();
-                k += peers;
                 worker.step();
                 let behind = k.saturating_sub(LAG_ROUNDS * peers);
                 while probe.less_than(&behind) {
@@ -476,15 +514,15 @@ fn gather(
     if let Some((_, text)) = parts.iter().filter_map(|p| p.error.clone()).min() {
         bail!("{text}");
     }
-    let mut counts = vec![None; plan.blocks as usize];
+    // Lines per block (a block inside a long line has none and is not
+    // listed), then the lines before each block.
+    let mut before = vec![0u64; plan.blocks as usize];
     for &(k, lines) in parts.iter().flat_map(|p| &p.lines) {
-        counts[k as usize] = Some(lines);
+        before[k as usize] = lines;
     }
-    let mut before = Vec::with_capacity(counts.len());
     let mut sum = 0u64;
-    for (k, count) in counts.iter().enumerate() {
-        before.push(sum);
-        sum += count.with_context(|| format!("block {k} was never parsed"))?;
+    for count in before.iter_mut() {
+        (*count, sum) = (sum, sum + *count);
     }
     for text in parts.iter().flat_map(|p| p.warnings.iter()) {
         warn(text.clone());
@@ -501,6 +539,15 @@ fn gather(
         deposits += part.deposits;
     }
     events.sort_unstable_by_key(|event| event.0);
+    if settings.strict {
+        let first = events.iter().find_map(|&(line, outcome, _)| match outcome {
+            Outcome::Malformed(reason) => Some((line, reason)),
+            _ => None,
+        });
+        if let Some((line, reason)) = first {
+            return Err(Error::Strict { line, reason }.into());
+        }
+    }
     let mut log =
         EventLog::new(settings.verbosity, settings.keep_rejects).map_err(Error::CreateSpool)?;
     for (line, outcome, raw) in &events {
@@ -508,9 +555,12 @@ fn gather(
             .map_err(Error::WriteSpool)?;
     }
     log.tally.applied += applied;
+    let block = match plan.block {
+        bytes @ 0..1024 => format!("{bytes} bytes"),
+        bytes => format!("{} KiB", bytes.div_ceil(1024)),
+    };
     let notes = vec![format!(
-        "cluster: {processes} processes x {workers} workers, blocks of {} KiB",
-        plan.block.div_ceil(1024)
+        "cluster: {processes} processes x {workers} workers, blocks of {block}"
     )];
     let end = Position {
         offset: plan.len,
@@ -669,8 +719,9 @@ fn connect(
                 if peer <= index || peer >= hosts.len() || sockets[peer].is_some() {
                     bail!("process {index} got a connection from {from} claiming to be process {peer}");
                 }
-                check_peer(me, hello, peer, &hosts[peer])?;
+                // Answer first, so that the peer can tell what differs too.
                 me.write(&mut stream)?;
+                check_peer(me, hello, peer, &hosts[peer])?;
                 sockets[peer] = Some(stream);
                 waiting -= 1;
             }
@@ -715,24 +766,44 @@ fn check_peer(me: &Hello, hello: Option<Hello>, peer: usize, host: &str) -> anyh
 
 /// From here on a panic (timely's network threads panic when a peer goes
 /// away) is one line on stderr and exit status 1, at once: no trace, no
-/// hang of the threads left waiting for the peer.
+/// hang of the threads left waiting for the peer. Only the first panicking
+/// thread writes.
 fn install_peer_loss_hook(process: usize) {
+    static FIRST: AtomicBool = AtomicBool::new(true);
     std::panic::set_hook(Box::new(move |info| {
+        if !FIRST.swap(false, Ordering::SeqCst) {
+            // Another thread is reporting and ending the process.
+            loop {
+                std::thread::park();
+            }
+        }
         let text = info
             .payload()
             .downcast_ref::<String>()
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("a panic");
-        let what = if text.starts_with("timely communication error") {
-            "lost the connection to another process"
-        } else {
-            "a cluster thread failed"
+        // timely names its network threads `timely:recv-N` and `send-N`.
+        let peer = std::thread::current()
+            .name()
+            .and_then(|name| name.rsplit_once('-'))
+            .and_then(|(_, n)| n.parse::<usize>().ok());
+        let what = match (text.starts_with("timely communication error"), peer) {
+            (true, Some(peer)) => {
+                format!("lost the connection to another process (process {peer})")
+            }
+            (true, None) => "lost the connection to another process".to_string(),
+            (false, _) => "a cluster thread failed".to_string(),
         };
-        let _ = writeln!(
-            io::stderr(),
-            "payments-engine: error: cluster process {process}: {what} ({text}); stopping"
+        let line = format!(
+            "payments-engine: error: cluster process {process}: {what} ({text}); stopping\n"
         );
-        std::process::exit(1);
+        // Straight to fd 2 and out: the run's thread holds the stderr and
+        // stdout locks, which `eprintln!` and `process::exit` would wait for.
+        // SAFETY: write(2) reads `line` only; _exit(2) does not return.
+        unsafe {
+            libc::write(2, line.as_ptr().cast(), line.len());
+            libc::_exit(1)
+        }
     }));
 }

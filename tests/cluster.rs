@@ -1,0 +1,386 @@
+//! `--cluster` on loopback: 1, 2 and 3 local processes give exactly what
+//! one process gives (stdout, stderr but the elapsed time, the rejects
+//! file, the exit status) over the fixtures, the adversarial corpus and a
+//! 1M-row generated file; the other processes print nothing; a process
+//! killed mid-run stops the others with an error; settings that differ and
+//! a process that never comes are clear errors. Every process is killed
+//! when a test ends, whatever happens.
+
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::BIN;
+
+/// A run must end within this; a hang fails the test.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A host file of `n` free loopback ports.
+fn hostfile(dir: &Path, n: usize) -> PathBuf {
+    // Held together so that the ports differ, then freed for the processes.
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let text: String = listeners
+        .iter()
+        .map(|l| format!("{}\n", l.local_addr().unwrap()))
+        .collect();
+    let path = dir.join(format!(
+        "hosts-{}",
+        listeners[0].local_addr().unwrap().port()
+    ));
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// Processes that are killed when dropped (a failed assertion included).
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Processes {
+    fn start(hosts: &Path, n: usize, args: &[&str], input: &Path) -> Processes {
+        let children = (0..n)
+            .map(|i| {
+                Command::new(BIN)
+                    .arg("--cluster")
+                    .arg(hosts)
+                    .args(["--process", &i.to_string()])
+                    .args(args)
+                    .arg(input)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        Processes(children)
+    }
+
+    /// Every process's output, in process order; fails past [`LIMIT`].
+    fn wait(mut self) -> Vec<Output> {
+        let children = std::mem::take(&mut self.0);
+        let (send, receive) = std::sync::mpsc::channel();
+        let ids: Vec<u32> = children.iter().map(Child::id).collect();
+        std::thread::spawn(move || {
+            let outputs: Vec<Output> = children
+                .into_iter()
+                .map(|c| c.wait_with_output().unwrap())
+                .collect();
+            let _ = send.send(outputs);
+        });
+        match receive.recv_timeout(LIMIT) {
+            Ok(outputs) => outputs,
+            Err(_) => {
+                for id in ids {
+                    let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
+                }
+                panic!("a cluster run did not end within {LIMIT:?}");
+            }
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// stderr without the lines that describe the machine, not the input: the
+/// elapsed time, and `--verbose`'s notes on threads and memory.
+fn timeless(stderr: &[u8]) -> String {
+    const MACHINE: [&str; 5] = [
+        "elapsed ",
+        "workers: ",
+        "parsers: ",
+        "cluster: ",
+        "memory: ",
+    ];
+    text(stderr)
+        .lines()
+        .filter(|line| !MACHINE.iter().any(|m| line.trim_start().starts_with(m)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `input` on one process (`--workers 0`) and on `n` local processes
+/// with `args`, both with `common`; returns every difference.
+fn differences(dir: &Path, input: &Path, n: usize, args: &[&str], common: &[&str]) -> Vec<String> {
+    let single_rejects = dir.join("single.rejects.csv");
+    let cluster_rejects = dir.join("cluster.rejects.csv");
+    let _ = fs::remove_file(&cluster_rejects);
+    let single = Command::new(BIN)
+        .args(["--workers", "0", "--rejects"])
+        .arg(&single_rejects)
+        .args(common)
+        .arg(input)
+        .output()
+        .unwrap();
+    let mut cluster_args = vec!["--rejects", cluster_rejects.to_str().unwrap()];
+    cluster_args.extend_from_slice(args);
+    cluster_args.extend_from_slice(common);
+    let hosts = hostfile(dir, n);
+    let outputs = Processes::start(&hosts, n, &cluster_args, input).wait();
+    let how = format!("{} with {n} processes {args:?}", input.display());
+    let mut found = Vec::new();
+    let root = &outputs[0];
+    if root.status.code() != single.status.code() {
+        found.push(format!(
+            "{how}: exit {:?}, not {:?}: {}",
+            root.status.code(),
+            single.status.code(),
+            text(&root.stderr)
+        ));
+    }
+    if root.stdout != single.stdout {
+        found.push(format!(
+            "{how}: stdout differs:\n{}---\n{}",
+            text(&root.stdout),
+            text(&single.stdout)
+        ));
+    }
+    if timeless(&root.stderr) != timeless(&single.stderr) {
+        found.push(format!(
+            "{how}: stderr differs:\n{}---\n{}",
+            text(&root.stderr),
+            text(&single.stderr)
+        ));
+    }
+    if single.status.success() && fs::read(&single_rejects).ok() != fs::read(&cluster_rejects).ok()
+    {
+        found.push(format!("{how}: rejects file differs"));
+    }
+    for (i, other) in outputs.iter().enumerate().skip(1) {
+        // With --verbose they say when they are connected; nothing else.
+        let said = text(&other.stderr)
+            .lines()
+            .filter(|l| !l.contains(": connected to "))
+            .count();
+        if !other.status.success() || !other.stdout.is_empty() || said > 0 {
+            found.push(format!(
+                "{how}: process {i} exit {:?}, stdout {:?}, stderr {:?}",
+                other.status.code(),
+                text(&other.stdout),
+                text(&other.stderr)
+            ));
+        }
+    }
+    found
+}
+
+/// The `.csv` inputs of a test folder that have an expected output.
+fn inputs(folder: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(folder);
+    let mut inputs: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".expected.csv")?
+                .to_string();
+            Some(path.with_file_name(format!("{name}.csv")))
+        })
+        .collect();
+    inputs.sort();
+    inputs
+}
+
+fn check_folder(folder: &str, at_least: usize) {
+    let inputs = inputs(folder);
+    assert!(
+        inputs.len() >= at_least,
+        "{} inputs in tests/{folder}",
+        inputs.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut found = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        // 1, 2 and 3 processes, blocks from one line up, 1 or 2 workers each.
+        let (n, block, workers) = [
+            (1, "1", "2"),
+            (2, "16", "1"),
+            (3, "1", "1"),
+            (2, "1MiB", "2"),
+            (3, "64", "2"),
+        ][i % 5];
+        let args = ["--block-size", block, "--workers", workers];
+        found.extend(differences(dir.path(), input, n, &args, &[]));
+        // And every third input with --strict or --verbose.
+        let common: &[&str] = [&[][..], &["--strict"], &["--verbose"]][i % 3];
+        let args = ["--block-size", "7", "--workers", "1"];
+        found.extend(differences(dir.path(), input, 2 + i % 2, &args, common));
+    }
+    assert!(found.is_empty(), "{}", found.join("\n\n"));
+}
+
+#[test]
+fn fixtures_give_what_one_process_gives() {
+    check_folder("fixtures", 25);
+}
+
+#[test]
+fn the_adversarial_corpus_gives_what_one_process_gives() {
+    check_folder("adversarial", 40);
+}
+
+#[test]
+fn a_generated_million_rows_give_what_one_process_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("million.csv");
+    fs::write(&input, support::datagen_input(1_000_000, 12)).unwrap();
+    let mut found = Vec::new();
+    for (n, block, workers) in [(2, "1MiB", "1"), (3, "300KiB", "1")] {
+        let args = ["--block-size", block, "--workers", workers];
+        found.extend(differences(dir.path(), &input, n, &args, &[]));
+    }
+    assert!(found.is_empty(), "{}", found.join("\n\n"));
+}
+
+/// Waits for `child`'s exit; `None` past `limit`.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn a_peer_killed_mid_run_stops_the_others_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.csv");
+    // Long enough that the run is still going when the peer is killed.
+    fs::write(&input, support::datagen_input(3_000_000, 5)).unwrap();
+    let hosts = hostfile(dir.path(), 3);
+    let mut processes = Processes::start(
+        &hosts,
+        3,
+        &["-v", "--block-size", "64KiB", "--workers", "1"],
+        &input,
+    );
+    // Process 2 says when it is connected: the run is under way.
+    let stderr = processes.0[2].stderr.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stderr).read_line(&mut line).unwrap();
+    assert!(line.contains("connected to 2 other processes"), "{line}");
+    processes.0[2].kill().unwrap();
+    for i in [0, 1] {
+        let child = &mut processes.0[i];
+        let status = exit_within(child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("process {i} still running 10 s after its peer was killed"));
+        assert_eq!(status.code(), Some(1), "process {i}");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("payments-engine: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "process {i}: {stderr}");
+        assert!(
+            errors[0].contains("lost the connection to another process"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "no panic trace: {stderr}");
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        assert!(stdout.is_empty(), "no accounts after a failure: {stdout}");
+    }
+}
+
+#[test]
+fn a_process_that_never_comes_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/transactions.csv");
+    let hosts = hostfile(dir.path(), 2);
+    for process in ["0", "1"] {
+        let out = Command::new(BIN)
+            .arg("--cluster")
+            .arg(&hosts)
+            .args(["--process", process, "--connect-timeout", "1s"])
+            .arg(&input)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("payments-engine: error: process "),
+            "{stderr}"
+        );
+        assert!(stderr.contains("within 1s (--connect-timeout)"), "{stderr}");
+    }
+}
+
+#[test]
+fn processes_with_different_settings_refuse_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/transactions.csv");
+    let hosts = hostfile(dir.path(), 2);
+    let start = |process: &str, workers: &str| {
+        Command::new(BIN)
+            .arg("--cluster")
+            .arg(&hosts)
+            .args([
+                "--process",
+                process,
+                "--workers",
+                workers,
+                "--connect-timeout",
+                "20s",
+            ])
+            .arg(&input)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let processes = Processes(vec![start("0", "1"), start("1", "2")]);
+    for (i, out) in processes.wait().iter().enumerate() {
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "process {i}: {stderr}");
+        assert!(stderr.contains("--workers"), "process {i}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn usage_errors_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = hostfile(dir.path(), 2);
+    let hosts = hosts.to_str().unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transactions.csv");
+    let r = support::run(&["--cluster", hosts, sample], b"");
+    assert_eq!(r.code, 2, "--process is required: {}", r.stderr);
+    let r = support::run(&["--cluster", hosts, "--process", "2", sample], b"");
+    r.assert_fatal("--process 2 is not a line of host file");
+    let r = support::run(
+        &["--cluster", hosts, "--process", "0", "-"],
+        b"deposit,1,1,1\n",
+    );
+    r.assert_fatal("not standard input");
+    let r = support::run(
+        &["--cluster", "/nonexistent/hosts", "--process", "0", sample],
+        b"",
+    );
+    r.assert_fatal("cannot read host file /nonexistent/hosts");
+}
