@@ -252,6 +252,30 @@ fn a_generated_million_rows_give_what_one_process_gives() {
     assert!(found.is_empty(), "{}", found.join("\n\n"));
 }
 
+#[test]
+fn warnings_are_the_ones_a_single_run_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    // A misspelt header column, then 1,200 malformed rows before a good one.
+    let mut text = String::from("type,client,tx,amuont\n");
+    for i in 1..=1200 {
+        text.push_str(&format!("bogus,1,{i},1.0\n"));
+    }
+    text.push_str("deposit,1,5000,2.0\n");
+    let input = dir.path().join("warned.csv");
+    fs::write(&input, text).unwrap();
+    let mut found = Vec::new();
+    for n in [2, 3] {
+        found.extend(differences(
+            dir.path(),
+            &input,
+            n,
+            &["--block-size", "100"],
+            &[],
+        ));
+    }
+    assert!(found.is_empty(), "{}", found.join("\n\n"));
+}
+
 /// Waits for `child`'s exit; `None` past `limit`.
 fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();

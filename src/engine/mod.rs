@@ -393,7 +393,7 @@ pub(crate) struct Paused<'a> {
 pub static LINE_REACHED: AtomicU64 = AtomicU64::new(0);
 
 /// Rows watched at the start of a run: if all are malformed, say so then.
-const EARLY_ROWS: u32 = 1_000;
+pub(crate) const EARLY_ROWS: u32 = 1_000;
 
 /// What the CSV loop asks between records (checkpoints, a stop), and tells
 /// as it goes (warnings).
@@ -463,12 +463,8 @@ fn drive<E: Executor, S: Supervise>(
             watched += 1;
             early_malformed += u32::from(row.parsed.is_err());
             if watched == EARLY_ROWS && early_malformed == EARLY_ROWS {
-                supervisor.warn(format!(
-                    "the first {EARLY_ROWS} rows are all malformed (the last: line {}, {}); \
-                     is this the right file and format?",
-                    row.line,
-                    row.parsed.err().map_or("", Malformed::describe)
-                ));
+                let reason = row.parsed.err().map_or("", Malformed::describe);
+                supervisor.warn(early_malformed_warning(row.line, reason));
             }
         }
         // The record is borrowed where the parser left it: copying it out
@@ -494,6 +490,15 @@ fn drive<E: Executor, S: Supervise>(
     supervisor.finish(&mut finished);
     finished.input = Some(end);
     Ok(finished)
+}
+
+/// The warning for an input whose first [`EARLY_ROWS`] rows are all
+/// malformed, the last of them at `line`.
+pub(crate) fn early_malformed_warning(line: u64, reason: &str) -> String {
+    format!(
+        "the first {EARLY_ROWS} rows are all malformed (the last: line {line}, {reason}); \
+         is this the right file and format?"
+    )
 }
 
 /// A transaction to submit, with the line number its diagnostics carry.

@@ -60,7 +60,7 @@ use timely::dataflow::operators::{Concat, Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::WorkerConfig;
 
-use crate::engine::{Error, Finished};
+use crate::engine::{early_malformed_warning, Error, Finished, EARLY_ROWS};
 use crate::ledger::{Account, Book};
 use crate::parse::{first_line_end, Columns, Parser, Position};
 use crate::report::{EventLog, Outcome, Verbosity};
@@ -215,6 +215,9 @@ struct Part {
     lines: Vec<(u64, u64)>,
     /// The header's warnings (block 0's parser).
     warnings: Vec<String>,
+    /// (block, line of its first well-formed row) for the blocks this
+    /// worker parsed that have one.
+    first_ok: Vec<(u64, u64)>,
     /// The error that ended the input at a block: (block, message).
     error: Option<(u64, String)>,
 }
@@ -236,14 +239,18 @@ fn parse_block(cuts: &mut Cuts, k: u64, recs: &mut Vec<Rec>, part: &mut Part) ->
     } else {
         Parser::within(range, false, cuts.plan.columns, true)
     };
+    let mut first_ok = None;
     while let Some(row) = parser.next_row().map_err(Error::Input)? {
         match row.parsed {
-            Ok(tx) => recs.push(Rec {
-                line: row.line,
-                tx,
-                fresh: false,
-                raw: row.raw.to_vec(),
-            }),
+            Ok(tx) => {
+                first_ok.get_or_insert(row.line);
+                recs.push(Rec {
+                    line: row.line,
+                    tx,
+                    fresh: false,
+                    raw: row.raw.to_vec(),
+                });
+            }
             Err(reason) => {
                 let outcome = Outcome::Malformed(reason);
                 part.events.push((k, row.line, outcome, row.raw.to_vec()));
@@ -252,6 +259,7 @@ fn parse_block(cuts: &mut Cuts, k: u64, recs: &mut Vec<Rec>, part: &mut Part) ->
     }
     part.lines.push((k, parser.lines_read()));
     part.warnings.extend(parser.take_warnings());
+    part.first_ok.extend(first_ok.map(|line| (k, line)));
     Ok(())
 }
 
@@ -527,6 +535,14 @@ fn gather(
     for text in parts.iter().flat_map(|p| p.warnings.iter()) {
         warn(text.clone());
     }
+    // The first well-formed row: are the rows before it many and all
+    // malformed, as a single run would warn?
+    let first_ok = parts
+        .iter()
+        .flat_map(|p| &p.first_ok)
+        .map(|&(k, line)| before[k as usize] + line)
+        .min()
+        .unwrap_or(u64::MAX);
     let mut events: Vec<(u64, Outcome, Vec<u8>)> = Vec::new();
     let mut accounts = Vec::new();
     let (mut applied, mut deposits) = (0, 0);
@@ -546,6 +562,15 @@ fn gather(
         });
         if let Some((line, reason)) = first {
             return Err(Error::Strict { line, reason }.into());
+        }
+    }
+    let early = EARLY_ROWS as usize;
+    if let Some(&(line, Outcome::Malformed(reason), _)) = events.get(early - 1) {
+        let all = events[..early]
+            .iter()
+            .all(|e| matches!(e.1, Outcome::Malformed(_)));
+        if all && line < first_ok {
+            warn(early_malformed_warning(line, reason.describe()));
         }
     }
     let mut log =
