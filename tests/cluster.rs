@@ -52,6 +52,11 @@ impl Drop for Processes {
 
 impl Processes {
     fn start(hosts: &Path, n: usize, args: &[&str], input: &Path) -> Processes {
+        Processes::start_with(hosts, n, args, &[], input)
+    }
+
+    /// Like [`Processes::start`], with `root` given to process 0 only.
+    fn start_with(hosts: &Path, n: usize, args: &[&str], root: &[&str], input: &Path) -> Processes {
         let children = (0..n)
             .map(|i| {
                 Command::new(BIN)
@@ -59,6 +64,7 @@ impl Processes {
                     .arg(hosts)
                     .args(["--process", &i.to_string()])
                     .args(args)
+                    .args(if i == 0 { root } else { &[] })
                     .arg(input)
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
@@ -128,11 +134,13 @@ fn differences(dir: &Path, input: &Path, n: usize, args: &[&str], common: &[&str
         .arg(input)
         .output()
         .unwrap();
-    let mut cluster_args = vec!["--rejects", cluster_rejects.to_str().unwrap()];
-    cluster_args.extend_from_slice(args);
+    let mut cluster_args = args.to_vec();
     cluster_args.extend_from_slice(common);
+    // Only process 0 is told about the rejects file: the others learn from
+    // it that records must carry their lines.
+    let root = ["--rejects", cluster_rejects.to_str().unwrap()];
     let hosts = hostfile(dir, n);
-    let outputs = Processes::start(&hosts, n, &cluster_args, input).wait();
+    let outputs = Processes::start_with(&hosts, n, &cluster_args, &root, input).wait();
     let how = format!("{} with {n} processes {args:?}", input.display());
     let mut found = Vec::new();
     let root = &outputs[0];

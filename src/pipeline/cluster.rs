@@ -152,6 +152,8 @@ struct Cuts {
     /// The last scan for a line start: from where, and what it found. A
     /// long line spans many blocks; each worker scans it once.
     last: Option<(u64, u64)>,
+    /// Keep each row's line (only a rejects file needs it).
+    keep_raw: bool,
 }
 
 impl Cuts {
@@ -199,7 +201,7 @@ struct Rec {
     tx: Tx,
     /// The outcome of its claim (deposits and withdrawals).
     fresh: bool,
-    /// The original line, for the rejects file.
+    /// The original line, for the rejects file (empty without one).
     raw: Vec<u8>,
 }
 
@@ -240,7 +242,13 @@ fn parse_block(cuts: &mut Cuts, k: u64, recs: &mut Vec<Rec>, part: &mut Part) ->
         Parser::within(range, false, cuts.plan.columns, true)
     };
     let mut first_ok = None;
+    let keep_raw = cuts.keep_raw;
     while let Some(row) = parser.next_row().map_err(Error::Input)? {
+        let raw = if keep_raw {
+            row.raw.to_vec()
+        } else {
+            Vec::new()
+        };
         match row.parsed {
             Ok(tx) => {
                 first_ok.get_or_insert(row.line);
@@ -248,12 +256,12 @@ fn parse_block(cuts: &mut Cuts, k: u64, recs: &mut Vec<Rec>, part: &mut Part) ->
                     line: row.line,
                     tx,
                     fresh: false,
-                    raw: row.raw.to_vec(),
+                    raw,
                 });
             }
             Err(reason) => {
                 let outcome = Outcome::Malformed(reason);
-                part.events.push((k, row.line, outcome, row.raw.to_vec()));
+                part.events.push((k, row.line, outcome, raw));
             }
         }
     }
@@ -290,8 +298,9 @@ pub fn run(
         workers: workers as u64,
         block: settings.block as u64,
         input_len: plan.len,
+        raw: u64::from(settings.keep_rejects),
     };
-    let sockets = connect(&hosts, &hello, cluster.connect_timeout)?;
+    let (sockets, keep_raw) = connect(&hosts, &hello, cluster.connect_timeout)?;
     install_peer_loss_hook(cluster.process);
     // Process 0's stderr is the run's report; the others may say this.
     if cluster.process != 0 && settings.verbosity == Verbosity::Verbose {
@@ -317,7 +326,7 @@ pub fn run(
         builders,
         Box::new(comms),
         WorkerConfig::default(),
-        move |worker| run_worker(worker, &path, plan),
+        move |worker| run_worker(worker, &path, plan, keep_raw),
     )
     .map_err(|e| anyhow::anyhow!("starting the cluster's workers: {e}"))?;
     let mut parts = None;
@@ -336,7 +345,12 @@ pub fn run(
 
 /// One timely worker: its blocks in, the claim and apply stages, its part
 /// out; worker 0 returns every part.
-fn run_worker(worker: &mut timely::worker::Worker, path: &Path, plan: Plan) -> Option<Vec<Part>> {
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    path: &Path,
+    plan: Plan,
+    keep_raw: bool,
+) -> Option<Vec<Part>> {
     let index = worker.index() as u64;
     let peers = worker.peers() as u64;
     let part = Rc::new(RefCell::new(Part::default()));
@@ -458,6 +472,7 @@ fn run_worker(worker: &mut timely::worker::Worker, path: &Path, plan: Plan) -> O
                 file,
                 plan,
                 last: None,
+                keep_raw,
             };
             while k < plan.blocks {
                 input.advance_to(k);
@@ -610,6 +625,9 @@ struct Hello {
     workers: u64,
     block: u64,
     input_len: u64,
+    /// Process 0 keeps the rejected rows' lines (for `--rejects`): 1, else
+    /// 0. Process 0's answer decides whether records carry their line.
+    raw: u64,
 }
 
 impl Hello {
@@ -621,6 +639,7 @@ impl Hello {
             self.workers,
             self.block,
             self.input_len,
+            self.raw,
         ] {
             bytes.extend_from_slice(&value.to_le_bytes());
         }
@@ -628,7 +647,7 @@ impl Hello {
     }
 
     fn read(src: &mut impl Read) -> io::Result<Option<Hello>> {
-        let mut bytes = [0u8; 8 + 5 * 8];
+        let mut bytes = [0u8; 8 + 6 * 8];
         src.read_exact(&mut bytes)?;
         if &bytes[..8] != MAGIC {
             return Ok(None);
@@ -640,6 +659,7 @@ impl Hello {
             workers: value(2),
             block: value(3),
             input_len: value(4),
+            raw: value(5),
         }))
     }
 
@@ -674,12 +694,13 @@ impl Hello {
 
 /// Connects to every other process (before `me`: connect; after: accept),
 /// checking each says hello with the same settings; a socket per process,
-/// `None` at `me`.
+/// `None` at `me`, and whether process 0 keeps rejected rows' lines.
 fn connect(
     hosts: &[String],
     me: &Hello,
     timeout: Duration,
-) -> anyhow::Result<Vec<Option<TcpStream>>> {
+) -> anyhow::Result<(Vec<Option<TcpStream>>, bool)> {
+    let mut keep_raw = me.raw != 0;
     let index = me.index as usize;
     let deadline = Instant::now() + timeout;
     let listener = TcpListener::bind(&hosts[index])
@@ -721,6 +742,9 @@ fn connect(
         let hello = Hello::read(&mut stream)
             .map_err(|e| late(format!("process {peer} at {host} did not answer ({e})")))?;
         check_peer(me, hello, peer, host)?;
+        if peer == 0 {
+            keep_raw = hello.is_some_and(|h| h.raw != 0);
+        }
         sockets[peer] = Some(stream);
     }
     let mut waiting = hosts.len() - index - 1;
@@ -770,7 +794,7 @@ fn connect(
         stream.set_read_timeout(None)?;
         stream.set_nodelay(true)?;
     }
-    Ok(sockets)
+    Ok((sockets, keep_raw))
 }
 
 fn check_peer(me: &Hello, hello: Option<Hello>, peer: usize, host: &str) -> anyhow::Result<()> {
