@@ -65,8 +65,12 @@ for i in $(seq 1 $((n - 1))); do
     "$engine" --cluster "$dir/hosts" --process "$i" "$@" "$input" >/dev/null &
     pids+=($!)
 done
+# Process 0 too runs in the background: a signal to this script then
+# interrupts `wait` at once, and the EXIT trap stops every process.
+"$engine" --cluster "$dir/hosts" --process 0 "$@" "$input" &
+root=$!
 status=0
-"$engine" --cluster "$dir/hosts" --process 0 "$@" "$input" || status=$?
+wait "$root" || status=$?
 for pid in "${pids[@]}"; do
     other=0
     wait "$pid" || other=$?
