@@ -328,7 +328,7 @@ fn a_peer_killed_mid_run_stops_the_others_with_an_error() {
             .collect();
         assert_eq!(errors.len(), 1, "process {i}: {stderr}");
         assert!(
-            errors[0].contains("lost the connection to another process"),
+            errors[0].contains("lost the connection to process "),
             "{stderr}"
         );
         assert!(!stderr.contains("panicked"), "no panic trace: {stderr}");

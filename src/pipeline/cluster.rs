@@ -839,7 +839,7 @@ fn install_peer_loss_hook(process: usize) {
             .and_then(|(_, n)| n.parse::<usize>().ok());
         let what = match (text.starts_with("timely communication error"), peer) {
             (true, Some(peer)) => {
-                format!("lost the connection to another process (process {peer})")
+                format!("lost the connection to process {peer}")
             }
             (true, None) => "lost the connection to another process".to_string(),
             (false, _) => "a cluster thread failed".to_string(),
