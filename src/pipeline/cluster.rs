@@ -386,7 +386,9 @@ fn run_worker(
                                 break;
                             }
                             let (cap, mut recs): (_, Vec<Rec>) = entry.remove();
-                            recs.sort_unstable_by_key(|rec| rec.line);
+                            // A stable sort: the block arrives as a few
+                            // sorted runs (one per batch), which it merges.
+                            recs.sort_by_key(|rec| rec.line);
                             for rec in &mut recs {
                                 rec.fresh = ids.claim(rec.tx.tx);
                             }
@@ -418,7 +420,7 @@ fn run_worker(
                                 }
                                 let block = *entry.key();
                                 let (_cap, mut recs): (_, Vec<Rec>) = entry.remove();
-                                recs.sort_unstable_by_key(|rec| rec.line);
+                                recs.sort_by_key(|rec| rec.line);
                                 let (mut book, mut part) = (book.borrow_mut(), part.borrow_mut());
                                 for rec in recs {
                                     match book.apply(&rec.tx, rec.fresh) {
