@@ -43,6 +43,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::slice::IterMut;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,8 +57,9 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Partition;
-use timely::dataflow::operators::{Concat, Input, Probe};
+use timely::dataflow::operators::{Capability, Concat, Input, InputCapability, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::progress::frontier::MutableAntichain;
 use timely::WorkerConfig;
 
 use crate::engine::{early_malformed_warning, Error, Finished, EARLY_ROWS};
@@ -203,6 +205,43 @@ struct Rec {
     fresh: bool,
     /// The original line, for the rejects file (empty without one).
     raw: Vec<u8>,
+}
+
+/// An operator's records, stashed by block until timely says the block is
+/// complete (no record of it or of a block before it is still on its way),
+/// each block holding a capability so that the blocks after it wait.
+#[derive(Default)]
+struct Blocks {
+    stash: BTreeMap<u64, (Capability<u64>, Vec<Rec>)>,
+}
+
+impl Blocks {
+    /// Stashes what arrived at `cap`'s block.
+    fn take(&mut self, cap: &InputCapability<u64>, data: IterMut<'_, Vec<Rec>>, port: usize) {
+        if let Some(cap) = cap.retain_least(port) {
+            let entry = self.stash.entry(*cap.time()).or_insert((cap, Vec::new()));
+            for batch in data {
+                entry.1.append(batch);
+            }
+        }
+    }
+
+    /// The first stashed block if it is complete, its records in line
+    /// order: blocks come out in order, each once.
+    fn next_complete(
+        &mut self,
+        frontier: &MutableAntichain<u64>,
+    ) -> Option<(Capability<u64>, Vec<Rec>)> {
+        let entry = self.stash.first_entry()?;
+        if frontier.less_equal(entry.key()) {
+            return None;
+        }
+        let (cap, mut recs) = entry.remove();
+        // A stable sort: a block arrives as a few sorted runs (one per
+        // batch), which it merges.
+        recs.sort_by_key(|rec| rec.line);
+        Some((cap, recs))
+    }
 }
 
 /// What one worker sends to worker 0 at the end.
@@ -370,25 +409,11 @@ fn run_worker(
                 "Claim",
                 |_, _| {
                     let mut ids = TxIdSet::default();
-                    let mut stash = BTreeMap::new();
+                    let mut blocks = Blocks::default();
                     move |(input, frontier), output| {
-                        input.for_each_stamp(|cap, data| {
-                            if let Some(cap) = cap.retain_least(output.output_index()) {
-                                let entry = stash.entry(*cap.time()).or_insert((cap, Vec::new()));
-                                for batch in data {
-                                    entry.1.append(batch);
-                                }
-                            }
-                        });
-                        // Blocks in order, each once complete.
-                        while let Some(entry) = stash.first_entry() {
-                            if frontier.less_equal(entry.key()) {
-                                break;
-                            }
-                            let (cap, mut recs): (_, Vec<Rec>) = entry.remove();
-                            // A stable sort: the block arrives as a few
-                            // sorted runs (one per batch), which it merges.
-                            recs.sort_by_key(|rec| rec.line);
+                        let port = output.output_index();
+                        input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
+                        while let Some((cap, mut recs)) = blocks.next_complete(frontier) {
                             for rec in &mut recs {
                                 rec.fresh = ids.claim(rec.tx.tx);
                             }
@@ -403,24 +428,12 @@ fn run_worker(
                     Exchange::new(|rec: &Rec| u64::from(rec.tx.client)),
                     "Apply",
                     |_, _| {
-                        let mut stash = BTreeMap::new();
+                        let mut blocks = Blocks::default();
                         move |(input, frontier), output| {
-                            input.for_each_stamp(|cap, data| {
-                                if let Some(cap) = cap.retain_least(output.output_index()) {
-                                    let entry =
-                                        stash.entry(*cap.time()).or_insert((cap, Vec::new()));
-                                    for batch in data {
-                                        entry.1.append(batch);
-                                    }
-                                }
-                            });
-                            while let Some(entry) = stash.first_entry() {
-                                if frontier.less_equal(entry.key()) {
-                                    break;
-                                }
-                                let block = *entry.key();
-                                let (_cap, mut recs): (_, Vec<Rec>) = entry.remove();
-                                recs.sort_by_key(|rec| rec.line);
+                            let port = output.output_index();
+                            input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
+                            while let Some((cap, recs)) = blocks.next_complete(frontier) {
+                                let block = *cap.time();
                                 let (mut book, mut part) = (book.borrow_mut(), part.borrow_mut());
                                 for rec in recs {
                                     match book.apply(&rec.tx, rec.fresh) {
