@@ -84,7 +84,12 @@ pub fn run(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     check_output_paths(options)?;
-    let stop = stop_on_signals().context("installing signal handlers")?;
+    // A cluster process stops at a signal's default action: the others see
+    // it go, and --resume goes on from the last checkpoint.
+    let stop = match options.cluster {
+        Some(_) => Arc::new(AtomicUsize::new(0)),
+        None => stop_on_signals().context("installing signal handlers")?,
+    };
     let (source, progress) = match &options.cluster {
         Some(member) => {
             let started = Instant::now();
@@ -356,7 +361,12 @@ pub fn process(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     let started = Instant::now();
-    let start = load_state(options)?;
+    // A cluster keeps its own checkpoints beside the state file, and no
+    // ledger state across runs.
+    let start = match options.cluster {
+        Some(_) => Start::empty(),
+        None => load_state(options)?,
+    };
     // Both files are created now, so a bad path fails before the input is
     // read, and committed only after everything else succeeded.
     let mut rejects = match &options.rejects {
@@ -420,7 +430,7 @@ pub fn process(
     // The next state, written and synced beside the state file; committed
     // after the outputs (a failure between the two leaves outputs that a
     // rerun will write again, never a state that a rerun would refuse).
-    let prepared = match &options.state {
+    let prepared = match options.state.as_ref().filter(|_| options.cluster.is_none()) {
         Some(path) => {
             // A run with a state file hashes its whole input as it reads it.
             let end = finished.input_end().expect("a CSV run ends somewhere");
@@ -694,6 +704,14 @@ fn cluster_settings(options: &Options) -> cluster::Settings {
         verbosity: options.verbosity,
         keep_rejects: options.rejects.is_some(),
         strict: options.engine.is_strict(),
+        checkpoints: options
+            .state
+            .as_ref()
+            .map(|state| cluster::CheckpointOptions {
+                state: state.clone(),
+                every: options.checkpoint_every,
+                resume: options.resume,
+            }),
     }
 }
 

@@ -160,13 +160,11 @@ pub struct Cli {
     /// path on each host) and parses its share of blocks; process 0 prints
     /// what a single-machine run prints, the others print nothing.
     /// --workers counts per process (timely workers, each one parsing,
-    /// claiming and applying; --parsers does not apply). Not with --state.
-    #[arg(
-        long,
-        value_name = "HOSTFILE",
-        requires = "process",
-        conflicts_with = "state"
-    )]
+    /// claiming and applying; --parsers does not apply). With --state, each
+    /// process saves checkpoints beside the state file (every
+    /// --checkpoint-every at a nominal 64 MiB/s per worker) and --resume goes
+    /// on from the last one every process completed.
+    #[arg(long, value_name = "HOSTFILE", requires = "process")]
     pub cluster: Option<PathBuf>,
 
     /// With --cluster: this process's line of the host file, from 0.

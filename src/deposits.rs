@@ -56,6 +56,7 @@ fn split(id: TxId) -> (usize, usize) {
 
 /// One applied deposit as the ledger sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
 pub struct Deposit {
     pub client: ClientId,
     pub amount: Amount,

@@ -338,6 +338,23 @@ impl Book {
         self.accounts.allocation_size()
     }
 
+    /// A book rebuilt from what a cluster worker saved at a checkpoint (its
+    /// own file, checksummed): accounts and applied deposits.
+    #[cfg(feature = "cli")]
+    pub(crate) fn from_saved(
+        accounts: impl IntoIterator<Item = (ClientId, Account)>,
+        deposits: impl IntoIterator<Item = (TxId, Deposit)>,
+    ) -> Book {
+        let mut book = Book::default();
+        for (client, account) in accounts {
+            book.restore_account(client, account);
+        }
+        for (id, deposit) in deposits {
+            book.deposits.restore(id, deposit);
+        }
+        book
+    }
+
     /// Adds an account and its deposits taken from another book or a saved
     /// state: `net` follows, so the conservation check holds.
     fn restore_account(&mut self, client: ClientId, account: Account) {

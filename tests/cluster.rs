@@ -284,6 +284,118 @@ fn warnings_are_the_ones_a_single_run_gives() {
     assert!(found.is_empty(), "{}", found.join("\n\n"));
 }
 
+/// The blocks at which all of `processes` have a checkpoint file beside
+/// `state` (one worker each).
+fn complete_checkpoints(state: &Path, processes: usize) -> Vec<u64> {
+    let dir = state.parent().unwrap();
+    let stem = state.file_name().unwrap().to_str().unwrap();
+    let mut seen: std::collections::BTreeMap<u64, usize> = Default::default();
+    for entry in fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(rest) = name.strip_prefix(&format!("{stem}.cluster-p")) else {
+            continue;
+        };
+        // Temporaries (".payments-engine-*") are not checkpoints.
+        if let Some((_, block)) = rest.split_once("-b") {
+            *seen.entry(block.parse().unwrap()).or_default() += 1;
+        }
+    }
+    seen.into_iter()
+        .filter(|&(_, n)| n == processes)
+        .map(|(block, _)| block)
+        .collect()
+}
+
+#[test]
+fn a_cluster_killed_after_a_checkpoint_resumes_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.csv");
+    fs::write(&input, support::datagen_input(300_000, 9)).unwrap();
+    let state = dir.path().join("ledger.state");
+    let state_arg = state.to_str().unwrap();
+    let rejects = dir.path().join("cluster.rejects.csv");
+    let single_rejects = dir.path().join("single.rejects.csv");
+    let single = Command::new(BIN)
+        .args(["--workers", "0", "-v", "--rejects"])
+        .arg(&single_rejects)
+        .arg(&input)
+        .output()
+        .unwrap();
+    let hosts = hostfile(dir.path(), 3);
+    let args = [
+        "--workers",
+        "1",
+        "--block-size",
+        "64KiB",
+        "--state",
+        state_arg,
+        "--checkpoint-every",
+        "10ms",
+    ];
+    let root = ["--rejects", rejects.to_str().unwrap(), "-v"];
+    let mut first = Processes::start_with(&hosts, 3, &args, &root, &input);
+    // Killed once every process has completed a checkpoint.
+    let deadline = Instant::now() + LIMIT;
+    while complete_checkpoints(&state, 3).is_empty() {
+        assert!(Instant::now() < deadline, "no checkpoint within {LIMIT:?}");
+        for (i, child) in first.0.iter_mut().enumerate() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "process {i} ended before a checkpoint"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(first); // SIGKILL, all three
+    assert!(!complete_checkpoints(&state, 3).is_empty());
+
+    // Without --resume the checkpoint is not silently dropped.
+    let refused = Processes::start_with(&hosts, 3, &args, &root, &input).wait();
+    for (i, out) in refused.iter().enumerate() {
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "process {i}: {stderr}");
+        assert!(
+            stderr.contains("--resume goes on from it"),
+            "process {i}: {stderr}"
+        );
+    }
+
+    let mut resumed_args = args.to_vec();
+    resumed_args.push("--resume");
+    let resumed = Processes::start_with(&hosts, 3, &resumed_args, &root, &input).wait();
+    let stderr = text(&resumed[0].stderr);
+    assert_eq!(resumed[0].status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("resumed from the checkpoint at block "),
+        "{stderr}"
+    );
+    assert_eq!(text(&resumed[0].stdout), text(&single.stdout));
+    assert_eq!(timeless(&resumed[0].stderr), timeless(&single.stderr));
+    assert_eq!(
+        fs::read(&rejects).unwrap(),
+        fs::read(&single_rejects).unwrap()
+    );
+    for (i, out) in resumed.iter().enumerate().skip(1) {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "process {i}: {}",
+            text(&out.stderr)
+        );
+    }
+    let left = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".cluster-p")
+        })
+        .count();
+    assert_eq!(left, 0, "checkpoints are removed after the run");
+}
+
 /// Waits for `child`'s exit; `None` past `limit`.
 fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();

@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::slice::IterMut;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -62,12 +62,17 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::MutableAntichain;
 use timely::WorkerConfig;
 
+pub use restart::CheckpointOptions;
+use restart::{BookSnapshot, Due, Pending, Schedule, Snapshot};
+
 use crate::engine::{early_malformed_warning, Error, Finished, EARLY_ROWS};
 use crate::ledger::{Account, Book};
 use crate::parse::{first_line_end, Columns, Parser, Position};
 use crate::report::{EventLog, Outcome, Verbosity};
 use crate::store::TxIdSet;
 use crate::tx::{ClientId, Tx};
+
+mod restart;
 
 /// How this process takes part in a cluster run.
 #[derive(Clone, Debug)]
@@ -81,7 +86,7 @@ pub struct ClusterOptions {
 }
 
 /// What every process of a run must agree on, besides the input.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Timely workers per process.
     pub workers: usize,
@@ -93,6 +98,8 @@ pub struct Settings {
     pub keep_rejects: bool,
     /// The first malformed row is fatal (`--strict`).
     pub strict: bool,
+    /// Checkpoints, and going on from one (`--state`).
+    pub checkpoints: Option<CheckpointOptions>,
 }
 
 /// Blocks in flight per worker before a worker waits for the dataflow.
@@ -244,6 +251,24 @@ impl Blocks {
     }
 }
 
+/// The cluster a run had, for `--verbose`.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    processes: usize,
+    workers: usize,
+    /// The checkpoint block it went on from (0: the start).
+    start: u64,
+}
+
+/// Where a worker starts and how it checkpoints.
+struct Restart {
+    schedule: Schedule,
+    /// The checkpoint block it goes on from (0: the start).
+    start: u64,
+    /// Its state at `start`.
+    snapshot: Option<Snapshot>,
+}
+
 /// What one worker sends to worker 0 at the end.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Part {
@@ -261,6 +286,24 @@ struct Part {
     first_ok: Vec<(u64, u64)>,
     /// The error that ended the input at a block: (block, message).
     error: Option<(u64, String)>,
+}
+
+impl Part {
+    /// What the parse side kept of the blocks before `c` (the stages'
+    /// share is snapshotted by the stages themselves).
+    fn before(&self, c: u64) -> Part {
+        let early = |v: &[(u64, u64)]| v.iter().copied().filter(|&(k, _)| k < c).collect();
+        Part {
+            accounts: Vec::new(),
+            events: self.events.iter().filter(|e| e.0 < c).cloned().collect(),
+            applied: self.applied,
+            deposits: 0,
+            lines: early(&self.lines),
+            warnings: self.warnings.clone(),
+            first_ok: early(&self.first_ok),
+            error: None,
+        }
+    }
 }
 
 /// Parses block `k`: well-formed records into `recs`, malformed rows as
@@ -331,6 +374,40 @@ pub fn run(
     }
     let workers = settings.workers.max(1);
     let plan = Plan::of(input, settings.block).map_err(anyhow::Error::from)?;
+    let mine = cluster.process * workers..(cluster.process + 1) * workers;
+    let schedule = match &settings.checkpoints {
+        Some(options) => {
+            restart::check_writable(&options.state)?;
+            let schedule = Schedule::new(
+                options,
+                cluster.process,
+                processes * workers,
+                settings.block,
+                plan.blocks,
+            );
+            Some(schedule)
+        }
+        None => None,
+    };
+    // The checkpoints every worker of this process completed, newest last.
+    let complete = match &schedule {
+        Some(schedule) => schedule
+            .complete(mine.clone())
+            .context("listing checkpoint files")?,
+        None => Vec::new(),
+    };
+    let resume = settings.checkpoints.as_ref().is_some_and(|c| c.resume);
+    if let (Some(options), false, Some(&last)) = (&settings.checkpoints, resume, complete.last()) {
+        bail!(
+            "process {} has a checkpoint of an interrupted run at block {last} beside state file {}: \
+             --resume goes on from it (on every process), or remove {}.cluster-p{}-*",
+            cluster.process,
+            options.state.display(),
+            options.state.display(),
+            cluster.process
+        );
+    }
+    let newest = |i: usize| complete.len().checked_sub(i).map_or(0, |i| complete[i]);
     let hello = Hello {
         index: cluster.process as u64,
         processes: processes as u64,
@@ -338,8 +415,34 @@ pub fn run(
         block: settings.block as u64,
         input_len: plan.len,
         raw: u64::from(settings.keep_rejects),
+        every: schedule.as_ref().map_or(0, |s| s.every),
+        resume: u64::from(resume),
+        last: newest(1),
+        prev: newest(2),
     };
-    let (sockets, keep_raw) = connect(&hosts, &hello, cluster.connect_timeout)?;
+    let (sockets, keep_raw, peers) = connect(&hosts, &hello, cluster.connect_timeout)?;
+    // Go on from the latest checkpoint every process completed.
+    let start = [hello.last, hello.prev]
+        .into_iter()
+        .filter(|&c| c > 0 && peers.iter().all(|p| p.last == c || p.prev == c))
+        .max()
+        .unwrap_or(0);
+    let mut snapshots = Vec::new();
+    if let Some(schedule) = &schedule {
+        // Checkpoints past the one taken (a newer one some process missed)
+        // would be mistaken for this run's.
+        schedule
+            .remove(Some(start))
+            .context("removing checkpoint files")?;
+        for worker in mine.clone() {
+            snapshots.push(if start > 0 {
+                Some(schedule.load(worker, start)?)
+            } else {
+                None
+            });
+        }
+    }
+    let snapshots = Arc::new(Mutex::new(snapshots));
     install_peer_loss_hook(cluster.process);
     // Process 0's stderr is the run's report; the others may say this.
     if cluster.process != 0 && settings.verbosity == Verbosity::Verbose {
@@ -361,11 +464,25 @@ pub fn run(
     .context("starting the cluster's network threads")?;
     let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
     let path = Arc::new(input.to_path_buf());
+    let first = mine.start;
+    let restart_schedule = schedule.clone();
     let guards = timely::execute::execute_from(
         builders,
         Box::new(comms),
         WorkerConfig::default(),
-        move |worker| run_worker(worker, &path, plan, keep_raw),
+        move |worker| {
+            let snapshot = snapshots
+                .lock()
+                .expect("no worker panics holding it")
+                .get_mut(worker.index() - first)
+                .and_then(Option::take);
+            let restart = restart_schedule.clone().map(|schedule| Restart {
+                schedule,
+                start,
+                snapshot,
+            });
+            run_worker(worker, &path, plan, keep_raw, restart)
+        },
     )
     .map_err(|e| anyhow::anyhow!("starting the cluster's workers: {e}"))?;
     let mut parts = None;
@@ -376,10 +493,22 @@ pub fn run(
             Err(e) => bail!("a cluster worker failed: {e}"),
         }
     }
-    match parts {
-        Some(parts) => gather(parts, &plan, settings, processes, workers, warn).map(Some),
+    let result = match parts {
+        Some(parts) => {
+            let shape = Shape {
+                processes,
+                workers,
+                start,
+            };
+            gather(parts, &plan, &settings, shape, warn).map(Some)
+        }
         None => Ok(None),
+    };
+    // The run is whole: its checkpoints are of no more use.
+    if let (Ok(_), Some(schedule)) = (&result, &schedule) {
+        schedule.remove(None).context("removing checkpoint files")?;
     }
+    result
 }
 
 /// One timely worker: its blocks in, the claim and apply stages, its part
@@ -389,15 +518,27 @@ fn run_worker(
     path: &Path,
     plan: Plan,
     keep_raw: bool,
+    restart: Option<Restart>,
 ) -> Option<Vec<Part>> {
     let index = worker.index() as u64;
     let peers = worker.peers() as u64;
-    let part = Rc::new(RefCell::new(Part::default()));
-    let book = Rc::new(RefCell::new(Book::default()));
+    let start = restart.as_ref().map_or(0, |r| r.start);
+    let snapshot = restart.as_ref().and_then(|r| r.snapshot.as_ref());
+    let schedule = restart.as_ref().map(|r| r.schedule.clone());
+    let part = Rc::new(RefCell::new(
+        snapshot.map_or_else(Part::default, |s| s.part.clone()),
+    ));
+    let book = Rc::new(RefCell::new(
+        snapshot.map_or_else(Book::default, Snapshot::book),
+    ));
+    let claimed_ids = snapshot.map_or_else(TxIdSet::default, Snapshot::id_set);
+    let pending = Rc::new(RefCell::new(Pending::default()));
     let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Rec>>>::new();
     let probe = ProbeHandle::new();
     {
         let (part, book) = (Rc::clone(&part), Rc::clone(&book));
+        let (claim_pending, apply_pending) = (Rc::clone(&pending), Rc::clone(&pending));
+        let due = Due::new(schedule.as_ref(), start);
         worker.dataflow::<u64, _, _>(|scope| {
             let mut streams = scope
                 .input_from(&mut input)
@@ -408,16 +549,29 @@ fn run_worker(
                 Exchange::new(|rec: &Rec| u64::from(rec.tx.tx)),
                 "Claim",
                 |_, _| {
-                    let mut ids = TxIdSet::default();
+                    let mut ids = claimed_ids;
                     let mut blocks = Blocks::default();
+                    let mut due = due;
                     move |(input, frontier), output| {
                         let port = output.output_index();
                         input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
+                        let snap = |c: u64, ids: &TxIdSet| {
+                            claim_pending
+                                .borrow_mut()
+                                .claims
+                                .insert(c, ids.iter().collect());
+                        };
                         while let Some((cap, mut recs)) = blocks.next_complete(frontier) {
+                            while let Some(c) = due.before(*cap.time()) {
+                                snap(c, &ids);
+                            }
                             for rec in &mut recs {
                                 rec.fresh = ids.claim(rec.tx.tx);
                             }
                             output.session(&cap).give_container(&mut recs);
+                        }
+                        while let Some(c) = due.passed(frontier) {
+                            snap(c, &ids);
                         }
                     }
                 },
@@ -429,11 +583,20 @@ fn run_worker(
                     "Apply",
                     |_, _| {
                         let mut blocks = Blocks::default();
+                        let mut due = due;
                         move |(input, frontier), output| {
                             let port = output.output_index();
                             input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
+                            let snap = |c: u64| {
+                                let (book, part) = (book.borrow(), part.borrow());
+                                let snapshot = BookSnapshot::of(&book, part.applied);
+                                apply_pending.borrow_mut().books.insert(c, snapshot);
+                            };
                             while let Some((cap, recs)) = blocks.next_complete(frontier) {
                                 let block = *cap.time();
+                                while let Some(c) = due.before(block) {
+                                    snap(c);
+                                }
                                 let (mut book, mut part) = (book.borrow_mut(), part.borrow_mut());
                                 for rec in recs {
                                     match book.apply(&rec.tx, rec.fresh) {
@@ -444,6 +607,9 @@ fn run_worker(
                                         }
                                     }
                                 }
+                            }
+                            while let Some(c) = due.passed(frontier) {
+                                snap(c);
                             }
                         }
                     },
@@ -477,9 +643,26 @@ fn run_worker(
         });
     }
 
-    // This worker's blocks, with at most LAG_ROUNDS rounds in flight.
+    // Checkpoints whose every part is there, once this worker has parsed
+    // its blocks before `parsed`.
+    let save_ready = |parsed: u64| {
+        let Some(schedule) = &schedule else {
+            return;
+        };
+        let ready = pending.borrow_mut().ready(parsed, &part.borrow());
+        for snapshot in ready {
+            if let Err(error) = schedule.save(index as usize, &snapshot) {
+                let mut part = part.borrow_mut();
+                part.error
+                    .get_or_insert((snapshot.block, format!("{error:#}")));
+            }
+        }
+    };
+
+    // This worker's blocks from the first at or after `start`, with at most
+    // LAG_ROUNDS rounds in flight.
     let mut recs = Vec::new();
-    let mut k = index;
+    let mut k = index + start.saturating_sub(index).div_ceil(peers) * peers;
     match File::open(path) {
         Err(e) => part.borrow_mut().error = Some((k, message(Error::Input(e.into())))),
         Ok(file) => {
@@ -507,9 +690,11 @@ fn run_worker(
                 input.send_batch(&mut recs);
                 recs.clear();
                 worker.step();
+                save_ready(k);
                 let behind = k.saturating_sub(LAG_ROUNDS * peers);
                 while probe.less_than(&behind) {
                     worker.step();
+                    save_ready(k);
                 }
             }
         }
@@ -517,6 +702,7 @@ fn run_worker(
     input.close();
     while !probe.done() {
         worker.step();
+        save_ready(u64::MAX);
     }
     let mut part = part.take();
     let book = book.take();
@@ -542,9 +728,8 @@ fn message(error: Error) -> String {
 fn gather(
     parts: Vec<Part>,
     plan: &Plan,
-    settings: Settings,
-    processes: usize,
-    workers: usize,
+    settings: &Settings,
+    shape: Shape,
     warn: &mut dyn FnMut(String),
 ) -> anyhow::Result<Finished> {
     // The input ends at the first block that failed, as it would have in
@@ -614,9 +799,16 @@ fn gather(
         bytes @ 0..1024 => format!("{bytes} bytes"),
         bytes => format!("{} KiB", bytes.div_ceil(1024)),
     };
-    let notes = vec![format!(
-        "cluster: {processes} processes x {workers} workers, blocks of {block}"
-    )];
+    let Shape {
+        processes,
+        workers,
+        start,
+    } = shape;
+    let mut note = format!("cluster: {processes} processes x {workers} workers, blocks of {block}");
+    if start > 0 {
+        note.push_str(&format!(", resumed from the checkpoint at block {start}"));
+    }
+    let notes = vec![note];
     let end = Position {
         offset: plan.len,
         line: sum,
@@ -643,6 +835,14 @@ struct Hello {
     /// Process 0 keeps the rejected rows' lines (for `--rejects`): 1, else
     /// 0. Process 0's answer decides whether records carry their line.
     raw: u64,
+    /// Blocks between checkpoints (0: none).
+    every: u64,
+    /// 1 with `--resume`.
+    resume: u64,
+    /// The last two checkpoints every worker of the process completed (0:
+    /// none).
+    last: u64,
+    prev: u64,
 }
 
 impl Hello {
@@ -655,6 +855,10 @@ impl Hello {
             self.block,
             self.input_len,
             self.raw,
+            self.every,
+            self.resume,
+            self.last,
+            self.prev,
         ] {
             bytes.extend_from_slice(&value.to_le_bytes());
         }
@@ -662,7 +866,7 @@ impl Hello {
     }
 
     fn read(src: &mut impl Read) -> io::Result<Option<Hello>> {
-        let mut bytes = [0u8; 8 + 6 * 8];
+        let mut bytes = [0u8; 8 + 10 * 8];
         src.read_exact(&mut bytes)?;
         if &bytes[..8] != MAGIC {
             return Ok(None);
@@ -675,6 +879,10 @@ impl Hello {
             block: value(3),
             input_len: value(4),
             raw: value(5),
+            every: value(6),
+            resume: value(7),
+            last: value(8),
+            prev: value(9),
         }))
     }
 
@@ -703,6 +911,16 @@ impl Hello {
         if peer.input_len != self.input_len {
             return Some(differs("an input of bytes", self.input_len, peer.input_len));
         }
+        if peer.every != self.every {
+            return Some(differs(
+                "checkpoints every blocks (--state, --checkpoint-every)",
+                self.every,
+                peer.every,
+            ));
+        }
+        if peer.resume != self.resume {
+            return Some(differs("--resume (1) or not (0)", self.resume, peer.resume));
+        }
         None
     }
 }
@@ -714,8 +932,9 @@ fn connect(
     hosts: &[String],
     me: &Hello,
     timeout: Duration,
-) -> anyhow::Result<(Vec<Option<TcpStream>>, bool)> {
+) -> anyhow::Result<(Vec<Option<TcpStream>>, bool, Vec<Hello>)> {
     let mut keep_raw = me.raw != 0;
+    let mut peers = Vec::new();
     let index = me.index as usize;
     let deadline = Instant::now() + timeout;
     let listener = TcpListener::bind(&hosts[index])
@@ -760,6 +979,7 @@ fn connect(
         if peer == 0 {
             keep_raw = hello.is_some_and(|h| h.raw != 0);
         }
+        peers.extend(hello);
         sockets[peer] = Some(stream);
     }
     let mut waiting = hosts.len() - index - 1;
@@ -786,6 +1006,7 @@ fn connect(
                 // Answer first, so that the peer can tell what differs too.
                 me.write(&mut stream)?;
                 check_peer(me, hello, peer, &hosts[peer])?;
+                peers.extend(hello);
                 sockets[peer] = Some(stream);
                 waiting -= 1;
             }
@@ -809,7 +1030,7 @@ fn connect(
         stream.set_read_timeout(None)?;
         stream.set_nodelay(true)?;
     }
-    Ok((sockets, keep_raw))
+    Ok((sockets, keep_raw, peers))
 }
 
 fn check_peer(me: &Hello, hello: Option<Hello>, peer: usize, host: &str) -> anyhow::Result<()> {

@@ -1,0 +1,360 @@
+//! Checkpoints of a cluster run (`--cluster` with `--state`), and going on
+//! from the last one every process saved (`--resume`).
+//!
+//! Timely has no recovery of its own. A checkpoint here is a block boundary
+//! `c`: every worker saves what it holds for the blocks before `c` and
+//! nothing of the blocks after. Three facts make that a consistent cut
+//! without stopping the dataflow:
+//!
+//! * the claim and apply stages take blocks strictly in order, so each
+//!   snapshots its state (claimed ids; accounts and deposits) right before
+//!   its first block at or after `c`, or once its frontier shows every
+//!   block before `c` done;
+//! * what the parse side keeps (line counts, malformed rows, warnings) is
+//!   tagged with its block, so the part before `c` is a filter;
+//! * the checkpoint blocks follow from the settings alone (every `K`
+//!   blocks, the same `K` on every process), so no message is needed to
+//!   agree on them.
+//!
+//! Each worker writes its own file beside the state file,
+//! `STATE.cluster-p<process>-w<worker>-b<c>`, atomically, and keeps the one
+//! before it. On `--resume` every process tells the others (in the
+//! connection handshake) the last two checkpoints all its workers
+//! completed; all go on from the latest one that every process has, and
+//! finish with the bytes an uninterrupted run prints.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use timely::progress::frontier::MutableAntichain;
+
+use super::Part;
+use crate::deposits::Deposit;
+use crate::durable::AtomicFile;
+use crate::ledger::{Account, Book};
+use crate::store::TxIdSet;
+use crate::tx::{ClientId, TxId};
+
+/// What the command line asked for: where, how often, and whether to go on
+/// from a checkpoint.
+#[derive(Clone, Debug)]
+pub struct CheckpointOptions {
+    /// The `--state` file; checkpoints are written beside it.
+    pub state: PathBuf,
+    /// `--checkpoint-every`; `None` for no checkpoints.
+    pub every: Option<Duration>,
+    /// `--resume`.
+    pub resume: bool,
+}
+
+/// Input bytes per second per worker that `--checkpoint-every` is turned
+/// into blocks with: a checkpoint every `duration x this x workers` bytes.
+/// A nominal rate, the same on every process, so that all agree on the
+/// checkpoint blocks without a message.
+pub const NOMINAL_BYTES_PER_SECOND: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// The first bytes of a checkpoint file: the kind and the format's version.
+const MAGIC: &[u8; 8] = b"PECLCK\x00\x01";
+
+/// Checkpoints of this process: every `every` blocks, named after the state
+/// file.
+#[derive(Clone, Debug)]
+pub(super) struct Schedule {
+    /// Blocks between checkpoints (0: none).
+    pub every: u64,
+    /// The last block + 1: no checkpoint at or past it.
+    pub end: u64,
+    state: PathBuf,
+    process: usize,
+}
+
+/// Everything a worker holds for the blocks before `block`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct Snapshot {
+    pub block: u64,
+    pub ids: Vec<TxId>,
+    pub accounts: Vec<(ClientId, Account)>,
+    pub deposits: Vec<(TxId, Deposit)>,
+    pub part: Part,
+}
+
+impl Snapshot {
+    /// The claimed ids as a set again.
+    pub fn id_set(&self) -> TxIdSet {
+        let mut ids = TxIdSet::default();
+        for &id in &self.ids {
+            ids.claim(id);
+        }
+        ids
+    }
+
+    /// The book again.
+    pub fn book(&self) -> Book {
+        Book::from_saved(self.accounts.iter().copied(), self.deposits.iter().copied())
+    }
+}
+
+impl Schedule {
+    pub fn new(
+        options: &CheckpointOptions,
+        process: usize,
+        workers: usize,
+        block: usize,
+        end: u64,
+    ) -> Schedule {
+        let every = options.every.map_or(0, |every| {
+            let bytes = every.as_secs_f64() * NOMINAL_BYTES_PER_SECOND * workers as f64;
+            ((bytes / block as f64) as u64).max(1)
+        });
+        Schedule {
+            every,
+            end,
+            state: options.state.clone(),
+            process,
+        }
+    }
+
+    /// The first checkpoint block after `block`, if there is one.
+    pub fn next_after(&self, block: u64) -> Option<u64> {
+        let next = (block / self.every.max(1) + 1) * self.every;
+        (self.every > 0 && next < self.end).then_some(next)
+    }
+
+    fn file(&self, worker: usize, block: u64) -> PathBuf {
+        let mut name = self.state.as_os_str().to_owned();
+        name.push(format!(".cluster-p{}-w{worker}-b{block}", self.process));
+        PathBuf::from(name)
+    }
+
+    /// This process's checkpoint files: (worker, block, path).
+    fn files(&self) -> io::Result<Vec<(usize, u64, PathBuf)>> {
+        let dir = match self.state.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let Some(stem) = self.state.file_name().and_then(|n| n.to_str()) else {
+            return Ok(Vec::new());
+        };
+        let prefix = format!("{stem}.cluster-p{}-w", self.process);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let Some((worker, block)) = rest.split_once("-b") else {
+                continue;
+            };
+            if let (Ok(worker), Ok(block)) = (worker.parse(), block.parse()) {
+                files.push((worker, block, entry.path()));
+            }
+        }
+        Ok(files)
+    }
+
+    /// The blocks at which every worker in `workers` saved, in order.
+    pub fn complete(&self, workers: Range<usize>) -> io::Result<Vec<u64>> {
+        let mut saved: BTreeMap<u64, usize> = BTreeMap::new();
+        for (worker, block, _) in self.files()? {
+            if workers.contains(&worker) {
+                *saved.entry(block).or_default() += 1;
+            }
+        }
+        Ok(saved
+            .into_iter()
+            .filter(|&(_, count)| count == workers.len())
+            .map(|(block, _)| block)
+            .collect())
+    }
+
+    /// Removes this process's checkpoint files, or those past `after`.
+    pub fn remove(&self, after: Option<u64>) -> io::Result<()> {
+        for (_, block, path) in self.files()? {
+            if after.map_or(true, |after| block > after) {
+                std::fs::remove_file(path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `worker`'s snapshot whole or not at all, then removes its
+    /// files older than the one before it.
+    pub fn save(&self, worker: usize, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let path = self.file(worker, snapshot.block);
+        let body = bincode::serialize(snapshot).context("encoding a checkpoint")?;
+        let mut out = AtomicFile::create_private(&path)
+            .with_context(|| format!("cannot create checkpoint file {}", path.display()))?;
+        out.write_all(MAGIC)
+            .and_then(|()| out.write_all(&(body.len() as u64).to_le_bytes()))
+            .and_then(|()| out.write_all(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes()))
+            .and_then(|()| out.write_all(&body))
+            .and_then(|()| out.sync())
+            .and_then(|()| out.commit())
+            .with_context(|| format!("writing checkpoint file {}", path.display()))?;
+        let mut older: Vec<(u64, PathBuf)> = self
+            .files()?
+            .into_iter()
+            .filter(|&(w, block, _)| w == worker && block < snapshot.block)
+            .map(|(_, block, path)| (block, path))
+            .collect();
+        older.sort();
+        older.pop(); // the one before: kept
+        for (_, path) in older {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing old checkpoint file {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// `worker`'s snapshot at `block`, checked.
+    pub fn load(&self, worker: usize, block: u64) -> anyhow::Result<Snapshot> {
+        let path = self.file(worker, block);
+        let read = || -> anyhow::Result<Snapshot> {
+            let mut bytes = Vec::new();
+            std::fs::File::open(&path)?.read_to_end(&mut bytes)?;
+            let damaged = || anyhow::anyhow!("damaged (bad header, length or checksum)");
+            let header = bytes.get(..24).ok_or_else(damaged)?;
+            let len = u64::from_le_bytes(header[8..16].try_into().unwrap());
+            let sum = u64::from_le_bytes(header[16..24].try_into().unwrap());
+            let body = &bytes[24..];
+            if &header[..8] != MAGIC
+                || body.len() as u64 != len
+                || xxhash_rust::xxh3::xxh3_64(body) != sum
+            {
+                return Err(damaged());
+            }
+            let snapshot: Snapshot = bincode::deserialize(body)?;
+            if snapshot.block != block {
+                return Err(damaged());
+            }
+            Ok(snapshot)
+        };
+        read().with_context(|| format!("checkpoint file {}", path.display()))
+    }
+}
+
+/// The checkpoints an operator of the claim or apply stage passes: it asks
+/// before taking each block, and once more after, with its frontier.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Due {
+    next: Option<u64>,
+    every: u64,
+    end: u64,
+}
+
+impl Due {
+    pub fn new(schedule: Option<&Schedule>, start: u64) -> Due {
+        let mut due = Due {
+            next: None,
+            every: 0,
+            end: 0,
+        };
+        if let Some(schedule) = schedule {
+            due = Due {
+                next: schedule.next_after(start),
+                every: schedule.every,
+                end: schedule.end,
+            };
+        }
+        due
+    }
+
+    fn advance(&mut self, c: u64) -> u64 {
+        let next = c + self.every;
+        self.next = (next < self.end).then_some(next);
+        c
+    }
+
+    /// A checkpoint to take before taking `block` (call until `None`).
+    pub fn before(&mut self, block: u64) -> Option<u64> {
+        let c = self.next.filter(|&c| c <= block)?;
+        Some(self.advance(c))
+    }
+
+    /// A checkpoint whose blocks before it are all done, by the frontier
+    /// (call until `None`, after taking every complete block).
+    pub fn passed(&mut self, frontier: &MutableAntichain<u64>) -> Option<u64> {
+        let c = self.next.filter(|&c| !frontier.less_equal(&(c - 1)))?;
+        Some(self.advance(c))
+    }
+}
+
+/// Snapshots the stages took, waiting for the parse side to pass their
+/// block: claimed ids, and books with their applied count.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub claims: BTreeMap<u64, Vec<TxId>>,
+    pub books: BTreeMap<u64, BookSnapshot>,
+}
+
+/// What the apply stage holds at a checkpoint.
+pub(super) struct BookSnapshot {
+    pub accounts: Vec<(ClientId, Account)>,
+    pub deposits: Vec<(TxId, Deposit)>,
+    pub applied: u64,
+}
+
+impl BookSnapshot {
+    pub fn of(book: &Book, applied: u64) -> BookSnapshot {
+        BookSnapshot {
+            accounts: book
+                .accounts()
+                .map(|(client, account)| (client, *account))
+                .collect(),
+            deposits: book.deposits().iter().collect(),
+            applied,
+        }
+    }
+}
+
+impl Pending {
+    /// The snapshots whose every part is there, once this worker has parsed
+    /// all its blocks before `parsed`; `part` gives the parse side's share.
+    pub fn ready(&mut self, parsed: u64, part: &Part) -> Vec<Snapshot> {
+        let mut ready = Vec::new();
+        while let Some((&c, _)) = self.claims.first_key_value() {
+            if c > parsed || !self.books.contains_key(&c) {
+                break;
+            }
+            let ids = self.claims.remove(&c).expect("first key");
+            let book = self.books.remove(&c).expect("checked");
+            let mut part = part.before(c);
+            part.applied = book.applied;
+            ready.push(Snapshot {
+                block: c,
+                ids,
+                accounts: book.accounts,
+                deposits: book.deposits,
+                part,
+            });
+        }
+        ready
+    }
+}
+
+/// Whether `path`'s directory can take checkpoint files (for a clear error
+/// before connecting).
+pub(super) fn check_writable(state: &Path) -> anyhow::Result<()> {
+    let dir = match state.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "the directory of state file {} does not exist",
+            state.display()
+        );
+    }
+    Ok(())
+}
