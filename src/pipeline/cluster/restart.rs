@@ -358,3 +358,139 @@ pub(super) fn check_writable(state: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(dir: &Path, process: usize, every: Option<Duration>) -> Schedule {
+        let options = CheckpointOptions {
+            state: dir.join("ledger.state"),
+            every,
+            resume: false,
+        };
+        // 2 workers, 64 MiB blocks: one block per (nominal) 250 ms.
+        Schedule::new(&options, process, 2, 64 << 20, 10)
+    }
+
+    #[test]
+    fn checkpoint_blocks_follow_from_the_settings_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schedule(dir.path(), 0, Some(Duration::from_secs(1)));
+        assert_eq!(s.every, 2);
+        assert_eq!(
+            (s.next_after(0), s.next_after(1), s.next_after(2)),
+            (Some(2), Some(2), Some(4))
+        );
+        assert_eq!(s.next_after(8), None, "none at or past the last block");
+        let none = schedule(dir.path(), 0, None);
+        assert_eq!((none.every, none.next_after(0)), (0, None));
+        let tiny = schedule(dir.path(), 0, Some(Duration::from_millis(1)));
+        assert_eq!(tiny.every, 1, "at least every block");
+    }
+
+    #[test]
+    fn due_gives_each_checkpoint_once_before_its_block_or_when_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schedule(dir.path(), 0, Some(Duration::from_secs(1)));
+        let mut due = Due::new(Some(&s), 0);
+        assert_eq!(due.before(1), None);
+        assert_eq!(
+            (due.before(5), due.before(5), due.before(5)),
+            (Some(2), Some(4), None)
+        );
+        let mut frontier = MutableAntichain::new();
+        frontier.update_iter([(6u64, 1)]);
+        assert_eq!(
+            due.passed(&frontier),
+            Some(6),
+            "every block before 6 is done"
+        );
+        assert_eq!(due.passed(&frontier), None);
+        let mut resumed = Due::new(Some(&s), 4);
+        assert_eq!(
+            resumed.before(9),
+            Some(6),
+            "after the block it resumed from"
+        );
+    }
+
+    #[test]
+    fn snapshots_are_saved_whole_listed_per_process_and_checked_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p0 = schedule(dir.path(), 0, Some(Duration::from_secs(1)));
+        let p1 = schedule(dir.path(), 1, Some(Duration::from_secs(1)));
+        let snapshot = |block| Snapshot {
+            block,
+            ids: vec![1, 5, 70_000],
+            accounts: vec![(3, Account::default())],
+            deposits: Vec::new(),
+            part: Part::default(),
+        };
+        for block in [2, 4, 6] {
+            p0.save(0, &snapshot(block)).unwrap();
+        }
+        p0.save(1, &snapshot(4)).unwrap();
+        p1.save(2, &snapshot(2)).unwrap();
+        // Worker 0 keeps 4 and 6; only 4 is complete for workers 0 and 1.
+        assert_eq!(p0.complete(0..2).unwrap(), vec![4]);
+        assert_eq!(p0.complete(0..1).unwrap(), vec![4, 6]);
+        assert_eq!(
+            p1.complete(2..3).unwrap(),
+            vec![2],
+            "another process's files are its own"
+        );
+        let loaded = p0.load(0, 6).unwrap();
+        assert_eq!((loaded.block, loaded.ids.clone()), (6, vec![1, 5, 70_000]));
+        assert!(loaded.id_set().contains(70_000));
+        // One flipped byte: refused, naming the file.
+        let path = p0.file(0, 6);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let error = format!("{:#}", p0.load(0, 6).unwrap_err());
+        assert!(
+            error.contains("damaged") && error.contains("-w0-b6"),
+            "{error}"
+        );
+        p0.remove(Some(4)).unwrap();
+        assert_eq!(p0.complete(0..1).unwrap(), vec![4]);
+        p0.remove(None).unwrap();
+        assert!(p0.complete(0..1).unwrap().is_empty());
+        assert_eq!(p1.complete(2..3).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn a_snapshot_is_ready_once_both_stages_and_the_parser_passed_it() {
+        let mut pending = Pending::default();
+        let mut part = Part::default();
+        part.lines = vec![(0, 10), (3, 7)];
+        part.events
+            .push((1, 2, crate::report::Outcome::Applied, Vec::new()));
+        part.events
+            .push((5, 2, crate::report::Outcome::Applied, Vec::new()));
+        pending.claims.insert(4, vec![9]);
+        assert!(
+            pending.ready(10, &part).is_empty(),
+            "the book's snapshot is missing"
+        );
+        pending
+            .books
+            .insert(4, BookSnapshot::of(&Book::default(), 17));
+        assert!(
+            pending.ready(3, &part).is_empty(),
+            "its own blocks before 4 not parsed yet"
+        );
+        let ready = pending.ready(4, &part);
+        assert_eq!(ready.len(), 1);
+        let snapshot = &ready[0];
+        assert_eq!((snapshot.block, snapshot.part.applied), (4, 17));
+        assert_eq!(snapshot.part.lines, vec![(0, 10), (3, 7)]);
+        assert_eq!(
+            snapshot.part.events.len(),
+            1,
+            "rows of blocks from 4 on are left out"
+        );
+    }
+}
