@@ -464,12 +464,12 @@ mod tests {
     #[test]
     fn a_snapshot_is_ready_once_both_stages_and_the_parser_passed_it() {
         let mut pending = Pending::default();
-        let mut part = Part::default();
-        part.lines = vec![(0, 10), (3, 7)];
-        part.events
-            .push((1, 2, crate::report::Outcome::Applied, Vec::new()));
-        part.events
-            .push((5, 2, crate::report::Outcome::Applied, Vec::new()));
+        let applied = crate::report::Outcome::Applied;
+        let part = Part {
+            lines: vec![(0, 10), (3, 7)],
+            events: vec![(1, 2, applied, Vec::new()), (5, 2, applied, Vec::new())],
+            ..Part::default()
+        };
         pending.claims.insert(4, vec![9]);
         assert!(
             pending.ready(10, &part).is_empty(),
