@@ -528,3 +528,43 @@ fn usage_errors_name_what_is_wrong() {
     );
     r.assert_fatal("cannot read host file /nonexistent/hosts");
 }
+
+#[test]
+fn tools_cluster_sh_prints_what_process_0_prints() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg(format!("{root}/tools/cluster.sh"))
+        .args([
+            "3",
+            &format!("{root}/examples/transactions.csv"),
+            "--workers",
+            "1",
+            "--block-size",
+            "1KiB",
+            "-q",
+        ])
+        .env("PAYMENTS_ENGINE", BIN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected =
+        fs::read_to_string(format!("{root}/examples/transactions.expected.csv")).unwrap();
+    assert_eq!(text(&out.stdout), expected);
+    // A failing run's status comes back.
+    let out = Command::new("bash")
+        .arg(format!("{root}/tools/cluster.sh"))
+        .args([
+            "2",
+            &format!("{root}/examples/transactions.csv"),
+            "--strict",
+        ])
+        .env("PAYMENTS_ENGINE", BIN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("(--strict)"),
+        "{}",
+        text(&out.stderr)
+    );
+}

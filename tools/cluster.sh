@@ -10,9 +10,9 @@
 # other process's failure. Every process is stopped and the host file
 # removed when the script ends, however it ends.
 #
-# The binary: $PAYMENTS_ENGINE, else target/release or target/debug of this
-# repository (build one with `cargo build --release`), else payments-engine
-# on the PATH. Example:
+# The binary: $PAYMENTS_ENGINE, else the newer of target/release and
+# target/debug of this repository (build one with `cargo build --release`),
+# else payments-engine on the PATH. Example:
 #
 #   tools/cluster.sh 3 examples/transactions.csv --workers 1 --block-size 64KiB
 set -euo pipefail
@@ -26,8 +26,10 @@ shift 2
 repo=$(cd "$(dirname "$0")/.." && pwd)
 engine=${PAYMENTS_ENGINE:-}
 if [[ -z $engine ]]; then
+    # The newer of the two builds, so that a stale one is not picked.
     for candidate in "$repo/target/release/payments-engine" "$repo/target/debug/payments-engine"; do
-        [[ -x $candidate ]] && { engine=$candidate; break; }
+        [[ -x $candidate ]] || continue
+        if [[ -z $engine || $candidate -nt $engine ]]; then engine=$candidate; fi
     done
 fi
 engine=${engine:-$(command -v payments-engine || true)}
