@@ -35,6 +35,10 @@
 //! within `--connect-timeout`. A peer that goes away makes timely's network
 //! threads panic; the panic hook turns that into one line on stderr and
 //! exit status 1, so a dead process stops every other within moments.
+//!
+//! With `--state`, workers save checkpoints at block boundaries and
+//! `--resume` goes on from the last one every process completed
+//! (`restart.rs`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
