@@ -92,6 +92,7 @@ pub fn run(
     };
     let (source, progress) = match &options.cluster {
         Some(member) => {
+            crate::budget::tune_allocator_for_dataflow();
             let started = Instant::now();
             let facts = cluster_input(options)?;
             // Every process but 0 does its share and prints nothing.
