@@ -342,10 +342,7 @@ impl EngineBuilder {
         let note = format!(
             "parsers: {}, blocks of {}, and a reader thread",
             c.parsers,
-            match c.block {
-                bytes @ 0..1024 => format!("{bytes} bytes"),
-                bytes => format!("{} KiB", bytes.div_ceil(1024)),
-            }
+            block_size_text(c.block as u64)
         );
         finished.measures.notes.insert(0, note);
         Ok(finished)
@@ -499,6 +496,14 @@ pub(crate) fn early_malformed_warning(line: u64, reason: &str) -> String {
         "the first {EARLY_ROWS} rows are all malformed (the last: line {line}, {reason}); \
          is this the right file and format?"
     )
+}
+
+/// A block size as `--verbose` prints it: bytes below 1 KiB, else KiB.
+pub(crate) fn block_size_text(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        _ => format!("{} KiB", bytes.div_ceil(1024)),
+    }
 }
 
 /// A transaction to submit, with the line number its diagnostics carry.

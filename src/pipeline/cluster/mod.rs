@@ -69,7 +69,7 @@ use timely::WorkerConfig;
 pub use restart::CheckpointOptions;
 use restart::{BookSnapshot, Due, Pending, Schedule, Snapshot};
 
-use crate::engine::{early_malformed_warning, Error, Finished, EARLY_ROWS};
+use crate::engine::{block_size_text, early_malformed_warning, Error, Finished, EARLY_ROWS};
 use crate::ledger::{Account, Book};
 use crate::parse::{first_line_end, Columns, Parser, Position};
 use crate::report::{EventLog, Outcome, Verbosity};
@@ -799,10 +799,7 @@ fn gather(
             .map_err(Error::WriteSpool)?;
     }
     log.tally.applied += applied;
-    let block = match plan.block {
-        bytes @ 0..1024 => format!("{bytes} bytes"),
-        bytes => format!("{} KiB", bytes.div_ceil(1024)),
-    };
+    let block = block_size_text(plan.block);
     let Shape {
         processes,
         workers,
@@ -892,40 +889,24 @@ impl Hello {
 
     /// Why `peer` cannot run with this process, if it cannot.
     fn mismatch(&self, peer: &Hello) -> Option<String> {
-        let differs = |what: &str, mine: u64, theirs: u64| {
-            format!(
-                "process {} runs with {what} {theirs}, process {} with {mine}: every process \
-                 needs the same host file, --workers, --block-size and input",
-                peer.index, self.index
-            )
-        };
-        if peer.processes != self.processes {
-            return Some(differs(
-                "a host file of processes",
-                self.processes,
-                peer.processes,
-            ));
-        }
-        if peer.workers != self.workers {
-            return Some(differs("--workers", self.workers, peer.workers));
-        }
-        if peer.block != self.block {
-            return Some(differs("--block-size", self.block, peer.block));
-        }
-        if peer.input_len != self.input_len {
-            return Some(differs("an input of bytes", self.input_len, peer.input_len));
-        }
-        if peer.every != self.every {
-            return Some(differs(
+        let settings = [
+            ("a host file of processes", self.processes, peer.processes),
+            ("--workers", self.workers, peer.workers),
+            ("--block-size", self.block, peer.block),
+            ("an input of bytes", self.input_len, peer.input_len),
+            (
                 "checkpoints every blocks (--state, --checkpoint-every)",
                 self.every,
                 peer.every,
-            ));
-        }
-        if peer.resume != self.resume {
-            return Some(differs("--resume (1) or not (0)", self.resume, peer.resume));
-        }
-        None
+            ),
+            ("--resume (1) or not (0)", self.resume, peer.resume),
+        ];
+        let (what, mine, theirs) = settings.into_iter().find(|s| s.1 != s.2)?;
+        Some(format!(
+            "process {} runs with {what} {theirs}, process {} with {mine}: every process needs \
+             the same host file, --workers, --block-size, --state settings and input",
+            peer.index, self.index
+        ))
     }
 }
 
