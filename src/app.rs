@@ -362,12 +362,7 @@ pub fn process(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     let started = Instant::now();
-    // A cluster keeps its own checkpoints beside the state file, and no
-    // ledger state across runs.
-    let start = match options.cluster {
-        Some(_) => Start::empty(),
-        None => load_state(options)?,
-    };
+    let start = load_state(options)?;
     // Both files are created now, so a bad path fails before the input is
     // read, and committed only after everything else succeeded.
     let mut rejects = match &options.rejects {
@@ -431,7 +426,7 @@ pub fn process(
     // The next state, written and synced beside the state file; committed
     // after the outputs (a failure between the two leaves outputs that a
     // rerun will write again, never a state that a rerun would refuse).
-    let prepared = match options.state.as_ref().filter(|_| options.cluster.is_none()) {
+    let prepared = match &options.state {
         Some(path) => {
             // A run with a state file hashes its whole input as it reads it.
             let end = finished.input_end().expect("a CSV run ends somewhere");

@@ -105,14 +105,16 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// stderr without the lines that describe the machine, not the input: the
-/// elapsed time, and `--verbose`'s notes on threads and memory.
+/// elapsed time, and `--verbose`'s notes on threads, memory and the state
+/// file.
 fn timeless(stderr: &[u8]) -> String {
-    const MACHINE: [&str; 5] = [
+    const MACHINE: [&str; 6] = [
         "elapsed ",
         "workers: ",
         "parsers: ",
         "cluster: ",
         "memory: ",
+        "state: ",
     ];
     text(stderr)
         .lines()
@@ -394,6 +396,54 @@ fn a_cluster_killed_after_a_checkpoint_resumes_to_the_same_bytes() {
         })
         .count();
     assert_eq!(left, 0, "checkpoints are removed after the run");
+}
+
+#[test]
+fn state_carries_across_cluster_runs_as_across_single_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (single_state, cluster_state) = (
+        dir.path().join("single.state"),
+        dir.path().join("cluster.state"),
+    );
+    for (i, seed) in [31, 32].into_iter().enumerate() {
+        let input = dir.path().join(format!("day{i}.csv"));
+        fs::write(&input, support::datagen_input(20_000, seed)).unwrap();
+        let single = Command::new(BIN)
+            .args(["--workers", "0", "--state"])
+            .arg(&single_state)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(single.status.success(), "{}", text(&single.stderr));
+        let hosts = hostfile(dir.path(), 2 + i);
+        let args = [
+            "--workers",
+            "1",
+            "--block-size",
+            "4KiB",
+            "--state",
+            cluster_state.to_str().unwrap(),
+        ];
+        let outputs = Processes::start(&hosts, 2 + i, &args, &input).wait();
+        assert_eq!(
+            outputs[0].status.code(),
+            Some(0),
+            "{}",
+            text(&outputs[0].stderr)
+        );
+        assert_eq!(text(&outputs[0].stdout), text(&single.stdout), "run {i}");
+        assert_eq!(
+            timeless(&outputs[0].stderr),
+            timeless(&single.stderr),
+            "run {i}"
+        );
+        // The state file is canonical: the same bytes however the run went.
+        assert_eq!(
+            fs::read(&cluster_state).unwrap(),
+            fs::read(&single_state).unwrap(),
+            "run {i}"
+        );
+    }
 }
 
 /// Waits for `child`'s exit; `None` past `limit`.

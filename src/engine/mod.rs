@@ -749,8 +749,8 @@ impl Finished {
     }
 
     /// A run gathered from several processes (`--cluster`): every account
-    /// (in any order) and one log of every row, in line order. It carries
-    /// no ledger state.
+    /// (in any order), one log of every row, in line order, and with a
+    /// state file the whole ledger.
     #[cfg(feature = "cli")]
     pub(crate) fn gathered(
         mut accounts: Vec<(ClientId, Account)>,
@@ -758,8 +758,13 @@ impl Finished {
         deposits: usize,
         notes: Vec<String>,
         input: Position,
+        state: Option<Ledger>,
     ) -> Finished {
         accounts.sort_unstable_by_key(|&(client, _)| client);
+        let (ids, books) = match state {
+            Some(ledger) => ledger.split(1),
+            None => (TxIdSet::default(), Vec::new()),
+        };
         Finished {
             accounts,
             tally: log.tally,
@@ -772,8 +777,8 @@ impl Finished {
                 notes,
             },
             diagnostics: Some(Diagnostics { logs: vec![log] }),
-            ids: TxIdSet::default(),
-            books: Vec::new(),
+            ids,
+            books,
             input: Some(input),
         }
     }

@@ -45,6 +45,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::slice::IterMut;
@@ -69,12 +70,13 @@ use timely::WorkerConfig;
 pub use restart::CheckpointOptions;
 use restart::{BookSnapshot, Due, Pending, Schedule, Snapshot};
 
+use crate::deposits::Deposit;
 use crate::engine::{block_size_text, early_malformed_warning, Error, Finished, EARLY_ROWS};
 use crate::ledger::{Account, Book};
 use crate::parse::{first_line_end, Columns, Parser, Position};
 use crate::report::{EventLog, Outcome, Verbosity};
 use crate::store::TxIdSet;
-use crate::tx::{ClientId, Tx};
+use crate::tx::{ClientId, Tx, TxId};
 
 mod restart;
 
@@ -264,6 +266,57 @@ struct Shape {
     start: u64,
 }
 
+/// Each worker's share (in `mine`) of the ledger saved in `state`, as
+/// block-0 snapshots: claimed ids by the worker their claims go to, accounts
+/// and deposits by the worker their client's records go to.
+fn initial_state(
+    state: &Path,
+    peers: usize,
+    mine: Range<usize>,
+) -> anyhow::Result<Vec<Option<Snapshot>>> {
+    let Some(saved) =
+        crate::state::load(state).with_context(|| format!("state file {}", state.display()))?
+    else {
+        return Ok(mine.map(|_| None).collect());
+    };
+    let ledger = saved.ledger;
+    let mut shares: Vec<Snapshot> = mine.clone().map(|_| Snapshot::default()).collect();
+    let share = |key: u64| {
+        let worker = exchange_target(key, peers);
+        mine.contains(&worker).then(|| worker - mine.start)
+    };
+    for id in ledger.claimed_ids() {
+        if let Some(i) = share(u64::from(id)) {
+            shares[i].ids.push(id);
+        }
+    }
+    for (client, account) in ledger.accounts() {
+        if let Some(i) = share(u64::from(client)) {
+            shares[i].accounts.push((client, account));
+        }
+    }
+    for (id, deposit) in ledger.deposits() {
+        if let Some(i) = share(u64::from(deposit.client)) {
+            shares[i].deposits.push((id, deposit));
+        }
+    }
+    Ok(shares.into_iter().map(Some).collect())
+}
+
+/// The worker timely's `Exchange` sends a record with `hash` to among
+/// `peers` (as timely 0.32 computes it: a mask for a power of two, else the
+/// remainder). The loaded state must be split the same way; the state
+/// tests would fail if timely changed it.
+fn exchange_target(hash: u64, peers: usize) -> usize {
+    let peers = peers as u64;
+    let target = if peers.is_power_of_two() {
+        hash & (peers - 1)
+    } else {
+        hash % peers
+    };
+    target as usize
+}
+
 /// Where a worker starts and how it checkpoints.
 struct Restart {
     schedule: Schedule,
@@ -290,6 +343,10 @@ struct Part {
     first_ok: Vec<(u64, u64)>,
     /// The error that ended the input at a block: (block, message).
     error: Option<(u64, String)>,
+    /// With a state file: the ids this worker claimed and the deposits it
+    /// stores, for process 0 to save the whole ledger.
+    ids: Vec<TxId>,
+    stored: Vec<(TxId, Deposit)>,
 }
 
 impl Part {
@@ -306,6 +363,8 @@ impl Part {
             warnings: self.warnings.clone(),
             first_ok: early(&self.first_ok),
             error: None,
+            ids: Vec::new(),
+            stored: Vec::new(),
         }
     }
 }
@@ -432,18 +491,18 @@ pub fn run(
         .max()
         .unwrap_or(0);
     let mut snapshots = Vec::new();
-    if let Some(schedule) = &schedule {
+    if let (Some(schedule), Some(options)) = (&schedule, &settings.checkpoints) {
         // Checkpoints past the one taken (a newer one some process missed)
         // would be mistaken for this run's.
         schedule
             .remove(Some(start))
             .context("removing checkpoint files")?;
-        for worker in mine.clone() {
-            snapshots.push(if start > 0 {
-                Some(schedule.load(worker, start)?)
-            } else {
-                None
-            });
+        if start > 0 {
+            for worker in mine.clone() {
+                snapshots.push(Some(schedule.load(worker, start)?));
+            }
+        } else {
+            snapshots = initial_state(&options.state, processes * workers, mine.clone())?;
         }
     }
     let snapshots = Arc::new(Mutex::new(snapshots));
@@ -504,7 +563,7 @@ pub fn run(
                 workers,
                 start,
             };
-            gather(parts, &plan, &settings, shape, warn).map(Some)
+            gather(input, parts, &plan, &settings, shape, warn).map(Some)
         }
         None => Ok(None),
     };
@@ -524,6 +583,8 @@ fn run_worker(
     keep_raw: bool,
     restart: Option<Restart>,
 ) -> Option<Vec<Part>> {
+    // With a state file, process 0 saves the whole ledger.
+    let keep_state = restart.is_some();
     let index = worker.index() as u64;
     let peers = worker.peers() as u64;
     let start = restart.as_ref().map_or(0, |r| r.start);
@@ -535,12 +596,14 @@ fn run_worker(
     let book = Rc::new(RefCell::new(
         snapshot.map_or_else(Book::default, Snapshot::book),
     ));
-    let claimed_ids = snapshot.map_or_else(TxIdSet::default, Snapshot::id_set);
+    let claimed_ids = Rc::new(RefCell::new(
+        snapshot.map_or_else(TxIdSet::default, Snapshot::id_set),
+    ));
     let pending = Rc::new(RefCell::new(Pending::default()));
     let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Rec>>>::new();
     let probe = ProbeHandle::new();
     {
-        let (part, book) = (Rc::clone(&part), Rc::clone(&book));
+        let (part, book, ids) = (Rc::clone(&part), Rc::clone(&book), Rc::clone(&claimed_ids));
         let (claim_pending, apply_pending) = (Rc::clone(&pending), Rc::clone(&pending));
         let due = Due::new(schedule.as_ref(), start);
         worker.dataflow::<u64, _, _>(|scope| {
@@ -553,10 +616,10 @@ fn run_worker(
                 Exchange::new(|rec: &Rec| u64::from(rec.tx.tx)),
                 "Claim",
                 |_, _| {
-                    let mut ids = claimed_ids;
                     let mut blocks = Blocks::default();
                     let mut due = due;
                     move |(input, frontier), output| {
+                        let mut ids = ids.borrow_mut();
                         let port = output.output_index();
                         input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
                         let snap = |c: u64, ids: &TxIdSet| {
@@ -715,6 +778,10 @@ fn run_worker(
         .map(|(client, account)| (client, *account))
         .collect();
     part.deposits = book.deposits().len() as u64;
+    if keep_state {
+        part.ids = claimed_ids.borrow().iter().collect();
+        part.stored = book.deposits().iter().collect();
+    }
     gather_input.send(part);
     gather_input.close();
     while !gather_probe.done() {
@@ -728,8 +795,22 @@ fn message(error: Error) -> String {
     format!("{:#}", anyhow::Error::from(error))
 }
 
+/// The xxh3-128 of a whole file.
+fn hash_file(path: &Path) -> io::Result<u128> {
+    let mut file = File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hasher.digest128()),
+            n => hasher.update(&buf[..n]),
+        }
+    }
+}
+
 /// Worker 0's view of every part: the run's result.
 fn gather(
+    input: &Path,
     parts: Vec<Part>,
     plan: &Plan,
     settings: &Settings,
@@ -765,7 +846,10 @@ fn gather(
     let mut events: Vec<(u64, Outcome, Vec<u8>)> = Vec::new();
     let mut accounts = Vec::new();
     let (mut applied, mut deposits) = (0, 0);
+    let (mut ids, mut stored) = (Vec::new(), Vec::new());
     for part in parts {
+        ids.extend(part.ids);
+        stored.extend(part.stored);
         for (k, line, outcome, raw) in part.events {
             events.push((before[k as usize] + line, outcome, raw));
         }
@@ -810,10 +894,22 @@ fn gather(
         note.push_str(&format!(", resumed from the checkpoint at block {start}"));
     }
     let notes = vec![note];
-    let end = Position {
+    let mut end = Position {
         offset: plan.len,
         line: sum,
         prefix_hash: 0,
+    };
+    // With a state file: the whole ledger, and the input's identity (the
+    // hash of all its bytes, as a single run records it).
+    let state = match &settings.checkpoints {
+        Some(_) => {
+            end.prefix_hash = hash_file(input).context("hashing the input for the state file")?;
+            let ledger =
+                crate::ledger::Ledger::from_parts(accounts.iter().copied(), stored, ids)
+                    .map_err(|e| anyhow::anyhow!("the cluster's ledger does not add up: {e}"))?;
+            Some(ledger)
+        }
+        None => None,
     };
     Ok(Finished::gathered(
         accounts,
@@ -821,6 +917,7 @@ fn gather(
         deposits as usize,
         notes,
         end,
+        state,
     ))
 }
 
