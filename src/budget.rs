@@ -44,9 +44,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// the default delay their freed blocks stayed resident, and peak RSS on
 /// 5M scattered deposits was 10-35 MiB higher (perf.md, "Memory").
 pub fn tune_allocator() {
-    // SAFETY: mi_option_set only stores the value mimalloc reads when it
-    // decides to purge; any value is valid for this option.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+    set_purge_delay_ms(10);
 }
 
 /// Tunes mimalloc for a cluster run: freed memory stays for mimalloc's
@@ -56,8 +54,14 @@ pub fn tune_allocator() {
 /// process: 3.0-3.95 s -> 1.76-1.96 s, system time 1.3 -> 0.2 s, peak RSS
 /// 115 -> 142 MiB; perf.md, "Cluster mode").
 pub fn tune_allocator_for_dataflow() {
-    // SAFETY: as in `tune_allocator`.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+    set_purge_delay_ms(1000);
+}
+
+/// How long mimalloc keeps freed memory before giving it back.
+fn set_purge_delay_ms(ms: std::ffi::c_long) {
+    // SAFETY: mi_option_set only stores the value mimalloc reads when it
+    // decides to purge; any value is valid for this option.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
 }
 
 /// Sets the budget, in bytes.

@@ -169,13 +169,15 @@ struct Cuts {
     last: Option<(u64, u64)>,
     /// Keep each row's line (only a rejects file needs it).
     keep_raw: bool,
+    /// The buffer line starts are scanned in, allocated once.
+    scan: Vec<u8>,
 }
 
 impl Cuts {
     /// Where block `k` starts: the first line start at or after both
     /// `k x block` and the end of the first non-blank line.
     fn start(&mut self, k: u64) -> io::Result<u64> {
-        let plan = &self.plan;
+        let plan = self.plan;
         if k == 0 {
             return Ok(0);
         }
@@ -190,14 +192,14 @@ impl Cuts {
         }
         // A line starts at `at` if the byte before it ends a line.
         self.file.seek(SeekFrom::Start(at - 1))?;
-        let mut buf = vec![0u8; 64 * 1024];
+        self.scan.resize(64 * 1024, 0);
         let mut pos = at - 1;
         let found = loop {
-            let n = self.file.read(&mut buf)?;
+            let n = self.file.read(&mut self.scan)?;
             if n == 0 {
                 break plan.len;
             }
-            if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+            if let Some(i) = memchr::memchr(b'\n', &self.scan[..n]) {
                 break (pos + i as u64 + 1).min(plan.len);
             }
             pos += n as u64;
@@ -738,6 +740,7 @@ fn run_worker(
                 plan,
                 last: None,
                 keep_raw,
+                scan: Vec::new(),
             };
             while k < plan.blocks {
                 input.advance_to(k);
