@@ -14,8 +14,8 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
 };
-use payments_engine::engine::EngineBuilder;
-use payments_engine::parse::Parser;
+use payments_engine::bench_support::Parser;
+use payments_engine::EngineBuilder;
 use payments_engine::{Amount, Ledger, Tx};
 
 const ROWS: u64 = 1_000_000;
@@ -193,7 +193,7 @@ fn ledger_apply(c: &mut Criterion) {
 /// threads (the pipeline's hand-off cost, without parsing or applying).
 fn lane_handoff(c: &mut Criterion) {
     use payments_engine::bench_support::lane_handoff;
-    use payments_engine::limits::BATCH;
+    const BATCH: usize = EngineBuilder::BATCH;
     const BATCHES_SENT: u64 = 2_000;
     let tx = Tx {
         kind: payments_engine::Kind::Deposit,
@@ -239,29 +239,28 @@ fn end_to_end(c: &mut Criterion) {
 /// Saving and loading the state file of the 1M-row input (in memory, so
 /// the figure is the encoding and the checks, not the disk).
 fn state_file(c: &mut Criterion) {
-    use payments_engine::state;
+    use payments_engine::bench_support::{load_state, save_state};
     use std::io::Cursor;
     let finished = EngineBuilder::new()
         .run_csv(Ledger::new(), &input()[..])
         .unwrap();
     let deposits = finished.measures().deposits as u64;
     let ledger = finished.into_state();
-    let (ids, books) = ledger.parts();
     let mut bytes = Vec::new();
-    state::write(&mut Cursor::new(&mut bytes), ids, &books, &[]).unwrap();
+    save_state(&ledger, &mut Cursor::new(&mut bytes)).unwrap();
     let mut group = c.benchmark_group("state");
     group.throughput(Throughput::Elements(deposits));
     group.sample_size(10);
     group.bench_function("save", |b| {
         b.iter(|| {
             let mut out = Cursor::new(Vec::with_capacity(bytes.len()));
-            let len = state::write(&mut out, ids, &books, &[]).unwrap();
+            let len = save_state(&ledger, &mut out).unwrap();
             assert_eq!(len as usize, bytes.len());
         })
     });
     group.bench_function("load", |b| {
         b.iter(|| {
-            let saved = state::read(&mut Cursor::new(&bytes)).unwrap();
+            let saved = load_state(&mut Cursor::new(&bytes)).unwrap();
             assert_eq!(saved.ledger.deposits().count() as u64, deposits);
         })
     });
@@ -288,7 +287,7 @@ fn thread_cpu() -> Duration {
 /// thread's CPU time, so the parsers and workers beside it do not count.
 fn single_threaded_stages(c: &mut Criterion) {
     use payments_engine::bench_support::block_rows;
-    use payments_engine::store::TxIdSet;
+    use payments_engine::bench_support::TxIdSet;
     let data = input();
     let mut parser = Parser::new(&data[..]);
     let mut claims: Vec<u32> = Vec::new();
@@ -312,7 +311,7 @@ fn single_threaded_stages(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    let block = payments_engine::limits::DEFAULT_BLOCK;
+    let block = payments_engine::EngineBuilder::DEFAULT_BLOCK;
     group.bench_function("hand_out_parsers_2", |b| {
         b.iter_custom(|iters| {
             let start = thread_cpu();

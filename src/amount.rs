@@ -21,12 +21,12 @@ pub const FRACTION_DIGITS: usize = 4;
 ///
 /// Range: `-922337203685477.5808 ..= 922337203685477.5807`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
 pub struct Amount(i64);
 
 /// Why an amount field was not a valid transaction amount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
 pub enum AmountError {
     /// The field is empty.
     Empty,

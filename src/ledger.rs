@@ -35,7 +35,7 @@ use crate::tx::{ClientId, Kind, Tx, TxId};
 /// Why a well-formed transaction was not applied. One variant per SPEC
 /// reason; the declaration order is the order of the rejects-file reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
 pub enum Reject {
     /// Rule 2: a deposit or withdrawal reused a claimed tx id.
     DuplicateTx,
@@ -122,7 +122,7 @@ impl std::error::Error for Reject {}
 
 /// One client's balances. `total` is derived: always `available + held`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
 pub struct Account {
     pub available: Amount,
     pub held: Amount,
@@ -342,7 +342,7 @@ impl Book {
 
     /// A book rebuilt from what a cluster worker saved at a checkpoint (its
     /// own file, checksummed): accounts and applied deposits.
-    #[cfg(feature = "cli")]
+    #[cfg(feature = "cluster")]
     pub(crate) fn from_saved(
         accounts: impl IntoIterator<Item = (ClientId, Account)>,
         deposits: impl IntoIterator<Item = (TxId, Deposit)>,
@@ -401,7 +401,8 @@ fn checked_total(account: &Account) -> Result<Amount, Reject> {
         .ok_or(Reject::Overflow)
 }
 
-/// The whole ledger: rule 2's global tx ids plus a [`Book`]. It is both the
+/// The whole ledger: rule 2's global tx ids plus a book of accounts and
+/// deposits. It is both the
 /// single-threaded state machine ([`Ledger::apply`]) and the ledger's state
 /// as a value, which the engine starts from and hands back, and which can be
 /// split for workers, merged, iterated and rebuilt (see the module docs).
@@ -421,8 +422,9 @@ impl Ledger {
     ///
     /// # Panics
     ///
-    /// If a deposit or withdrawal's amount is not positive (see
-    /// [`Book::apply`]).
+    /// If a deposit or withdrawal's amount is not positive: the parser and
+    /// [`Engine::submit`](crate::Engine::submit) turn such a record into a
+    /// malformed one before it gets here.
     pub fn apply(&mut self, tx: Tx) -> Result<(), Reject> {
         self.apply_ref(&tx)
     }
@@ -435,7 +437,8 @@ impl Ledger {
         self.book.apply(tx, id_is_fresh)
     }
 
-    /// Checks the end-of-run invariants ([`Book::check_invariants`]).
+    /// Checks the end-of-run invariants: every account's total is its
+    /// available plus held, and no amount overflowed. Panics if not (a bug).
     pub fn check_invariants(&self) {
         self.book.check_invariants();
     }
@@ -462,14 +465,14 @@ impl Ledger {
     }
 
     /// The claimed ids and the book, borrowed (the state file writes them).
-    pub fn parts(&self) -> (&TxIdSet, Vec<&Book>) {
+    pub(crate) fn parts(&self) -> (&TxIdSet, Vec<&Book>) {
         (&self.ids, vec![&self.book])
     }
 
     /// Splits the ledger for `workers` (>= 1) workers: the claimed ids, which
     /// the router keeps, and one [`Book`] per worker holding the accounts and
     /// deposits of the clients that [`shard`] gives it.
-    pub fn split(self, workers: usize) -> (TxIdSet, Vec<Book>) {
+    pub(crate) fn split(self, workers: usize) -> (TxIdSet, Vec<Book>) {
         assert!(workers >= 1, "at least one worker");
         if workers == 1 {
             return (self.ids, vec![self.book]);
@@ -481,7 +484,7 @@ impl Ledger {
     /// Puts split parts back together: the claimed ids and books holding
     /// disjoint sets of clients (from [`Ledger::split`] or the workers of a
     /// run).
-    pub fn merge(ids: TxIdSet, books: Vec<Book>) -> Ledger {
+    pub(crate) fn merge(ids: TxIdSet, books: Vec<Book>) -> Ledger {
         let mut books = books;
         if books.len() == 1 {
             let book = books.pop().expect("one book");

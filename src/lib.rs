@@ -1,10 +1,26 @@
 //! An exact, sharded payments engine: deposits, withdrawals, disputes,
 //! resolves and chargebacks in, every client's balances out.
 //!
-//! Data flows one way: bytes -> [`parse`] -> [`engine`] -> (the sharded
-//! pipeline's threads, or the calling thread) -> [`ledger`] -> [`report`].
-//! The binary's `app` and `cli` modules (the default `cli` feature) open
-//! files, draw progress and print; everything else is this library.
+//! # Module map
+//!
+//! Data flows one way, and each module imports only those above it:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `amount`, `tx` | the value types: [`Amount`], [`Tx`], [`Kind`] |
+//! | `store` | the compact stores keyed by tx id (claimed ids, deposits) |
+//! | `ledger` | SPEC's rules as a single-threaded state machine: [`Ledger`] |
+//! | `parse` | bytes to rows: lines, fields, records, the block-parallel reader |
+//! | `report` | outcomes, the [`Tally`], per-row logs merged in line order |
+//! | `engine` | [`EngineBuilder`], the CSV loop, the sequential and sharded paths, [`Finished`] |
+//! | [`durable`] | atomic files, the state file, checkpoints (the engine's supervisor) |
+//! | [`cluster`] | one run across processes on timely-dataflow (feature `cluster`) |
+//!
+//! Threads live in `engine::sharded` (router and workers) and
+//! `parse::blocks` (reader and parsers); the cluster's are timely's. The
+//! binary (`src/bin/payments-engine/`: arguments, input opening, progress,
+//! the commit sequence, the allocator's budget) is one user of this library
+//! among others; nothing here knows it exists.
 //!
 //! Money is an [`Amount`]: a signed 64-bit count of ten-thousandths with
 //! checked arithmetic. The ledger's whole state is a value, a [`Ledger`]:
@@ -17,7 +33,7 @@
 //! tally and the state:
 //!
 //! ```
-//! use payments_engine::engine::Engine;
+//! use payments_engine::Engine;
 //! use payments_engine::{Amount, Kind, Record, Tx};
 //!
 //! let amount = |text: &str| Amount::parse(text.as_bytes()).unwrap();
@@ -47,49 +63,55 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod amount;
-#[cfg(feature = "cli")]
-pub mod app;
-#[cfg(feature = "cli")]
-pub mod budget;
-pub mod checkpoint;
-#[cfg(feature = "cli")]
-pub mod cli;
-#[cfg(feature = "cli")]
-pub use pipeline::cluster;
-pub mod deposits;
+mod amount;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod durable;
-pub mod engine;
-pub mod ledger;
-pub mod parse;
-pub(crate) mod pipeline;
-pub mod report;
-pub mod state;
-pub mod store;
-pub mod tx;
+mod engine;
+mod ledger;
+mod parse;
+mod report;
+mod store;
+mod tx;
 
-pub use amount::Amount;
-pub use engine::{Engine, EngineBuilder, Error, Finished, Record};
-pub use ledger::{Account, Ledger, Reject};
+pub use amount::{Amount, AmountError};
+pub use engine::{Diagnostics, Engine, EngineBuilder, Error, Finished, Measures, Record};
+pub use ledger::{Account, Ledger, Reject, StateError};
+pub use parse::{InputError, Malformed};
+pub use report::{Tally, Verbosity, REJECTS_HEADER};
+pub use store::Deposit;
 pub use tx::{ClientId, Kind, Tx, TxId};
 
-/// Limits of the engine's configuration.
-pub mod limits {
-    pub use crate::pipeline::{
-        BATCH, DEFAULT_BLOCK, MAX_BATCH, MAX_BLOCK, MAX_PARSERS, MAX_WORKERS,
-    };
+/// The line the CSV loop of any run in this process read last (0 before
+/// the first): for a message that must be written without allocating, such
+/// as an out-of-memory handler's. The engine updates it with one relaxed
+/// store per row.
+pub fn last_line_read() -> u64 {
+    engine::LINE_REACHED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Internals exposed only for the benches; not part of the API.
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench_support {
-    pub use crate::pipeline::handoff as lane_handoff;
+    pub use crate::durable::state::read as load_state;
+    pub use crate::engine::lane_handoff;
+    pub use crate::parse::Parser;
+    pub use crate::store::TxIdSet;
+
+    /// Writes `ledger` as a state file with no inputs recorded; its length.
+    pub fn save_state(
+        ledger: &crate::ledger::Ledger,
+        out: &mut (impl std::io::Write + std::io::Seek),
+    ) -> std::io::Result<u64> {
+        let (ids, books) = ledger.parts();
+        crate::durable::state::write(out, ids, &books, &[])
+    }
 
     /// Rows of `data` handed out in file order by a block-parallel parse
     /// with `parsers` parser threads, counted on the calling thread.
     pub fn block_rows(data: &[u8], parsers: usize, block: usize) -> u64 {
-        use crate::parse::RowSource;
-        use crate::pipeline::{BlockOptions, BlockRows};
+        use crate::parse::{BlockOptions, BlockRows, RowSource};
         let options = BlockOptions {
             parsers,
             block,

@@ -33,7 +33,7 @@ pub fn write_accounts<W: Write>(accounts: &[(ClientId, Account)], mut out: W) ->
 
 /// What happened to one row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
 pub enum Outcome {
     Applied,
     /// A well-formed record that a rule rejected.
@@ -199,7 +199,7 @@ pub fn write_reject<W: Write>(
 pub enum Verbosity {
     /// No per-row lines and no summary.
     Quiet,
-    /// The first [`CAP`] lines of each reason, then the summary.
+    /// The first 10 lines of each reason, then the summary.
     Default,
     /// Every per-row line, then the summary.
     Verbose,

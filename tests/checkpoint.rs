@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use payments_engine::checkpoint::{self, Control};
-use payments_engine::engine::EngineBuilder;
-use payments_engine::report::{Verbosity, REJECTS_HEADER};
+use payments_engine::durable::{Control, StateFile};
+use payments_engine::EngineBuilder;
 use payments_engine::{Error, Finished, Ledger};
+use payments_engine::{Verbosity, REJECTS_HEADER};
 use support::Outputs;
 
 /// A reader that raises the stop flag once `after` bytes have been read.
@@ -73,7 +73,7 @@ fn interrupted(
     paths: &[Threads],
     verbosity: Verbosity,
 ) -> Outputs {
-    checkpoint::discard(state).unwrap();
+    StateFile::new(state).discard_checkpoint().unwrap();
     let mut resume = None;
     let mut ledger = Ledger::new();
     for (n, &after) in stops.iter().chain([&usize::MAX]).enumerate() {
@@ -91,14 +91,17 @@ fn interrupted(
         };
         let (w, parsers) = paths[n % paths.len()];
         let engine = engine(w, verbosity).parsers(parsers).block_size(3_000);
-        match engine.run_csv_controlled(ledger, reader, control) {
+        match control.run_csv(&engine, ledger, reader) {
             Ok(finished) => {
-                checkpoint::discard(state).unwrap();
+                StateFile::new(state).discard_checkpoint().unwrap();
                 return outputs(finished);
             }
             Err(Error::Interrupted { checkpointed, .. }) => {
                 assert!(checkpointed);
-                let pending = checkpoint::load(state).unwrap().expect("a checkpoint");
+                let pending = StateFile::new(state)
+                    .load_checkpoint()
+                    .unwrap()
+                    .expect("a checkpoint");
                 ledger = pending.saved.ledger;
                 resume = Some(pending.resume);
             }
@@ -162,8 +165,7 @@ fn stop_halfway(state: &Path, input: &[u8], workers: usize) {
         after: input.len() / 2,
         stop,
     };
-    let stopped =
-        engine(workers, Verbosity::Default).run_csv_controlled(Ledger::new(), reader, control);
+    let stopped = control.run_csv(&engine(workers, Verbosity::Default), Ledger::new(), reader);
     assert!(matches!(stopped, Err(Error::Interrupted { .. })));
 }
 
@@ -187,12 +189,12 @@ fn resuming_on_another_input_or_with_other_reports_is_refused() {
             "--resume needs the interrupted run's",
         ),
     ] {
-        let pending = checkpoint::load(&state).unwrap().unwrap();
+        let pending = StateFile::new(&state).load_checkpoint().unwrap().unwrap();
         let control = Control::new(Arc::new(AtomicUsize::new(0)))
             .checkpoints(&state, None, Vec::new())
             .resuming(pending.resume);
-        let error = engine(1, verbosity)
-            .run_csv_controlled(pending.saved.ledger, &data[..], control)
+        let error = control
+            .run_csv(&engine(1, verbosity), pending.saved.ledger, &data[..])
             .map(drop)
             .unwrap_err();
         assert!(error.to_string().contains(message), "{error}");
@@ -207,21 +209,21 @@ fn a_damaged_checkpoint_is_refused() {
     let state = dir.path().join("state.bin");
     let input = datagen(datagen::Preset::Adversarial, 5_000, 2);
     stop_halfway(&state, &input, 2);
-    let path = checkpoint::checkpoint_path(&state);
+    let path = StateFile::new(&state).checkpoint_path();
     let good = std::fs::read(&path).unwrap();
-    assert!(checkpoint::load(&state).is_ok());
+    assert!(StateFile::new(&state).load_checkpoint().is_ok());
     let mut at = 0;
     while at < good.len() {
         let mut bad = good.clone();
         bad[at] ^= 0x41;
         std::fs::write(&path, &bad).unwrap();
         assert!(
-            checkpoint::load(&state).is_err(),
+            StateFile::new(&state).load_checkpoint().is_err(),
             "a flip at byte {at} went unnoticed"
         );
         at += 1 + at / 7;
     }
     std::fs::write(&path, &good[..good.len() - 1]).unwrap();
-    let error = checkpoint::load(&state).err().unwrap();
+    let error = StateFile::new(&state).load_checkpoint().err().unwrap();
     assert!(error.to_string().starts_with("truncated"), "{error}");
 }

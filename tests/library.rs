@@ -6,8 +6,8 @@ mod support;
 
 use std::error::Error as StdError;
 
-use payments_engine::engine::EngineBuilder;
-use payments_engine::report::Verbosity;
+use payments_engine::EngineBuilder;
+use payments_engine::Verbosity;
 use payments_engine::{Amount, Engine, Error, Kind, Ledger, Record, Reject, Tx};
 use support::{datagen_input, run_csv, run_csv_from};
 
@@ -170,7 +170,7 @@ fn the_state_carries_a_run_into_the_next_for_any_worker_counts() {
         assert_eq!(tally, whole.tally, "{first} then {second} workers");
     }
     // Without the state, B's disputes of A's deposits are unknown.
-    let unknown = |t: &payments_engine::report::Tally| t.rejected_by[Reject::UnknownTx as usize];
+    let unknown = |t: &payments_engine::Tally| t.rejected_by[Reject::UnknownTx as usize];
     assert!(unknown(&alone.tally) > 0);
     assert_ne!(alone.stdout, whole.stdout);
 }

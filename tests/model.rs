@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use reference::Model;
 
-use payments_engine::engine::EngineBuilder;
-use payments_engine::report::Verbosity;
+use payments_engine::EngineBuilder;
+use payments_engine::Verbosity;
 use payments_engine::{Amount, Kind, Ledger, Reject, Tx};
 use proptest::prelude::*;
 
@@ -178,7 +178,7 @@ fn to_csv(txs: &[(Tx, u8)], header: bool, crlf: bool) -> String {
 }
 
 /// Runs the whole engine (parser, ledger, report) over CSV text.
-fn engine(csv: &str) -> (String, payments_engine::report::Tally) {
+fn engine(csv: &str) -> (String, payments_engine::Tally) {
     let outputs = support::run_csv(&EngineBuilder::new(), csv.as_bytes()).unwrap();
     (outputs.stdout, outputs.tally)
 }

@@ -10,9 +10,9 @@ use std::io::{self, Read};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use payments_engine::engine::EngineBuilder;
-use payments_engine::ledger::Reject;
+use payments_engine::EngineBuilder;
 use payments_engine::Error;
+use payments_engine::Reject;
 use support::{datagen_input, run_csv, Outputs};
 
 /// Runs on another thread, failing the test after 60 s (a hang).

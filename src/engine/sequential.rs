@@ -3,7 +3,10 @@
 //! measured against, and the twin whose output every parallel path must
 //! match byte for byte.
 
-use super::{Config, Error, Executor, Finished, Paused};
+use super::config::Config;
+use super::drive::{Executor, Paused};
+use super::error::Error;
+use super::finished::Finished;
 use crate::ledger::Ledger;
 use crate::parse::Malformed;
 use crate::report::{EventLog, Outcome};

@@ -7,9 +7,9 @@
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 
-use payments_engine::engine::EngineBuilder;
-use payments_engine::report::{Tally, REJECTS_HEADER};
+use payments_engine::EngineBuilder;
 use payments_engine::{Error, Ledger};
+use payments_engine::{Tally, REJECTS_HEADER};
 
 /// Everything a run writes.
 #[derive(Debug, PartialEq, Eq)]

@@ -33,10 +33,10 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use timely::progress::frontier::MutableAntichain;
 
-use super::Part;
-use crate::deposits::Deposit;
+use super::input::Part;
 use crate::durable::AtomicFile;
 use crate::ledger::{Account, Book};
+use crate::store::Deposit;
 use crate::store::TxIdSet;
 use crate::tx::{ClientId, TxId};
 
@@ -59,13 +59,13 @@ pub struct CheckpointOptions {
 pub const NOMINAL_BYTES_PER_SECOND: f64 = 64.0 * 1024.0 * 1024.0;
 
 /// The first bytes of a checkpoint file: the kind and the format's version.
-const MAGIC: &[u8; 8] = b"PECLCK\x00\x01";
+pub(super) const MAGIC: &[u8; 8] = b"PECLCK\x00\x01";
 
 /// Checkpoints of this process: every `every` blocks, named after the state
 /// file.
 #[derive(Clone, Debug)]
 pub(super) struct Schedule {
-    /// Blocks between checkpoints (0: none).
+    /// BlockStash between checkpoints (0: none).
     pub every: u64,
     /// The last block + 1: no checkpoint at or past it.
     pub end: u64,
@@ -293,7 +293,7 @@ impl Due {
 /// Snapshots the stages took, waiting for the parse side to pass their
 /// block: claimed ids, and books with their applied count.
 #[derive(Default)]
-pub(super) struct Pending {
+pub(super) struct Assembling {
     pub claims: BTreeMap<u64, Vec<TxId>>,
     pub books: BTreeMap<u64, BookSnapshot>,
 }
@@ -318,7 +318,7 @@ impl BookSnapshot {
     }
 }
 
-impl Pending {
+impl Assembling {
     /// The snapshots whose every part is there, once this worker has parsed
     /// all its blocks before `parsed`; `part` gives the parse side's share.
     pub fn ready(&mut self, parsed: u64, part: &Part) -> Vec<Snapshot> {
@@ -463,7 +463,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_ready_once_both_stages_and_the_parser_passed_it() {
-        let mut pending = Pending::default();
+        let mut pending = Assembling::default();
         let applied = crate::report::Outcome::Applied;
         let part = Part {
             lines: vec![(0, 10), (3, 7)],

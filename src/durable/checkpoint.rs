@@ -44,11 +44,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::durable::AtomicFile;
-use crate::engine::{Error, Executor, Finished, Paused, Supervise};
+use std::io::Read;
+
+use super::atomic::AtomicFile;
+use super::state::{self, InputId, Saved, StateFileError, KIND_CHECKPOINT};
+use crate::engine::{EngineBuilder, Error, Executor, Finished, Paused, Supervise};
+use crate::ledger::Ledger;
 use crate::parse::{self, Columns, Position};
 use crate::report::{self, Carried, EventLog, Journals, Tally, Verbosity};
-use crate::state::{self, InputId, Saved, StateFileError, KIND_CHECKPOINT};
 
 /// Where the checkpoint of a run with state file `state` is kept.
 pub fn checkpoint_path(state: &Path) -> PathBuf {
@@ -129,7 +132,7 @@ pub fn load(state: &Path) -> Result<Option<Pending>, StateFileError> {
 /// Where the run stood at a checkpoint, and what it kept for its reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Progress {
-    parser: parse::Checkpoint,
+    parser: parse::ParserState,
     /// The journals' lengths at the cut.
     verbose_len: u64,
     rejects_len: u64,
@@ -231,7 +234,7 @@ fn decode_progress(bytes: &[u8]) -> Option<Progress> {
         return None;
     }
     Some(Progress {
-        parser: parse::Checkpoint {
+        parser: parse::ParserState {
             at: Position {
                 offset,
                 line,
@@ -353,23 +356,28 @@ impl Control {
         self
     }
 
-    /// Where a resumed parser starts.
-    pub(crate) fn resume_point(&self) -> Option<&parse::Checkpoint> {
-        self.resume.as_ref().map(|r| &r.progress.parser)
-    }
-
-    /// Whether the parser must hash what it reads (to checkpoint it).
-    pub(crate) fn checkpointing(&self) -> bool {
-        self.plan.is_some()
+    /// Runs a whole CSV input through `engine` under this control: stop
+    /// when the flag is raised ([`Error::Interrupted`]), take checkpoints,
+    /// or go on from one (then `ledger` must be the checkpoint's, and
+    /// `source` the same input from its start: its prefix is checked, then
+    /// skipped). Otherwise as [`EngineBuilder::run_csv`].
+    pub fn run_csv(
+        self,
+        engine: &EngineBuilder,
+        ledger: Ledger,
+        source: impl Read + Send,
+    ) -> Result<Finished, Error> {
+        let resume = self.resume.as_ref().map(|r| r.progress.parser);
+        let hashing = self.plan.is_some();
+        let (verbosity, keep_rejects) = engine.reporting();
+        engine.run_source(ledger, source, resume, hashing, || {
+            self.start(verbosity, keep_rejects)
+        })
     }
 
     /// The supervisor of one run: opens the journals (cut back to the
     /// checkpoint's lengths when resuming).
-    pub(crate) fn start(
-        self,
-        verbosity: Verbosity,
-        keep_rejects: bool,
-    ) -> Result<Supervisor, Error> {
+    fn start(self, verbosity: Verbosity, keep_rejects: bool) -> Result<Supervisor, Error> {
         let (progress, carried) = match self.resume {
             Some(Resume { progress, carried }) => (Some(progress), carried),
             None => (None, Carried::default()),
@@ -460,7 +468,7 @@ impl Supervisor {
     fn write(
         plan: &mut Plan,
         carried: &Carried,
-        at: &parse::Checkpoint,
+        at: &parse::ParserState,
         paused: &mut Paused<'_>,
         verbosity: Verbosity,
         keep_rejects: bool,
@@ -515,7 +523,7 @@ impl Supervise for Supervisor {
                 .is_some_and(|next| Instant::now() >= next)
     }
 
-    fn act<E: Executor>(&mut self, at: &parse::Checkpoint, path: &mut E) -> Result<(), Error> {
+    fn act<E: Executor>(&mut self, at: &parse::ParserState, path: &mut E) -> Result<(), Error> {
         let signal = self.stop.load(Ordering::Relaxed);
         let (carried, verbosity, keep_rejects) = (&self.carried, self.verbosity, self.keep_rejects);
         if let Some(plan) = &mut self.plan {
@@ -551,7 +559,7 @@ mod tests {
     #[test]
     fn progress_and_diagnostics_round_trip_and_reject_nonsense() {
         let progress = Progress {
-            parser: parse::Checkpoint {
+            parser: parse::ParserState {
                 at: Position {
                     offset: 1 << 40,
                     line: 77,

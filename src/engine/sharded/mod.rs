@@ -26,9 +26,6 @@
 //! workers. Nothing waits without a bounded park that re-checks the flag, so
 //! nothing hangs.
 
-mod blocks;
-#[cfg(feature = "cli")]
-pub mod cluster;
 mod lane;
 
 use std::collections::VecDeque;
@@ -40,24 +37,19 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::sync::Parker;
 use hdrhistogram::Histogram;
 
-use crate::engine::{Config, Error, Executor, Finished, Paused};
+use super::config::{Config, MAX_WORKERS};
+use super::drive::{Executor, Paused};
+use super::error::Error;
+use super::finished::Finished;
 use crate::ledger::{shard, Book, Ledger};
 use crate::parse::Malformed;
 use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
 use crate::tx::{Tx, TxId};
 
-pub use blocks::{BlockOptions, BlockRows, DEFAULT_BLOCK, MAX_BLOCK};
-#[doc(hidden)]
+#[cfg(feature = "bench")]
 pub use lane::handoff;
 use lane::{Aborted, Batch, Item, Lane, PARK};
-pub use lane::{BATCH, MAX_BATCH};
-
-/// The largest worker count accepted (a limit on threads and lane memory).
-pub const MAX_WORKERS: usize = 256;
-
-/// The largest parser-thread count accepted.
-pub const MAX_PARSERS: usize = 256;
 
 /// How many records the router parses ahead of its tx-id claims. Each
 /// parsed record's list or bitset word is prefetched; with scattered ids the claims'
@@ -751,7 +743,7 @@ mod tests {
     fn a_router_dropped_mid_run_joins_its_workers() {
         use crate::engine::Executor;
         let config = EngineBuilder::new().workers(3).batch_size(2);
-        let mut router = super::Router::start(config.config(), Ledger::new()).unwrap();
+        let mut router = super::Router::start(&config.config, Ledger::new()).unwrap();
         let shared = std::sync::Arc::downgrade(&router.workers.shared);
         for id in 1..=100u32 {
             let tx = Tx {

@@ -6,9 +6,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::app::{Input, Options};
-use crate::cluster::ClusterOptions;
-use crate::engine::EngineBuilder;
-use crate::report::Verbosity;
+use payments_engine::cluster::ClusterOptions;
+use payments_engine::{EngineBuilder, Verbosity};
 
 /// Exact payments engine: reads deposits, withdrawals, disputes, resolves and
 /// chargebacks from CSV and prints every client's balances.
@@ -50,7 +49,7 @@ pub struct Cli {
     /// minus one, at least 1, on up to 3 cores; half the cores after the
     /// router's on more). 0 runs the single-threaded path. The output is
     /// byte-identical for every value.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=crate::limits::MAX_WORKERS as i64))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=payments_engine::EngineBuilder::MAX_WORKERS as i64))]
     pub workers: Option<u16>,
 
     /// Parser threads (default: the cores left after the router and the
@@ -60,7 +59,7 @@ pub struct Cli {
     /// router still claims tx ids in file order. 0 parses on the router
     /// thread. The output is byte-identical for every value; --verbose says
     /// what was chosen.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=crate::limits::MAX_PARSERS as i64))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=payments_engine::EngineBuilder::MAX_PARSERS as i64))]
     pub parsers: Option<u16>,
 
     /// Target size of a parser thread's block (default 1MiB; `64KiB`,
@@ -223,7 +222,7 @@ impl Cli {
             .map_or_else(|| default_parsers(workers), usize::from);
         let block = self
             .block_size
-            .map_or(crate::limits::DEFAULT_BLOCK, |size| {
+            .map_or(payments_engine::EngineBuilder::DEFAULT_BLOCK, |size| {
                 usize::try_from(size.0).unwrap_or(usize::MAX)
             });
         let engine = EngineBuilder::new()
@@ -287,10 +286,10 @@ fn parse_size(text: &str) -> Result<Size, String> {
         .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
-/// A `--block-size`: a size of at most [`crate::limits::MAX_BLOCK`].
+/// A `--block-size`: a size of at most [`payments_engine::EngineBuilder::MAX_BLOCK`].
 fn parse_block_size(text: &str) -> Result<Size, String> {
     let size = parse_size(text)?;
-    if size.0 > crate::limits::MAX_BLOCK as u64 {
+    if size.0 > payments_engine::EngineBuilder::MAX_BLOCK as u64 {
         return Err(format!(
             "{:?} is more than the largest block, 1GiB",
             text.trim()

@@ -37,10 +37,10 @@ use std::thread::{Builder, Scope, ScopedJoinHandle};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::parse::{
-    skip_prefix, Checkpoint, Columns, InputError, Malformed, Parser, Position, Row, RowSource,
-    MAX_LINE,
-};
+use super::error::{InputError, Malformed};
+use super::lines::{skip_prefix, Position, MAX_LINE};
+use super::parser::{Parser, ParserState, Row, RowSource};
+use super::record::Columns;
 use crate::tx::Tx;
 
 /// The default block size: big enough that per-block costs vanish, small
@@ -438,7 +438,7 @@ pub struct BlockRows {
     pool: Sender<Buffers>,
     warnings: Vec<String>,
     /// Where the source stood after the last row of the blocks before.
-    last: Checkpoint,
+    last: ParserState,
     end: Option<Position>,
     abort: Arc<AtomicBool>,
 }
@@ -451,14 +451,14 @@ impl BlockRows {
         scope: &'scope Scope<'scope, '_>,
         mut src: R,
         options: BlockOptions,
-        resume: Option<&Checkpoint>,
+        resume: Option<&ParserState>,
     ) -> Result<(BlockRows, Vec<ScopedJoinHandle<'scope, ()>>), InputError> {
         assert!(options.parsers >= 1 && (1..=MAX_BLOCK).contains(&options.block));
         let (hasher, last) = match resume {
             Some(at) => (Some(skip_prefix(&mut src, &at.at)?), *at),
             None => (
                 options.hashing.then(|| Box::new(Xxh3::new())),
-                Checkpoint {
+                ParserState {
                     at: Position {
                         offset: 0,
                         line: 0,
@@ -533,7 +533,7 @@ impl BlockRows {
     }
 
     /// Where the source stands after row `i` of `block`.
-    fn position_after(&self, block: &Parsed, i: usize) -> Checkpoint {
+    fn position_after(&self, block: &Parsed, i: usize) -> ParserState {
         let row = block.cut.buffers.rows[i];
         let cut = &block.cut;
         let (offset, prefix_hash) = if cut.long {
@@ -548,7 +548,7 @@ impl BlockRows {
             });
             (cut.start + end as u64, hash)
         };
-        Checkpoint {
+        ParserState {
             at: Position {
                 offset,
                 line: self.base_line + u64::from(row.line),
@@ -631,9 +631,9 @@ impl RowSource for BlockRows {
         }
     }
 
-    fn checkpoint(&self) -> Checkpoint {
+    fn state(&self) -> ParserState {
         match (&self.block, self.end) {
-            (_, Some(at)) => Checkpoint { at, ..self.last },
+            (_, Some(at)) => ParserState { at, ..self.last },
             (Some(block), None) if self.index > 0 => self.position_after(block, self.index - 1),
             _ => self.last,
         }
@@ -658,7 +658,7 @@ mod tests {
     /// Every row with the checkpoint after it, then the end position and
     /// every warning, or the error that ended the input.
     type Trace = (
-        Vec<(u64, Vec<u8>, Result<Tx, Malformed>, Checkpoint)>,
+        Vec<(u64, Vec<u8>, Result<Tx, Malformed>, ParserState)>,
         String,
     );
 
@@ -670,9 +670,9 @@ mod tests {
             match rows.next_row() {
                 Ok(Some(row)) => {
                     let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
-                    out.push((line, raw, parsed, rows.checkpoint()));
+                    out.push((line, raw, parsed, rows.state()));
                 }
-                Ok(None) => break format!("end {:?}", rows.checkpoint().at),
+                Ok(None) => break format!("end {:?}", rows.state().at),
                 Err(error) => break format!("error {error}"),
             }
         };

@@ -13,15 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::checkpoint::{self, Control, Resume};
-use crate::cluster::{self, ClusterOptions};
-use crate::durable::AtomicFile;
-use crate::engine::{EngineBuilder, Measures};
-use crate::ledger::Ledger;
-use crate::ledger::Reject;
-use crate::parse::Malformed;
-use crate::report::{self, Tally, Verbosity};
-use crate::state::{self, InputId};
+use payments_engine::cluster::{self, ClusterOptions};
+use payments_engine::durable::{self, AtomicFile, Control, InputId, Resume, StateFile};
+use payments_engine::{EngineBuilder, Ledger, Malformed, Measures, Reject, Tally, Verbosity};
 
 /// Where the transactions come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,8 +270,9 @@ fn load_state(options: &Options) -> anyhow::Result<Start> {
     let Some(path) = &options.state else {
         return Ok(Start::empty());
     };
+    let file = StateFile::new(path);
     let context = || format!("state file {}", path.display());
-    let saved = state::load(path).with_context(context)?;
+    let saved = file.load().with_context(context)?;
     let start = match saved {
         Some(saved) => Start {
             ledger: saved.ledger,
@@ -286,14 +281,15 @@ fn load_state(options: &Options) -> anyhow::Result<Start> {
         },
         None => Start::empty(),
     };
-    let checkpoint = checkpoint::checkpoint_path(path);
-    let pending =
-        checkpoint::load(path).with_context(|| format!("checkpoint {}", checkpoint.display()))?;
+    let checkpoint = file.checkpoint_path();
+    let pending = file
+        .load_checkpoint()
+        .with_context(|| format!("checkpoint {}", checkpoint.display()))?;
     let start = match pending {
         // The run that left it saved its state after all (it died between
         // saving the state and removing its checkpoint): nothing to resume.
         Some(pending) if pending.saved.inputs.len() < start.inputs.len() => {
-            checkpoint::discard(path)
+            file.discard_checkpoint()
                 .with_context(|| format!("removing {}", checkpoint.display()))?;
             start
         }
@@ -318,7 +314,7 @@ fn load_state(options: &Options) -> anyhow::Result<Start> {
         if start.inputs.iter().any(|i| Some(i.size) == size) {
             let file = File::open(input)
                 .with_context(|| format!("cannot open input {}", input.display()))?;
-            let identity = state::identify(file)
+            let identity = durable::identify(file)
                 .with_context(|| format!("reading input {}", input.display()))?;
             check_replay(options, &start.inputs, identity)?;
         }
@@ -369,7 +365,7 @@ pub fn process(
         Some(path) => {
             let mut out = AtomicFile::create(path)
                 .with_context(|| format!("cannot create rejects file {}", path.display()))?;
-            out.write_all(report::REJECTS_HEADER.as_bytes())
+            out.write_all(payments_engine::REJECTS_HEADER.as_bytes())
                 .with_context(|| format!("writing rejects file {}", path.display()))?;
             Some(out)
         }
@@ -421,7 +417,7 @@ pub fn process(
             cluster::run(member, input_path(options), settings, &mut warn)?
                 .expect("process 0 gathers the whole run")
         }
-        None => engine.run_csv_controlled(start.ledger, source, control)?,
+        None => control.run_csv(&engine, start.ledger, source)?,
     };
     // The next state, written and synced beside the state file; committed
     // after the outputs (a failure between the two leaves outputs that a
@@ -438,8 +434,8 @@ pub fn process(
                 size: identity.0,
                 hash: identity.1,
             });
-            let (ids, books) = finished.state_parts();
-            let prepared = state::prepare(path, ids, &books, &inputs)
+            let prepared = StateFile::new(path)
+                .prepare(&finished, &inputs)
                 .with_context(|| format!("writing state file {}", path.display()))?;
             let saved = SavedState {
                 bytes: prepared.bytes,
@@ -508,10 +504,9 @@ pub fn process(
         prepared
             .commit()
             .with_context(|| format!("writing state file {}", path.display()))?;
-        checkpoint::discard(path).with_context(|| {
-            let checkpoint = checkpoint::checkpoint_path(path);
-            format!("removing {}", checkpoint.display())
-        })?;
+        let file = StateFile::new(path);
+        file.discard_checkpoint()
+            .with_context(|| format!("removing {}", file.checkpoint_path().display()))?;
     }
     if options.output.is_none() {
         match finished.write_accounts(BufWriter::with_capacity(256 * 1024, stdout)) {

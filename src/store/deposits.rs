@@ -29,8 +29,8 @@
 //! a run's peak is its end state, not 1.5x of it (the old per-leaf hash maps
 //! cost 22 bytes a deposit at 44-87% load, and doubled).
 
+use super::leaf::{prefetch, prefetch_all, rank, split, LEAF_BITS, LEAF_IDS, LEAVES};
 use crate::amount::Amount;
-use crate::store::{prefetch, prefetch_all, LEAF_BITS, LEAF_IDS, LEAVES};
 use crate::tx::{ClientId, TxId};
 
 /// A sparse leaf becomes dense when it holds this many deposits, half its
@@ -49,14 +49,9 @@ const DISPUTED: u32 = 1 << 31;
 /// A word's amount part when the amount is in the side table.
 const BIG: u32 = DISPUTED - 1;
 
-#[inline]
-fn split(id: TxId) -> (usize, usize) {
-    ((id >> LEAF_BITS) as usize, (id as usize) & (LEAF_IDS - 1))
-}
-
 /// One applied deposit as the ledger sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cli", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
 pub struct Deposit {
     pub client: ClientId,
     pub amount: Amount,
@@ -146,7 +141,7 @@ impl SparseLeaf {
     fn chunk_of(&self, slot: u16) -> usize {
         self.more
             .as_ref()
-            .map_or(0, |more| crate::store::rank(&more.starts, slot))
+            .map_or(0, |more| rank(&more.starts, slot))
     }
 
     #[inline]
@@ -452,11 +447,6 @@ impl DepositStore {
     /// Number of stored deposits.
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// True when no deposit is stored.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Bytes held by the store (directory, leaves, chunks, big amounts),

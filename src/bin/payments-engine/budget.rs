@@ -72,11 +72,6 @@ pub fn set_limit(bytes: u64) {
     );
 }
 
-/// Bytes the program holds now.
-pub fn held() -> usize {
-    HELD.load(Ordering::Relaxed)
-}
-
 /// The default budget: the cgroup's memory limit, else the machine's memory.
 pub fn default_limit() -> Option<u64> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
@@ -202,7 +197,7 @@ fn out_of_memory(size: usize, refused: Refused) -> ! {
         line,
         "payments-engine: error: out of memory after line {}: the engine held {:.1} MiB \
          and asked for {size} bytes more",
-        crate::engine::LINE_REACHED.load(Ordering::Relaxed),
+        payments_engine::last_line_read(),
         mib(held),
     );
     let _ = match refused {

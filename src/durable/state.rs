@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-use crate::durable::{self, AtomicFile};
+use super::atomic::{self, AtomicFile};
 use crate::ledger::{sorted_accounts, Account, Book, Ledger, StateError};
 use crate::store::{Deposit, DepositStore, IdLeaf, TxIdSet, LEAF_BITS, LEAF_IDS, LEAVES};
 use crate::tx::ClientId;
@@ -227,9 +227,9 @@ impl Prepared {
 /// link under a temporary name, renamed over the old `.prev` (a copy where
 /// the file system has no hard links).
 fn keep_previous(path: &Path) -> io::Result<()> {
-    let temp = durable::directory_of(path).join(format!(
+    let temp = atomic::directory_of(path).join(format!(
         "{}prev-{}",
-        durable::TEMP_PREFIX,
+        atomic::TEMP_PREFIX,
         std::process::id()
     ));
     let _ = fs::remove_file(&temp);
@@ -465,7 +465,7 @@ fn file_word(deposit: &Deposit) -> u64 {
 fn from_file_word(client: ClientId, word: u64) -> Deposit {
     Deposit {
         client,
-        amount: crate::Amount::from_raw((word & !FILE_DISPUTED) as i64),
+        amount: crate::amount::Amount::from_raw((word & !FILE_DISPUTED) as i64),
         disputed: word & FILE_DISPUTED != 0,
     }
 }
@@ -711,7 +711,9 @@ fn read_accounts(r: &mut (impl Read + ?Sized), len: u64) -> Result<Vec<(ClientId
         ensure(row[2] <= 1 && row[3..8] == [0; 5])?;
         ensure(accounts.last().map_or(true, |&(last, _)| client > last))?;
         let money = |at: usize| {
-            crate::Amount::from_raw(i64::from_le_bytes(row[at..at + 8].try_into().expect("8")))
+            crate::amount::Amount::from_raw(i64::from_le_bytes(
+                row[at..at + 8].try_into().expect("8"),
+            ))
         };
         accounts.push((
             client,

@@ -4,18 +4,22 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
-use payments_engine::cli::Cli;
+mod app;
+mod budget;
+mod cli;
+
+use cli::Cli;
 use payments_engine::Error;
 
 /// mimalloc under a memory budget: running out is a clean fatal error.
 #[global_allocator]
-static GLOBAL: payments_engine::budget::Budget = payments_engine::budget::Budget;
+static GLOBAL: budget::Budget = budget::Budget;
 
 /// Every message this program prints on stderr starts with its name.
 const NAME: &str = "payments-engine";
 
 fn main() -> ExitCode {
-    payments_engine::budget::tune_allocator();
+    budget::tune_allocator();
     // A worker's panic is reported once, by the engine, as the run's error;
     // any other thread's panic keeps the default report.
     let default_hook = std::panic::take_hook();
@@ -45,21 +49,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if let Some(bytes) = cli
-        .max_memory
-        .map(|m| m.0)
-        .or_else(payments_engine::budget::default_limit)
-    {
-        payments_engine::budget::set_limit(bytes);
+    if let Some(bytes) = cli.max_memory.map(|m| m.0).or_else(budget::default_limit) {
+        budget::set_limit(bytes);
     }
     let options = cli.into_options();
-    match payments_engine::app::run(&options, &mut io::stdout().lock(), &mut io::stderr().lock()) {
+    match app::run(&options, &mut io::stdout().lock(), &mut io::stderr().lock()) {
         Ok(stats) if options.fail_on_malformed && stats.tally.malformed() > 0 => {
             eprintln!(
                 "{NAME}: {} rows were malformed (--fail-on-malformed)",
                 stats.tally.malformed()
             );
-            ExitCode::from(payments_engine::app::EXIT_MALFORMED)
+            ExitCode::from(app::EXIT_MALFORMED)
         }
         Ok(_) => ExitCode::SUCCESS,
         // Stopped by a signal: where, and how to go on; 128 + the signal.

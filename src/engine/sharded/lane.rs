@@ -30,13 +30,10 @@ use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::sync::{Parker, Unparker};
 use crossbeam_utils::Backoff;
 
+#[cfg(any(test, feature = "bench"))]
+use crate::engine::config::BATCH;
+use crate::engine::config::MAX_BATCH;
 use crate::tx::Tx;
-
-/// Records per batch, by default.
-pub const BATCH: usize = 1024;
-/// The most records a batch may hold: the raw-line arena's u32 offsets must
-/// hold a full batch of the longest lines (65,536 x 4,097 bytes < 2^32).
-pub const MAX_BATCH: usize = 65_536;
 /// Batches in circulation per worker (the lane's capacity).
 pub(crate) const BATCHES: usize = 4;
 /// Longest single park; a wait re-checks the abort flag at least this often.
@@ -215,7 +212,7 @@ fn wait<T>(
 /// The lane's hand-off alone, for the `lane/handoff` bench: sends `batches`
 /// full batches of default size from this thread to a consumer thread that
 /// sums their line numbers, and returns the sum. Not part of the API.
-#[doc(hidden)]
+#[cfg(feature = "bench")]
 pub fn handoff(batches: u64, item_tx: Tx) -> u64 {
     let (router, worker) = (Parker::new(), Parker::new());
     let abort = AtomicBool::new(false);

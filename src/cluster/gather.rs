@@ -1,0 +1,139 @@
+//! Worker 0's last step: every worker's part in, the run's [`Finished`]
+//! out, as a single-machine run would have it.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use super::input::{InputPlan, Part};
+use super::run::Settings;
+use crate::durable::state::identify;
+use crate::engine::{block_size_text, early_malformed_warning, Error, Finished, EARLY_ROWS};
+use crate::parse::Position;
+use crate::report::{EventLog, Outcome};
+
+/// The cluster a run had, for `--verbose`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shape {
+    pub(super) processes: usize,
+    pub(super) workers: usize,
+    /// The checkpoint block it went on from (0: the start).
+    pub(super) start: u64,
+}
+
+/// Worker 0's view of every part: the run's result.
+pub(super) fn gather(
+    input: &Path,
+    parts: Vec<Part>,
+    plan: &InputPlan,
+    settings: &Settings,
+    shape: Shape,
+    warn: &mut dyn FnMut(String),
+) -> anyhow::Result<Finished> {
+    // The input ends at the first block that failed, as it would have in
+    // one process.
+    if let Some((_, text)) = parts.iter().filter_map(|p| p.error.clone()).min() {
+        bail!("{text}");
+    }
+    // Lines per block (a block inside a long line has none and is not
+    // listed), then the lines before each block.
+    let mut before = vec![0u64; plan.blocks as usize];
+    for &(k, lines) in parts.iter().flat_map(|p| &p.lines) {
+        before[k as usize] = lines;
+    }
+    let mut sum = 0u64;
+    for count in before.iter_mut() {
+        (*count, sum) = (sum, sum + *count);
+    }
+    for text in parts.iter().flat_map(|p| p.warnings.iter()) {
+        warn(text.clone());
+    }
+    // The first well-formed row: are the rows before it many and all
+    // malformed, as a single run would warn?
+    let first_ok = parts
+        .iter()
+        .flat_map(|p| &p.first_ok)
+        .map(|&(k, line)| before[k as usize] + line)
+        .min()
+        .unwrap_or(u64::MAX);
+    let mut events: Vec<(u64, Outcome, Vec<u8>)> = Vec::new();
+    let mut accounts = Vec::new();
+    let (mut applied, mut deposits) = (0, 0);
+    let (mut ids, mut stored) = (Vec::new(), Vec::new());
+    for part in parts {
+        ids.extend(part.ids);
+        stored.extend(part.stored);
+        for (k, line, outcome, raw) in part.events {
+            events.push((before[k as usize] + line, outcome, raw));
+        }
+        accounts.extend(part.accounts);
+        applied += part.applied;
+        deposits += part.deposits;
+    }
+    events.sort_unstable_by_key(|event| event.0);
+    if settings.strict {
+        let first = events.iter().find_map(|&(line, outcome, _)| match outcome {
+            Outcome::Malformed(reason) => Some((line, reason)),
+            _ => None,
+        });
+        if let Some((line, reason)) = first {
+            return Err(Error::Strict { line, reason }.into());
+        }
+    }
+    let early = EARLY_ROWS as usize;
+    if let Some(&(line, Outcome::Malformed(reason), _)) = events.get(early - 1) {
+        let all = events[..early]
+            .iter()
+            .all(|e| matches!(e.1, Outcome::Malformed(_)));
+        if all && line < first_ok {
+            warn(early_malformed_warning(line, reason.describe()));
+        }
+    }
+    let mut log =
+        EventLog::new(settings.verbosity, settings.keep_rejects).map_err(Error::CreateSpool)?;
+    for (line, outcome, raw) in &events {
+        log.record(*line, *outcome, raw)
+            .map_err(Error::WriteSpool)?;
+    }
+    log.tally.applied += applied;
+    let block = block_size_text(plan.block);
+    let Shape {
+        processes,
+        workers,
+        start,
+    } = shape;
+    let mut note = format!("cluster: {processes} processes x {workers} workers, blocks of {block}");
+    if start > 0 {
+        note.push_str(&format!(", resumed from the checkpoint at block {start}"));
+    }
+    let notes = vec![note];
+    let mut end = Position {
+        offset: plan.len,
+        line: sum,
+        prefix_hash: 0,
+    };
+    // With a state file: the whole ledger, and the input's identity (the
+    // hash of all its bytes, as a single run records it).
+    let state = match &settings.checkpoints {
+        Some(_) => {
+            let file =
+                std::fs::File::open(input).context("hashing the input for the state file")?;
+            end.prefix_hash = identify(file)
+                .context("hashing the input for the state file")?
+                .1;
+            let ledger =
+                crate::ledger::Ledger::from_parts(accounts.iter().copied(), stored, ids)
+                    .map_err(|e| anyhow::anyhow!("the cluster's ledger does not add up: {e}"))?;
+            Some(ledger)
+        }
+        None => None,
+    };
+    Ok(Finished::gathered(
+        accounts,
+        log,
+        deposits as usize,
+        notes,
+        end,
+        state,
+    ))
+}

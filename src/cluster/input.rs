@@ -1,0 +1,202 @@
+//! The input as every process sees it: cut into blocks at fixed offsets
+//! moved to line starts, each block parsed by the worker it falls to, and
+//! what a worker keeps of its blocks for worker 0.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Error;
+use crate::ledger::Account;
+use crate::parse::{first_line_end, Columns, Parser};
+use crate::report::Outcome;
+use crate::store::Deposit;
+use crate::tx::{ClientId, Tx, TxId};
+
+/// How the input is cut: the same on every process.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct InputPlan {
+    pub(super) len: u64,
+    pub(super) block: u64,
+    pub(super) blocks: u64,
+    /// Where the first non-blank line ends: no block but block 0 starts
+    /// before it.
+    pub(super) first_end: u64,
+    /// The columns that line names.
+    pub(super) columns: Columns,
+}
+
+impl InputPlan {
+    pub(super) fn of(path: &Path, block: usize) -> Result<InputPlan, Error> {
+        let file = File::open(path).map_err(|e| Error::Input(e.into()))?;
+        let len = file.metadata().map_err(|e| Error::Input(e.into()))?.len();
+        let (first_end, columns) = first_line_end(&file).map_err(Error::Input)?;
+        let block = block as u64;
+        Ok(InputPlan {
+            len,
+            block,
+            blocks: len.div_ceil(block).max(1),
+            first_end,
+            columns,
+        })
+    }
+}
+
+/// A worker's reader of the input: where its blocks start, and their rows.
+pub(super) struct Cuts {
+    pub(super) file: File,
+    pub(super) plan: InputPlan,
+    /// The last scan for a line start: from where, and what it found. A
+    /// long line spans many blocks; each worker scans it once.
+    pub(super) last: Option<(u64, u64)>,
+    /// Keep each row's line (only a rejects file needs it).
+    pub(super) keep_raw: bool,
+    /// The buffer line starts are scanned in, allocated once.
+    pub(super) scan: Vec<u8>,
+}
+
+impl Cuts {
+    /// Where block `k` starts: the first line start at or after both
+    /// `k x block` and the end of the first non-blank line.
+    pub(super) fn start(&mut self, k: u64) -> io::Result<u64> {
+        let plan = self.plan;
+        if k == 0 {
+            return Ok(0);
+        }
+        let at = k.saturating_mul(plan.block).max(plan.first_end);
+        if at >= plan.len {
+            return Ok(plan.len);
+        }
+        if let Some((from, found)) = self.last {
+            if (from..=found).contains(&at) {
+                return Ok(found);
+            }
+        }
+        // A line starts at `at` if the byte before it ends a line.
+        self.file.seek(SeekFrom::Start(at - 1))?;
+        self.scan.resize(64 * 1024, 0);
+        let mut pos = at - 1;
+        let found = loop {
+            let n = self.file.read(&mut self.scan)?;
+            if n == 0 {
+                break plan.len;
+            }
+            if let Some(i) = memchr::memchr(b'\n', &self.scan[..n]) {
+                break (pos + i as u64 + 1).min(plan.len);
+            }
+            pos += n as u64;
+        };
+        self.last = Some((at, found));
+        Ok(found)
+    }
+}
+
+/// A well-formed record on its way through the dataflow; its block is its
+/// timestamp.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct Rec {
+    /// Line within the block, from 1.
+    pub(super) line: u64,
+    pub(super) tx: Tx,
+    /// The outcome of its claim (deposits and withdrawals).
+    pub(super) fresh: bool,
+    /// The original line, for the rejects file (empty without one).
+    pub(super) raw: Vec<u8>,
+}
+
+/// What one worker sends to worker 0 at the end.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct Part {
+    pub(super) accounts: Vec<(ClientId, Account)>,
+    /// Rows not applied: (block, line within it, outcome, raw line).
+    pub(super) events: Vec<(u64, u64, Outcome, Vec<u8>)>,
+    pub(super) applied: u64,
+    pub(super) deposits: u64,
+    /// (block, lines in it) for the blocks this worker parsed.
+    pub(super) lines: Vec<(u64, u64)>,
+    /// The header's warnings (block 0's parser).
+    pub(super) warnings: Vec<String>,
+    /// (block, line of its first well-formed row) for the blocks this
+    /// worker parsed that have one.
+    pub(super) first_ok: Vec<(u64, u64)>,
+    /// The error that ended the input at a block: (block, message).
+    pub(super) error: Option<(u64, String)>,
+    /// With a state file: the ids this worker claimed and the deposits it
+    /// stores, for process 0 to save the whole ledger.
+    pub(super) ids: Vec<TxId>,
+    pub(super) stored: Vec<(TxId, Deposit)>,
+}
+
+impl Part {
+    /// What the parse side kept of the blocks before `c` (the stages'
+    /// share is snapshotted by the stages themselves).
+    pub(super) fn before(&self, c: u64) -> Part {
+        let early = |v: &[(u64, u64)]| v.iter().copied().filter(|&(k, _)| k < c).collect();
+        Part {
+            accounts: Vec::new(),
+            events: self.events.iter().filter(|e| e.0 < c).cloned().collect(),
+            applied: self.applied,
+            deposits: 0,
+            lines: early(&self.lines),
+            warnings: self.warnings.clone(),
+            first_ok: early(&self.first_ok),
+            error: None,
+            ids: Vec::new(),
+            stored: Vec::new(),
+        }
+    }
+}
+
+/// Parses block `k`: well-formed records into `recs`, malformed rows as
+/// events, its line count (when it has lines) and its warnings into `part`.
+pub(super) fn read_block(
+    cuts: &mut Cuts,
+    k: u64,
+    recs: &mut Vec<Rec>,
+    part: &mut Part,
+) -> Result<(), Error> {
+    let io = |e: io::Error| Error::Input(e.into());
+    let start = cuts.start(k).map_err(io)?;
+    let end = cuts.start(k + 1).map_err(io)?;
+    if start >= end {
+        // Inside a long line, or past the end: no lines.
+        return Ok(());
+    }
+    cuts.file.seek(SeekFrom::Start(start)).map_err(io)?;
+    let range = (&cuts.file).take(end - start);
+    let mut parser = if k == 0 {
+        Parser::within(range, true, Columns::POSITIONAL, false)
+    } else {
+        Parser::within(range, false, cuts.plan.columns, true)
+    };
+    let mut first_ok = None;
+    let keep_raw = cuts.keep_raw;
+    while let Some(row) = parser.next_row().map_err(Error::Input)? {
+        let raw = if keep_raw {
+            row.raw.to_vec()
+        } else {
+            Vec::new()
+        };
+        match row.parsed {
+            Ok(tx) => {
+                first_ok.get_or_insert(row.line);
+                recs.push(Rec {
+                    line: row.line,
+                    tx,
+                    fresh: false,
+                    raw,
+                });
+            }
+            Err(reason) => {
+                let outcome = Outcome::Malformed(reason);
+                part.events.push((k, row.line, outcome, raw));
+            }
+        }
+    }
+    part.lines.push((k, parser.lines_read()));
+    part.warnings.extend(parser.take_warnings());
+    part.first_ok.extend(first_ok.map(|line| (k, line)));
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The CSV loop, written once and compiled once per path: parse a row,
+//! apply it or log it, ask the supervisor between rows.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::error::Error;
+use super::finished::Finished;
+use crate::ledger::Book;
+use crate::parse::{Malformed, ParserState, RowSource};
+use crate::report::EventLog;
+use crate::store::TxIdSet;
+use crate::tx::Tx;
+
+/// What each execution path does with a stream of records.
+pub(crate) trait Executor {
+    /// Applies one well-formed record found at `line`; `raw` is its original
+    /// line (kept only for a rejects file).
+    fn apply(&mut self, line: u64, tx: &Tx, raw: &[u8]) -> Result<(), Error>;
+    /// Logs one malformed record.
+    fn malformed(&mut self, line: u64, reason: Malformed, raw: &[u8]) -> Result<(), Error>;
+    /// Brings every record submitted so far to its book (the pipeline's
+    /// barrier), then lends `f` the whole state and every log, and goes on
+    /// when it returns.
+    fn pause(&mut self, f: &mut dyn FnMut(Paused<'_>) -> Result<(), Error>) -> Result<(), Error>;
+    /// Drains everything in flight and hands back the result.
+    fn finish(self) -> Result<Finished, Error>;
+}
+
+/// Everything a paused run holds: the claimed ids, every book, every log.
+pub(crate) struct Paused<'a> {
+    pub ids: &'a TxIdSet,
+    pub books: Vec<&'a Book>,
+    pub logs: Vec<&'a mut EventLog>,
+}
+
+/// The line the CSV loop last read (any run in this process), for a message
+/// that must be written without allocating: the binary's out-of-memory
+/// line. One relaxed store per row.
+pub static LINE_REACHED: AtomicU64 = AtomicU64::new(0);
+
+/// Rows watched at the start of a run: if all are malformed, say so then.
+pub(crate) const EARLY_ROWS: u32 = 1_000;
+
+/// What the CSV loop asks between records (checkpoints, a stop), and tells
+/// as it goes (warnings).
+pub(crate) trait Supervise {
+    /// Whether the loop reports warnings (the header's, an input whose first
+    /// rows are all malformed). False compiles the watching away.
+    const WARNS: bool;
+    /// A warning for the user, while the run goes on.
+    fn warn(&mut self, text: String);
+    /// Whether to call [`Supervise::act`] before the next record: cheap,
+    /// asked before every one.
+    fn due(&mut self) -> bool;
+    /// At a record boundary (`at`): take a checkpoint, or stop with
+    /// [`Error::Interrupted`].
+    fn act<E: Executor>(&mut self, at: &ParserState, path: &mut E) -> Result<(), Error>;
+    /// Adds what the supervisor carried (rows before a checkpoint).
+    fn finish(self, finished: &mut Finished);
+}
+
+/// A run nobody watches: compiled away.
+pub(crate) struct Unsupervised;
+
+impl Supervise for Unsupervised {
+    const WARNS: bool = false;
+
+    fn warn(&mut self, _: String) {}
+
+    #[inline(always)]
+    fn due(&mut self) -> bool {
+        false
+    }
+
+    fn act<E: Executor>(&mut self, _: &ParserState, _: &mut E) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn finish(self, _: &mut Finished) {}
+}
+
+/// The CSV loop, once for both paths: parse, apply or log, finish.
+pub(crate) fn drive<E: Executor, S: Supervise>(
+    mut parser: impl RowSource,
+    strict: bool,
+    mut path: E,
+    mut supervisor: S,
+) -> Result<Finished, Error> {
+    // Rows watched so far at the start, and how many of them were malformed.
+    let (mut watched, mut early_malformed) = (0u32, 0u32);
+    loop {
+        if supervisor.due() {
+            supervisor.act(&parser.state(), &mut path)?;
+        }
+        if S::WARNS && watched < EARLY_ROWS {
+            for text in parser.take_warnings() {
+                supervisor.warn(text);
+            }
+        }
+        // Matched in place, not through `map_err` and `?`: converting the
+        // result moved every row into a new enum layout, byte by byte.
+        let row = match parser.next_row() {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(error) => return Err(Error::Input(error)),
+        };
+        LINE_REACHED.store(row.line, Ordering::Relaxed);
+        if S::WARNS && watched < EARLY_ROWS {
+            watched += 1;
+            early_malformed += u32::from(row.parsed.is_err());
+            if watched == EARLY_ROWS && early_malformed == EARLY_ROWS {
+                let reason = row.parsed.err().map_or("", Malformed::describe);
+                supervisor.warn(early_malformed_warning(row.line, reason));
+            }
+        }
+        // The record is borrowed where the parser left it: copying it out
+        // of the row first cost the single-threaded path 13% (perf.md).
+        match &row.parsed {
+            Ok(tx) => path.apply(row.line, tx, row.raw)?,
+            &Err(reason) if strict => {
+                return Err(Error::Strict {
+                    line: row.line,
+                    reason,
+                })
+            }
+            &Err(reason) => path.malformed(row.line, reason, row.raw)?,
+        }
+    }
+    if S::WARNS {
+        for text in parser.take_warnings() {
+            supervisor.warn(text);
+        }
+    }
+    let end = parser.state().at;
+    let mut finished = path.finish()?;
+    supervisor.finish(&mut finished);
+    finished.input = Some(end);
+    Ok(finished)
+}
+
+/// The warning for an input whose first [`EARLY_ROWS`] rows are all
+/// malformed, the last of them at `line`.
+pub(crate) fn early_malformed_warning(line: u64, reason: &str) -> String {
+    format!(
+        "the first {EARLY_ROWS} rows are all malformed (the last: line {line}, {reason}); \
+         is this the right file and format?"
+    )
+}
+
+/// A block size as `--verbose` prints it: bytes below 1 KiB, else KiB.
+pub(crate) fn block_size_text(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        _ => format!("{} KiB", bytes.div_ceil(1024)),
+    }
+}

@@ -1,0 +1,282 @@
+//! Lines: the input read in large reads, cut at line ends with `memchr`,
+//! a BOM and CRs handled, each line numbered, over-long lines skipped
+//! through to their end.
+
+use std::io::{self, Read};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::error::InputError;
+
+/// The longest legal line, line end excluded.
+pub const MAX_LINE: usize = 4096;
+/// Bytes requested from the input per read.
+pub const READ_SIZE: usize = 256 * 1024;
+
+/// Reads the first `at.offset` bytes of `src` and checks that they hash to
+/// `at.prefix_hash` (the input is the one the position was taken on); the
+/// hasher, to go on hashing from there.
+pub fn skip_prefix(src: &mut impl Read, at: &Position) -> Result<Box<Xxh3>, InputError> {
+    let mut hasher = Box::new(Xxh3::new());
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut left = at.offset;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match src.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(InputError::Io(e)),
+        };
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    if left > 0 || hasher.digest128() != at.prefix_hash {
+        return Err(InputError::NotTheCheckpointedInput { offset: at.offset });
+    }
+    Ok(hasher)
+}
+
+/// One physical line, as a place in the [`LineReader`]'s buffers; read its
+/// bytes with [`LineReader::bytes`] (valid until the next line is read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Line {
+    /// Physical line number, from 1.
+    pub number: u64,
+    /// True when the line was longer than [`MAX_LINE`]: its bytes are then
+    /// its first [`MAX_LINE`] bytes only.
+    pub too_long: bool,
+    start: usize,
+    len: usize,
+    /// The bytes sit in the long-line prefix buffer, not the block buffer.
+    in_prefix: bool,
+}
+
+/// Splits a byte stream into lines, reading in [`READ_SIZE`]-sized reads.
+pub struct LineReader<R> {
+    src: R,
+    pub(super) buf: Box<[u8]>,
+    pub(super) start: usize,
+    end: usize,
+    eof: bool,
+    started: bool,
+    pub(super) number: u64,
+    /// The first [`MAX_LINE`] bytes of the over-long line being skipped.
+    long_prefix: Box<[u8]>,
+    /// Bytes consumed and dropped from the front of `buf` so far.
+    dropped: u64,
+    /// A hash of the bytes consumed, when checkpoints need one: everything
+    /// before `buf[hashed]` is in it.
+    hasher: Option<Box<Xxh3>>,
+    hashed: usize,
+}
+
+/// Where a reader stands at a record boundary: what a checkpoint records to
+/// continue from, and what a resumed reader checks its input against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Bytes of the input consumed: everything before the next line.
+    pub offset: u64,
+    /// Physical lines read (the next line's number is one more).
+    pub line: u64,
+    /// xxh3-128 of the `offset` bytes consumed (0 when not hashing).
+    pub prefix_hash: u128,
+}
+
+impl<R: Read> LineReader<R> {
+    pub fn new(src: R) -> Self {
+        LineReader {
+            src,
+            buf: vec![0u8; READ_SIZE + MAX_LINE + 2].into(),
+            start: 0,
+            end: 0,
+            eof: false,
+            started: false,
+            number: 0,
+            long_prefix: vec![0u8; MAX_LINE].into(),
+            dropped: 0,
+            hasher: None,
+            hashed: 0,
+        }
+    }
+
+    #[cfg(feature = "cluster")]
+    /// A reader that starts at the start of a line of the input, in the
+    /// middle of it when `at_input_start` is false (no BOM is looked for
+    /// there). Lines are numbered from 1.
+    pub fn from_line_start(src: R, at_input_start: bool) -> Self {
+        LineReader {
+            started: !at_input_start,
+            ..LineReader::new(src)
+        }
+    }
+
+    /// A reader that also hashes what it consumes, for [`Self::position`].
+    pub fn hashing(src: R) -> Self {
+        LineReader {
+            hasher: Some(Box::new(Xxh3::new())),
+            ..LineReader::new(src)
+        }
+    }
+
+    /// A hashing reader that continues at `at`: it reads the first
+    /// `at.offset` bytes of `src` and checks they hash to `at.prefix_hash`
+    /// (the input is the one the position was taken on), then numbers lines
+    /// from `at.line + 1`.
+    pub fn resume(mut src: R, at: &Position) -> Result<Self, InputError> {
+        let hasher = skip_prefix(&mut src, at)?;
+        let mut reader = LineReader::new(src);
+        reader.hasher = Some(hasher);
+        // Nothing read yet: the BOM check is still to come.
+        reader.started = at.offset > 0 || at.line > 0;
+        reader.number = at.line;
+        reader.dropped = at.offset;
+        Ok(reader)
+    }
+
+    /// Where the reader stands: right after the last line it handed out.
+    pub fn position(&self) -> Position {
+        let prefix_hash = self.hasher.as_ref().map_or(0, |hasher| {
+            let mut hasher = hasher.clone();
+            hasher.update(&self.buf[self.hashed..self.start]);
+            hasher.digest128()
+        });
+        Position {
+            offset: self.dropped + self.start as u64,
+            line: self.number,
+            prefix_hash,
+        }
+    }
+
+    /// Moves the unread tail to the front and reads more. Returns false at EOF.
+    fn refill(&mut self) -> io::Result<bool> {
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&self.buf[self.hashed..self.start]);
+        }
+        self.hashed = 0;
+        self.dropped += self.start as u64;
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        loop {
+            match self.src.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The bytes of `line` (line end excluded, cut at [`MAX_LINE`]).
+    pub fn bytes(&self, line: &Line) -> &[u8] {
+        let buf = if line.in_prefix {
+            &self.long_prefix
+        } else {
+            &self.buf
+        };
+        &buf[line.start..line.start + line.len]
+    }
+
+    fn line(&mut self, start: usize, mut len: usize) -> Line {
+        self.number += 1;
+        let too_long = len > MAX_LINE;
+        len = len.min(MAX_LINE);
+        Line {
+            number: self.number,
+            too_long,
+            start,
+            len,
+            in_prefix: false,
+        }
+    }
+
+    /// The next line, or `None` at the end of the input.
+    pub fn next_line(&mut self) -> io::Result<Option<Line>> {
+        if !self.started {
+            self.started = true;
+            // A BOM may arrive split across reads: gather 3 bytes first.
+            while self.end < 3 && self.refill()? {}
+            if self.buf[..self.end].starts_with(b"\xEF\xBB\xBF") {
+                self.start = 3;
+            }
+        }
+        loop {
+            let pending = &self.buf[self.start..self.end];
+            if let Some(pos) = memchr::memchr(b'\n', pending) {
+                let line_start = self.start;
+                self.start += pos + 1;
+                let crlf = pos > 0 && self.buf[line_start + pos - 1] == b'\r';
+                return Ok(Some(self.line(line_start, pos - usize::from(crlf))));
+            }
+            if self.eof {
+                if pending.is_empty() {
+                    return Ok(None);
+                }
+                // The last line, without a line end: a final CR is data.
+                let line_start = self.start;
+                self.start = self.end;
+                return Ok(Some(self.line(line_start, pending.len())));
+            }
+            // No line end yet. More than MAX_LINE + 1 pending bytes (the +1
+            // for a CR that may precede the LF) cannot be a legal line.
+            if pending.len() > MAX_LINE + 1 {
+                return self.skip_long_line().map(Some);
+            }
+            self.refill()?;
+        }
+    }
+
+    /// Skips the rest of an over-long line without buffering it.
+    fn skip_long_line(&mut self) -> io::Result<Line> {
+        self.long_prefix
+            .copy_from_slice(&self.buf[self.start..self.start + MAX_LINE]);
+        self.start = self.end;
+        loop {
+            if !self.refill()? {
+                break;
+            }
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                self.start += pos + 1;
+                break;
+            }
+            self.start = self.end;
+        }
+        let mut line = self.line(0, MAX_LINE + 1);
+        line.in_prefix = true;
+        Ok(line)
+    }
+}
+
+impl LineReader<io::Empty> {
+    /// A reader over one block of whole lines, `buf[..len]`, already in
+    /// memory: nothing is read or copied, the lines are slices of `buf`, and
+    /// the last line of the block needs no line end. Only the block at the
+    /// very start of the input looks for a BOM. Lines are numbered from 1.
+    pub fn over_block(buf: Box<[u8]>, len: usize, at_input_start: bool) -> Self {
+        assert!(
+            len <= buf.len(),
+            "a block of {len} bytes in a {}-byte buffer",
+            buf.len()
+        );
+        LineReader {
+            src: io::empty(),
+            buf,
+            start: 0,
+            end: len,
+            eof: true,
+            started: !at_input_start,
+            number: 0,
+            long_prefix: Box::default(),
+            dropped: 0,
+            hasher: None,
+            hashed: 0,
+        }
+    }
+}
