@@ -23,7 +23,7 @@ use crate::ledger::Book;
 use crate::report::Outcome;
 use crate::store::TxIdSet;
 
-/// BlockStash in flight per worker before a worker waits for the dataflow.
+/// Blocks in flight per worker before a worker waits for the dataflow.
 pub(super) const LAG_ROUNDS: u64 = 4;
 
 /// An operator's records, stashed by block until timely says the block is
@@ -77,6 +77,206 @@ pub(super) struct Restart {
     pub(super) snapshot: Option<Snapshot>,
 }
 
+/// What a worker's operators share: timely runs them all on the worker's
+/// own thread, so a `RefCell` each is enough.
+#[derive(Clone)]
+struct Shared {
+    /// What goes to worker 0: rows not applied, counts, line counts.
+    part: Rc<RefCell<Part>>,
+    /// The apply stage's clients.
+    book: Rc<RefCell<Book>>,
+    /// The claim stage's tx ids.
+    ids: Rc<RefCell<TxIdSet>>,
+    /// Checkpoint parts waiting for the others of their block.
+    pending: Rc<RefCell<Assembling>>,
+}
+
+impl Shared {
+    /// A worker's state at the start, or at the checkpoint it resumes from.
+    fn new(snapshot: Option<&Snapshot>) -> Shared {
+        Shared {
+            part: Rc::new(RefCell::new(
+                snapshot.map_or_else(Part::default, |s| s.part.clone()),
+            )),
+            book: Rc::new(RefCell::new(
+                snapshot.map_or_else(Book::default, Snapshot::book),
+            )),
+            ids: Rc::new(RefCell::new(
+                snapshot.map_or_else(TxIdSet::default, Snapshot::id_set),
+            )),
+            pending: Rc::new(RefCell::new(Assembling::default())),
+        }
+    }
+
+    /// The claim stage at checkpoint `c`: the ids claimed so far.
+    fn snap_claims(&self, c: u64) {
+        let ids = self.ids.borrow().iter().collect();
+        self.pending.borrow_mut().claims.insert(c, ids);
+    }
+
+    /// The apply stage at checkpoint `c`: the book and the rows applied.
+    fn snap_book(&self, c: u64) {
+        let snapshot = BookSnapshot::of(&self.book.borrow(), self.part.borrow().applied);
+        self.pending.borrow_mut().books.insert(c, snapshot);
+    }
+
+    /// SPEC rule 2 for one complete block, its records in line order.
+    fn claim(&self, recs: &mut [Rec]) {
+        let mut ids = self.ids.borrow_mut();
+        for rec in recs {
+            rec.fresh = ids.claim(rec.tx.tx);
+        }
+    }
+
+    /// The ledger's rules for one complete block, its records in line order.
+    fn apply(&self, block: u64, recs: Vec<Rec>) {
+        let (mut book, mut part) = (self.book.borrow_mut(), self.part.borrow_mut());
+        for rec in recs {
+            match book.apply(&rec.tx, rec.fresh) {
+                Ok(()) => part.applied += 1,
+                Err(reason) => {
+                    let outcome = Outcome::Rejected { tx: rec.tx, reason };
+                    part.events.push((block, rec.line, outcome, rec.raw));
+                }
+            }
+        }
+    }
+
+    /// Saves the checkpoints whose every part is there, once this worker has
+    /// parsed its blocks before `parsed`; a failure ends the input there.
+    fn save_ready(&self, schedule: Option<&Schedule>, worker: usize, parsed: u64) {
+        let Some(schedule) = schedule else {
+            return;
+        };
+        let ready = self.pending.borrow_mut().ready(parsed, &self.part.borrow());
+        for snapshot in ready {
+            if let Err(error) = schedule.save(worker, &snapshot) {
+                let mut part = self.part.borrow_mut();
+                part.error
+                    .get_or_insert((snapshot.block, format!("{error:#}")));
+            }
+        }
+    }
+
+    /// The worker's part for worker 0, with its accounts and (to save the
+    /// whole ledger) its ids and deposits.
+    fn into_part(self, keep_state: bool) -> Part {
+        let mut part = self.part.take();
+        let book = self.book.take();
+        part.accounts = book
+            .accounts()
+            .map(|(client, account)| (client, *account))
+            .collect();
+        part.deposits = book.deposits().len() as u64;
+        if keep_state {
+            part.ids = self.ids.borrow().iter().collect();
+            part.stored = book.deposits().iter().collect();
+        }
+        part
+    }
+}
+
+/// The records a worker feeds in, by block.
+type Records = InputHandle<u64, CapacityContainerBuilder<Vec<Rec>>>;
+
+/// The main dataflow: deposits and withdrawals exchanged by tx id to the
+/// claim stage, then every record by client to the apply stage; each stage
+/// takes complete blocks in order and snapshots itself at checkpoints.
+fn claim_and_apply(
+    worker: &mut timely::worker::Worker,
+    shared: &Shared,
+    due: Due,
+) -> (Records, ProbeHandle<u64>) {
+    let mut input = Records::new();
+    let probe = ProbeHandle::new();
+    let (claiming, applying) = (shared.clone(), shared.clone());
+    worker.dataflow::<u64, _, _>(|scope| {
+        let mut streams = scope
+            .input_from(&mut input)
+            .partition(2, |rec: Rec| (u64::from(!rec.tx.kind.claims_id()), rec));
+        let others = streams.pop().expect("two streams");
+        let claims = streams.pop().expect("two streams");
+        let claimed = claims.unary_frontier::<CapacityContainerBuilder<Vec<Rec>>, _, _, _>(
+            Exchange::new(|rec: &Rec| u64::from(rec.tx.tx)),
+            "Claim",
+            |_, _| {
+                let (mut blocks, mut due) = (BlockStash::default(), due);
+                move |(input, frontier), output| {
+                    let port = output.output_index();
+                    input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
+                    while let Some((cap, mut recs)) = blocks.next_complete(frontier) {
+                        while let Some(c) = due.before(*cap.time()) {
+                            claiming.snap_claims(c);
+                        }
+                        claiming.claim(&mut recs);
+                        output.session(&cap).give_container(&mut recs);
+                    }
+                    while let Some(c) = due.passed(frontier) {
+                        claiming.snap_claims(c);
+                    }
+                }
+            },
+        );
+        claimed
+            .concat(others)
+            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Exchange::new(|rec: &Rec| u64::from(rec.tx.client)),
+                "Apply",
+                |_, _| {
+                    let (mut blocks, mut due) = (BlockStash::default(), due);
+                    move |(input, frontier), output| {
+                        let port = output.output_index();
+                        input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
+                        while let Some((cap, recs)) = blocks.next_complete(frontier) {
+                            while let Some(c) = due.before(*cap.time()) {
+                                applying.snap_book(c);
+                            }
+                            applying.apply(*cap.time(), recs);
+                        }
+                        while let Some(c) = due.passed(frontier) {
+                            applying.snap_book(c);
+                        }
+                    }
+                },
+            )
+            // Nothing goes out: the probe follows the blocks held.
+            .probe_with(&probe);
+    });
+    (input, probe)
+}
+
+/// Every worker's part, sent to worker 0 at the end.
+type Parts = InputHandle<u64, CapacityContainerBuilder<Vec<Part>>>;
+
+/// The gathering dataflow: every part to worker 0, which collects them.
+fn gathering(
+    worker: &mut timely::worker::Worker,
+) -> (Parts, ProbeHandle<u64>, Rc<RefCell<Vec<Part>>>) {
+    let mut input = Parts::new();
+    let probe = ProbeHandle::new();
+    let gathered = Rc::new(RefCell::new(Vec::new()));
+    let collect = Rc::clone(&gathered);
+    worker.dataflow::<u64, _, _>(|scope| {
+        scope
+            .input_from(&mut input)
+            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Exchange::new(|_: &Part| 0),
+                "Gather",
+                |_, _| {
+                    move |(input, _frontier), _output| {
+                        input.for_each_stamp(|_cap, data| {
+                            for batch in data {
+                                collect.borrow_mut().append(batch);
+                            }
+                        });
+                    }
+                },
+            )
+            .probe_with(&probe);
+    });
+    (input, probe, gathered)
+}
+
 /// One timely worker: its blocks in, the claim and apply stages, its part
 /// out; worker 0 returns every part.
 pub(super) fn run_worker(
@@ -86,212 +286,102 @@ pub(super) fn run_worker(
     keep_raw: bool,
     restart: Option<Restart>,
 ) -> Option<Vec<Part>> {
-    // With a state file, process 0 saves the whole ledger.
-    let keep_state = restart.is_some();
-    let index = worker.index() as u64;
-    let peers = worker.peers() as u64;
     let start = restart.as_ref().map_or(0, |r| r.start);
-    let snapshot = restart.as_ref().and_then(|r| r.snapshot.as_ref());
     let schedule = restart.as_ref().map(|r| r.schedule.clone());
-    let part = Rc::new(RefCell::new(
-        snapshot.map_or_else(Part::default, |s| s.part.clone()),
-    ));
-    let book = Rc::new(RefCell::new(
-        snapshot.map_or_else(Book::default, Snapshot::book),
-    ));
-    let claimed_ids = Rc::new(RefCell::new(
-        snapshot.map_or_else(TxIdSet::default, Snapshot::id_set),
-    ));
-    let pending = Rc::new(RefCell::new(Assembling::default()));
-    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Rec>>>::new();
-    let probe = ProbeHandle::new();
-    {
-        let (part, book, ids) = (Rc::clone(&part), Rc::clone(&book), Rc::clone(&claimed_ids));
-        let (claim_pending, apply_pending) = (Rc::clone(&pending), Rc::clone(&pending));
-        let due = Due::new(schedule.as_ref(), start);
-        worker.dataflow::<u64, _, _>(|scope| {
-            let mut streams = scope
-                .input_from(&mut input)
-                .partition(2, |rec: Rec| (u64::from(!rec.tx.kind.claims_id()), rec));
-            let others = streams.pop().expect("two streams");
-            let claims = streams.pop().expect("two streams");
-            let claimed = claims.unary_frontier::<CapacityContainerBuilder<Vec<Rec>>, _, _, _>(
-                Exchange::new(|rec: &Rec| u64::from(rec.tx.tx)),
-                "Claim",
-                |_, _| {
-                    let mut blocks = BlockStash::default();
-                    let mut due = due;
-                    move |(input, frontier), output| {
-                        let mut ids = ids.borrow_mut();
-                        let port = output.output_index();
-                        input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
-                        let snap = |c: u64, ids: &TxIdSet| {
-                            claim_pending
-                                .borrow_mut()
-                                .claims
-                                .insert(c, ids.iter().collect());
-                        };
-                        while let Some((cap, mut recs)) = blocks.next_complete(frontier) {
-                            while let Some(c) = due.before(*cap.time()) {
-                                snap(c, &ids);
-                            }
-                            for rec in &mut recs {
-                                rec.fresh = ids.claim(rec.tx.tx);
-                            }
-                            output.session(&cap).give_container(&mut recs);
-                        }
-                        while let Some(c) = due.passed(frontier) {
-                            snap(c, &ids);
-                        }
-                    }
-                },
-            );
-            claimed
-                .concat(others)
-                .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-                    Exchange::new(|rec: &Rec| u64::from(rec.tx.client)),
-                    "Apply",
-                    |_, _| {
-                        let mut blocks = BlockStash::default();
-                        let mut due = due;
-                        move |(input, frontier), output| {
-                            let port = output.output_index();
-                            input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
-                            let snap = |c: u64| {
-                                let (book, part) = (book.borrow(), part.borrow());
-                                let snapshot = BookSnapshot::of(&book, part.applied);
-                                apply_pending.borrow_mut().books.insert(c, snapshot);
-                            };
-                            while let Some((cap, recs)) = blocks.next_complete(frontier) {
-                                let block = *cap.time();
-                                while let Some(c) = due.before(block) {
-                                    snap(c);
-                                }
-                                let (mut book, mut part) = (book.borrow_mut(), part.borrow_mut());
-                                for rec in recs {
-                                    match book.apply(&rec.tx, rec.fresh) {
-                                        Ok(()) => part.applied += 1,
-                                        Err(reason) => {
-                                            let outcome = Outcome::Rejected { tx: rec.tx, reason };
-                                            part.events.push((block, rec.line, outcome, rec.raw));
-                                        }
-                                    }
-                                }
-                            }
-                            while let Some(c) = due.passed(frontier) {
-                                snap(c);
-                            }
-                        }
-                    },
-                )
-                // Nothing goes out: the probe follows the blocks held.
-                .probe_with(&probe);
-        });
-    }
-    let mut gather_input = InputHandle::<u64, CapacityContainerBuilder<Vec<Part>>>::new();
-    let gather_probe = ProbeHandle::new();
-    let gathered = Rc::new(RefCell::new(Vec::new()));
-    {
-        let gathered = Rc::clone(&gathered);
-        worker.dataflow::<u64, _, _>(|scope| {
-            scope
-                .input_from(&mut gather_input)
-                .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-                    Exchange::new(|_: &Part| 0),
-                    "Gather",
-                    |_, _| {
-                        move |(input, _frontier), _output| {
-                            input.for_each_stamp(|_cap, data| {
-                                for batch in data {
-                                    gathered.borrow_mut().append(batch);
-                                }
-                            });
-                        }
-                    },
-                )
-                .probe_with(&gather_probe);
-        });
-    }
-
-    // Checkpoints whose every part is there, once this worker has parsed
-    // its blocks before `parsed`.
-    let save_ready = |parsed: u64| {
-        let Some(schedule) = &schedule else {
-            return;
-        };
-        let ready = pending.borrow_mut().ready(parsed, &part.borrow());
-        for snapshot in ready {
-            if let Err(error) = schedule.save(index as usize, &snapshot) {
-                let mut part = part.borrow_mut();
-                part.error
-                    .get_or_insert((snapshot.block, format!("{error:#}")));
-            }
-        }
+    let shared = Shared::new(restart.as_ref().and_then(|r| r.snapshot.as_ref()));
+    let (mut records, probe) = claim_and_apply(worker, &shared, Due::new(schedule.as_ref(), start));
+    let (mut parts, parts_probe, gathered) = gathering(worker);
+    let feeder = Feeder {
+        shared: &shared,
+        schedule: schedule.as_ref(),
+        probe: &probe,
+        index: worker.index() as u64,
+        peers: worker.peers() as u64,
     };
-
-    // This worker's blocks from the first at or after `start`, with at most
-    // LAG_ROUNDS rounds in flight.
-    let mut recs = Vec::new();
-    let mut k = index + start.saturating_sub(index).div_ceil(peers) * peers;
-    match File::open(path) {
-        Err(e) => part.borrow_mut().error = Some((k, message(Error::Input(e.into())))),
-        Ok(file) => {
-            let mut cuts = Cuts {
-                file,
-                plan,
-                last: None,
-                keep_raw,
-                scan: Vec::new(),
-            };
-            while k < plan.blocks {
-                input.advance_to(k);
-                let parsed = read_block(&mut cuts, k, &mut recs, &mut part.borrow_mut());
-                if let Err(error) = parsed {
-                    part.borrow_mut().error = Some((k, message(error)));
-                    recs.clear();
-                    break;
-                }
-                k += peers;
-                // A block without records (inside a long line, or only
-                // malformed rows) holds no memory downstream: no step, no
-                // wait, however many of them there are.
-                if recs.is_empty() {
-                    continue;
-                }
-                input.send_batch(&mut recs);
-                recs.clear();
-                worker.step();
-                save_ready(k);
-                let behind = k.saturating_sub(LAG_ROUNDS * peers);
-                while probe.less_than(&behind) {
-                    worker.step();
-                    save_ready(k);
-                }
-            }
-        }
-    }
-    input.close();
+    feeder.feed(worker, &mut records, path, plan, keep_raw, start);
+    records.close();
     while !probe.done() {
         worker.step();
-        save_ready(u64::MAX);
+        shared.save_ready(schedule.as_ref(), worker.index(), u64::MAX);
     }
-    let mut part = part.take();
-    let book = book.take();
-    part.accounts = book
-        .accounts()
-        .map(|(client, account)| (client, *account))
-        .collect();
-    part.deposits = book.deposits().len() as u64;
-    if keep_state {
-        part.ids = claimed_ids.borrow().iter().collect();
-        part.stored = book.deposits().iter().collect();
-    }
-    gather_input.send(part);
-    gather_input.close();
-    while !gather_probe.done() {
+    // With a state file, process 0 saves the whole ledger.
+    parts.send(shared.into_part(restart.is_some()));
+    parts.close();
+    while !parts_probe.done() {
         worker.step();
     }
-    (index == 0).then(|| gathered.take())
+    (worker.index() == 0).then(|| gathered.take())
+}
+
+/// Feeds a worker's blocks into the dataflow.
+struct Feeder<'a> {
+    shared: &'a Shared,
+    schedule: Option<&'a Schedule>,
+    probe: &'a ProbeHandle<u64>,
+    index: u64,
+    peers: u64,
+}
+
+impl Feeder<'_> {
+    /// This worker's blocks from the first at or after `start`, with at most
+    /// [`LAG_ROUNDS`] rounds in flight; a block that cannot be read ends
+    /// the input there (the error goes to worker 0 in the part).
+    fn feed(
+        &self,
+        worker: &mut timely::worker::Worker,
+        records: &mut Records,
+        path: &Path,
+        plan: InputPlan,
+        keep_raw: bool,
+        start: u64,
+    ) {
+        let (index, peers) = (self.index, self.peers);
+        let mut k = index + start.saturating_sub(index).div_ceil(peers) * peers;
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) => {
+                self.shared.part.borrow_mut().error = Some((k, message(Error::Input(e.into()))));
+                return;
+            }
+        };
+        let mut cuts = Cuts {
+            file,
+            plan,
+            last: None,
+            keep_raw,
+            scan: Vec::new(),
+        };
+        let mut recs = Vec::new();
+        while k < plan.blocks {
+            records.advance_to(k);
+            let read = read_block(&mut cuts, k, &mut recs, &mut self.shared.part.borrow_mut());
+            if let Err(error) = read {
+                self.shared.part.borrow_mut().error = Some((k, message(error)));
+                return;
+            }
+            k += peers;
+            // A block without records (inside a long line, or only
+            // malformed rows) holds no memory downstream: no step, no
+            // wait, however many of them there are.
+            if recs.is_empty() {
+                continue;
+            }
+            records.send_batch(&mut recs);
+            recs.clear();
+            self.step(worker, k);
+            let behind = k.saturating_sub(LAG_ROUNDS * peers);
+            while self.probe.less_than(&behind) {
+                self.step(worker, k);
+            }
+        }
+    }
+
+    /// One step of the worker, then the checkpoints it completed.
+    fn step(&self, worker: &mut timely::worker::Worker, parsed: u64) {
+        worker.step();
+        self.shared
+            .save_ready(self.schedule, self.index as usize, parsed);
+    }
 }
 
 /// An error as the single-machine run prints it.

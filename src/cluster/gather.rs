@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::input::{InputPlan, Part};
-use super::run::Settings;
+use super::options::Settings;
 use crate::durable::state::identify;
 use crate::engine::{block_size_text, early_malformed_warning, Error, Finished, EARLY_ROWS};
 use crate::parse::Position;

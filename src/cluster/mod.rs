@@ -44,8 +44,10 @@ mod connect;
 mod dataflow;
 mod gather;
 mod input;
+mod options;
 mod restart;
 mod run;
 
+pub use options::{ClusterOptions, Settings};
 pub use restart::CheckpointOptions;
-pub use run::{run, ClusterOptions, Settings};
+pub use run::run;

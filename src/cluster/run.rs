@@ -3,9 +3,8 @@
 //! and on process 0 gather the result.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
@@ -16,38 +15,11 @@ use timely::WorkerConfig;
 use super::connect::{connect, install_peer_loss_hook, read_hostfile, Hello};
 use super::dataflow::{run_worker, Restart};
 use super::gather::{gather, Shape};
-use super::input::InputPlan;
-use super::restart::{CheckpointOptions, Schedule, Snapshot};
+use super::input::{InputPlan, Part};
+use super::options::{ClusterOptions, Settings};
+use super::restart::{Schedule, Snapshot};
 use crate::engine::Finished;
 use crate::report::Verbosity;
-
-/// How this process takes part in a cluster run.
-#[derive(Clone, Debug)]
-pub struct ClusterOptions {
-    /// One `host:port` per line, one line per process, the same file for all.
-    pub hostfile: PathBuf,
-    /// This process's line in the host file, from 0.
-    pub process: usize,
-    /// How long to wait for every other process to connect.
-    pub connect_timeout: Duration,
-}
-
-/// What every process of a run must agree on, besides the input.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Timely workers per process.
-    pub workers: usize,
-    /// Target block size in bytes.
-    pub block: usize,
-    /// What the stderr report keeps (process 0's choice counts).
-    pub verbosity: Verbosity,
-    /// Keep every row that was not applied, for a rejects file.
-    pub keep_rejects: bool,
-    /// The first malformed row is fatal (`--strict`).
-    pub strict: bool,
-    /// Checkpoints, and going on from one (`--state`).
-    pub checkpoints: Option<CheckpointOptions>,
-}
 
 /// Each worker's share (in `mine`) of the ledger saved in `state`, as
 /// block-0 snapshots: claimed ids by the worker their claims go to, accounts
@@ -122,38 +94,7 @@ pub fn run(
     let workers = settings.workers.max(1);
     let plan = InputPlan::of(input, settings.block).map_err(anyhow::Error::from)?;
     let mine = cluster.process * workers..(cluster.process + 1) * workers;
-    let schedule = match &settings.checkpoints {
-        Some(options) => {
-            super::restart::check_writable(&options.state)?;
-            let schedule = Schedule::new(
-                options,
-                cluster.process,
-                processes * workers,
-                settings.block,
-                plan.blocks,
-            );
-            Some(schedule)
-        }
-        None => None,
-    };
-    // The checkpoints every worker of this process completed, newest last.
-    let complete = match &schedule {
-        Some(schedule) => schedule
-            .complete(mine.clone())
-            .context("listing checkpoint files")?,
-        None => Vec::new(),
-    };
-    let resume = settings.checkpoints.as_ref().is_some_and(|c| c.resume);
-    if let (Some(options), false, Some(&last)) = (&settings.checkpoints, resume, complete.last()) {
-        bail!(
-            "process {} has a checkpoint of an interrupted run at block {last} beside state file {}: \
-             --resume goes on from it (on every process), or remove {}.cluster-p{}-*",
-            cluster.process,
-            options.state.display(),
-            options.state.display(),
-            cluster.process
-        );
-    }
+    let (schedule, complete) = checkpoints(cluster, &settings, processes * workers, &plan)?;
     let newest = |i: usize| complete.len().checked_sub(i).map_or(0, |i| complete[i]);
     let hello = Hello {
         index: cluster.process as u64,
@@ -163,7 +104,7 @@ pub fn run(
         input_len: plan.len,
         raw: u64::from(settings.keep_rejects),
         every: schedule.as_ref().map_or(0, |s| s.every),
-        resume: u64::from(resume),
+        resume: u64::from(settings.checkpoints.as_ref().is_some_and(|c| c.resume)),
         last: newest(1),
         prev: newest(2),
     };
@@ -174,22 +115,12 @@ pub fn run(
         .filter(|&c| c > 0 && peers.iter().all(|p| p.last == c || p.prev == c))
         .max()
         .unwrap_or(0);
-    let mut snapshots = Vec::new();
-    if let (Some(schedule), Some(options)) = (&schedule, &settings.checkpoints) {
-        // Checkpoints past the one taken (a newer one some process missed)
-        // would be mistaken for this run's.
-        schedule
-            .remove(Some(start))
-            .context("removing checkpoint files")?;
-        if start > 0 {
-            for worker in mine.clone() {
-                snapshots.push(Some(schedule.load(worker, start)?));
-            }
-        } else {
-            snapshots = initial_state(&options.state, processes * workers, mine.clone())?;
+    let snapshots = match (&schedule, &settings.checkpoints) {
+        (Some(schedule), Some(options)) => {
+            starting_snapshots(schedule, &options.state, start, processes * workers, mine)?
         }
-    }
-    let snapshots = Arc::new(Mutex::new(snapshots));
+        _ => Vec::new(),
+    };
     install_peer_loss_hook(cluster.process);
     // Process 0's stderr is the run's report; the others may say this.
     if cluster.process != 0 && settings.verbosity == Verbosity::Verbose {
@@ -199,48 +130,15 @@ pub fn run(
             processes - 1
         );
     }
-
-    let builders = ProcessBuilder::new_typed_vector(workers, Hooks::default().refill, None);
-    let (builders, comms) = initialize_networking_from_sockets(
-        builders,
-        sockets,
-        cluster.process,
+    let workers_run = Workers {
+        process: cluster.process,
         workers,
-        Hooks::default(),
-    )
-    .context("starting the cluster's network threads")?;
-    let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
-    let path = Arc::new(input.to_path_buf());
-    let first = mine.start;
-    let restart_schedule = schedule.clone();
-    let guards = timely::execute::execute_from(
-        builders,
-        Box::new(comms),
-        WorkerConfig::default(),
-        move |worker| {
-            let snapshot = snapshots
-                .lock()
-                .expect("no worker panics holding it")
-                .get_mut(worker.index() - first)
-                .and_then(Option::take);
-            let restart = restart_schedule.clone().map(|schedule| Restart {
-                schedule,
-                start,
-                snapshot,
-            });
-            run_worker(worker, &path, plan, keep_raw, restart)
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("starting the cluster's workers: {e}"))?;
-    let mut parts = None;
-    for result in guards.join() {
-        match result {
-            Ok(Some(gathered)) => parts = Some(gathered),
-            Ok(None) => {}
-            Err(e) => bail!("a cluster worker failed: {e}"),
-        }
-    }
-    let result = match parts {
+        input,
+        plan,
+        keep_raw,
+        restart: schedule.clone().map(|schedule| (schedule, start)),
+    };
+    let result = match workers_run.execute(sockets, snapshots)? {
         Some(parts) => {
             let shape = Shape {
                 processes,
@@ -256,4 +154,121 @@ pub fn run(
         schedule.remove(None).context("removing checkpoint files")?;
     }
     result
+}
+
+/// With `--state`: where this process's checkpoints go, and those every
+/// worker of it completed (newest last), refused unless `--resume`.
+fn checkpoints(
+    cluster: &ClusterOptions,
+    settings: &Settings,
+    peers: usize,
+    plan: &InputPlan,
+) -> anyhow::Result<(Option<Schedule>, Vec<u64>)> {
+    let Some(options) = &settings.checkpoints else {
+        return Ok((None, Vec::new()));
+    };
+    super::restart::check_writable(&options.state)?;
+    let schedule = Schedule::new(options, cluster.process, peers, settings.block, plan.blocks);
+    let per_process = settings.workers.max(1);
+    let mine = cluster.process * per_process..(cluster.process + 1) * per_process;
+    let complete = schedule
+        .complete(mine)
+        .context("listing checkpoint files")?;
+    if let (false, Some(&last)) = (options.resume, complete.last()) {
+        bail!(
+            "process {} has a checkpoint of an interrupted run at block {last} beside state file {}: \
+             --resume goes on from it (on every process), or remove {}.cluster-p{}-*",
+            cluster.process,
+            options.state.display(),
+            options.state.display(),
+            cluster.process
+        );
+    }
+    Ok((Some(schedule), complete))
+}
+
+/// Each of this process's workers' state at `start`: a checkpoint's, or
+/// (at block 0) its share of the state file's ledger.
+fn starting_snapshots(
+    schedule: &Schedule,
+    state: &Path,
+    start: u64,
+    peers: usize,
+    mine: Range<usize>,
+) -> anyhow::Result<Vec<Option<Snapshot>>> {
+    // Checkpoints past the one taken (a newer one some process missed)
+    // would be mistaken for this run's.
+    schedule
+        .remove(Some(start))
+        .context("removing checkpoint files")?;
+    if start == 0 {
+        return initial_state(state, peers, mine);
+    }
+    mine.map(|worker| schedule.load(worker, start).map(Some))
+        .collect()
+}
+
+/// This process's timely workers, as they are started.
+struct Workers<'a> {
+    process: usize,
+    workers: usize,
+    input: &'a Path,
+    plan: InputPlan,
+    keep_raw: bool,
+    /// With `--state`: the schedule, and the checkpoint block to go on from.
+    restart: Option<(Schedule, u64)>,
+}
+
+impl Workers<'_> {
+    /// Runs the workers over `sockets` (one per other process) until they
+    /// finish: every part on process 0, `None` elsewhere.
+    fn execute(
+        self,
+        sockets: Vec<Option<std::net::TcpStream>>,
+        snapshots: Vec<Option<Snapshot>>,
+    ) -> anyhow::Result<Option<Vec<Part>>> {
+        let builders =
+            ProcessBuilder::new_typed_vector(self.workers, Hooks::default().refill, None);
+        let (builders, comms) = initialize_networking_from_sockets(
+            builders,
+            sockets,
+            self.process,
+            self.workers,
+            Hooks::default(),
+        )
+        .context("starting the cluster's network threads")?;
+        let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+        let snapshots = Arc::new(Mutex::new(snapshots));
+        let path = Arc::new(self.input.to_path_buf());
+        let first = self.process * self.workers;
+        let (plan, keep_raw, restart) = (self.plan, self.keep_raw, self.restart);
+        let guards = timely::execute::execute_from(
+            builders,
+            Box::new(comms),
+            WorkerConfig::default(),
+            move |worker| {
+                let snapshot = snapshots
+                    .lock()
+                    .expect("no worker panics holding it")
+                    .get_mut(worker.index() - first)
+                    .and_then(Option::take);
+                let restart = restart.clone().map(|(schedule, start)| Restart {
+                    schedule,
+                    start,
+                    snapshot,
+                });
+                run_worker(worker, &path, plan, keep_raw, restart)
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("starting the cluster's workers: {e}"))?;
+        let mut parts = None;
+        for result in guards.join() {
+            match result {
+                Ok(Some(gathered)) => parts = Some(gathered),
+                Ok(None) => {}
+                Err(e) => bail!("a cluster worker failed: {e}"),
+            }
+        }
+        Ok(parts)
+    }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::app::{Input, Options};
+use crate::app::Options;
+use crate::input::Input;
 use payments_engine::cluster::ClusterOptions;
 use payments_engine::{EngineBuilder, Verbosity};
 

@@ -7,6 +7,8 @@ use clap::Parser;
 mod app;
 mod budget;
 mod cli;
+mod commit;
+mod input;
 
 use cli::Cli;
 use payments_engine::Error;

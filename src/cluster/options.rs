@@ -1,0 +1,36 @@
+//! What a cluster process is told: where it stands in the cluster, and the
+//! settings every process must share.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::restart::CheckpointOptions;
+use crate::report::Verbosity;
+
+/// How this process takes part in a cluster run.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// One `host:port` per line, one line per process, the same file for all.
+    pub hostfile: PathBuf,
+    /// This process's line in the host file, from 0.
+    pub process: usize,
+    /// How long to wait for every other process to connect.
+    pub connect_timeout: Duration,
+}
+
+/// What every process of a run must agree on, besides the input.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Timely workers per process.
+    pub workers: usize,
+    /// Target block size in bytes.
+    pub block: usize,
+    /// What the stderr report keeps (process 0's choice counts).
+    pub verbosity: Verbosity,
+    /// Keep every row that was not applied, for a rejects file.
+    pub keep_rejects: bool,
+    /// The first malformed row is fatal (`--strict`).
+    pub strict: bool,
+    /// Checkpoints, and going on from one (`--state`).
+    pub checkpoints: Option<CheckpointOptions>,
+}
