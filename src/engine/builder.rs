@@ -162,13 +162,6 @@ impl EngineBuilder {
         self.config.block
     }
 
-    /// Test-only: the worker that receives `line` panics.
-    #[cfg(test)]
-    pub(crate) fn panic_at_line(mut self, line: u64) -> Self {
-        self.config.panic_at_line = Some(line);
-        self
-    }
-
     /// Runs a whole CSV input (SPEC's format; a BOM, a header, blank lines,
     /// CRLF and quotes all handled) through an engine whose state starts as
     /// `ledger`. Malformed rows are logged and counted, and the run goes on

@@ -35,9 +35,6 @@ pub(crate) struct Config {
     pub parsers: usize,
     /// Target block size for the parser threads, in bytes.
     pub block: usize,
-    /// Test-only fault injection: the worker that gets this line panics.
-    #[cfg(test)]
-    pub panic_at_line: Option<u64>,
 }
 
 impl Default for Config {
@@ -51,8 +48,6 @@ impl Default for Config {
             batch: BATCH,
             parsers: 0,
             block: DEFAULT_BLOCK,
-            #[cfg(test)]
-            panic_at_line: None,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The hand-off between the router and one worker: a *lane*, two bounded
-//! queues of record batches, full ones forward and empty ones back.
+//! queues of record batches, full ones forward and empty ones back. Its two
+//! ends are two types ([`RouterEnd`], [`WorkerEnd`]), so that each thread
+//! can only do its own half.
 //!
 //! A fixed number of batches ([`BATCHES`]) circulate per worker: the router
 //! takes an empty one, fills it with up to its limit of records (by default
@@ -17,13 +19,16 @@
 //! how long a wait can take to notice an abort.
 //!
 //! When every thread has a core of its own, a waiter first yields for up to
-//! [`Lane::with_yield`]'s budget before it parks: a parked worker costs the
+//! a budget ([`lane`]'s `yield_budget`) before it parks: a parked worker costs the
 //! router a futex wake-up per batch on its critical path (5% of the router's
 //! time on the 20M-row file, perf.md). Oversubscribed, the budget is zero.
 //!
 //! End of input is an explicit message: the last batch sent has `end` set.
 
+use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
@@ -34,6 +39,7 @@ use crossbeam_utils::Backoff;
 use crate::engine::config::BATCH;
 use crate::engine::config::MAX_BATCH;
 use crate::tx::Tx;
+
 /// Batches in circulation per worker (the lane's capacity).
 pub(crate) const BATCHES: usize = 4;
 /// Longest single park; a wait re-checks the abort flag at least this often.
@@ -109,72 +115,96 @@ impl Batch {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Aborted;
 
-/// One worker's lane: its full and its empty batches.
-pub(crate) struct Lane {
+/// What both ends of a lane share: its full and its empty batches.
+struct Queues {
     full: ArrayQueue<Box<Batch>>,
     empty: ArrayQueue<Box<Batch>>,
-    wake_worker: Unparker,
-    wake_router: Unparker,
-    /// How long a waiter yields before it parks.
-    yield_budget: Duration,
 }
 
-impl Lane {
-    /// A lane with [`BATCHES`] empty batches of `batch` records ready for the
-    /// router.
-    pub fn new(wake_router: Unparker, wake_worker: Unparker, batch: usize) -> Lane {
-        let lane = Lane {
-            full: ArrayQueue::new(BATCHES),
-            empty: ArrayQueue::new(BATCHES),
-            wake_worker,
-            wake_router,
-            yield_budget: Duration::ZERO,
-        };
-        for _ in 0..BATCHES {
-            lane.empty
-                .push(Batch::new(batch))
-                .expect("capacity is BATCHES");
-        }
-        lane
+/// Makes a lane with [`BATCHES`] empty batches of `batch` records ready for
+/// the router, and returns its two ends, as rtrb's `RingBuffer::new` does:
+/// the router's, which fills and sends, and the worker's, which receives
+/// and recycles. Each end is `Send` but not `Sync`, so each has one owner;
+/// `yield_budget` is how long a waiter yields before it parks (zero unless
+/// every thread has a core of its own).
+pub(crate) fn lane(
+    wake_router: Unparker,
+    wake_worker: Unparker,
+    batch: usize,
+    yield_budget: Duration,
+) -> (RouterEnd, WorkerEnd) {
+    let queues = Arc::new(Queues {
+        full: ArrayQueue::new(BATCHES),
+        empty: ArrayQueue::new(BATCHES),
+    });
+    for _ in 0..BATCHES {
+        queues
+            .empty
+            .push(Batch::new(batch))
+            .expect("capacity is BATCHES");
     }
+    let router = RouterEnd {
+        queues: Arc::clone(&queues),
+        wake_worker,
+        yield_budget,
+        _one_owner: PhantomData,
+    };
+    let worker = WorkerEnd {
+        queues,
+        wake_router,
+        yield_budget,
+        _one_owner: PhantomData,
+    };
+    (router, worker)
+}
 
-    /// Lets a waiter yield for up to `budget` before it parks (use only when
-    /// every thread has a core of its own).
-    pub fn with_yield(mut self, budget: Duration) -> Lane {
-        self.yield_budget = budget;
-        self
-    }
+/// The router's end of a lane: takes empty batches, sends full ones.
+pub(crate) struct RouterEnd {
+    queues: Arc<Queues>,
+    wake_worker: Unparker,
+    yield_budget: Duration,
+    /// `Send`, not `Sync`: one thread owns this end.
+    _one_owner: PhantomData<Cell<()>>,
+}
 
-    /// Router: an empty batch to fill, waiting while all are in flight.
+impl RouterEnd {
+    /// An empty batch to fill, waiting while all are in flight.
     pub fn take_empty(&self, parker: &Parker, abort: &AtomicBool) -> Result<Box<Batch>, Aborted> {
-        wait(&self.empty, parker, abort, self.yield_budget)
+        wait(&self.queues.empty, parker, abort, self.yield_budget)
     }
 
-    /// Router: hands a filled batch to the worker.
+    /// Hands a filled batch to the worker.
     pub fn send(&self, batch: Box<Batch>) {
-        self.full
+        self.queues
+            .full
             .push(batch)
             .expect("at most BATCHES batches exist per lane");
         self.wake_worker.unpark();
     }
+}
 
-    /// Worker: the next filled batch, in the order sent.
+/// The worker's end of a lane: receives full batches, recycles them.
+pub(crate) struct WorkerEnd {
+    queues: Arc<Queues>,
+    wake_router: Unparker,
+    yield_budget: Duration,
+    /// `Send`, not `Sync`: one thread owns this end.
+    _one_owner: PhantomData<Cell<()>>,
+}
+
+impl WorkerEnd {
+    /// The next filled batch, in the order sent.
     pub fn recv(&self, parker: &Parker, abort: &AtomicBool) -> Result<Box<Batch>, Aborted> {
-        wait(&self.full, parker, abort, self.yield_budget)
+        wait(&self.queues.full, parker, abort, self.yield_budget)
     }
 
-    /// Worker: gives a processed batch back for reuse.
+    /// Gives a processed batch back for reuse.
     pub fn recycle(&self, mut batch: Box<Batch>) {
         batch.clear();
-        self.empty
+        self.queues
+            .empty
             .push(batch)
             .expect("at most BATCHES batches exist per lane");
-        self.wake_router.unpark();
-    }
-
-    /// Wakes both ends (after setting the abort flag).
-    pub fn wake_all(&self) {
-        self.wake_worker.unpark();
         self.wake_router.unpark();
     }
 }
@@ -216,8 +246,12 @@ fn wait<T>(
 pub fn handoff(batches: u64, item_tx: Tx) -> u64 {
     let (router, worker) = (Parker::new(), Parker::new());
     let abort = AtomicBool::new(false);
-    let lane = Lane::new(router.unparker().clone(), worker.unparker().clone(), BATCH)
-        .with_yield(Duration::from_micros(200));
+    let (sender, receiver) = lane(
+        router.unparker().clone(),
+        worker.unparker().clone(),
+        BATCH,
+        Duration::from_micros(200),
+    );
     let item = Item {
         line: 1,
         tx: item_tx,
@@ -226,24 +260,24 @@ pub fn handoff(batches: u64, item_tx: Tx) -> u64 {
         raw_len: 0,
     };
     std::thread::scope(|scope| {
-        let (lane, abort) = (&lane, &abort);
+        let abort = &abort;
         let consumer = scope.spawn(move || {
             let mut seen = 0u64;
             loop {
-                let batch = lane.recv(&worker, abort).expect("no abort");
+                let batch = receiver.recv(&worker, abort).expect("no abort");
                 seen += batch.items.iter().map(|i| i.line).sum::<u64>();
                 let end = batch.end;
-                lane.recycle(batch);
+                receiver.recycle(batch);
                 if end {
                     return seen;
                 }
             }
         });
         for n in 0..batches {
-            let mut batch = lane.take_empty(&router, abort).expect("no abort");
+            let mut batch = sender.take_empty(&router, abort).expect("no abort");
             batch.items.resize(BATCH, item);
             batch.end = n + 1 == batches;
-            lane.send(batch);
+            sender.send(batch);
         }
         consumer.join().expect("the consumer does not panic")
     })
@@ -270,63 +304,69 @@ mod tests {
         }
     }
 
-    /// A lane with the router's and the worker's parkers and an abort flag.
-    fn lane_for_test(batch: usize) -> (Parker, Parker, AtomicBool, Lane) {
+    /// A lane's two ends with the router's and the worker's parkers and an
+    /// abort flag.
+    fn lane_for_test(batch: usize) -> (Parker, Parker, AtomicBool, RouterEnd, WorkerEnd) {
         let (router, worker) = (Parker::new(), Parker::new());
-        let lane = Lane::new(router.unparker().clone(), worker.unparker().clone(), batch);
-        (router, worker, AtomicBool::new(false), lane)
+        let (sender, receiver) = lane(
+            router.unparker().clone(),
+            worker.unparker().clone(),
+            batch,
+            Duration::ZERO,
+        );
+        (router, worker, AtomicBool::new(false), sender, receiver)
     }
 
     #[test]
     fn full_lane_makes_the_router_wait_and_end_of_stream_arrives_last() {
-        let (router, worker, abort, lane) = lane_for_test(BATCH);
+        let (router, worker, abort, sender, receiver) = lane_for_test(BATCH);
         // Every batch in flight: the lane is full.
         for n in 0..BATCHES as u64 {
-            let mut batch = lane.take_empty(&router, &abort).unwrap();
+            let mut batch = sender.take_empty(&router, &abort).unwrap();
             batch.items.push(item(n));
-            lane.send(batch);
+            sender.send(batch);
         }
-        assert!(lane.empty.is_empty() && lane.full.is_full());
+        assert!(sender.queues.empty.is_empty() && sender.queues.full.is_full());
         // A full lane makes the producer wait; here it gives up on abort.
         abort.store(true, Ordering::Release);
-        assert_eq!(lane.take_empty(&router, &abort).unwrap_err(), Aborted);
+        assert_eq!(sender.take_empty(&router, &abort).unwrap_err(), Aborted);
         abort.store(false, Ordering::Release);
         // Batches arrive in order, and wrap around through recycling.
         for round in 0..3u64 {
             for n in 0..BATCHES as u64 {
-                let batch = lane.recv(&worker, &abort).unwrap();
+                let batch = receiver.recv(&worker, &abort).unwrap();
                 assert_eq!(batch.items[0].line, round * 100 + n);
-                lane.recycle(batch);
-                let mut batch = lane.take_empty(&router, &abort).unwrap();
+                receiver.recycle(batch);
+                let mut batch = sender.take_empty(&router, &abort).unwrap();
                 assert!(
                     batch.items.is_empty() && !batch.end,
                     "recycled batches are clean"
                 );
                 batch.items.push(item((round + 1) * 100 + n));
                 batch.end = round == 2 && n == BATCHES as u64 - 1;
-                lane.send(batch);
+                sender.send(batch);
             }
         }
         let mut last = None;
         for _ in 0..BATCHES {
-            last = Some(lane.recv(&worker, &abort).unwrap());
+            last = Some(receiver.recv(&worker, &abort).unwrap());
         }
         assert!(last.unwrap().end);
     }
 
     #[test]
     fn empty_lane_makes_the_worker_wait_until_a_batch_or_abort() {
-        let (router, worker, abort, lane) = lane_for_test(BATCH);
+        let (router, worker, abort, sender, receiver) = lane_for_test(BATCH);
         std::thread::scope(|scope| {
-            let (lane, abort) = (&lane, &abort);
-            // The consumer owns its parker (a Parker is Send, not Sync).
+            let abort = &abort;
+            // The consumer owns its parker and its end (Send, not Sync).
             let consumer = scope.spawn(move || {
                 let mut lines = Vec::new();
                 loop {
-                    let batch = lane.recv(&worker, abort).unwrap();
+                    let batch = receiver.recv(&worker, abort).unwrap();
                     lines.extend(batch.items.iter().map(|i| i.line));
                     let end = batch.end;
-                    lane.recycle(batch);
+                    receiver.recycle(batch);
                     if end {
                         return lines;
                     }
@@ -335,7 +375,7 @@ mod tests {
             // More batches than the lane holds: the producer waits for
             // recycled ones; the consumer parks when it catches up.
             for n in 0..50u64 {
-                let mut batch = lane.take_empty(&router, abort).unwrap();
+                let mut batch = sender.take_empty(&router, abort).unwrap();
                 for i in 0..BATCH as u64 {
                     batch.items.push(item(n * BATCH as u64 + i));
                 }
@@ -343,7 +383,7 @@ mod tests {
                 if n % 7 == 0 {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                lane.send(batch);
+                sender.send(batch);
             }
             let lines = consumer.join().unwrap();
             assert_eq!(lines, (0..50 * BATCH as u64).collect::<Vec<_>>());
@@ -352,13 +392,14 @@ mod tests {
 
     #[test]
     fn an_idle_worker_wakes_up_on_abort() {
-        let (_router, worker, abort, lane) = lane_for_test(BATCH);
+        let (_router, worker, abort, _sender, receiver) = lane_for_test(BATCH);
         std::thread::scope(|scope| {
-            let (lane_ref, abort_ref) = (&lane, &abort);
-            let waiter = scope.spawn(move || lane_ref.recv(&worker, abort_ref).map(|_| ()));
+            let abort_ref = &abort;
+            let wake = worker.unparker().clone();
+            let waiter = scope.spawn(move || receiver.recv(&worker, abort_ref).map(|_| ()));
             std::thread::sleep(Duration::from_millis(30));
             abort.store(true, Ordering::Release);
-            lane.wake_all();
+            wake.unpark();
             assert_eq!(waiter.join().unwrap(), Err(Aborted));
         });
     }

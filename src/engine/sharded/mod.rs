@@ -10,8 +10,9 @@
 //! ever name a deposit of its own client, so the outcome of every record is
 //! the one the single-threaded ledger gives it.
 //!
-//! Records travel in batches over one [`Lane`] per worker (two bounded queues:
-//! full batches forward, empty ones back); nothing is allocated per record.
+//! Records travel in batches over one lane per worker (two bounded queues:
+//! full batches forward, empty ones back; the router and the worker each hold
+//! their own end); nothing is allocated per record.
 //!
 //! Every row's report goes to its source's [`EventLog`] (the router's for
 //! malformed rows, the worker's for the rest), each in line order, and the
@@ -34,7 +35,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::sync::Parker;
+use crossbeam_utils::sync::{Parker, Unparker};
 use hdrhistogram::Histogram;
 
 use super::config::{Config, MAX_WORKERS};
@@ -49,7 +50,7 @@ use crate::tx::{Tx, TxId};
 
 #[cfg(feature = "bench")]
 pub use lane::handoff;
-use lane::{Aborted, Batch, Item, Lane, PARK};
+use lane::{lane, Aborted, Batch, Item, RouterEnd, WorkerEnd, PARK};
 
 /// How many records the router parses ahead of its tx-id claims. Each
 /// parsed record's list or bitset word is prefetched; with scattered ids the claims'
@@ -97,18 +98,20 @@ fn pin_plan(workers: usize, pin: bool) -> (Vec<Option<core_affinity::CoreId>>, S
     }
 }
 
-/// What the router and the workers share.
+/// What the router and the workers share: the abort flag, and a way to
+/// wake every one of them.
 struct Shared {
-    lanes: Vec<Lane>,
     abort: AtomicBool,
+    /// The router's unparker, then each worker's.
+    wake: Vec<Unparker>,
 }
 
 impl Shared {
     /// Sets the abort flag and wakes every thread.
     fn abort(&self) {
         self.abort.store(true, Ordering::Release);
-        for lane in &self.lanes {
-            lane.wake_all();
+        for thread in &self.wake {
+            thread.unpark();
         }
     }
 }
@@ -155,7 +158,8 @@ impl Workers {
     /// Joins every worker: their outputs in worker order, or the first
     /// failure's cause ([`Error::Stopped`] if none is left to name).
     fn join(&mut self) -> Result<Vec<WorkerOutput>, Error> {
-        let expected = self.shared.lanes.len();
+        // One unparker per worker, after the router's.
+        let expected = self.shared.wake.len() - 1;
         let mut outputs = Vec::with_capacity(expected);
         let mut failure = None;
         for (index, handle) in self.handles.drain(..).enumerate() {
@@ -187,6 +191,8 @@ impl Drop for Workers {
 /// per worker, and hands full batches over.
 pub(crate) struct Router {
     workers: Workers,
+    /// The router's end of each worker's lane.
+    lanes: Vec<RouterEnd>,
     /// The router's own parker; every lane's worker wakes it.
     parker: Parker,
     /// The batch being filled for each worker. Boxed because batches travel
@@ -228,20 +234,25 @@ impl Router {
         } else {
             Duration::ZERO
         };
-        let lanes = worker_parkers
+        let (lanes, ends): (Vec<RouterEnd>, Vec<WorkerEnd>) = worker_parkers
             .iter()
             .map(|p| {
-                Lane::new(
-                    parker.unparker().clone(),
+                let wake_router = parker.unparker().clone();
+                lane(
+                    wake_router,
                     p.unparker().clone(),
                     config.batch,
+                    yield_budget,
                 )
-                .with_yield(yield_budget)
             })
+            .unzip();
+        let wake = std::iter::once(&parker)
+            .chain(&worker_parkers)
+            .map(|p| p.unparker().clone())
             .collect();
         let shared = Arc::new(Shared {
-            lanes,
             abort: AtomicBool::new(false),
+            wake,
         });
         let (cores, pin_text) = pin_plan(workers, config.pin);
         let mut router = Router {
@@ -249,6 +260,7 @@ impl Router {
                 shared,
                 handles: Vec::with_capacity(workers),
             },
+            lanes,
             parker,
             batches: Vec::with_capacity(workers),
             claims: Claims::new(ids),
@@ -261,16 +273,14 @@ impl Router {
         };
         let parts = worker_parkers
             .into_iter()
+            .zip(ends)
             .zip(cores)
-            .zip(books)
-            .zip(worker_logs);
-        for (index, (((parker, core), book), log)) in parts.enumerate() {
+            .zip(books.into_iter().zip(worker_logs));
+        for (index, (((parker, end), core), (book, log))) in parts.enumerate() {
             let shared = Arc::clone(&router.workers.shared);
             let lend = router.lent.0.clone();
             let (give_back, returned) = mpsc::channel();
             router.give_back.push(give_back);
-            #[cfg(test)]
-            let panic_at_line = config.panic_at_line;
             let spawned = thread::Builder::new()
                 .name(format!("worker-{index}"))
                 .spawn(move || {
@@ -288,10 +298,8 @@ impl Router {
                         latency: latency_histogram(),
                         lend,
                         returned,
-                        #[cfg(test)]
-                        panic_at_line,
                     };
-                    let output = worker.run(&shared.lanes[index], &parker, &shared.abort);
+                    let output = worker.run(&end, &parker, &shared.abort);
                     guard.armed = output.is_err();
                     output
                 });
@@ -301,7 +309,7 @@ impl Router {
                 Err(error) => return Err(Error::StartWorker(error)),
             }
         }
-        for lane in &router.workers.shared.lanes {
+        for lane in &router.lanes {
             // Every batch is empty at the start: this never waits.
             let batch = lane.take_empty(&router.parker, &router.workers.shared.abort);
             router
@@ -320,7 +328,7 @@ impl Router {
             return Err(self.failure());
         }
         self.claims.settle(&mut self.batches);
-        let lane = &shared.lanes[worker];
+        let lane = &self.lanes[worker];
         let Ok(next) = lane.take_empty(&self.parker, &shared.abort) else {
             return Err(self.failure());
         };
@@ -399,12 +407,12 @@ impl Executor for Router {
         self.claims.settle(&mut self.batches);
         for worker in 0..self.batches.len() {
             let shared = &self.workers.shared;
-            let Ok(next) = shared.lanes[worker].take_empty(&self.parker, &shared.abort) else {
+            let Ok(next) = self.lanes[worker].take_empty(&self.parker, &shared.abort) else {
                 return Err(self.failure());
             };
             let mut batch = std::mem::replace(&mut self.batches[worker], next);
             batch.barrier = true;
-            shared.lanes[worker].send(batch);
+            self.lanes[worker].send(batch);
             self.sent += 1;
         }
         // Each worker lends its book and log once it has applied its batch.
@@ -446,8 +454,7 @@ impl Executor for Router {
 
     fn finish(mut self) -> Result<Finished, Error> {
         self.claims.settle(&mut self.batches);
-        let lanes = &self.workers.shared.lanes;
-        for (lane, mut batch) in lanes.iter().zip(self.batches.drain(..)) {
+        for (lane, mut batch) in self.lanes.iter().zip(self.batches.drain(..)) {
             batch.end = true;
             lane.send(batch);
             self.sent += 1;
@@ -535,8 +542,6 @@ struct WorkerState {
     lend: mpsc::Sender<Lent>,
     /// ...and come back this way.
     returned: mpsc::Receiver<(Book, EventLog)>,
-    #[cfg(test)]
-    panic_at_line: Option<u64>,
 }
 
 /// A worker's book and log, lent to the router at a barrier.
@@ -567,7 +572,7 @@ impl WorkerState {
     /// Applies each batch in order until the end-of-stream batch.
     fn run(
         mut self,
-        lane: &Lane,
+        lane: &WorkerEnd,
         parker: &Parker,
         abort: &AtomicBool,
     ) -> Result<WorkerOutput, WorkerError> {
@@ -583,10 +588,6 @@ impl WorkerState {
                 }
                 if let Some(ahead) = items.get(n + PREFETCH_AHEAD / 2) {
                     self.book.prefetch(&ahead.tx, true);
-                }
-                #[cfg(test)]
-                if self.panic_at_line == Some(item.line) {
-                    panic!("injected panic at line {}", item.line);
                 }
                 let outcome = match self.book.apply(&item.tx, item.fresh) {
                     Ok(()) => Outcome::Applied,
@@ -626,10 +627,12 @@ impl WorkerState {
 mod tests {
     use std::sync::mpsc;
 
-    use crate::engine::{EngineBuilder, Error, Record};
+    use super::Router;
+    use crate::amount::Amount;
+    use crate::engine::{EngineBuilder, Error, Executor};
     use crate::ledger::Ledger;
+    use crate::parse::Parser;
     use crate::tx::{Kind, Tx};
-    use crate::Amount;
 
     fn input(rows: u64) -> Vec<u8> {
         datagen::generate_vec(datagen::Config {
@@ -650,13 +653,45 @@ mod tests {
             .expect("the run hung: no result within 60 s")
     }
 
+    /// A record no caller can hand the engine (the parser and
+    /// [`Engine::submit`](crate::Engine::submit) make it malformed): a
+    /// deposit of zero, on which the ledger panics as on any broken
+    /// precondition. Routed by hand, it makes a worker panic, with no
+    /// test-only code in the worker. Its tx id is its line, for the message.
+    fn poison(client: u16, line: u64) -> Tx {
+        Tx {
+            kind: Kind::Deposit,
+            client,
+            tx: line as u32,
+            amount: Amount::ZERO,
+        }
+    }
+
+    /// What a worker's panic reads as, for the record at `line`.
+    fn poisoned(line: u64) -> String {
+        format!("must be positive: Tx {{ kind: Deposit, client: 7, tx: {line},")
+    }
+
+    /// Routes every row of `data`, the one at `line` replaced by poison,
+    /// and returns the run's error.
     fn panics_at(workers: usize, line: u64, batch: usize, data: Vec<u8>) -> Error {
-        let engine = EngineBuilder::new()
+        let config = EngineBuilder::new()
             .workers(workers)
             .batch_size(batch)
-            .panic_at_line(line);
-        bounded(move || engine.run_csv(Ledger::new(), &data[..]).map(drop))
-            .expect_err("a worker panicked: the run must fail")
+            .config;
+        bounded(move || {
+            let mut router = Router::start(&config, Ledger::new())?;
+            let mut parser = Parser::new(&data[..]);
+            while let Some(row) = parser.next_row().map_err(Error::Input)? {
+                match row.parsed {
+                    _ if row.line == line => router.apply(line, &poison(7, line), b"")?,
+                    Ok(tx) => router.apply(row.line, &tx, b"")?,
+                    Err(reason) => router.malformed(row.line, reason, b"")?,
+                }
+            }
+            router.finish().map(drop)
+        })
+        .expect_err("a worker panicked: the run must fail")
     }
 
     #[test]
@@ -666,10 +701,8 @@ mod tests {
             let error = panics_at(workers, 10, batch, input(300_000));
             let text = error.to_string();
             assert!(matches!(error, Error::WorkerPanicked { .. }), "{text}");
-            assert!(
-                text.contains("panicked: injected panic at line 10"),
-                "{text}"
-            );
+            assert!(text.contains("panicked: ledger precondition"), "{text}");
+            assert!(text.contains(&poisoned(10)), "{text}");
         }
     }
 
@@ -678,45 +711,38 @@ mod tests {
         let last_line = 5_001; // the header is line 1
         for batch in [1, 2, 1024] {
             let error = panics_at(4, last_line, batch, input(5_000));
-            assert!(
-                error
-                    .to_string()
-                    .contains(&format!("injected panic at line {last_line}")),
-                "{error}"
-            );
+            assert!(error.to_string().contains(&poisoned(last_line)), "{error}");
         }
     }
 
-    /// Through the push API: a failed worker makes `submit` (or `finish`)
-    /// return its panic, and every later call `Stopped`.
+    /// What `Engine::submit` reaches: a failed worker makes the router's
+    /// next hand-off (or its finish) return the panic, and every later call
+    /// `Stopped`.
     #[test]
-    fn after_a_worker_panic_submit_reports_it_once_then_stopped() {
+    fn after_a_worker_panic_the_router_reports_it_once_then_stopped() {
         let result = bounded(|| {
-            let mut engine = EngineBuilder::new()
-                .workers(2)
-                .batch_size(2)
-                .panic_at_line(3)
-                .build(Ledger::new())
-                .unwrap();
+            let config = EngineBuilder::new().workers(2).batch_size(2).config;
+            let mut router = Router::start(&config, Ledger::new()).unwrap();
             let mut errors = Vec::new();
             for id in 1..=10_000u32 {
-                let tx = Tx {
-                    kind: Kind::Deposit,
-                    client: 7,
-                    tx: id,
-                    amount: Amount::from_raw(1),
+                let line = u64::from(id);
+                let tx = match id {
+                    3 => poison(7, line),
+                    _ => Tx {
+                        kind: Kind::Deposit,
+                        client: 7,
+                        tx: id,
+                        amount: Amount::from_raw(1),
+                    },
                 };
-                if let Err(error) = engine.submit(Record::at_line(tx, u64::from(id))) {
+                if let Err(error) = router.apply(line, &tx, b"") {
                     errors.push(error.to_string());
                 }
             }
-            (errors, engine.finish().map(drop).map_err(|e| e.to_string()))
+            (errors, router.finish().map(drop).map_err(|e| e.to_string()))
         });
         let (errors, finished) = result;
-        assert!(
-            errors[0].contains("panicked: injected panic at line 3"),
-            "{errors:?}"
-        );
+        assert!(errors[0].contains(&poisoned(3)), "{errors:?}");
         assert!(
             errors[1..].iter().all(|e| e.contains("stopped")),
             "{errors:?}"
@@ -741,9 +767,8 @@ mod tests {
     /// returns, no worker holds the shared state any more.
     #[test]
     fn a_router_dropped_mid_run_joins_its_workers() {
-        use crate::engine::Executor;
         let config = EngineBuilder::new().workers(3).batch_size(2);
-        let mut router = super::Router::start(&config.config, Ledger::new()).unwrap();
+        let mut router = Router::start(&config.config, Ledger::new()).unwrap();
         let shared = std::sync::Arc::downgrade(&router.workers.shared);
         for id in 1..=100u32 {
             let tx = Tx {
