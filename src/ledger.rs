@@ -383,6 +383,18 @@ fn invariant_broken(tx: &Tx, before: &Account, after: &Account) -> ! {
     panic!("ledger invariant broken by {tx:?}: {before:?} -> {after:?}");
 }
 
+/// SPEC rule 2, the one rule that needs the whole file's order: a deposit's
+/// or withdrawal's tx id is claimed by the first well-formed record that
+/// uses it, whatever its client and whether or not the record is then
+/// applied. True when `tx` makes the claim (its id was free); false for a
+/// repeat and for disputes, resolves and chargebacks, which claim nothing.
+/// Every path claims through here, in file order, before the record's
+/// [`Book::apply`].
+#[inline]
+pub(crate) fn claim(ids: &mut TxIdSet, tx: &Tx) -> bool {
+    tx.kind.claims_id() && ids.claim(tx.tx)
+}
+
 /// The accounts of `books` (disjoint sets of clients) sorted by client id:
 /// the output order, for one book or one per worker.
 pub fn sorted_accounts<'a>(books: impl IntoIterator<Item = &'a Book>) -> Vec<(ClientId, Account)> {
@@ -433,7 +445,7 @@ impl Ledger {
     /// parser's record in place (copying it measured slower, perf.md).
     #[inline]
     pub(crate) fn apply_ref(&mut self, tx: &Tx) -> Result<(), Reject> {
-        let id_is_fresh = tx.kind.claims_id() && self.ids.claim(tx.tx);
+        let id_is_fresh = claim(&mut self.ids, tx);
         self.book.apply(tx, id_is_fresh)
     }
 
@@ -473,12 +485,22 @@ impl Ledger {
     /// the router keeps, and one [`Book`] per worker holding the accounts and
     /// deposits of the clients that [`shard`] gives it.
     pub(crate) fn split(self, workers: usize) -> (TxIdSet, Vec<Book>) {
-        assert!(workers >= 1, "at least one worker");
-        if workers == 1 {
+        self.split_by(workers, |client| shard(client, workers))
+    }
+
+    /// [`Ledger::split`] for another placement of clients: `parts` books,
+    /// client `c`'s in book `to(c)` (the cluster places them as timely's
+    /// exchange does).
+    pub(crate) fn split_by(
+        self,
+        parts: usize,
+        to: impl Fn(ClientId) -> usize,
+    ) -> (TxIdSet, Vec<Book>) {
+        assert!(parts >= 1, "at least one part");
+        if parts == 1 {
             return (self.ids, vec![self.book]);
         }
-        let books = redistribute(&[self.book], workers, |client| shard(client, workers));
-        (self.ids, books)
+        (self.ids, redistribute(&[self.book], parts, to))
     }
 
     /// Puts split parts back together: the claimed ids and books holding

@@ -28,7 +28,7 @@
 //!
 //! # Example
 //!
-//! Build an engine with two shards (worker threads), submit transactions
+//! Build an engine with two worker threads, submit transactions
 //! from any source, finish (drain and join), then read the accounts, the
 //! tally and the state:
 //!

@@ -45,6 +45,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome of applying a well-formed `tx`: every path (the
+    /// single-threaded ledger, a worker's book, a cluster's apply stage)
+    /// names it this one way.
+    #[inline]
+    pub fn of(tx: &Tx, applied: Result<(), Reject>) -> Outcome {
+        match applied {
+            Ok(()) => Outcome::Applied,
+            Err(reason) => Outcome::Rejected { tx: *tx, reason },
+        }
+    }
+
     /// The SPEC reason code (`malformed`, `duplicate_tx`, ...); `None` when applied.
     pub fn code(self) -> Option<&'static str> {
         match self {

@@ -19,7 +19,7 @@ use timely::progress::frontier::MutableAntichain;
 use super::input::{read_block, Cuts, InputPlan, Part, Rec};
 use super::restart::{Assembling, BookSnapshot, Due, Schedule, Snapshot};
 use crate::engine::Error;
-use crate::ledger::Book;
+use crate::ledger::{claim, Book};
 use crate::report::Outcome;
 use crate::store::TxIdSet;
 
@@ -124,7 +124,7 @@ impl Shared {
     fn claim(&self, recs: &mut [Rec]) {
         let mut ids = self.ids.borrow_mut();
         for rec in recs {
-            rec.fresh = ids.claim(rec.tx.tx);
+            rec.fresh = claim(&mut ids, &rec.tx);
         }
     }
 
@@ -132,12 +132,9 @@ impl Shared {
     fn apply(&self, block: u64, recs: Vec<Rec>) {
         let (mut book, mut part) = (self.book.borrow_mut(), self.part.borrow_mut());
         for rec in recs {
-            match book.apply(&rec.tx, rec.fresh) {
-                Ok(()) => part.applied += 1,
-                Err(reason) => {
-                    let outcome = Outcome::Rejected { tx: rec.tx, reason };
-                    part.events.push((block, rec.line, outcome, rec.raw));
-                }
+            match Outcome::of(&rec.tx, book.apply(&rec.tx, rec.fresh)) {
+                Outcome::Applied => part.applied += 1,
+                outcome => part.events.push((block, rec.line, outcome, rec.raw)),
             }
         }
     }

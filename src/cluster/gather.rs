@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use super::input::{InputPlan, Part};
 use super::options::Settings;
 use crate::durable::state::identify;
-use crate::engine::{block_size_text, early_malformed_warning, Error, Finished, EARLY_ROWS};
+use crate::engine::{block_size_text, EarlyRows, Error, Finished};
 use crate::parse::Position;
 use crate::report::{EventLog, Outcome};
 
@@ -80,13 +80,18 @@ pub(super) fn gather(
             return Err(Error::Strict { line, reason }.into());
         }
     }
-    let early = EARLY_ROWS as usize;
-    if let Some(&(line, Outcome::Malformed(reason), _)) = events.get(early - 1) {
-        let all = events[..early]
-            .iter()
-            .all(|e| matches!(e.1, Outcome::Malformed(_)));
-        if all && line < first_ok {
-            warn(early_malformed_warning(line, reason.describe()));
+    // Every row before the first well-formed one is a malformed event, so
+    // those events are the input's first rows, in order.
+    let mut early = EarlyRows::default();
+    for (line, outcome, _) in events.iter().take_while(|e| e.0 < first_ok) {
+        let Outcome::Malformed(reason) = outcome else {
+            break;
+        };
+        if let Some(text) = early.see(*line, Some(reason)) {
+            warn(text);
+        }
+        if !early.watching() {
+            break;
         }
     }
     let mut log =

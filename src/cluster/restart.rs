@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use timely::progress::frontier::MutableAntichain;
 
 use super::input::Part;
-use crate::durable::AtomicFile;
+use crate::durable::{directory_of, AtomicFile};
 use crate::ledger::{Account, Book};
 use crate::store::Deposit;
 use crate::store::TxIdSet;
@@ -346,11 +346,7 @@ impl Assembling {
 /// Whether `path`'s directory can take checkpoint files (for a clear error
 /// before connecting).
 pub(super) fn check_writable(state: &Path) -> anyhow::Result<()> {
-    let dir = match state.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
+    if !directory_of(state).is_dir() {
         bail!(
             "the directory of state file {} does not exist",
             state.display()

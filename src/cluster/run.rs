@@ -17,7 +17,7 @@ use super::dataflow::{run_worker, Restart};
 use super::gather::{gather, Shape};
 use super::input::{InputPlan, Part};
 use super::options::{ClusterOptions, Settings};
-use super::restart::{Schedule, Snapshot};
+use super::restart::{BookSnapshot, Schedule, Snapshot};
 use crate::engine::Finished;
 use crate::report::Verbosity;
 
@@ -34,26 +34,19 @@ pub(super) fn initial_state(
     else {
         return Ok(mine.map(|_| None).collect());
     };
-    let ledger = saved.ledger;
+    let (ids, books) = saved
+        .ledger
+        .split_by(peers, |client| exchange_target(u64::from(client), peers));
     let mut shares: Vec<Snapshot> = mine.clone().map(|_| Snapshot::default()).collect();
-    let share = |key: u64| {
-        let worker = exchange_target(key, peers);
-        mine.contains(&worker).then(|| worker - mine.start)
-    };
-    for id in ledger.claimed_ids() {
-        if let Some(i) = share(u64::from(id)) {
-            shares[i].ids.push(id);
+    for id in ids.iter() {
+        let worker = exchange_target(u64::from(id), peers);
+        if mine.contains(&worker) {
+            shares[worker - mine.start].ids.push(id);
         }
     }
-    for (client, account) in ledger.accounts() {
-        if let Some(i) = share(u64::from(client)) {
-            shares[i].accounts.push((client, account));
-        }
-    }
-    for (id, deposit) in ledger.deposits() {
-        if let Some(i) = share(u64::from(deposit.client)) {
-            shares[i].deposits.push((id, deposit));
-        }
+    for (share, book) in shares.iter_mut().zip(&books[mine]) {
+        let book = BookSnapshot::of(book, 0);
+        (share.accounts, share.deposits) = (book.accounts, book.deposits);
     }
     Ok(shares.into_iter().map(Some).collect())
 }

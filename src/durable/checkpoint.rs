@@ -301,12 +301,12 @@ type WarningSink = Box<dyn FnMut(&str)>;
 /// checkpoint and where to go on from.
 pub struct Control {
     stop: Arc<AtomicUsize>,
-    plan: Option<PlanSpec>,
+    plan: Option<CheckpointSpec>,
     resume: Option<Resume>,
     warn: Option<WarningSink>,
 }
 
-struct PlanSpec {
+struct CheckpointSpec {
     state: PathBuf,
     every: Option<Duration>,
     inputs: Vec<InputId>,
@@ -341,7 +341,7 @@ impl Control {
         every: Option<Duration>,
         inputs: Vec<InputId>,
     ) -> Control {
-        self.plan = Some(PlanSpec {
+        self.plan = Some(CheckpointSpec {
             state: state.to_path_buf(),
             every,
             inputs,
@@ -422,7 +422,7 @@ impl Control {
                     rejects: open("rejects", keep_rejects, rejects_len)
                         .map_err(Error::Checkpoint)?,
                 };
-                Some(Plan {
+                Some(Checkpointing {
                     next: spec.every.map(|every| Instant::now() + every),
                     spec,
                     journals,
@@ -441,8 +441,8 @@ impl Control {
     }
 }
 
-struct Plan {
-    spec: PlanSpec,
+struct Checkpointing {
+    spec: CheckpointSpec,
     journals: Journals,
     /// When the next periodic checkpoint is due.
     next: Option<Instant>,
@@ -454,7 +454,7 @@ const CLOCK_EVERY: u32 = 1024;
 /// [`Control`] during a run.
 pub(crate) struct Supervisor {
     stop: Arc<AtomicUsize>,
-    plan: Option<Plan>,
+    plan: Option<Checkpointing>,
     /// The rows before the checkpoint this run resumed from.
     carried: Carried,
     rows: u32,
@@ -466,7 +466,7 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     /// Appends the logs' rows to the journals and writes the checkpoint.
     fn write(
-        plan: &mut Plan,
+        plan: &mut Checkpointing,
         carried: &Carried,
         at: &parse::ParserState,
         paused: &mut Paused<'_>,

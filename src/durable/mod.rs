@@ -17,6 +17,7 @@ mod atomic;
 mod checkpoint;
 pub(crate) mod state;
 
+pub(crate) use atomic::directory_of;
 pub use atomic::AtomicFile;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

@@ -21,10 +21,13 @@
 //!           or, past 54,613 deposits (form 1), words u64[65,536], clients u16[65,536]
 //! ```
 //!
-//! A deposit's *word* is its amount in ten-thousandths with the dispute flag
-//! in bit 63, exactly as the deposit store holds it, so a full dense leaf and
-//! a bitset leaf are written straight from the stores' own page arrays
-//! (`bytemuck` casts) and read straight back into them.
+//! A deposit's *word* in the file is its whole amount in ten-thousandths with
+//! the dispute flag in bit 63. It is not the deposit store's own word (32
+//! bits: the amount in 31, the dispute flag in bit 31, a larger amount in a
+//! side table), so the file stays the same when the store's layout changes:
+//! each leaf's deposits are gathered from every book slot by slot and
+//! written in the file's words. A bitset id leaf is written from the id
+//! set's own 1,024 words, and read straight back into one.
 //!
 //! # Why this shape
 //!

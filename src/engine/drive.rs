@@ -39,7 +39,7 @@ pub(crate) struct Paused<'a> {
 pub static LINE_REACHED: AtomicU64 = AtomicU64::new(0);
 
 /// Rows watched at the start of a run: if all are malformed, say so then.
-pub(crate) const EARLY_ROWS: u32 = 1_000;
+const EARLY_ROWS: u32 = 1_000;
 
 /// What the CSV loop asks between records (checkpoints, a stop), and tells
 /// as it goes (warnings).
@@ -86,13 +86,12 @@ pub(crate) fn drive<E: Executor, S: Supervise>(
     mut path: E,
     mut supervisor: S,
 ) -> Result<Finished, Error> {
-    // Rows watched so far at the start, and how many of them were malformed.
-    let (mut watched, mut early_malformed) = (0u32, 0u32);
+    let mut early = EarlyRows::default();
     loop {
         if supervisor.due() {
             supervisor.act(&parser.state(), &mut path)?;
         }
-        if S::WARNS && watched < EARLY_ROWS {
+        if S::WARNS && early.watching() {
             for text in parser.take_warnings() {
                 supervisor.warn(text);
             }
@@ -105,12 +104,9 @@ pub(crate) fn drive<E: Executor, S: Supervise>(
             Err(error) => return Err(Error::Input(error)),
         };
         LINE_REACHED.store(row.line, Ordering::Relaxed);
-        if S::WARNS && watched < EARLY_ROWS {
-            watched += 1;
-            early_malformed += u32::from(row.parsed.is_err());
-            if watched == EARLY_ROWS && early_malformed == EARLY_ROWS {
-                let reason = row.parsed.err().map_or("", Malformed::describe);
-                supervisor.warn(early_malformed_warning(row.line, reason));
+        if S::WARNS && early.watching() {
+            if let Some(text) = early.see(row.line, row.parsed.as_ref().err()) {
+                supervisor.warn(text);
             }
         }
         // The record is borrowed where the parser left it: copying it out
@@ -138,9 +134,39 @@ pub(crate) fn drive<E: Executor, S: Supervise>(
     Ok(finished)
 }
 
+/// Watches the first [`EARLY_ROWS`] rows of an input, to say once if all of
+/// them are malformed (a wrong file or format, most likely). The CSV loop
+/// shows it every row; the cluster shows it the rows before the first
+/// well-formed one, in line order.
+#[derive(Default)]
+pub(crate) struct EarlyRows {
+    watched: u32,
+    malformed: u32,
+}
+
+impl EarlyRows {
+    /// Whether the first rows are still being watched.
+    #[inline]
+    pub fn watching(&self) -> bool {
+        self.watched < EARLY_ROWS
+    }
+
+    /// Sees the row at `line` (`malformed`: why, if it is); the warning when
+    /// it is the last of the first rows and they were all malformed.
+    pub fn see(&mut self, line: u64, malformed: Option<&Malformed>) -> Option<String> {
+        if !self.watching() {
+            return None;
+        }
+        self.watched += 1;
+        self.malformed += u32::from(malformed.is_some());
+        let all = self.watched == EARLY_ROWS && self.malformed == EARLY_ROWS;
+        all.then(|| early_malformed_warning(line, malformed.map_or("", |m| m.describe())))
+    }
+}
+
 /// The warning for an input whose first [`EARLY_ROWS`] rows are all
 /// malformed, the last of them at `line`.
-pub(crate) fn early_malformed_warning(line: u64, reason: &str) -> String {
+fn early_malformed_warning(line: u64, reason: &str) -> String {
     format!(
         "the first {EARLY_ROWS} rows are all malformed (the last: line {line}, {reason}); \
          is this the right file and format?"

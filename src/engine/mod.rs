@@ -16,22 +16,30 @@
 //! As in ripgrep's `search` / `search_parallel`, the two execution paths are
 //! siblings behind one entry point, chosen by the worker count:
 //!
-//! * `workers == 0`: the sequential path (`sequential.rs`), every record applied on the calling
-//!   thread by one [`Ledger`](crate::Ledger). The baseline every speed-up is measured
-//!   against, kept forever.
-//! * `workers >= 1`: the sharded pipeline (`src/pipeline/`), the only
-//!   module that knows threads exist: the calling thread claims tx ids in file
-//!   order and routes each record by client to the worker that owns it.
+//! * `workers == 0`: the sequential path (`sequential.rs`), every record
+//!   applied on the calling thread by one [`Ledger`](crate::Ledger). The
+//!   baseline every speed-up is measured against, kept forever.
+//! * `workers >= 1`: the sharded path (`sharded/`): the calling thread
+//!   claims tx ids in file order and routes each record by client to the
+//!   worker thread that owns it, over a lane whose two ends are two types.
 //!
-//! Both implement one internal trait (apply a record, log a malformed one,
-//! finish), so the CSV loop ([`EngineBuilder::run_csv`]) is written once and
-//! compiled once per path, and the push API ([`Engine::submit`]) is a thin
-//! dispatch over the two. Their outputs are byte-identical for every worker
-//! count: the tests prove it on fixtures and generated streams.
+//! Both implement one internal trait (`Executor`, in `drive.rs`: apply a
+//! record, log a malformed one, pause at a barrier, finish), so the CSV loop
+//! (`drive`) is written once and compiled once per path, and the push API
+//! ([`Engine::submit`]) is a thin dispatch over the two. Their outputs are
+//! byte-identical for every worker count: the tests prove it on fixtures
+//! and generated streams. The cluster (`crate::cluster`) is a third sibling
+//! with its own driver (timely's), and shares the ledger's rules, the
+//! outcomes and the result type with these two.
 //!
-//! Data flows one way: `app` (files, progress, printing) calls `engine`,
-//! which calls `sequential` or `pipeline`, which call `ledger` and `report`.
-//! Nothing downstream calls back upstream.
+//! # Files
+//!
+//! `config.rs` (settings and limits) <- `builder.rs` (the builder and the
+//! CSV entry points) and `push.rs` (the push API); `drive.rs` (the loop and
+//! the `Executor` and `Supervise` traits) <- `sequential.rs`, `sharded/`;
+//! `finished.rs` (the result) and `error.rs` below all of them. The
+//! engine imports `parse`, `ledger`, `store` and `report`, never `durable`
+//! or `cluster`: a supervisor (`durable`'s checkpoints) is handed in.
 
 mod builder;
 mod config;
@@ -45,7 +53,7 @@ mod sharded;
 pub use builder::EngineBuilder;
 pub(crate) use drive::LINE_REACHED;
 #[cfg(feature = "cluster")]
-pub(crate) use drive::{block_size_text, early_malformed_warning, EARLY_ROWS};
+pub(crate) use drive::{block_size_text, EarlyRows};
 pub(crate) use drive::{Executor, Paused, Supervise};
 pub use error::Error;
 pub use finished::{Diagnostics, Finished, Measures};

@@ -55,7 +55,7 @@ enum Running {
 /// use payments_engine::Engine;
 /// use payments_engine::{Amount, Kind, Tx};
 ///
-/// let mut engine = Engine::new(2)?; // two worker threads (shards)
+/// let mut engine = Engine::new(2)?; // two worker threads
 /// let tx = |kind, client, tx, amount: &str| Tx {
 ///     kind,
 ///     client,
@@ -85,11 +85,11 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine with `shards` worker threads (0: the calling thread does
+    /// An engine with `workers` worker threads (0: the calling thread does
     /// the work) and an empty ledger; nothing kept for reports but counts.
     /// [`EngineBuilder`] has every other setting.
-    pub fn new(shards: usize) -> Result<Engine, Error> {
-        EngineBuilder::new().workers(shards).build(Ledger::new())
+    pub fn new(workers: usize) -> Result<Engine, Error> {
+        EngineBuilder::new().workers(workers).build(Ledger::new())
     }
 
     /// The configuration to build one with more settings.

@@ -28,10 +28,7 @@ impl Sequential {
 impl Executor for Sequential {
     #[inline]
     fn apply(&mut self, line: u64, tx: &Tx, raw: &[u8]) -> Result<(), Error> {
-        let outcome = match self.ledger.apply_ref(tx) {
-            Ok(()) => Outcome::Applied,
-            Err(reason) => Outcome::Rejected { tx: *tx, reason },
-        };
+        let outcome = Outcome::of(tx, self.ledger.apply_ref(tx));
         self.log
             .record(line, outcome, raw)
             .map_err(Error::WriteSpool)

@@ -118,7 +118,7 @@ struct Parsed {
 }
 
 enum Done {
-    Block(Box<Parsed>),
+    Parsed(Box<Parsed>),
     Failed(io::Error),
     /// The input ended: its length and, when hashing, its hash.
     End {
@@ -159,9 +159,10 @@ struct Cutter<R> {
     abort: Arc<AtomicBool>,
 }
 
-/// A block found in a buffer: its bytes, the input bytes it stands for, and
-/// whether it is an over-long line cut short.
-struct Block {
+/// Where the cutter found a block's end in its buffer: the block's bytes,
+/// the input bytes it stands for, and whether it is an over-long line cut
+/// short.
+struct Found {
     len: usize,
     span: u64,
     long: bool,
@@ -273,7 +274,7 @@ impl<R: Read> Cutter<R> {
 
     /// Fills `buf` with the next block, hashing what it consumes; `None` at
     /// the end of the input.
-    fn next_block(&mut self, buf: &mut [u8]) -> io::Result<Option<Block>> {
+    fn next_block(&mut self, buf: &mut [u8]) -> io::Result<Option<Found>> {
         let cap = buf.len();
         let mut len = 0;
         let mut ended = false;
@@ -307,7 +308,7 @@ impl<R: Read> Cutter<R> {
         if let Some(hasher) = &mut self.hasher {
             hasher.update(&buf[..block]);
         }
-        Ok(Some(Block {
+        Ok(Some(Found {
             len: block,
             span: block as u64,
             long: false,
@@ -317,7 +318,7 @@ impl<R: Read> Cutter<R> {
     /// `buf` is full and holds no line end: the start of an over-long line.
     /// Keeps enough of it for the parser to judge it (and its first
     /// `MAX_LINE` bytes for the reports) and skips the rest.
-    fn long_line(&mut self, buf: &[u8]) -> io::Result<Block> {
+    fn long_line(&mut self, buf: &[u8]) -> io::Result<Found> {
         let bom = if self.at_input_start && buf.starts_with(BOM) {
             BOM.len()
         } else {
@@ -348,7 +349,7 @@ impl<R: Read> Cutter<R> {
                 break;
             }
         }
-        Ok(Block {
+        Ok(Found {
             len: keep,
             span,
             long: true,
@@ -361,7 +362,7 @@ fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>) {
     while let Ok(cut) = work.recv() {
         let seq = cut.seq;
         let parsed = match catch_unwind(AssertUnwindSafe(|| parse_block(cut))) {
-            Ok(parsed) => Done::Block(Box::new(parsed)),
+            Ok(parsed) => Done::Parsed(Box::new(parsed)),
             Err(_) => Done::Failed(io::Error::other("a parser thread panicked")),
         };
         if done.send((seq, parsed)).is_err() {
@@ -587,7 +588,7 @@ impl BlockRows {
         };
         self.next += 1;
         match done {
-            Done::Block(mut parsed) => {
+            Done::Parsed(mut parsed) => {
                 self.warnings.append(&mut parsed.warnings);
                 self.block = Some(*parsed);
                 Ok(())

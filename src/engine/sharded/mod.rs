@@ -1,4 +1,6 @@
-//! The sharded pipeline: the only module that knows threads exist.
+//! The sharded path (`--workers N`): a router on the calling thread and `N`
+//! worker threads. Threads live here and in the block-parallel reader
+//! (`parse/blocks.rs`); the ledger, the stores and the reports know none.
 //!
 //! The calling thread is the *router* ([`Router`]): for each record it is
 //! given, it applies the one rule that needs global file order (SPEC rule 2:
@@ -42,7 +44,7 @@ use super::config::{Config, MAX_WORKERS};
 use super::drive::{Executor, Paused};
 use super::error::Error;
 use super::finished::Finished;
-use crate::ledger::{shard, Book, Ledger};
+use crate::ledger::{claim, shard, Book, Ledger};
 use crate::parse::Malformed;
 use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
@@ -528,7 +530,7 @@ impl Claims {
     #[inline]
     fn claim(&mut self, (worker, index): (usize, usize), batches: &mut [Box<Batch>]) {
         let item = &mut batches[worker].items[index];
-        item.fresh = self.ids.claim(item.tx.tx);
+        item.fresh = claim(&mut self.ids, &item.tx);
     }
 }
 
@@ -589,13 +591,7 @@ impl WorkerState {
                 if let Some(ahead) = items.get(n + PREFETCH_AHEAD / 2) {
                     self.book.prefetch(&ahead.tx, true);
                 }
-                let outcome = match self.book.apply(&item.tx, item.fresh) {
-                    Ok(()) => Outcome::Applied,
-                    Err(reason) => Outcome::Rejected {
-                        tx: item.tx,
-                        reason,
-                    },
-                };
+                let outcome = Outcome::of(&item.tx, self.book.apply(&item.tx, item.fresh));
                 self.log
                     .record(item.line, outcome, batch.raw(item))
                     .map_err(WorkerError::Spool)?;
