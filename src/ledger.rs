@@ -159,7 +159,7 @@ enum DepositWrite {
 
 /// Accounts and their applied deposits: every rule except the global tx-id
 /// claim. A worker of the sharded pipeline owns one `Book` for its clients.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Book {
     accounts: hashbrown::HashMap<ClientId, Account>,
     deposits: DepositStore,
@@ -340,21 +340,42 @@ impl Book {
         self.accounts.allocation_size()
     }
 
-    /// A book rebuilt from what a cluster worker saved at a checkpoint (its
-    /// own file, checksummed): accounts and applied deposits.
+    /// A book from stores read back from a file (a cluster worker's
+    /// checkpoint): no client twice, every account in range, every deposit
+    /// of a known client, every held amount the sum of its client's
+    /// disputed deposits. The tx ids are another worker's share, so they
+    /// are not checked here ([`Ledger::validate`] checks them for a whole
+    /// ledger).
     #[cfg(feature = "cluster")]
-    pub(crate) fn from_saved(
+    pub(crate) fn from_stores(
         accounts: impl IntoIterator<Item = (ClientId, Account)>,
-        deposits: impl IntoIterator<Item = (TxId, Deposit)>,
-    ) -> Book {
-        let mut book = Book::default();
+        deposits: DepositStore,
+    ) -> Result<Book, StateError> {
+        let book = Book::with_accounts(accounts, deposits)?;
+        validate(&book, None)?;
+        Ok(book)
+    }
+
+    /// A book holding `deposits` and `accounts`, each client once and in
+    /// range; not validated further.
+    fn with_accounts(
+        accounts: impl IntoIterator<Item = (ClientId, Account)>,
+        deposits: DepositStore,
+    ) -> Result<Book, StateError> {
+        let mut book = Book {
+            deposits,
+            ..Book::default()
+        };
         for (client, account) in accounts {
+            if book.accounts.contains_key(&client) {
+                return Err(StateError::ClientTwice(client));
+            }
+            if account.held.is_negative() || checked_total(&account).is_err() {
+                return Err(StateError::BadAccount(client));
+            }
             book.restore_account(client, account);
         }
-        for (id, deposit) in deposits {
-            book.deposits.restore(id, deposit);
-        }
-        book
+        Ok(book)
     }
 
     /// Adds an account and its deposits taken from another book or a saved
@@ -553,19 +574,7 @@ impl Ledger {
         accounts: impl IntoIterator<Item = (ClientId, Account)>,
         deposits: DepositStore,
     ) -> Result<Ledger, StateError> {
-        let mut book = Book {
-            deposits,
-            ..Book::default()
-        };
-        for (client, account) in accounts {
-            if book.accounts.contains_key(&client) {
-                return Err(StateError::ClientTwice(client));
-            }
-            if account.held.is_negative() || checked_total(&account).is_err() {
-                return Err(StateError::BadAccount(client));
-            }
-            book.restore_account(client, account);
-        }
+        let book = Book::with_accounts(accounts, deposits)?;
         let ledger = Ledger { ids, book };
         ledger.validate()?;
         Ok(ledger)
@@ -577,35 +586,42 @@ impl Ledger {
     /// and its client known. The first failure is named, in client, then tx
     /// order.
     pub fn validate(&self) -> Result<(), StateError> {
-        let accounts = self.sorted_accounts();
-        for (client, account) in &accounts {
-            if account.held.is_negative() || checked_total(account).is_err() {
-                return Err(StateError::BadAccount(*client));
-            }
-        }
-        // Per client: the held amount its disputed deposits add up to.
-        let mut disputed = vec![0i128; usize::from(ClientId::MAX) + 1];
-        for (id, deposit) in self.deposits() {
-            if !deposit.amount.is_positive() {
-                return Err(StateError::BadDeposit(id));
-            }
-            if !self.book.accounts.contains_key(&deposit.client) {
-                return Err(StateError::DepositWithoutAccount(id, deposit.client));
-            }
-            if !self.ids.contains(id) {
-                return Err(StateError::DepositNotClaimed(id));
-            }
-            if deposit.disputed {
-                disputed[usize::from(deposit.client)] += i128::from(deposit.amount.raw());
-            }
-        }
-        for (client, account) in &accounts {
-            if i128::from(account.held.raw()) != disputed[usize::from(*client)] {
-                return Err(StateError::HeldMismatch(*client));
-            }
-        }
-        Ok(())
+        validate(&self.book, Some(&self.ids))
     }
+}
+
+/// [`Ledger::validate`]'s checks on one book, and with `ids` that every
+/// deposit's id is claimed. The first failure is named, in client, then tx
+/// order.
+fn validate(book: &Book, ids: Option<&TxIdSet>) -> Result<(), StateError> {
+    let accounts = sorted_accounts([book]);
+    for (client, account) in &accounts {
+        if account.held.is_negative() || checked_total(account).is_err() {
+            return Err(StateError::BadAccount(*client));
+        }
+    }
+    // Per client: the held amount its disputed deposits add up to.
+    let mut disputed = vec![0i128; usize::from(ClientId::MAX) + 1];
+    for (id, deposit) in book.deposits.iter() {
+        if !deposit.amount.is_positive() {
+            return Err(StateError::BadDeposit(id));
+        }
+        if !book.accounts.contains_key(&deposit.client) {
+            return Err(StateError::DepositWithoutAccount(id, deposit.client));
+        }
+        if ids.is_some_and(|ids| !ids.contains(id)) {
+            return Err(StateError::DepositNotClaimed(id));
+        }
+        if deposit.disputed {
+            disputed[usize::from(deposit.client)] += i128::from(deposit.amount.raw());
+        }
+    }
+    for (client, account) in &accounts {
+        if i128::from(account.held.raw()) != disputed[usize::from(*client)] {
+            return Err(StateError::HeldMismatch(*client));
+        }
+    }
+    Ok(())
 }
 
 /// `parts` new books holding the accounts and deposits of `from` (books of

@@ -17,7 +17,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::MutableAntichain;
 
 use super::input::{read_block, Cuts, InputPlan, Part, Rec};
-use super::restart::{Assembling, BookSnapshot, Due, Schedule, Snapshot};
+use super::restart::{Assembling, Due, Schedule, Snapshot};
 use crate::engine::Error;
 use crate::ledger::{claim, Book};
 use crate::report::Outcome;
@@ -93,30 +93,27 @@ struct Shared {
 
 impl Shared {
     /// A worker's state at the start, or at the checkpoint it resumes from.
-    fn new(snapshot: Option<&Snapshot>) -> Shared {
+    fn new(snapshot: Option<Snapshot>) -> Shared {
+        let Snapshot {
+            ids, book, part, ..
+        } = snapshot.unwrap_or_default();
         Shared {
-            part: Rc::new(RefCell::new(
-                snapshot.map_or_else(Part::default, |s| s.part.clone()),
-            )),
-            book: Rc::new(RefCell::new(
-                snapshot.map_or_else(Book::default, Snapshot::book),
-            )),
-            ids: Rc::new(RefCell::new(
-                snapshot.map_or_else(TxIdSet::default, Snapshot::id_set),
-            )),
+            part: Rc::new(RefCell::new(part)),
+            book: Rc::new(RefCell::new(book)),
+            ids: Rc::new(RefCell::new(ids)),
             pending: Rc::new(RefCell::new(Assembling::default())),
         }
     }
 
     /// The claim stage at checkpoint `c`: the ids claimed so far.
     fn snap_claims(&self, c: u64) {
-        let ids = self.ids.borrow().iter().collect();
+        let ids = self.ids.borrow().clone();
         self.pending.borrow_mut().claims.insert(c, ids);
     }
 
     /// The apply stage at checkpoint `c`: the book and the rows applied.
     fn snap_book(&self, c: u64) {
-        let snapshot = BookSnapshot::of(&self.book.borrow(), self.part.borrow().applied);
+        let snapshot = (self.book.borrow().clone(), self.part.borrow().applied);
         self.pending.borrow_mut().books.insert(c, snapshot);
     }
 
@@ -283,9 +280,12 @@ pub(super) fn run_worker(
     keep_raw: bool,
     restart: Option<Restart>,
 ) -> Option<Vec<Part>> {
-    let start = restart.as_ref().map_or(0, |r| r.start);
-    let schedule = restart.as_ref().map(|r| r.schedule.clone());
-    let shared = Shared::new(restart.as_ref().and_then(|r| r.snapshot.as_ref()));
+    let keep_state = restart.is_some();
+    let (start, schedule, snapshot) = match restart {
+        Some(r) => (r.start, Some(r.schedule), r.snapshot),
+        None => (0, None, None),
+    };
+    let shared = Shared::new(snapshot);
     let (mut records, probe) = claim_and_apply(worker, &shared, Due::new(schedule.as_ref(), start));
     let (mut parts, parts_probe, gathered) = gathering(worker);
     let feeder = Feeder {
@@ -302,7 +302,7 @@ pub(super) fn run_worker(
         shared.save_ready(schedule.as_ref(), worker.index(), u64::MAX);
     }
     // With a state file, process 0 saves the whole ledger.
-    parts.send(shared.into_part(restart.is_some()));
+    parts.send(shared.into_part(keep_state));
     parts.close();
     while !parts_probe.done() {
         worker.step();

@@ -18,27 +18,29 @@
 //!
 //! Each worker writes its own file beside the state file,
 //! `STATE.cluster-p<process>-w<worker>-b<c>`, atomically, and keeps the one
-//! before it. On `--resume` every process tells the others (in the
+//! before it. The file is in the state file's format (kind 3): its claimed
+//! ids, accounts and deposits sections, checksummed and checked on load as
+//! the state file's are (the book validated on its own: the ids are another
+//! stage's share), and one more section with the block and the parse side's
+//! part. On `--resume` every process tells the others (in the
 //! connection handshake) the last two checkpoints all its workers
 //! completed; all go on from the latest one that every process has, and
 //! finish with the bytes an uninterrupted run prints.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
 use timely::progress::frontier::MutableAntichain;
 
 use super::input::Part;
+use crate::durable::state::{self, StateFileError, KIND_CLUSTER};
 use crate::durable::{directory_of, AtomicFile};
-use crate::ledger::{Account, Book};
-use crate::store::Deposit;
+use crate::ledger::Book;
 use crate::store::TxIdSet;
-use crate::tx::{ClientId, TxId};
 
 /// What the command line asked for: where, how often, and whether to go on
 /// from a checkpoint.
@@ -58,9 +60,6 @@ pub struct CheckpointOptions {
 /// checkpoint blocks without a message.
 pub const NOMINAL_BYTES_PER_SECOND: f64 = 64.0 * 1024.0 * 1024.0;
 
-/// The first bytes of a checkpoint file: the kind and the format's version.
-pub(super) const MAGIC: &[u8; 8] = b"PECLCK\x00\x01";
-
 /// Checkpoints of this process: every `every` blocks, named after the state
 /// file.
 #[derive(Clone, Debug)]
@@ -73,30 +72,14 @@ pub(super) struct Schedule {
     process: usize,
 }
 
-/// Everything a worker holds for the blocks before `block`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Everything a worker holds for the blocks before `block`: its claim
+/// stage's ids, its apply stage's book, its parse side's part.
+#[derive(Default)]
 pub(super) struct Snapshot {
     pub block: u64,
-    pub ids: Vec<TxId>,
-    pub accounts: Vec<(ClientId, Account)>,
-    pub deposits: Vec<(TxId, Deposit)>,
+    pub ids: TxIdSet,
+    pub book: Book,
     pub part: Part,
-}
-
-impl Snapshot {
-    /// The claimed ids as a set again.
-    pub fn id_set(&self) -> TxIdSet {
-        let mut ids = TxIdSet::default();
-        for &id in &self.ids {
-            ids.claim(id);
-        }
-        ids
-    }
-
-    /// The book again.
-    pub fn book(&self) -> Book {
-        Book::from_saved(self.accounts.iter().copied(), self.deposits.iter().copied())
-    }
 }
 
 impl Schedule {
@@ -188,20 +171,28 @@ impl Schedule {
         Ok(())
     }
 
-    /// Writes `worker`'s snapshot whole or not at all, then removes its
-    /// files older than the one before it.
+    /// Writes `worker`'s snapshot whole or not at all, in the state file's
+    /// format (its ids, accounts and deposits sections, and one more for the
+    /// block and the part), then removes its files older than the one
+    /// before it.
     pub fn save(&self, worker: usize, snapshot: &Snapshot) -> anyhow::Result<()> {
         let path = self.file(worker, snapshot.block);
-        let body = bincode::serialize(snapshot).context("encoding a checkpoint")?;
+        let mut extra = snapshot.block.to_le_bytes().to_vec();
+        bincode::serialize_into(&mut extra, &snapshot.part).context("encoding a checkpoint")?;
         let mut out = AtomicFile::create_private(&path)
             .with_context(|| format!("cannot create checkpoint file {}", path.display()))?;
-        out.write_all(MAGIC)
-            .and_then(|()| out.write_all(&(body.len() as u64).to_le_bytes()))
-            .and_then(|()| out.write_all(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes()))
-            .and_then(|()| out.write_all(&body))
-            .and_then(|()| out.sync())
-            .and_then(|()| out.commit())
-            .with_context(|| format!("writing checkpoint file {}", path.display()))?;
+        let books = [&snapshot.book];
+        state::write_kind(
+            &mut out,
+            KIND_CLUSTER,
+            &snapshot.ids,
+            &books,
+            &[],
+            &[&extra],
+        )
+        .and_then(|_| out.sync())
+        .and_then(|()| out.commit())
+        .with_context(|| format!("writing checkpoint file {}", path.display()))?;
         let mut older: Vec<(u64, PathBuf)> = self
             .files()?
             .into_iter()
@@ -221,24 +212,24 @@ impl Schedule {
     pub fn load(&self, worker: usize, block: u64) -> anyhow::Result<Snapshot> {
         let path = self.file(worker, block);
         let read = || -> anyhow::Result<Snapshot> {
-            let mut bytes = Vec::new();
-            std::fs::File::open(&path)?.read_to_end(&mut bytes)?;
-            let damaged = || anyhow::anyhow!("damaged (bad header, length or checksum)");
-            let header = bytes.get(..24).ok_or_else(damaged)?;
-            let len = u64::from_le_bytes(header[8..16].try_into().unwrap());
-            let sum = u64::from_le_bytes(header[16..24].try_into().unwrap());
-            let body = &bytes[24..];
-            if &header[..8] != MAGIC
-                || body.len() as u64 != len
-                || xxhash_rust::xxh3::xxh3_64(body) != sum
-            {
-                return Err(damaged());
+            let file = std::fs::File::open(&path)?;
+            let read = state::read_sections(&mut io::BufReader::new(file), KIND_CLUSTER)?;
+            // Validated as a book: the ids are a share of another stage.
+            let book = Book::from_stores(read.accounts, read.deposits)
+                .map_err(StateFileError::Inconsistent)?;
+            let damaged = StateFileError::Damaged("cluster part section");
+            let (head, part) = read.extras[0].split_at_checked(8).ok_or(damaged)?;
+            if head != block.to_le_bytes() {
+                return Err(StateFileError::Damaged("cluster part section").into());
             }
-            let snapshot: Snapshot = bincode::deserialize(body)?;
-            if snapshot.block != block {
-                return Err(damaged());
-            }
-            Ok(snapshot)
+            let part = bincode::deserialize(part)
+                .map_err(|_| StateFileError::Damaged("cluster part section"))?;
+            Ok(Snapshot {
+                block,
+                ids: read.ids,
+                book,
+                part,
+            })
         };
         read().with_context(|| format!("checkpoint file {}", path.display()))
     }
@@ -294,28 +285,10 @@ impl Due {
 /// block: claimed ids, and books with their applied count.
 #[derive(Default)]
 pub(super) struct Assembling {
-    pub claims: BTreeMap<u64, Vec<TxId>>,
-    pub books: BTreeMap<u64, BookSnapshot>,
-}
-
-/// What the apply stage holds at a checkpoint.
-pub(super) struct BookSnapshot {
-    pub accounts: Vec<(ClientId, Account)>,
-    pub deposits: Vec<(TxId, Deposit)>,
-    pub applied: u64,
-}
-
-impl BookSnapshot {
-    pub fn of(book: &Book, applied: u64) -> BookSnapshot {
-        BookSnapshot {
-            accounts: book
-                .accounts()
-                .map(|(client, account)| (client, *account))
-                .collect(),
-            deposits: book.deposits().iter().collect(),
-            applied,
-        }
-    }
+    /// The claim stage's ids at each checkpoint block.
+    pub claims: BTreeMap<u64, TxIdSet>,
+    /// The apply stage's book, and the rows it applied, at each.
+    pub books: BTreeMap<u64, (Book, u64)>,
 }
 
 impl Assembling {
@@ -328,14 +301,13 @@ impl Assembling {
                 break;
             }
             let ids = self.claims.remove(&c).expect("first key");
-            let book = self.books.remove(&c).expect("checked");
+            let (book, applied) = self.books.remove(&c).expect("checked");
             let mut part = part.before(c);
-            part.applied = book.applied;
+            part.applied = applied;
             ready.push(Snapshot {
                 block: c,
                 ids,
-                accounts: book.accounts,
-                deposits: book.deposits,
+                book,
                 part,
             });
         }
@@ -358,6 +330,8 @@ pub(super) fn check_writable(state: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Account;
+    use crate::store::DepositStore;
 
     fn schedule(dir: &Path, process: usize, every: Option<Duration>) -> Schedule {
         let options = CheckpointOptions {
@@ -416,12 +390,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p0 = schedule(dir.path(), 0, Some(Duration::from_secs(1)));
         let p1 = schedule(dir.path(), 1, Some(Duration::from_secs(1)));
-        let snapshot = |block| Snapshot {
-            block,
-            ids: vec![1, 5, 70_000],
-            accounts: vec![(3, Account::default())],
-            deposits: Vec::new(),
-            part: Part::default(),
+        let snapshot = |block| {
+            let mut ids = TxIdSet::default();
+            for id in [1, 5, 70_000] {
+                ids.claim(id);
+            }
+            let accounts = [(3, Account::default())];
+            let book = Book::from_stores(accounts, DepositStore::default()).unwrap();
+            Snapshot {
+                block,
+                ids,
+                book,
+                part: Part::default(),
+            }
         };
         for block in [2, 4, 6] {
             p0.save(0, &snapshot(block)).unwrap();
@@ -437,15 +418,16 @@ mod tests {
             "another process's files are its own"
         );
         let loaded = p0.load(0, 6).unwrap();
-        assert_eq!((loaded.block, loaded.ids.clone()), (6, vec![1, 5, 70_000]));
-        assert!(loaded.id_set().contains(70_000));
+        let ids: Vec<u32> = loaded.ids.iter().collect();
+        assert_eq!((loaded.block, ids), (6, vec![1, 5, 70_000]));
+        assert_eq!(loaded.book.accounts().count(), 1);
         // One flipped byte: refused, naming the file.
         let path = p0.file(0, 6);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let error = format!("{:#}", p0.load(0, 6).unwrap_err());
+        let error = format!("{:#}", p0.load(0, 6).err().unwrap());
         assert!(
             error.contains("damaged") && error.contains("-w0-b6"),
             "{error}"
@@ -466,14 +448,12 @@ mod tests {
             events: vec![(1, 2, applied, Vec::new()), (5, 2, applied, Vec::new())],
             ..Part::default()
         };
-        pending.claims.insert(4, vec![9]);
+        pending.claims.insert(4, TxIdSet::default());
         assert!(
             pending.ready(10, &part).is_empty(),
             "the book's snapshot is missing"
         );
-        pending
-            .books
-            .insert(4, BookSnapshot::of(&Book::default(), 17));
+        pending.books.insert(4, (Book::default(), 17));
         assert!(
             pending.ready(3, &part).is_empty(),
             "its own blocks before 4 not parsed yet"

@@ -17,7 +17,7 @@ use super::dataflow::{run_worker, Restart};
 use super::gather::{gather, Shape};
 use super::input::{InputPlan, Part};
 use super::options::{ClusterOptions, Settings};
-use super::restart::{BookSnapshot, Schedule, Snapshot};
+use super::restart::{Schedule, Snapshot};
 use crate::engine::Finished;
 use crate::report::Verbosity;
 
@@ -41,12 +41,11 @@ pub(super) fn initial_state(
     for id in ids.iter() {
         let worker = exchange_target(u64::from(id), peers);
         if mine.contains(&worker) {
-            shares[worker - mine.start].ids.push(id);
+            shares[worker - mine.start].ids.claim(id);
         }
     }
-    for (share, book) in shares.iter_mut().zip(&books[mine]) {
-        let book = BookSnapshot::of(book, 0);
-        (share.accounts, share.deposits) = (book.accounts, book.deposits);
+    for (share, book) in shares.iter_mut().zip(books.into_iter().skip(mine.start)) {
+        share.book = book;
     }
     Ok(shares.into_iter().map(Some).collect())
 }

@@ -17,6 +17,7 @@ mod atomic;
 mod checkpoint;
 pub(crate) mod state;
 
+#[cfg(feature = "cluster")]
 pub(crate) use atomic::directory_of;
 pub use atomic::AtomicFile;
 use std::io::{self, Read};

@@ -47,6 +47,14 @@
 //!
 //! The inputs section is what refuses a replay: applying a file twice would
 //! apply its disputes and resolves twice.
+//!
+//! # Kinds
+//!
+//! One format serves every file that holds ledger state: a state file (kind
+//! 1), a run's checkpoint (kind 2: two more sections, where the run stood and
+//! what it reported; `checkpoint.rs`), and a cluster worker's checkpoint
+//! (kind 3: its share of the ids and of the book, and its part;
+//! `cluster/restart.rs`).
 
 use std::fmt;
 use std::fs::{self, File};
@@ -71,16 +79,31 @@ const SECTION_HEADER_LEN: usize = 24;
 pub(crate) const KIND_STATE: u32 = 1;
 /// The header's `kind` of a checkpoint: a state file with more sections.
 pub(crate) const KIND_CHECKPOINT: u32 = 2;
-/// The sections, in file order: tag and name (a checkpoint's two extra
-/// sections last).
-const SECTIONS: [(u32, &str); 6] = [
+/// The header's `kind` of a cluster worker's checkpoint: its share of the
+/// claimed ids and of the accounts and deposits, and one more section.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) const KIND_CLUSTER: u32 = 3;
+/// The sections: tag and name. Every kind has the first four, in this
+/// order; a checkpoint adds progress and diagnostics, a cluster worker's
+/// checkpoint its part.
+const SECTIONS: [(u32, &str); 7] = [
     (1, "inputs section"),
     (2, "accounts section"),
     (3, "claimed ids section"),
     (4, "deposits section"),
     (5, "progress section"),
     (6, "diagnostics section"),
+    (7, "cluster part section"),
 ];
+
+/// The sections a file of `kind` has past the first four.
+fn extra_sections(kind: u32) -> &'static [(u32, &'static str)] {
+    match kind {
+        KIND_CHECKPOINT => &SECTIONS[4..6],
+        KIND_CLUSTER => &SECTIONS[6..7],
+        _ => &[],
+    }
+}
 /// The sections every kind of file has.
 const STATE_SECTIONS: usize = 4;
 /// An id leaf is written as a bitset (8 KiB) once its slots (2 bytes each)
@@ -268,7 +291,12 @@ pub(crate) fn write_kind<W: Write + Seek>(
     section(out, SECTIONS[1].0, |w| write_accounts(w, books))?;
     section(out, SECTIONS[2].0, |w| write_ids(w, ids))?;
     section(out, SECTIONS[3].0, |w| write_deposits(w, books))?;
-    for (extra, (tag, _)) in extras.iter().zip(&SECTIONS[STATE_SECTIONS..]) {
+    assert_eq!(
+        extras.len(),
+        extra_sections(kind).len(),
+        "sections of the kind"
+    );
+    for (extra, (tag, _)) in extras.iter().zip(extra_sections(kind)) {
         section(out, *tag, |w| w.write_all(extra))?;
     }
     let end = out.stream_position()?;
@@ -478,12 +506,39 @@ pub fn read<R: Read + Seek>(input: &mut R) -> Result<Saved, StateFileError> {
     read_kind(input, KIND_STATE).map(|(saved, _)| saved)
 }
 
-/// Reads a file of `kind` (a state file, or a checkpoint), checking
-/// everything; returns the state and the payloads of the extra sections.
+/// A file of `kind`, read back as a ledger (validated as one) and the
+/// payloads of its extra sections.
 pub(crate) fn read_kind<R: Read + Seek>(
     input: &mut R,
     kind: u32,
 ) -> Result<(Saved, Vec<Vec<u8>>), StateFileError> {
+    let read = read_sections(input, kind)?;
+    let ledger = Ledger::from_stores(read.ids, read.accounts, read.deposits)
+        .map_err(StateFileError::Inconsistent)?;
+    let saved = Saved {
+        ledger,
+        inputs: read.inputs,
+    };
+    Ok((saved, read.extras))
+}
+
+/// What a file's sections hold, each checked against its checksum and
+/// parsed, but not yet put together.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) struct Sectioned {
+    pub inputs: Vec<InputId>,
+    pub accounts: Vec<(ClientId, Account)>,
+    pub ids: TxIdSet,
+    pub deposits: DepositStore,
+    /// The payloads of the kind's extra sections, in order.
+    pub extras: Vec<Vec<u8>>,
+}
+
+/// Reads a file of `kind`: its header, then every section, checked.
+pub(crate) fn read_sections<R: Read + Seek>(
+    input: &mut R,
+    kind: u32,
+) -> Result<Sectioned, StateFileError> {
     let file_len = input.seek(SeekFrom::End(0)).map_err(StateFileError::Io)?;
     input.seek(SeekFrom::Start(0)).map_err(StateFileError::Io)?;
     let mut header = [0u8; HEADER_LEN];
@@ -507,13 +562,10 @@ pub(crate) fn read_kind<R: Read + Seek>(
     if version > VERSION {
         return Err(StateFileError::Newer(version));
     }
-    let extras = match kind {
-        KIND_CHECKPOINT => SECTIONS.len() - STATE_SECTIONS,
-        _ => 0,
-    };
+    let extras = extra_sections(kind);
     if version != VERSION
         || u32_at(12) != kind
-        || u32_at(16) as usize != STATE_SECTIONS + extras
+        || u32_at(16) as usize != STATE_SECTIONS + extras.len()
         || u32_at(20) != 0
         || header[32..56] != [0; 24]
     {
@@ -535,21 +587,25 @@ pub(crate) fn read_kind<R: Read + Seek>(
         at: HEADER_LEN as u64,
         file_len,
     };
-    let inputs = sections.next(0, |r, len| read_inputs(r, len))?;
-    let accounts = sections.next(1, |r, len| read_accounts(r, len))?;
-    let ids = sections.next(2, |r, _| read_ids(r))?;
-    let deposits = sections.next(3, |r, _| read_deposits(r))?;
-    let mut payloads = Vec::with_capacity(extras);
-    for index in STATE_SECTIONS..STATE_SECTIONS + extras {
-        payloads.push(sections.next(index, |r, len| {
+    let inputs = sections.next(SECTIONS[0], |r, len| read_inputs(r, len))?;
+    let accounts = sections.next(SECTIONS[1], |r, len| read_accounts(r, len))?;
+    let ids = sections.next(SECTIONS[2], |r, _| read_ids(r))?;
+    let deposits = sections.next(SECTIONS[3], |r, _| read_deposits(r))?;
+    let mut payloads = Vec::with_capacity(extras.len());
+    for &section in extras {
+        payloads.push(sections.next(section, |r, len| {
             let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
             r.read_to_end(&mut payload)?;
             Ok(payload)
         })?);
     }
-    let ledger =
-        Ledger::from_stores(ids, accounts, deposits).map_err(StateFileError::Inconsistent)?;
-    Ok((Saved { ledger, inputs }, payloads))
+    Ok(Sectioned {
+        inputs,
+        accounts,
+        ids,
+        deposits,
+        extras: payloads,
+    })
 }
 
 /// The sections of a file being read, one after the other.
@@ -561,14 +617,13 @@ struct Sections<'a, R> {
 }
 
 impl<R: Read + Seek> Sections<'_, R> {
-    /// Checks section `index` ([`SECTIONS`]) and parses its payload, which
-    /// `parse` must consume exactly.
+    /// Checks the next section, which must be `(tag, name)`, and parses its
+    /// payload, which `parse` must consume exactly.
     fn next<T>(
         &mut self,
-        index: usize,
+        (tag, name): (u32, &'static str),
         parse: impl FnOnce(&mut dyn Read, u64) -> Result<T, Bad>,
     ) -> Result<T, StateFileError> {
-        let (tag, name) = SECTIONS[index];
         let len = check_section(self.input, self.at, self.file_len, tag, name)?;
         self.at += SECTION_HEADER_LEN as u64 + len;
         let mut payload = (&mut *self.input).take(len);

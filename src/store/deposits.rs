@@ -66,6 +66,7 @@ struct Entry {
     word: u32,
 }
 
+#[derive(Clone)]
 struct DenseLeaf {
     /// Indexed by slot; 0 is an empty slot.
     words: Box<[u32]>,
@@ -95,7 +96,7 @@ impl DenseLeaf {
 /// ids however few deposits it has there, so a leaf must be small (32
 /// bytes; with three inline vectors it was 80, 4 bytes a deposit on the
 /// adversarial preset with 3 workers).
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct SparseLeaf {
     first: Vec<Entry>,
     /// Chunks 1.. (none until the first chunk splits).
@@ -103,7 +104,7 @@ struct SparseLeaf {
 }
 
 /// The chunks after the first, with their first slots side by side.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Chunks {
     rest: Vec<Vec<Entry>>,
     /// The first slot of each chunk of `rest`: finding a chunk reads this
@@ -230,6 +231,7 @@ fn search(chunk: &[Entry], slot: u16) -> Result<usize, usize> {
     chunk.binary_search_by_key(&slot, |e| e.slot)
 }
 
+#[derive(Clone)]
 enum Leaf {
     Sparse(SparseLeaf),
     /// Boxed: a dense leaf is rare, and the directory holds a leaf per
@@ -238,6 +240,7 @@ enum Leaf {
 }
 
 /// Applied deposits by tx id (see the module docs).
+#[derive(Clone)]
 pub struct DepositStore {
     /// `leaf_of[id >> 16]` is an index into `leaves`, plus one; 0 means none.
     leaf_of: Box<[u32]>,

@@ -11,6 +11,7 @@ use crate::tx::TxId;
 pub const BITSET_AT: usize = 1_536;
 
 /// The set of tx ids claimed so far (SPEC rule 2), kept by the router.
+#[derive(Clone)]
 pub struct TxIdSet {
     /// Per leaf: its claimed slots, sorted (empty once it is a bitset).
     lists: Box<[Vec<u16>]>,
