@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Error;
 use crate::ledger::Account;
-use crate::parse::{first_line_end, Columns, Parser};
+use crate::parse::{first_line_end, Columns, ParserBuilder};
 use crate::report::Outcome;
 use crate::store::Deposit;
 use crate::tx::{ClientId, Tx, TxId};
@@ -167,9 +167,11 @@ pub(super) fn read_block(
     cuts.file.seek(SeekFrom::Start(start)).map_err(io)?;
     let range = (&cuts.file).take(end - start);
     let mut parser = if k == 0 {
-        Parser::within(range, true, Columns::POSITIONAL, false)
+        ParserBuilder::default().build(range)
     } else {
-        Parser::within(range, false, cuts.plan.columns, true)
+        ParserBuilder::default()
+            .after(false, cuts.plan.columns, true)
+            .build(range)
     };
     let mut first_ok = None;
     let keep_raw = cuts.keep_raw;

@@ -10,7 +10,7 @@ use super::finished::Finished;
 use super::sequential::Sequential;
 use super::sharded::Router;
 use crate::ledger::Ledger;
-use crate::parse::{BlockOptions, BlockRows, Parser, ParserState, RowSource};
+use crate::parse::{BlockOptions, BlockRows, ParserBuilder, ParserState, RowSource};
 use crate::parse::{DEFAULT_BLOCK, MAX_BLOCK};
 use crate::report::Verbosity;
 
@@ -185,9 +185,10 @@ impl EngineBuilder {
         c.validate()?;
         if c.parsers == 0 {
             let parser = match &resume {
-                Some(at) => Parser::resume(source, at).map_err(Error::Input)?,
-                None if hashing => Parser::hashing(source),
-                None => Parser::new(source),
+                Some(at) => ParserBuilder::default()
+                    .resume(source, at)
+                    .map_err(Error::Input)?,
+                None => ParserBuilder::default().hashing(hashing).build(source),
             };
             let mut finished = self.drive_rows(parser, ledger, supervisor()?)?;
             let note = "parsers: 0 (parsing on the calling thread)".to_string();

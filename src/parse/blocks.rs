@@ -9,7 +9,7 @@
 //!   checkpoints need it, and settles the header (the columns, and whether
 //!   the first non-blank line was seen) for the blocks after it;
 //! * *parsers* turn a block into rows with the single-threaded [`Parser`]
-//!   itself ([`Parser::for_block`]: the same code, the same rows, numbered
+//!   itself (`ParserBuilder::over_block`: the same code, the same rows, numbered
 //!   from 1 within the block);
 //! * the calling thread ([`BlockRows`], a [`RowSource`]) takes the parsed
 //!   blocks in block order and hands their rows to the CSV loop with line
@@ -39,7 +39,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::error::{InputError, Malformed};
 use super::lines::{skip_prefix, Position, MAX_LINE};
-use super::parser::{Parser, ParserState, Row, RowSource};
+use super::parser::{ParserBuilder, ParserState, Row, RowSource};
 use super::record::Columns;
 use crate::tx::Tx;
 
@@ -231,13 +231,9 @@ impl<R: Read> Cutter<R> {
     /// it up to its first row.
     fn settle(&mut self, bytes: &[u8]) {
         let copy: Box<[u8]> = bytes.into();
-        let mut parser = Parser::for_block(
-            copy,
-            bytes.len(),
-            self.at_input_start,
-            self.columns,
-            self.seen_first,
-        );
+        let mut parser = ParserBuilder::default()
+            .after(self.at_input_start, self.columns, self.seen_first)
+            .over_block(copy, bytes.len());
         (self.columns, self.seen_first) = match parser.next_row() {
             Ok(_) => parser.header_state(),
             // A bad header ends the run at this block.
@@ -381,13 +377,9 @@ fn parse_block(mut cut: Cut) -> Parsed {
     );
     rows.clear();
     let base = buf.as_ptr() as usize;
-    let mut parser = Parser::for_block(
-        buf,
-        cut.len,
-        cut.at_input_start,
-        cut.columns,
-        cut.seen_first,
-    );
+    let mut parser = ParserBuilder::default()
+        .after(cut.at_input_start, cut.columns, cut.seen_first)
+        .over_block(buf, cut.len);
     let error = loop {
         let (line, raw_start, raw_len, parsed) = match parser.next_row() {
             Ok(Some(row)) => (
@@ -682,7 +674,7 @@ mod tests {
     }
 
     fn serial(input: &[u8]) -> Trace {
-        trace(&mut Parser::hashing(input))
+        trace(&mut ParserBuilder::default().hashing(true).build(input))
     }
 
     /// A pipe's short reads: at most 7 bytes each.
@@ -782,7 +774,7 @@ mod tests {
         let input = b"type,client,tx,amount\ndeposit,1,1,1\n\ndeposit,1,2,1\r\ndispute,1,1,\n";
         let (rows, _) = serial(input);
         for (_, _, _, at) in &rows {
-            let mut parser = Parser::resume(&input[..], at).unwrap();
+            let mut parser = ParserBuilder::default().resume(&input[..], at).unwrap();
             let expected = trace(&mut parser);
             for block in [1, 5, 1 << 20] {
                 let options = BlockOptions {

@@ -84,38 +84,23 @@ pub struct Position {
 }
 
 impl<R: Read> LineReader<R> {
-    pub fn new(src: R) -> Self {
+    /// A reader of `src` that starts at a line start: the very start of
+    /// the input (where a BOM may come) when `at_input_start`, else in its
+    /// middle. Lines are numbered from 1. With `hashing`, it also hashes
+    /// what it consumes, for [`Self::position`].
+    pub fn new(src: R, at_input_start: bool, hashing: bool) -> Self {
         LineReader {
             src,
             buf: vec![0u8; READ_SIZE + MAX_LINE + 2].into(),
             start: 0,
             end: 0,
             eof: false,
-            started: false,
+            started: !at_input_start,
             number: 0,
             long_prefix: vec![0u8; MAX_LINE].into(),
             dropped: 0,
-            hasher: None,
+            hasher: hashing.then(|| Box::new(Xxh3::new())),
             hashed: 0,
-        }
-    }
-
-    #[cfg(feature = "cluster")]
-    /// A reader that starts at the start of a line of the input, in the
-    /// middle of it when `at_input_start` is false (no BOM is looked for
-    /// there). Lines are numbered from 1.
-    pub fn from_line_start(src: R, at_input_start: bool) -> Self {
-        LineReader {
-            started: !at_input_start,
-            ..LineReader::new(src)
-        }
-    }
-
-    /// A reader that also hashes what it consumes, for [`Self::position`].
-    pub fn hashing(src: R) -> Self {
-        LineReader {
-            hasher: Some(Box::new(Xxh3::new())),
-            ..LineReader::new(src)
         }
     }
 
@@ -125,7 +110,7 @@ impl<R: Read> LineReader<R> {
     /// from `at.line + 1`.
     pub fn resume(mut src: R, at: &Position) -> Result<Self, InputError> {
         let hasher = skip_prefix(&mut src, at)?;
-        let mut reader = LineReader::new(src);
+        let mut reader = LineReader::new(src, true, false);
         reader.hasher = Some(hasher);
         // Nothing read yet: the BOM check is still to come.
         reader.started = at.offset > 0 || at.line > 0;

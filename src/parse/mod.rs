@@ -51,6 +51,8 @@ pub use error::{InputError, Malformed};
 pub(crate) use lines::{Position, MAX_LINE};
 #[cfg(feature = "cluster")]
 pub(crate) use parser::first_line_end;
+#[cfg(any(test, feature = "bench"))]
 pub use parser::Parser;
+pub(crate) use parser::ParserBuilder;
 pub(crate) use parser::{ParserState, RowSource};
 pub(crate) use record::Columns;

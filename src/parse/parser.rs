@@ -41,47 +41,92 @@ pub struct ParserState {
     pub seen_first: bool,
 }
 
-impl<R: Read> Parser<R> {
-    pub fn new(src: R) -> Self {
-        Parser {
-            lines: LineReader::new(src),
-            fields: FieldSplitter::default(),
+/// Where a parser starts, and whether it hashes what it reads: one place
+/// for every way a parser begins, as csv-core's `ReaderBuilder` is.
+///
+/// By default a parser starts at the very start of the input (where a BOM
+/// may come and the first non-blank line may be a header), with the
+/// columns in SPEC order, and does not hash.
+#[derive(Clone, Copy, Debug)]
+pub struct ParserBuilder {
+    hashing: bool,
+    at_input_start: bool,
+    columns: Columns,
+    seen_first: bool,
+}
+
+impl Default for ParserBuilder {
+    fn default() -> Self {
+        ParserBuilder {
+            hashing: false,
+            at_input_start: true,
             columns: Columns::POSITIONAL,
             seen_first: false,
+        }
+    }
+}
+
+impl ParserBuilder {
+    /// Hashes what the parser consumes, so that its [`state`](Parser::state)
+    /// can later be resumed from.
+    pub fn hashing(mut self, hashing: bool) -> Self {
+        self.hashing = hashing;
+        self
+    }
+
+    /// Starts at a line start of the input, after lines that settled the
+    /// `columns` and whether the first non-blank line was seen; in the
+    /// middle of the input (no BOM looked for) unless `at_input_start`.
+    /// Lines are numbered from 1.
+    pub fn after(mut self, at_input_start: bool, columns: Columns, seen_first: bool) -> Self {
+        self.at_input_start = at_input_start;
+        self.columns = columns;
+        self.seen_first = seen_first;
+        self
+    }
+
+    /// A parser reading `src`.
+    pub fn build<R: Read>(&self, src: R) -> Parser<R> {
+        let lines = LineReader::new(src, self.at_input_start, self.hashing);
+        self.parser(lines)
+    }
+
+    /// A parser that goes on from `at` over the same input, `src` read from
+    /// its start: its prefix is checked against the state's hash, then
+    /// skipped, and the parser hashes from there.
+    pub fn resume<R: Read>(&self, src: R, at: &ParserState) -> Result<Parser<R>, InputError> {
+        let builder = self.after(self.at_input_start, at.columns, at.seen_first);
+        Ok(builder.parser(LineReader::resume(src, &at.at)?))
+    }
+
+    /// A parser over one block of whole lines, `buf[..len]`, already in
+    /// memory (see `LineReader::over_block`).
+    pub fn over_block(&self, buf: Box<[u8]>, len: usize) -> Parser<io::Empty> {
+        self.parser(LineReader::over_block(buf, len, self.at_input_start))
+    }
+
+    fn parser<R>(&self, lines: LineReader<R>) -> Parser<R> {
+        Parser {
+            lines,
+            fields: FieldSplitter::default(),
+            columns: self.columns,
+            seen_first: self.seen_first,
             warnings: Vec::new(),
         }
+    }
+}
+
+impl<R: Read> Parser<R> {
+    /// A parser over the whole of `src`, from its start (the benches' and
+    /// tests' shorthand for `ParserBuilder::default().build(src)`).
+    #[cfg(any(test, feature = "bench"))]
+    pub fn new(src: R) -> Self {
+        ParserBuilder::default().build(src)
     }
 
     /// Warnings about the header found so far (once each).
     pub fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
-    }
-
-    /// A parser that also hashes what it consumes, so that its
-    /// [`checkpoint`](Parser::checkpoint) can later be resumed from.
-    pub fn hashing(src: R) -> Self {
-        Parser {
-            lines: LineReader::hashing(src),
-            fields: FieldSplitter::default(),
-            columns: Columns::POSITIONAL,
-            seen_first: false,
-            warnings: Vec::new(),
-        }
-    }
-
-    #[cfg(feature = "cluster")]
-    /// A parser over the lines of a range of the input that starts at a
-    /// line start (`src` reads the range only), going on from what the
-    /// lines before it settled: the columns, and whether the first non-blank
-    /// line was seen. Lines are numbered from 1.
-    pub fn within(src: R, at_input_start: bool, columns: Columns, seen_first: bool) -> Self {
-        Parser {
-            lines: LineReader::from_line_start(src, at_input_start),
-            fields: FieldSplitter::default(),
-            columns,
-            seen_first,
-            warnings: Vec::new(),
-        }
     }
 
     /// Lines read so far (blank ones and the header included).
@@ -92,18 +137,6 @@ impl<R: Read> Parser<R> {
     /// The columns, and whether the first non-blank line was seen.
     pub fn header_state(&self) -> (Columns, bool) {
         (self.columns, self.seen_first)
-    }
-
-    /// A parser that goes on from `at` over the same input, `src` read from
-    /// its start (its prefix is checked against the checkpoint's hash).
-    pub fn resume(src: R, at: &ParserState) -> Result<Self, InputError> {
-        Ok(Parser {
-            lines: LineReader::resume(src, &at.at)?,
-            fields: FieldSplitter::default(),
-            columns: at.columns,
-            seen_first: at.seen_first,
-            warnings: Vec::new(),
-        })
     }
 
     /// Where the parser stands: right after the last row (or skipped line)
@@ -168,26 +201,6 @@ impl<R: Read> Parser<R> {
 }
 
 impl Parser<io::Empty> {
-    /// A parser over one block of whole lines (see
-    /// [`LineReader::over_block`]) that starts from what the lines before
-    /// the block settled: the columns, and whether the first non-blank line
-    /// was seen.
-    pub fn for_block(
-        buf: Box<[u8]>,
-        len: usize,
-        at_input_start: bool,
-        columns: Columns,
-        seen_first: bool,
-    ) -> Self {
-        Parser {
-            lines: LineReader::over_block(buf, len, at_input_start),
-            fields: FieldSplitter::default(),
-            columns,
-            seen_first,
-            warnings: Vec::new(),
-        }
-    }
-
     /// Bytes of the block consumed: everything before the next line.
     pub fn consumed(&self) -> usize {
         self.lines.start
@@ -206,7 +219,7 @@ impl Parser<io::Empty> {
 /// otherwise: a bad header is reported by the parser that reads it). Reads
 /// only as far as that line.
 pub fn first_line_end(src: impl Read) -> Result<(u64, Columns), InputError> {
-    let mut lines = LineReader::new(src);
+    let mut lines = LineReader::new(src, true, false);
     let mut fields = FieldSplitter::default();
     loop {
         let Some(line) = lines.next_line()? else {

@@ -523,13 +523,22 @@ fn a_parser_resumed_after_any_row_goes_on_exactly_as_the_original() {
     input.extend_from_slice(b"2,withdrawal,1,0.5\n3,deposit,2,\"7\"\n");
     input.extend_from_slice(&vec![b'x'; 5_000]);
     input.extend_from_slice(b"\n4,dispute,1,1\r\n,,\n5,bogus,1,1\n6,deposit,3,1");
-    let all = collect(&mut Parser::hashing(Trickle(&input)), usize::MAX);
+    let all = collect(
+        &mut ParserBuilder::default()
+            .hashing(true)
+            .build(Trickle(&input)),
+        usize::MAX,
+    );
     assert_eq!(all.len(), 7);
     for k in 0..=all.len() {
-        let mut first = Parser::hashing(Trickle(&input));
+        let mut first = ParserBuilder::default()
+            .hashing(true)
+            .build(Trickle(&input));
         assert_eq!(collect(&mut first, k), all[..k]);
         let at = first.state();
-        let mut resumed = Parser::resume(Trickle(&input), &at).unwrap();
+        let mut resumed = ParserBuilder::default()
+            .resume(Trickle(&input), &at)
+            .unwrap();
         assert_eq!(resumed.state(), at, "after {k} rows");
         assert_eq!(
             collect(&mut resumed, usize::MAX),
@@ -538,14 +547,14 @@ fn a_parser_resumed_after_any_row_goes_on_exactly_as_the_original() {
         );
     }
     // Another input (one byte differs in the prefix, or it is shorter).
-    let mut first = Parser::hashing(&input[..]);
+    let mut first = ParserBuilder::default().hashing(true).build(&input[..]);
     collect(&mut first, 3);
     let at = first.state();
     let mut other = input.clone();
     other[20] ^= 1;
     for wrong in [&other[..], &input[..at.at.offset as usize - 1]] {
         assert!(matches!(
-            Parser::resume(wrong, &at).err(),
+            ParserBuilder::default().resume(wrong, &at).err(),
             Some(InputError::NotTheCheckpointedInput { offset }) if offset == at.at.offset
         ));
     }
