@@ -48,6 +48,6 @@ mod options;
 mod restart;
 mod run;
 
-pub use options::{ClusterOptions, Settings};
+pub use options::{ClusterOptions, Event, Settings};
 pub use restart::CheckpointOptions;
 pub use run::run;

@@ -7,6 +7,23 @@ use std::time::Duration;
 use super::restart::CheckpointOptions;
 use crate::report::Verbosity;
 
+/// What a cluster run tells its caller as it goes; the caller decides what
+/// to print (the library prints nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Every other process is connected and agrees on the settings.
+    Connected {
+        /// This process's index.
+        process: usize,
+        /// How many other processes there are.
+        others: usize,
+    },
+    /// A warning a single run would give too (the header's, an input whose
+    /// first rows are all malformed): process 0 only.
+    Warning(String),
+}
+
 /// How this process takes part in a cluster run.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {

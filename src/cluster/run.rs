@@ -16,10 +16,9 @@ use super::connect::{connect, install_peer_loss_hook, read_hostfile, Hello};
 use super::dataflow::{run_worker, Restart};
 use super::gather::{gather, Shape};
 use super::input::{InputPlan, Part};
-use super::options::{ClusterOptions, Settings};
+use super::options::{ClusterOptions, Event, Settings};
 use super::restart::{Schedule, Snapshot};
 use crate::engine::Finished;
-use crate::report::Verbosity;
 
 /// Each worker's share (in `mine`) of the ledger saved in `state`, as
 /// block-0 snapshots: claimed ids by the worker their claims go to, accounts
@@ -70,7 +69,7 @@ pub fn run(
     cluster: &ClusterOptions,
     input: &Path,
     settings: Settings,
-    warn: &mut dyn FnMut(String),
+    tell: &mut dyn FnMut(Event),
 ) -> anyhow::Result<Option<Finished>> {
     let hosts = read_hostfile(&cluster.hostfile)?;
     let processes = hosts.len();
@@ -114,14 +113,10 @@ pub fn run(
         _ => Vec::new(),
     };
     install_peer_loss_hook(cluster.process);
-    // Process 0's stderr is the run's report; the others may say this.
-    if cluster.process != 0 && settings.verbosity == Verbosity::Verbose {
-        eprintln!(
-            "payments-engine: cluster process {}: connected to {} other processes",
-            cluster.process,
-            processes - 1
-        );
-    }
+    tell(Event::Connected {
+        process: cluster.process,
+        others: processes - 1,
+    });
     let workers_run = Workers {
         process: cluster.process,
         workers,
@@ -137,7 +132,8 @@ pub fn run(
                 workers,
                 start,
             };
-            gather(input, parts, &plan, &settings, shape, warn).map(Some)
+            let mut warn = |text| tell(Event::Warning(text));
+            gather(input, parts, &plan, &settings, shape, &mut warn).map(Some)
         }
         None => Ok(None),
     };

@@ -80,13 +80,24 @@ pub fn run(
             crate::budget::tune_allocator_for_dataflow();
             let started = Instant::now();
             let facts = cluster_input(options)?;
-            // Every process but 0 does its share and prints nothing.
+            // Every process but 0 does its share; process 0's stderr is the
+            // run's report, and the others only say they connected.
             if member.process != 0 {
+                let verbose = options.verbosity == Verbosity::Verbose;
+                let mut tell = |event| {
+                    if let (cluster::Event::Connected { process, others }, true) = (event, verbose)
+                    {
+                        eprintln!(
+                            "payments-engine: cluster process {process}: connected to {others} \
+                             other processes"
+                        );
+                    }
+                };
                 cluster::run(
                     member,
                     input_path(options),
                     cluster_settings(options),
-                    &mut |_| {},
+                    &mut tell,
                 )?;
                 return Ok(RunStats {
                     tally: Tally::default(),
@@ -369,13 +380,13 @@ fn run_engine(
 ) -> anyhow::Result<Finished> {
     let quiet = options.verbosity == Verbosity::Quiet;
     if let Some(member) = &options.cluster {
-        let mut warn = |text: String| {
-            if !quiet {
+        let mut tell = |event| {
+            if let (cluster::Event::Warning(text), false) = (event, quiet) {
                 eprintln!("payments-engine: warning: {text}");
             }
         };
         let settings = cluster_settings(options);
-        let finished = cluster::run(member, input_path(options), settings, &mut warn)?;
+        let finished = cluster::run(member, input_path(options), settings, &mut tell)?;
         return Ok(finished.expect("process 0 gathers the whole run"));
     }
     let engine = options
