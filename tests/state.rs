@@ -280,3 +280,76 @@ fn a_failed_run_leaves_the_state_file_as_it_was() {
         "{names:?}"
     );
 }
+
+/// The state moves on only once the accounts were delivered: a stdout that
+/// cannot be written (a full disk, a reader gone) fails the run and leaves
+/// the state as it was, so the same command runs again instead of being
+/// refused as a replay.
+#[test]
+fn accounts_are_delivered_before_the_state_moves_on() {
+    use std::process::{Command, Stdio};
+    let (_dir, a, b, state) = setup();
+    let s = state.to_str().unwrap();
+    assert_eq!(run_file(&["--state", s], &a).code, 0);
+    let saved = bytes(&state);
+    // stdout on a full disk.
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(support::BIN)
+        .args(["--state", s, b.to_str().unwrap()])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writing accounts to stdout"), "{stderr}");
+    assert!(stderr.contains("left as it was"), "{stderr}");
+    assert_eq!(bytes(&state), saved, "the state did not move");
+    // A reader that has gone before the accounts come (EPIPE).
+    let mut child = Command::new(support::BIN)
+        .args(["--state", s, b.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(bytes(&state), saved, "the state did not move");
+    // The same command, delivered: b is applied once, now.
+    let r = run_file(&["--state", s], &b);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("{HEADER}1,0.0000,10.0000,10.0000,false\n2,4.0000,0.0000,4.0000,false\n")
+    );
+    assert_ne!(bytes(&state), saved);
+    run_file(&["--state", s], &b).assert_fatal("already applied");
+}
+
+/// Without a state file, a reader that goes away early (`| head`) is not an
+/// error: nothing depends on what it did not read.
+#[test]
+fn a_vanished_reader_without_a_state_file_is_not_an_error() {
+    use std::process::{Command, Stdio};
+    let (_dir, a, _b, _state) = setup();
+    let mut child = Command::new(support::BIN)
+        .arg(a.to_str().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -58,11 +58,13 @@ impl Outputs {
     }
 
     /// Writes the diagnostics, the rejects file, the accounts and the
-    /// summary, syncs them all, then commits the files, the state, and
-    /// writes the accounts to stdout. Everything is written and synced
-    /// before anything is committed, and the accounts reach stdout only once
-    /// the rejects file is in place: a failure on the way leaves every
-    /// existing file as it was.
+    /// summary, syncs them all, commits the files, delivers the accounts to
+    /// stdout, and only then commits the state. Everything is written and
+    /// synced before anything is committed; the accounts reach stdout only
+    /// once the rejects file is in place; and the state moves on only once
+    /// the accounts were delivered (written and flushed, to `-o` or
+    /// stdout), so a failure on the way (a full disk, a reader gone) leaves
+    /// the state as it was and the same command can run again.
     pub fn commit(
         mut self,
         options: &Options,
@@ -102,6 +104,24 @@ impl Outputs {
                     .with_context(|| format!("writing {what} file {path}"))?;
             }
         }
+        if options.output.is_none() {
+            match finished.write_accounts(BufWriter::with_capacity(256 * 1024, stdout)) {
+                // `| head` without a state file: the reader has gone, and
+                // nothing depends on what it did not read.
+                Err(error) if error.kind() == io::ErrorKind::BrokenPipe && ran.staged.is_none() => {
+                }
+                Err(error) => {
+                    let kept = match &ran.staged {
+                        Some(staged) => {
+                            format!(" (state file {} left as it was)", staged.path.display())
+                        }
+                        None => String::new(),
+                    };
+                    return Err(error).context(format!("writing accounts to stdout{kept}"));
+                }
+                Ok(()) => {}
+            }
+        }
         if let Some(staged) = ran.staged {
             let path = &staged.path;
             staged
@@ -111,13 +131,6 @@ impl Outputs {
             let file = StateFile::new(path);
             file.discard_checkpoint()
                 .with_context(|| format!("removing {}", file.checkpoint_path().display()))?;
-        }
-        if options.output.is_none() {
-            match finished.write_accounts(BufWriter::with_capacity(256 * 1024, stdout)) {
-                // `| head`: the reader has gone; that is not an error.
-                Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {}
-                other => other.context("writing accounts to stdout")?,
-            }
         }
         Ok(stats)
     }
