@@ -250,13 +250,13 @@ fn feed_and_signal(
 }
 
 #[test]
-fn sigint_and_sigterm_stop_save_a_checkpoint_and_resume_identically() {
+fn sigint_sigterm_and_sighup_stop_save_a_checkpoint_and_resume_identically() {
     let dir = tempfile::tempdir().unwrap();
     let input = input(dir.path());
     let reference = Files::new(dir.path(), "reference");
     assert_eq!(reference.wait(reference.spawn(&input, &[])).0, 0);
     let expected = reference.read();
-    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
         let files = Files::new(dir.path(), signal);
         fs::write(&files.output, "old accounts\n").unwrap();
         fs::write(&files.rejects, "old rejects\n").unwrap();

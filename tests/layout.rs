@@ -124,7 +124,7 @@ fn import_graph() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let modules: BTreeMap<Vec<String>, PathBuf> = files
         .iter()
         .filter_map(|f| module_of(&src, f).map(|m| (m, f.clone())))
-        .filter(|(m, _)| m.last().map_or(true, |last| last != "tests"))
+        .filter(|(m, _)| m.last().is_none_or(|last| last != "tests"))
         .collect();
     let mut graph = BTreeMap::new();
     for (module, file) in &modules {

@@ -353,3 +353,45 @@ fn a_vanished_reader_without_a_state_file_is_not_an_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Two runs on one state file: the second is refused at once, naming the
+/// file and the first run's pid, instead of both applying their inputs to
+/// the state they loaded and the last commit losing the other's.
+#[test]
+fn a_second_run_on_a_locked_state_is_refused_at_once() {
+    use std::io::Write;
+    let (_dir, a, b, state) = setup();
+    let s = state.to_str().unwrap();
+    // The first run reads a pipe that stays open: it holds the lock meanwhile.
+    let mut first = support::spawn(&["--state", s, "-"]);
+    let mut input = first.stdin.take().unwrap();
+    input.write_all(&fs::read(&a).unwrap()).unwrap();
+    let lock = state.with_extension("bin.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !fs::read_to_string(&lock).is_ok_and(|t| t.ends_with('\n')) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run took no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = run_file(&["--state", s], &b);
+    second.assert_fatal("another run is using it");
+    second.assert_stderr_has(&[s, &format!("(pid {})", first.id())]);
+    drop(input);
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!lock.exists(), "the lock file goes with the run");
+    // Both inputs are applied, each once.
+    let r = run_file(&["--state", s], &b);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("{HEADER}1,0.0000,10.0000,10.0000,false\n2,4.0000,0.0000,4.0000,false\n")
+    );
+}

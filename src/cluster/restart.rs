@@ -164,7 +164,7 @@ impl Schedule {
     /// Removes this process's checkpoint files, or those past `after`.
     pub fn remove(&self, after: Option<u64>) -> io::Result<()> {
         for (_, block, path) in self.files()? {
-            if after.map_or(true, |after| block > after) {
+            if after.is_none_or(|after| block > after) {
                 std::fs::remove_file(path)?;
             }
         }

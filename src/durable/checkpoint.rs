@@ -515,7 +515,7 @@ impl Supervise for Supervisor {
             return true;
         }
         self.rows = self.rows.wrapping_add(1);
-        self.rows % CLOCK_EVERY == 0
+        self.rows.is_multiple_of(CLOCK_EVERY)
             && self
                 .plan
                 .as_ref()

@@ -5,6 +5,7 @@
 //!   over it on commit;
 //! * `state.rs`: the state file, a sectioned, checksummed image of a
 //!   [`Ledger`](crate::Ledger) and the inputs applied to it;
+//! * `lock.rs`: one run at a time per state file (`flock`);
 //! * `checkpoint.rs`: the same format with two more sections (where the
 //!   run stood, what it had reported), written at a record boundary by the
 //!   engine's supervisor ([`Control`]), and read back by `--resume`.
@@ -15,6 +16,7 @@
 
 mod atomic;
 mod checkpoint;
+mod lock;
 pub(crate) mod state;
 
 #[cfg(feature = "cluster")]
@@ -24,6 +26,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub use checkpoint::{Control, Pending, Resume};
+pub use lock::{LockError, StateLock};
 pub use state::{InputId, Prepared, Saved, StateFileError};
 
 use crate::engine::Finished;
@@ -76,6 +79,14 @@ impl StateFile {
     pub fn prepare(&self, finished: &Finished, inputs: &[InputId]) -> io::Result<Prepared> {
         let (ids, books) = finished.state_parts();
         state::prepare(&self.path, ids, &books, inputs)
+    }
+
+    /// Takes the state file's lock (`FILE.lock`), without waiting: one run
+    /// at a time, for as long as the returned guard lives. Two runs on one
+    /// state would each apply their input to the state they loaded, and the
+    /// second to commit would lose the first's.
+    pub fn lock(&self) -> Result<StateLock, LockError> {
+        lock::lock(&self.path)
     }
 
     /// Where the checkpoint of an interrupted run is kept.

@@ -740,7 +740,7 @@ fn get_leaf(
     let leaf = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
     let form = u32::from_le_bytes(bytes[4..].try_into().expect("4 bytes"));
     let count = get_u64(r)?;
-    ensure(leaf < LEAVES && previous.map_or(true, |p| leaf > p) && form <= 1)?;
+    ensure(leaf < LEAVES && previous.is_none_or(|p| leaf > p) && form <= 1)?;
     ensure((1..=LEAF_IDS as u64).contains(&count))?;
     Ok((leaf, form, count as usize))
 }
@@ -752,7 +752,7 @@ fn read_inputs(r: &mut (impl Read + ?Sized), len: u64) -> Result<Vec<InputId>, B
     for _ in 0..count {
         let (seq, size) = (get_u64(r)?, get_u64(r)?);
         let hash = u128::from(get_u64(r)?) | u128::from(get_u64(r)?) << 64;
-        ensure(inputs.last().map_or(true, |last| seq > last.seq))?;
+        ensure(inputs.last().is_none_or(|last| seq > last.seq))?;
         inputs.push(InputId { seq, size, hash });
     }
     Ok(inputs)
@@ -767,7 +767,7 @@ fn read_accounts(r: &mut (impl Read + ?Sized), len: u64) -> Result<Vec<(ClientId
         r.read_exact(&mut row)?;
         let client = u16::from_le_bytes([row[0], row[1]]);
         ensure(row[2] <= 1 && row[3..8] == [0; 5])?;
-        ensure(accounts.last().map_or(true, |&(last, _)| client > last))?;
+        ensure(accounts.last().is_none_or(|&(last, _)| client > last))?;
         let money = |at: usize| {
             crate::amount::Amount::from_raw(i64::from_le_bytes(
                 row[at..at + 8].try_into().expect("8"),

@@ -47,6 +47,7 @@ pub enum Error {
 /// A signal's name, for messages.
 fn signal_name(signal: i32) -> String {
     match signal {
+        1 => "SIGHUP".into(),
         2 => "SIGINT".into(),
         15 => "SIGTERM".into(),
         n => format!("signal {n}"),

@@ -157,15 +157,15 @@ pub fn run(
     Ok(stats)
 }
 
-/// SIGINT and SIGTERM stop the run at the next record boundary (the
-/// returned flag holds the signal's number); a second one ends the process
-/// at once, with the usual status (128 + the signal).
+/// SIGINT, SIGTERM and SIGHUP (a closed terminal) stop the run at the next
+/// record boundary (the returned flag holds the signal's number); a second
+/// one ends the process at once, with the usual status (128 + the signal).
 fn stop_on_signals() -> io::Result<Arc<AtomicUsize>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use signal_hook::flag;
     let stop = Arc::new(AtomicUsize::new(0));
     let stopping = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
         // In this order: the second signal finds `stopping` set.
         flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&stopping))?;
         flag::register(signal, Arc::clone(&stopping))?;
@@ -350,6 +350,15 @@ pub fn process(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     let started = Instant::now();
+    // Held until the run returns, commit included.
+    let _lock = match &options.state {
+        Some(path) => Some(
+            StateFile::new(path)
+                .lock()
+                .with_context(|| format!("state file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let start = load_state(options)?;
     // Created now, so that a bad path fails before the input is read;
     // committed only after everything else succeeded.

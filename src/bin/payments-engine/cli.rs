@@ -21,8 +21,8 @@ use payments_engine::{EngineBuilder, Verbosity};
 /// Exit status: 0 when the input was read to the end (whatever was rejected),
 /// 1 on a fatal error (unreadable input, bad header, --strict violation,
 /// unwritable output, damaged state file), 2 on a usage error, 3 with
-/// --fail-on-malformed when a row was malformed, 130/143 when stopped by
-/// SIGINT/SIGTERM.
+/// --fail-on-malformed when a row was malformed, 130/143/129 when stopped by
+/// SIGINT/SIGTERM/SIGHUP.
 #[derive(Debug, Parser)]
 #[command(
     name = "payments-engine",

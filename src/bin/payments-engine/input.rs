@@ -57,7 +57,7 @@ pub fn open_input(options: &Options) -> anyhow::Result<(Opened, Option<indicatif
     let shown = options.progress
         && options.verbosity != Verbosity::Quiet
         && io::stderr().is_terminal()
-        && len.map_or(true, |len| len >= PROGRESS_MIN_BYTES);
+        && len.is_none_or(|len| len >= PROGRESS_MIN_BYTES);
     let (source, bar): (Box<dyn Read + Send>, _) = if shown {
         // A few redraws a second: each one wakes the terminal, which on a
         // small machine takes a core from the engine for a moment (perf.md,
