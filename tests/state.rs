@@ -395,3 +395,52 @@ fn a_second_run_on_a_locked_state_is_refused_at_once() {
         format!("{HEADER}1,0.0000,10.0000,10.0000,false\n2,4.0000,0.0000,4.0000,false\n")
     );
 }
+
+/// A FIFO (or any other non-regular file) as the state file or its
+/// checkpoint is refused before it is opened (opening a FIFO waits for a
+/// writer, forever); a symlink to a regular file is followed, and the file
+/// it names is the one replaced.
+#[test]
+fn a_fifo_state_is_refused_and_a_symlinked_one_followed() {
+    let (dir, a, b, state) = setup();
+    let s = state.to_str().unwrap();
+    let mkfifo = |path: &Path| {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    };
+    mkfifo(&state);
+    run_file(&["--state", s], &a).assert_fatal("not a regular file");
+    fs::remove_file(&state).unwrap();
+    let checkpoint = dir.path().join("state.bin.checkpoint");
+    mkfifo(&checkpoint);
+    run_file(&["--state", s], &a).assert_fatal("not a regular file");
+    fs::remove_file(&checkpoint).unwrap();
+    // A symlink to the real state file, elsewhere.
+    let real = dir.path().join("real.state");
+    let link = dir.path().join("link.state");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let l = link.to_str().unwrap();
+    assert_eq!(run_file(&["--state", l], &a).code, 0);
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let after_a = bytes(&real);
+    let r = run_file(&["--state", l], &b);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link stays"
+    );
+    assert_ne!(bytes(&real), after_a, "its target moved on");
+    assert_eq!(
+        r.stdout,
+        format!("{HEADER}1,0.0000,10.0000,10.0000,false\n2,4.0000,0.0000,4.0000,false\n")
+    );
+}

@@ -112,10 +112,8 @@ impl Resume {
 
 /// Loads the checkpoint of `state`, if there is one.
 pub fn load(state: &Path) -> Result<Option<Pending>, StateFileError> {
-    let file = match File::open(checkpoint_path(state)) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(StateFileError::Io(error)),
-        Ok(file) => file,
+    let Some(file) = state::open_regular(&checkpoint_path(state))? else {
+        return Ok(None);
     };
     let mut input = io::BufReader::with_capacity(1 << 20, file);
     let (saved, extras) = state::read_kind(&mut input, KIND_CHECKPOINT)?;

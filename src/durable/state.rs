@@ -149,6 +149,9 @@ pub enum StateFileError {
     /// The file is missing but its previous generation is there: a state
     /// file that was removed or lost, not a first run.
     MissingWithPrevious(PathBuf),
+    /// It exists but is not a regular file (a FIFO, a device, a directory):
+    /// opening it could hang, and it cannot be replaced atomically.
+    NotAFile,
 }
 
 impl fmt::Display for StateFileError {
@@ -167,6 +170,7 @@ impl fmt::Display for StateFileError {
                 write!(f, "damaged: the {part} does not pass its checks")
             }
             StateFileError::Inconsistent(error) => write!(f, "inconsistent: {error}"),
+            StateFileError::NotAFile => f.write_str("not a regular file"),
             StateFileError::MissingWithPrevious(prev) => write!(
                 f,
                 "missing, but its previous generation {} exists; restore one or remove both",
@@ -192,19 +196,48 @@ pub fn previous_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Opens `path` for reading, refusing anything but a regular file (a
+/// symlink to one is followed) before opening it: opening a FIFO waits for
+/// a writer, forever. `None` when there is nothing there.
+pub(crate) fn open_regular(path: &Path) -> Result<Option<File>, StateFileError> {
+    match fs::metadata(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(StateFileError::Io(error)),
+        Ok(meta) if !meta.is_file() => return Err(StateFileError::NotAFile),
+        Ok(_) => {}
+    }
+    match File::open(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(StateFileError::Io(error)),
+        Ok(file) => Ok(Some(file)),
+    }
+}
+
+/// Where a state file at `path` is written: `path` itself, or the file a
+/// symlink there names, even one that does not exist yet (the link stays,
+/// its target is written).
+fn target_of(path: &Path) -> PathBuf {
+    let mut target = path.to_path_buf();
+    // A chain of links, as the kernel follows them (at most 40).
+    for _ in 0..40 {
+        let Ok(link) = fs::read_link(&target) else {
+            break;
+        };
+        target = atomic::directory_of(&target).join(link);
+    }
+    target
+}
+
 /// Loads `path`: `None` when there is no state file yet.
 pub fn load(path: &Path) -> Result<Option<Saved>, StateFileError> {
-    match File::open(path) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            let prev = previous_path(path);
-            if prev.exists() {
-                return Err(StateFileError::MissingWithPrevious(prev));
-            }
-            Ok(None)
-        }
-        Err(error) => Err(StateFileError::Io(error)),
-        Ok(file) => read(&mut BufReader::with_capacity(1 << 20, file)).map(Some),
+    if let Some(file) = open_regular(path)? {
+        return read(&mut BufReader::with_capacity(1 << 20, file)).map(Some);
     }
+    let prev = previous_path(path);
+    if prev.exists() {
+        return Err(StateFileError::MissingWithPrevious(prev));
+    }
+    Ok(None)
 }
 
 /// A state file written and synced beside its target, not yet in place.
@@ -223,6 +256,7 @@ pub fn prepare(
     books: &[&Book],
     inputs: &[InputId],
 ) -> io::Result<Prepared> {
+    let path = &target_of(path);
     if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
