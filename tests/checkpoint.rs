@@ -227,3 +227,54 @@ fn a_damaged_checkpoint_is_refused() {
     let error = StateFile::new(&state).load_checkpoint().err().unwrap();
     assert!(error.to_string().starts_with("truncated"), "{error}");
 }
+
+/// A checkpoint goes on from the state file it was taken on and no other:
+/// copied beside another ledger's state file, it is refused, and a state
+/// file that changed since is refused too.
+#[test]
+fn a_checkpoint_of_another_ledger_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str, seed: u64| {
+        let path = dir.path().join(name);
+        let input = datagen(datagen::Preset::Realistic, 500, seed);
+        let finished = engine(0, Verbosity::Default)
+            .run_csv(Ledger::new(), &input[..])
+            .unwrap();
+        let (size, hash) = payments_engine::durable::identify(&input[..]).unwrap();
+        let inputs = [payments_engine::durable::InputId { seq: 1, size, hash }];
+        StateFile::new(&path)
+            .prepare(&finished, &inputs)
+            .unwrap()
+            .commit()
+            .unwrap();
+        path
+    };
+    let (a, b) = (save("a.state", 1), save("b.state", 2));
+    let input = datagen(datagen::Preset::Realistic, 20_000, 3);
+    stop_halfway(&a, &input, 1);
+    let resume = |state: &Path| {
+        let pending = StateFile::new(state).load_checkpoint().unwrap().unwrap();
+        Control::new(Arc::new(AtomicUsize::new(0)))
+            .checkpoints(state, None, Vec::new())
+            .resuming(pending.resume)
+            .run_csv(
+                &engine(1, Verbosity::Default),
+                pending.saved.ledger,
+                &input[..],
+            )
+            .map(drop)
+    };
+    // A's checkpoint beside B's state file.
+    let checkpoint = StateFile::new(&a).checkpoint_path();
+    std::fs::copy(&checkpoint, StateFile::new(&b).checkpoint_path()).unwrap();
+    let error = resume(&b).unwrap_err().to_string();
+    assert!(error.contains("was not taken on state file"), "{error}");
+    // A's state file changed since its checkpoint was taken.
+    let saved = std::fs::read(&a).unwrap();
+    std::fs::write(&a, std::fs::read(&b).unwrap()).unwrap();
+    let error = resume(&a).unwrap_err().to_string();
+    assert!(error.contains("was not taken on state file"), "{error}");
+    // The state it was taken on: it goes on.
+    std::fs::write(&a, saved).unwrap();
+    resume(&a).unwrap();
+}

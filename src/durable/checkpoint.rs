@@ -137,9 +137,16 @@ struct Progress {
     /// What the run kept for reports: a resumed run must keep the same.
     verbosity: Verbosity,
     keep_rejects: bool,
+    /// The state file the run started from (size and xxh3-128; size 0 and
+    /// the empty hash when there was none): the checkpoint goes on from
+    /// that ledger and no other.
+    base: Identity,
 }
 
-const PROGRESS_LEN: usize = 8 * 4 + 4 * 5 + 4 + 8 * 2;
+/// A file's size and xxh3-128 hash.
+type Identity = (u64, u128);
+
+const PROGRESS_LEN: usize = 8 * 4 + 4 * 5 + 4 + 8 * 2 + 8 * 3;
 
 fn encode_progress(p: &Progress) -> Vec<u8> {
     let mut out = Vec::with_capacity(PROGRESS_LEN);
@@ -172,6 +179,9 @@ fn encode_progress(p: &Progress) -> Vec<u8> {
     ]);
     out.extend_from_slice(&p.verbose_len.to_le_bytes());
     out.extend_from_slice(&p.rejects_len.to_le_bytes());
+    out.extend_from_slice(&p.base.0.to_le_bytes());
+    out.extend_from_slice(&(p.base.1 as u64).to_le_bytes());
+    out.extend_from_slice(&((p.base.1 >> 64) as u64).to_le_bytes());
     debug_assert_eq!(out.len(), PROGRESS_LEN);
     out
 }
@@ -245,6 +255,7 @@ fn decode_progress(bytes: &[u8]) -> Option<Progress> {
         rejects_len: f.u64()?,
         verbosity,
         keep_rejects: keep_rejects == 1,
+        base: (f.u64()?, u128::from(f.u64()?) | u128::from(f.u64()?) << 64),
     })
 }
 
@@ -392,38 +403,23 @@ impl Control {
         let plan = match self.plan {
             None => None,
             Some(spec) => {
-                let open = |which: &str, wanted: bool, len: u64| -> io::Result<Option<File>> {
-                    if !wanted {
-                        return Ok(None);
-                    }
-                    let path = journal_path(&spec.state, which);
-                    let file = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(path)?;
-                    if file.metadata()?.len() < len {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("the {which} journal is shorter than the checkpoint says"),
-                        ));
-                    }
-                    file.set_len(len)?;
-                    Ok(Some(file))
-                };
-                let (verbose_len, rejects_len) =
-                    progress.map_or((0, 0), |p| (p.verbose_len, p.rejects_len));
-                let journals = Journals {
-                    verbose: open("verbose", verbosity == Verbosity::Verbose, verbose_len)
-                        .map_err(Error::Checkpoint)?,
-                    rejects: open("rejects", keep_rejects, rejects_len)
-                        .map_err(Error::Checkpoint)?,
-                };
+                let base = identity_of(&spec.state).map_err(Error::Checkpoint)?;
+                if progress.is_some_and(|p| p.base != base) {
+                    return Err(Error::Config(format!(
+                        "the checkpoint {} was not taken on state file {} as it is now (the \
+                         state file changed since, or the checkpoint is another ledger's): \
+                         delete the checkpoint to run without it",
+                        checkpoint_path(&spec.state).display(),
+                        spec.state.display()
+                    )));
+                }
+                let journals = open_journals(&spec.state, verbosity, keep_rejects, progress)
+                    .map_err(Error::Checkpoint)?;
                 Some(Checkpointing {
                     next: spec.every.map(|every| Instant::now() + every),
                     spec,
                     journals,
+                    base,
                 })
             }
         };
@@ -444,6 +440,53 @@ struct Checkpointing {
     journals: Journals,
     /// When the next periodic checkpoint is due.
     next: Option<Instant>,
+    /// The state file the run started from, which every checkpoint records.
+    base: Identity,
+}
+
+/// The identity of the state file at `state` (size 0 and the empty hash
+/// when there is none).
+fn identity_of(state: &Path) -> io::Result<Identity> {
+    match state::open_regular(state) {
+        Ok(Some(file)) => state::identify(file),
+        Ok(None) => state::identify(io::empty()),
+        Err(error) => Err(io::Error::other(error.to_string())),
+    }
+}
+
+/// Opens the journals a run keeps (cut back to the checkpoint's lengths
+/// when resuming).
+fn open_journals(
+    state: &Path,
+    verbosity: Verbosity,
+    keep_rejects: bool,
+    progress: Option<Progress>,
+) -> io::Result<Journals> {
+    let open = |which: &str, wanted: bool, len: u64| -> io::Result<Option<File>> {
+        if !wanted {
+            return Ok(None);
+        }
+        let path = journal_path(state, which);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if file.metadata()?.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the {which} journal is shorter than the checkpoint says"),
+            ));
+        }
+        file.set_len(len)?;
+        Ok(Some(file))
+    };
+    let (verbose_len, rejects_len) = progress.map_or((0, 0), |p| (p.verbose_len, p.rejects_len));
+    Ok(Journals {
+        verbose: open("verbose", verbosity == Verbosity::Verbose, verbose_len)?,
+        rejects: open("rejects", keep_rejects, rejects_len)?,
+    })
 }
 
 /// Rows between two looks at the clock.
@@ -483,6 +526,7 @@ impl Supervisor {
             rejects_len: len(&plan.journals.rejects)?,
             verbosity,
             keep_rejects,
+            base: plan.base,
         };
         let extras = [encode_progress(&progress), encode_carried(&carried)];
         let mut file = AtomicFile::create_private(&checkpoint_path(&plan.spec.state))?;
@@ -576,6 +620,7 @@ mod tests {
             rejects_len: 1 << 33,
             verbosity: Verbosity::Verbose,
             keep_rejects: true,
+            base: (1 << 50, u128::MAX - 9),
         };
         let bytes = encode_progress(&progress);
         assert_eq!(decode_progress(&bytes), Some(progress));
