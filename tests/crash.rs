@@ -189,6 +189,14 @@ fn killed_at_random_moments_and_resumed_the_run_ends_byte_identical() {
             );
         }
         assert!(!checkpoint_left(&files.state), "round {rounds}");
+        // The kills' temporaries and locks are gone with the clean run:
+        // nothing but the state, its .prev and the outputs.
+        let left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".payments-engine-") || n.ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "round {rounds}: left behind: {left:?}");
         assert!(
             rounds < 60,
             "{kills} kills in {rounds} rounds: the runs are too short"

@@ -16,8 +16,43 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// The prefix of every temporary file this program leaves beside a target.
+/// The prefix of every temporary file this program writes beside a
+/// target; the writer's pid and a `-` follow, so that a later run can tell
+/// a temporary left by a process that died from one still being written.
 pub const TEMP_PREFIX: &str = ".payments-engine-";
+
+/// The prefix of this process's temporaries: [`TEMP_PREFIX`], pid, `-`.
+pub(crate) fn own_prefix() -> String {
+    format!("{TEMP_PREFIX}{}-", std::process::id())
+}
+
+/// Removes the temporaries that processes which have died left in the
+/// directory of `path` (a `kill -9` during a save, an out-of-memory exit):
+/// those whose name carries the pid of no running process. Best effort:
+/// what cannot be listed or removed is left. Only where `/proc` tells which
+/// processes run.
+pub fn remove_stale_temporaries(path: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(directory_of(path)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let running =
+            pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !running {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
 
 /// A file being written, invisible at its target until committed.
 pub struct AtomicFile {
@@ -53,7 +88,8 @@ impl AtomicFile {
             Kind::Direct(BufWriter::with_capacity(256 * 1024, File::create(target)?))
         } else {
             let mut builder = tempfile::Builder::new();
-            builder.prefix(TEMP_PREFIX);
+            let prefix = own_prefix();
+            builder.prefix(&prefix);
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -155,6 +191,33 @@ pub fn sync_directory(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let names = [
+            format!("{TEMP_PREFIX}{dead}-a1b2c3"),
+            format!("{TEMP_PREFIX}{dead}-prev"),
+            format!("{}x9y8z7", own_prefix()),
+            format!("{TEMP_PREFIX}old-style"),
+            "state.bin".to_string(),
+        ];
+        for name in &names {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        remove_stale_temporaries(&dir.path().join("state.bin"));
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut kept = vec![names[2].clone(), names[3].clone(), names[4].clone()];
+        kept.sort();
+        assert_eq!(left, kept);
+    }
 
     #[test]
     fn the_target_changes_only_on_commit() {

@@ -21,7 +21,7 @@ pub(crate) mod state;
 
 #[cfg(feature = "cluster")]
 pub(crate) use atomic::directory_of;
-pub use atomic::AtomicFile;
+pub use atomic::{remove_stale_temporaries, AtomicFile};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 

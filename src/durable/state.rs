@@ -287,11 +287,7 @@ impl Prepared {
 /// link under a temporary name, renamed over the old `.prev` (a copy where
 /// the file system has no hard links).
 fn keep_previous(path: &Path) -> io::Result<()> {
-    let temp = atomic::directory_of(path).join(format!(
-        "{}prev-{}",
-        atomic::TEMP_PREFIX,
-        std::process::id()
-    ));
+    let temp = atomic::directory_of(path).join(format!("{}prev", atomic::own_prefix()));
     let _ = fs::remove_file(&temp);
     if fs::hard_link(path, &temp).is_err() {
         fs::copy(path, &temp)?;

@@ -69,6 +69,16 @@ pub fn run(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     check_output_paths(options)?;
+    // Temporaries that runs which died left where this one writes.
+    let written = [
+        &options.state,
+        &options.output,
+        &options.rejects,
+        &options.summary_json,
+    ];
+    for path in written.into_iter().flatten() {
+        durable::remove_stale_temporaries(path);
+    }
     // A cluster process stops at a signal's default action: the others see
     // it go, and --resume goes on from the last checkpoint.
     let stop = match options.cluster {
