@@ -364,6 +364,34 @@ fn a_cluster_killed_after_a_checkpoint_resumes_to_the_same_bytes() {
 
     let mut resumed_args = args.to_vec();
     resumed_args.push("--resume");
+    // A checkpoint goes on only with what it was taken on: not another
+    // block size, not another input of the same size.
+    let mut other_block = resumed_args.clone();
+    other_block[3] = "32KiB";
+    let mut other_input = fs::read(&input).unwrap();
+    let digit = other_input.len() / 2
+        + other_input[other_input.len() / 2..]
+            .iter()
+            .position(u8::is_ascii_digit)
+            .unwrap();
+    other_input[digit] = if other_input[digit] == b'1' {
+        b'2'
+    } else {
+        b'1'
+    };
+    let same_size = dir.path().join("same-size.csv");
+    fs::write(&same_size, other_input).unwrap();
+    for (args, input, what) in [
+        (&other_block, &input, "another --block-size"),
+        (&resumed_args, &same_size, "another input"),
+    ] {
+        let refused = Processes::start_with(&hosts, 3, args, &root, input).wait();
+        for (i, out) in refused.iter().enumerate() {
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "process {i}: {stderr}");
+            assert!(stderr.contains(what), "process {i}: {stderr}");
+        }
+    }
     let resumed = Processes::start_with(&hosts, 3, &resumed_args, &root, &input).wait();
     let stderr = text(&resumed[0].stderr);
     assert_eq!(resumed[0].status.code(), Some(0), "{stderr}");
@@ -616,5 +644,59 @@ fn tools_cluster_sh_prints_what_process_0_prints() {
         text(&out.stderr).contains("(--strict)"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// Process 0 failing to commit (`-o /dev/full`) keeps every process's
+/// checkpoints, and `--resume` goes on from them to the same bytes.
+#[test]
+fn checkpoints_outlive_a_failed_commit_on_process_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.csv");
+    fs::write(&input, support::datagen_input(200_000, 4)).unwrap();
+    let single = Command::new(BIN)
+        .args(["--workers", "0", "-q"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let state = dir.path().join("ledger.state");
+    let hosts = hostfile(dir.path(), 3);
+    let args = [
+        "--workers",
+        "1",
+        "--block-size",
+        "64KiB",
+        "--state",
+        state.to_str().unwrap(),
+        "--checkpoint-every",
+        "1ms",
+        "--connect-timeout",
+        "3s",
+        "-q",
+    ];
+    let failed = Processes::start_with(&hosts, 3, &args, &["-o", "/dev/full"], &input).wait();
+    let stderr = text(&failed[0].stderr);
+    assert_eq!(failed[0].status.code(), Some(1), "{stderr}");
+    assert!(!state.exists(), "no state was committed: {stderr}");
+    assert!(
+        !complete_checkpoints(&state, 3).is_empty(),
+        "every process kept its checkpoints"
+    );
+    let mut resumed_args = args.to_vec();
+    resumed_args.push("--resume");
+    let resumed = Processes::start(&hosts, 3, &resumed_args, &input).wait();
+    for (i, out) in resumed.iter().enumerate() {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "process {i}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(text(&resumed[0].stdout), text(&single.stdout));
+    assert!(state.exists());
+    assert!(
+        complete_checkpoints(&state, 1).is_empty(),
+        "removed once committed"
     );
 }

@@ -49,5 +49,5 @@ mod restart;
 mod run;
 
 pub use options::{ClusterOptions, Event, Settings};
-pub use restart::CheckpointOptions;
+pub use restart::{discard_checkpoints, CheckpointOptions};
 pub use run::run;

@@ -60,16 +60,87 @@ pub struct CheckpointOptions {
 /// checkpoint blocks without a message.
 pub const NOMINAL_BYTES_PER_SECOND: f64 = 64.0 * 1024.0 * 1024.0;
 
+/// What a cluster checkpoint goes on from, recorded in every checkpoint
+/// file and compared on load: the input, how it was cut, the cluster's
+/// shape, and the state file the run started from. A checkpoint bound to
+/// anything else would resume to wrong balances, and the replay check would
+/// then protect them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Binding {
+    /// The input's size and xxh3-128.
+    pub input: (u64, u128),
+    pub block: u64,
+    pub processes: u64,
+    /// Workers per process.
+    pub workers: u64,
+    /// The state file's size and xxh3-128 when the run started (size 0 and
+    /// the empty hash when there was none).
+    pub base: (u64, u128),
+}
+
+impl Binding {
+    const LEN: usize = 8 * 10;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        for word in [
+            self.input.0,
+            self.input.1 as u64,
+            (self.input.1 >> 64) as u64,
+            self.block,
+            self.processes,
+            self.workers,
+            self.base.0,
+            self.base.1 as u64,
+            (self.base.1 >> 64) as u64,
+            0,
+        ] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Binding> {
+        let word = |i: usize| {
+            let at = bytes.get(i * 8..i * 8 + 8)?;
+            Some(u64::from_le_bytes(at.try_into().ok()?))
+        };
+        let wide = |i: usize| Some(u128::from(word(i)?) | u128::from(word(i + 1)?) << 64);
+        Some(Binding {
+            input: (word(0)?, wide(1)?),
+            block: word(3)?,
+            processes: word(4)?,
+            workers: word(5)?,
+            base: (word(6)?, wide(7)?),
+        })
+    }
+
+    /// What differs between a checkpoint's binding (`self`) and this run's.
+    fn mismatch(&self, run: &Binding) -> Option<&'static str> {
+        if self.base != run.base {
+            Some("another state file (or the state file changed since)")
+        } else if self.input != run.input {
+            Some("another input")
+        } else if self.block != run.block {
+            Some("another --block-size")
+        } else if (self.processes, self.workers) != (run.processes, run.workers) {
+            Some("another number of processes or --workers")
+        } else {
+            None
+        }
+    }
+}
+
 /// Checkpoints of this process: every `every` blocks, named after the state
 /// file.
 #[derive(Clone, Debug)]
 pub(super) struct Schedule {
-    /// BlockStash between checkpoints (0: none).
+    /// Blocks between checkpoints (0: none).
     pub every: u64,
     /// The last block + 1: no checkpoint at or past it.
     pub end: u64,
     state: PathBuf,
     process: usize,
+    /// What this run's checkpoints are bound to.
+    binding: Binding,
 }
 
 /// Everything a worker holds for the blocks before `block`: its claim
@@ -89,6 +160,7 @@ impl Schedule {
         workers: usize,
         block: usize,
         end: u64,
+        binding: Binding,
     ) -> Schedule {
         let every = options.every.map_or(0, |every| {
             let bytes = every.as_secs_f64() * NOMINAL_BYTES_PER_SECOND * workers as f64;
@@ -99,6 +171,7 @@ impl Schedule {
             end,
             state: options.state.clone(),
             process,
+            binding,
         }
     }
 
@@ -116,34 +189,7 @@ impl Schedule {
 
     /// This process's checkpoint files: (worker, block, path).
     fn files(&self) -> io::Result<Vec<(usize, u64, PathBuf)>> {
-        let dir = match self.state.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let Some(stem) = self.state.file_name().and_then(|n| n.to_str()) else {
-            return Ok(Vec::new());
-        };
-        let prefix = format!("{stem}.cluster-p{}-w", self.process);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                continue;
-            };
-            let Some((worker, block)) = rest.split_once("-b") else {
-                continue;
-            };
-            if let (Ok(worker), Ok(block)) = (worker.parse(), block.parse()) {
-                files.push((worker, block, entry.path()));
-            }
-        }
-        Ok(files)
+        checkpoint_files(&self.state, self.process)
     }
 
     /// The blocks at which every worker in `workers` saved, in order.
@@ -178,6 +224,7 @@ impl Schedule {
     pub fn save(&self, worker: usize, snapshot: &Snapshot) -> anyhow::Result<()> {
         let path = self.file(worker, snapshot.block);
         let mut extra = snapshot.block.to_le_bytes().to_vec();
+        self.binding.encode(&mut extra);
         bincode::serialize_into(&mut extra, &snapshot.part).context("encoding a checkpoint")?;
         let mut out = AtomicFile::create_private(&path)
             .with_context(|| format!("cannot create checkpoint file {}", path.display()))?;
@@ -208,18 +255,60 @@ impl Schedule {
         Ok(())
     }
 
+    /// The binding a checkpoint file records (its sections checked).
+    fn binding_of(path: &Path) -> anyhow::Result<(state::Sectioned, Binding)> {
+        let file = std::fs::File::open(path)?;
+        let read = state::read_sections(&mut io::BufReader::new(file), KIND_CLUSTER)?;
+        let binding = read.extras[0]
+            .get(8..)
+            .and_then(Binding::decode)
+            .ok_or(StateFileError::Damaged("cluster part section"))?;
+        Ok((read, binding))
+    }
+
+    /// Removes this process's checkpoints of runs that finished: those
+    /// taken on another state file than the one there now (process 0
+    /// committed the state after them). Any other checkpoint is an
+    /// interrupted run's; with `resume`, one bound to anything but this
+    /// run's input, block size, cluster shape and state is refused.
+    pub fn settle(&self, resume: bool) -> anyhow::Result<()> {
+        for (_, _, path) in self.files()? {
+            let (_, binding) = Schedule::binding_of(&path)
+                .with_context(|| format!("checkpoint file {}", path.display()))?;
+            if binding.base != self.binding.base {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+                continue;
+            }
+            if let (true, Some(what)) = (resume, binding.mismatch(&self.binding)) {
+                bail!(
+                    "process {}: checkpoint file {} was taken on {what}: --resume goes on \
+                     only with the interrupted run's input, --block-size, host file, --workers \
+                     and state file",
+                    self.process,
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// `worker`'s snapshot at `block`, checked.
     pub fn load(&self, worker: usize, block: u64) -> anyhow::Result<Snapshot> {
         let path = self.file(worker, block);
         let read = || -> anyhow::Result<Snapshot> {
-            let file = std::fs::File::open(&path)?;
-            let read = state::read_sections(&mut io::BufReader::new(file), KIND_CLUSTER)?;
+            let (read, binding) = Schedule::binding_of(&path)?;
+            if let Some(what) = binding.mismatch(&self.binding) {
+                bail!("taken on {what}");
+            }
             // Validated as a book: the ids are a share of another stage.
             let book = Book::from_stores(read.accounts, read.deposits)
                 .map_err(StateFileError::Inconsistent)?;
             let damaged = StateFileError::Damaged("cluster part section");
-            let (head, part) = read.extras[0].split_at_checked(8).ok_or(damaged)?;
-            if head != block.to_le_bytes() {
+            let (head, part) = read.extras[0]
+                .split_at_checked(8 + Binding::LEN)
+                .ok_or(damaged)?;
+            if head[..8] != block.to_le_bytes() {
                 return Err(StateFileError::Damaged("cluster part section").into());
             }
             let part = bincode::deserialize(part)
@@ -315,6 +404,46 @@ impl Assembling {
     }
 }
 
+/// The checkpoint files of `process` beside `state`: (worker, block, path).
+fn checkpoint_files(state: &Path, process: usize) -> io::Result<Vec<(usize, u64, PathBuf)>> {
+    let dir = directory_of(state);
+    let Some(stem) = state.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{stem}.cluster-p{process}-w");
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some((worker, block)) = rest.split_once("-b") else {
+            continue;
+        };
+        if let (Ok(worker), Ok(block)) = (worker.parse(), block.parse()) {
+            files.push((worker, block, entry.path()));
+        }
+    }
+    Ok(files)
+}
+
+/// Removes the checkpoint files of `process` beside `state`. Process 0
+/// calls it once it has committed the state file, never before: until then
+/// its checkpoints are what `--resume` goes on from. The other processes'
+/// files go at their next start, as taken on a state file that has moved on.
+pub fn discard_checkpoints(state: &Path, process: usize) -> io::Result<()> {
+    for (_, _, path) in checkpoint_files(state, process)? {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
+}
+
 /// Whether `path`'s directory can take checkpoint files (for a clear error
 /// before connecting).
 pub(super) fn check_writable(state: &Path) -> anyhow::Result<()> {
@@ -340,7 +469,17 @@ mod tests {
             resume: false,
         };
         // 2 workers, 64 MiB blocks: one block per (nominal) 250 ms.
-        Schedule::new(&options, process, 2, 64 << 20, 10)
+        Schedule::new(&options, process, 2, 64 << 20, 10, binding())
+    }
+
+    fn binding() -> Binding {
+        Binding {
+            input: (1 << 30, 7),
+            block: 64 << 20,
+            processes: 2,
+            workers: 1,
+            base: (0, 9),
+        }
     }
 
     #[test]
@@ -437,6 +576,44 @@ mod tests {
         p0.remove(None).unwrap();
         assert!(p0.complete(0..1).unwrap().is_empty());
         assert_eq!(p1.complete(2..3).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn checkpoints_are_bound_to_their_run_and_settled_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p0 = schedule(dir.path(), 0, Some(Duration::from_secs(1)));
+        let mut bytes = Vec::new();
+        binding().encode(&mut bytes);
+        assert_eq!(bytes.len(), Binding::LEN);
+        assert_eq!(Binding::decode(&bytes), Some(binding()));
+        p0.save(0, &Snapshot::default()).unwrap();
+        let with = |binding: Binding| {
+            let options = CheckpointOptions {
+                state: dir.path().join("ledger.state"),
+                every: Some(Duration::from_secs(1)),
+                resume: true,
+            };
+            Schedule::new(&options, 0, 2, 64 << 20, 10, binding)
+        };
+        // Another input: refused on resume, by settle and by load.
+        let other_input = with(Binding {
+            input: (1 << 30, 8),
+            ..binding()
+        });
+        let error = format!("{:#}", other_input.settle(true).unwrap_err());
+        assert!(error.contains("taken on another input"), "{error}");
+        other_input.settle(false).unwrap();
+        let error = format!("{:#}", other_input.load(0, 0).err().unwrap());
+        assert!(error.contains("taken on another input"), "{error}");
+        assert_eq!(p0.complete(0..1).unwrap(), vec![0], "kept");
+        // The state file moved on since (process 0 committed): settled away.
+        with(Binding {
+            base: (5, 5),
+            ..binding()
+        })
+        .settle(true)
+        .unwrap();
+        assert!(p0.complete(0..1).unwrap().is_empty(), "removed");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! input, connect, load the state or a checkpoint, run the timely workers,
 //! and on process 0 gather the result.
 
+use std::io;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,8 @@ use super::dataflow::{run_worker, Restart};
 use super::gather::{gather, Shape};
 use super::input::{InputPlan, Part};
 use super::options::{ClusterOptions, Event, Settings};
-use super::restart::{Schedule, Snapshot};
+use super::restart::{Binding, Schedule, Snapshot};
+use crate::durable::state::identify;
 use crate::engine::Finished;
 
 /// Each worker's share (in `mine`) of the ledger saved in `state`, as
@@ -85,7 +87,11 @@ pub fn run(
     let workers = settings.workers.max(1);
     let plan = InputPlan::of(input, settings.block).map_err(anyhow::Error::from)?;
     let mine = cluster.process * workers..(cluster.process + 1) * workers;
-    let (schedule, complete) = checkpoints(cluster, &settings, processes * workers, &plan)?;
+    let stamp = settings
+        .checkpoints
+        .as_ref()
+        .and_then(|c| stamp_of(&c.state));
+    let (schedule, complete) = checkpoints(cluster, &settings, (input, processes), &plan)?;
     let newest = |i: usize| complete.len().checked_sub(i).map_or(0, |i| complete[i]);
     let hello = Hello {
         index: cluster.process as u64,
@@ -137,11 +143,52 @@ pub fn run(
         }
         None => Ok(None),
     };
-    // The run is whole: its checkpoints are of no more use.
-    if let (Ok(_), Some(schedule)) = (&result, &schedule) {
-        schedule.remove(None).context("removing checkpoint files")?;
+    // The checkpoints stay until process 0 has committed the state file:
+    // until then they are what --resume goes on from. Process 0's caller
+    // removes its own after its commit (`discard_checkpoints`); the others
+    // wait a while for that commit to show, then remove theirs (or leave
+    // them for their next start to settle).
+    if let (Ok(_), Some(options), true) = (&result, &settings.checkpoints, cluster.process != 0) {
+        if committed_within(&options.state, stamp, cluster.connect_timeout) {
+            super::restart::discard_checkpoints(&options.state, cluster.process)
+                .context("removing checkpoint files")?;
+        }
     }
     result
+}
+
+/// What tells a file was replaced: its device, inode, size and mtime.
+type Stamp = Option<(u64, u64, u64, std::time::SystemTime)>;
+
+fn stamp_of(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino(), meta.len(), meta.modified().ok()?))
+}
+
+/// Whether the state file at `state` is replaced (process 0 committed)
+/// within `limit` of now.
+fn committed_within(state: &Path, before: Stamp, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if stamp_of(state) != before {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The size and xxh3-128 of the file at `path` (size 0 and the empty hash
+/// when there is none).
+fn identity(path: &Path) -> io::Result<(u64, u128)> {
+    match std::fs::File::open(path) {
+        Ok(file) => identify(file),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => identify(io::empty()),
+        Err(error) => Err(error),
+    }
 }
 
 /// With `--state`: where this process's checkpoints go, and those every
@@ -149,15 +196,31 @@ pub fn run(
 fn checkpoints(
     cluster: &ClusterOptions,
     settings: &Settings,
-    peers: usize,
+    (input, processes): (&Path, usize),
     plan: &InputPlan,
 ) -> anyhow::Result<(Option<Schedule>, Vec<u64>)> {
     let Some(options) = &settings.checkpoints else {
         return Ok((None, Vec::new()));
     };
     super::restart::check_writable(&options.state)?;
-    let schedule = Schedule::new(options, cluster.process, peers, settings.block, plan.blocks);
     let per_process = settings.workers.max(1);
+    let binding = Binding {
+        input: identity(input).context("hashing the input")?,
+        block: settings.block as u64,
+        processes: processes as u64,
+        workers: per_process as u64,
+        base: identity(&options.state)
+            .with_context(|| format!("state file {}", options.state.display()))?,
+    };
+    let schedule = Schedule::new(
+        options,
+        cluster.process,
+        processes * per_process,
+        settings.block,
+        plan.blocks,
+        binding,
+    );
+    schedule.settle(options.resume)?;
     let mine = cluster.process * per_process..(cluster.process + 1) * per_process;
     let complete = schedule
         .complete(mine)

@@ -131,6 +131,12 @@ impl Outputs {
             let file = StateFile::new(path);
             file.discard_checkpoint()
                 .with_context(|| format!("removing {}", file.checkpoint_path().display()))?;
+            // A cluster's process 0 removes its checkpoints only now; the
+            // other processes' go at their next start.
+            if let Some(member) = &options.cluster {
+                payments_engine::cluster::discard_checkpoints(path, member.process)
+                    .context("removing the cluster's checkpoint files")?;
+            }
         }
         Ok(stats)
     }
