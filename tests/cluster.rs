@@ -700,3 +700,142 @@ fn checkpoints_outlive_a_failed_commit_on_process_0() {
         "removed once committed"
     );
 }
+
+/// A secret file for `--cluster-secret`.
+fn secret(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// Processes prove they hold the same `--cluster-secret` before anything
+/// else: the same secret runs, a different one on one side is refused on
+/// both, and without a secret a host file may name only loopback addresses.
+#[test]
+fn processes_authenticate_with_the_cluster_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/transactions.csv"
+    ));
+    let expected = fs::read_to_string(sample.with_extension("expected.csv")).unwrap();
+    let (one, other) = (
+        secret(dir.path(), "one", "0123456789abcdef0123\n"),
+        secret(dir.path(), "other", "fedcba98765432100123\n"),
+    );
+    let hosts = hostfile(dir.path(), 2);
+    let with = |s: &Path| vec!["--cluster-secret".to_string(), s.display().to_string()];
+    let start = |i: usize, extra: Vec<String>| {
+        Command::new(BIN)
+            .arg("--cluster")
+            .arg(&hosts)
+            .args(["--process", &i.to_string(), "--connect-timeout", "3s", "-q"])
+            .args(extra)
+            .arg(sample)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let same = Processes(vec![start(0, with(&one)), start(1, with(&one))]).wait();
+    assert_eq!(same[0].status.code(), Some(0), "{}", text(&same[0].stderr));
+    assert_eq!(text(&same[0].stdout), expected);
+    let differ = Processes(vec![start(0, with(&one)), start(1, with(&other))]).wait();
+    for (i, out) in differ.iter().enumerate() {
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "process {i}: {stderr}");
+        assert!(stderr.contains("--cluster-secret"), "process {i}: {stderr}");
+    }
+    let short = secret(dir.path(), "short", "tiny\n");
+    let r = support::run(
+        &[
+            "--cluster",
+            hosts.to_str().unwrap(),
+            "--process",
+            "0",
+            "--cluster-secret",
+            short.to_str().unwrap(),
+            sample.to_str().unwrap(),
+        ],
+        b"",
+    );
+    r.assert_fatal("use at least 16 random bytes");
+    // A documentation address (never contacted: refused before any
+    // connection) in a host file without a secret.
+    let remote = dir.path().join("remote-hosts");
+    fs::write(&remote, "127.0.0.1:1\n192.0.2.1:7000\n").unwrap();
+    let r = support::run(
+        &[
+            "--cluster",
+            remote.to_str().unwrap(),
+            "--process",
+            "0",
+            sample.to_str().unwrap(),
+        ],
+        b"",
+    );
+    r.assert_fatal("not a loopback address");
+}
+
+/// Connections that are not a process of the run (silent, garbage) reach
+/// process 0 first: they are dropped and the run forms and ends as usual.
+#[test]
+fn silent_and_garbage_connections_do_not_stall_the_cluster() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/transactions.csv"
+    ));
+    let expected = fs::read_to_string(sample.with_extension("expected.csv")).unwrap();
+    let hosts = hostfile(dir.path(), 2);
+    let address = fs::read_to_string(&hosts)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let start = |i: usize| {
+        Command::new(BIN)
+            .arg("--cluster")
+            .arg(&hosts)
+            .args([
+                "--process",
+                &i.to_string(),
+                "--connect-timeout",
+                "20s",
+                "-q",
+            ])
+            .arg(sample)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = start(0);
+    let deadline = Instant::now() + LIMIT;
+    let silent = loop {
+        match TcpStream::connect(&address) {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("process 0 never listened: {e}"),
+        }
+    };
+    let mut garbage = TcpStream::connect(&address).unwrap();
+    garbage.write_all(&[0xFF; 40]).unwrap();
+    let mut huge = TcpStream::connect(&address).unwrap();
+    huge.write_all(b"PAYENG\x00\x02").unwrap();
+    huge.write_all(&(1u64 << 40).to_le_bytes()).unwrap();
+    let outputs = Processes(vec![first, start(1)]).wait();
+    for (i, out) in outputs.iter().enumerate() {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "process {i}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(text(&outputs[0].stdout), expected);
+    drop((silent, garbage, huge));
+}

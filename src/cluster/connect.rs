@@ -1,7 +1,7 @@
 //! Forming the cluster: the host file, a handshake with every other
 //! process (who it is, what it runs with), and what a lost peer does.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-/// The handshake's first bytes: the program and the version of this
-/// protocol.
-pub(super) const MAGIC: &[u8; 8] = b"PAYENG\x00\x01";
+use super::auth::{self, Key, Refused};
 
 /// The host file's addresses, one per non-blank line (`#` starts a
 /// comment).
@@ -41,7 +39,7 @@ pub(super) struct Hello {
     /// Process 0 keeps the rejected rows' lines (for `--rejects`): 1, else
     /// 0. Process 0's answer decides whether records carry their line.
     pub(super) raw: u64,
-    /// BlockStash between checkpoints (0: none).
+    /// Blocks between checkpoints (0: none).
     pub(super) every: u64,
     /// 1 with `--resume`.
     pub(super) resume: u64,
@@ -52,9 +50,12 @@ pub(super) struct Hello {
 }
 
 impl Hello {
-    pub(super) fn write(&self, out: &mut impl Write) -> io::Result<()> {
-        let mut bytes = MAGIC.to_vec();
-        for value in [
+    /// Its encoded length.
+    pub(super) const LEN: usize = 10 * 8;
+
+    pub(super) fn encode(&self) -> [u8; Hello::LEN] {
+        let mut bytes = [0u8; Hello::LEN];
+        let values = [
             self.index,
             self.processes,
             self.workers,
@@ -65,20 +66,16 @@ impl Hello {
             self.resume,
             self.last,
             self.prev,
-        ] {
-            bytes.extend_from_slice(&value.to_le_bytes());
+        ];
+        for (chunk, value) in bytes.chunks_exact_mut(8).zip(values) {
+            chunk.copy_from_slice(&value.to_le_bytes());
         }
-        out.write_all(&bytes)
+        bytes
     }
 
-    pub(super) fn read(src: &mut impl Read) -> io::Result<Option<Hello>> {
-        let mut bytes = [0u8; 8 + 10 * 8];
-        src.read_exact(&mut bytes)?;
-        if &bytes[..8] != MAGIC {
-            return Ok(None);
-        }
-        let value = |i: usize| u64::from_le_bytes(bytes[8 + 8 * i..16 + 8 * i].try_into().unwrap());
-        Ok(Some(Hello {
+    pub(super) fn decode(bytes: &[u8]) -> Hello {
+        let value = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap());
+        Hello {
             index: value(0),
             processes: value(1),
             workers: value(2),
@@ -89,7 +86,7 @@ impl Hello {
             resume: value(7),
             last: value(8),
             prev: value(9),
-        }))
+        }
     }
 
     /// Why `peer` cannot run with this process, if it cannot.
@@ -115,106 +112,45 @@ impl Hello {
     }
 }
 
+/// How long one incoming connection has to authenticate: a stranger's
+/// silence costs this, on a thread of its own, and nothing else.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+
 /// Connects to every other process (before `me`: connect; after: accept),
-/// checking each says hello with the same settings; a socket per process,
-/// `None` at `me`, and whether process 0 keeps rejected rows' lines.
+/// authenticating each with `key` and checking each runs with the same
+/// settings; a socket per process, `None` at `me`, whether process 0 keeps
+/// rejected rows' lines, and every peer's hello.
 pub(super) fn connect(
     hosts: &[String],
     me: &Hello,
+    key: &Key,
     timeout: Duration,
 ) -> anyhow::Result<(Vec<Option<TcpStream>>, bool, Vec<Hello>)> {
-    let mut keep_raw = me.raw != 0;
-    let mut peers = Vec::new();
     let index = me.index as usize;
     let deadline = Instant::now() + timeout;
     let listener = TcpListener::bind(&hosts[index])
         .with_context(|| format!("process {index} cannot listen on {}", hosts[index]))?;
     listener.set_nonblocking(true)?;
     let mut sockets: Vec<Option<TcpStream>> = (0..hosts.len()).map(|_| None).collect();
+    let mut peers = Vec::new();
     let late = |what: String| {
         anyhow::anyhow!(
             "{what} within {} (--connect-timeout); is every process of the host file started?",
             humantime::format_duration(timeout)
         )
     };
+    let mut keep_raw = me.raw != 0;
     for (peer, host) in hosts.iter().enumerate().take(index) {
-        let mut stream = loop {
-            let addresses: Vec<_> = host
-                .to_socket_addrs()
-                .with_context(|| format!("process {peer}'s address {host}"))?
-                .collect();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(late(format!(
-                    "process {index} could not connect to process {peer} at {host}"
-                )));
-            }
-            let attempt = addresses.iter().find_map(|address| {
-                TcpStream::connect_timeout(address, left.min(Duration::from_secs(1))).ok()
-            });
-            match attempt {
-                Some(stream) => break stream,
-                None => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        stream.set_read_timeout(Some(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        ))?;
-        me.write(&mut stream)?;
-        let hello = Hello::read(&mut stream)
-            .map_err(|e| late(format!("process {peer} at {host} did not answer ({e})")))?;
-        check_peer(me, hello, peer, host)?;
+        let (stream, hello) = dial(peer, host, me, key, deadline, &late)?;
         if peer == 0 {
-            keep_raw = hello.is_some_and(|h| h.raw != 0);
+            keep_raw = hello.raw != 0;
         }
-        peers.extend(hello);
+        peers.push(hello);
         sockets[peer] = Some(stream);
     }
-    let mut waiting = hosts.len() - index - 1;
-    while waiting > 0 {
-        match listener.accept() {
-            Ok((mut stream, from)) => {
-                stream.set_nonblocking(false)?;
-                stream.set_read_timeout(Some(
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(1)),
-                ))?;
-                let hello = match Hello::read(&mut stream) {
-                    Ok(hello) => hello,
-                    // Not one of ours (a port scan, a health check): ignore.
-                    Err(_) => continue,
-                };
-                let Some(peer) = hello.map(|h| h.index as usize) else {
-                    continue;
-                };
-                if peer <= index || peer >= hosts.len() || sockets[peer].is_some() {
-                    bail!("process {index} got a connection from {from} claiming to be process {peer}");
-                }
-                // Answer first, so that the peer can tell what differs too.
-                me.write(&mut stream)?;
-                check_peer(me, hello, peer, &hosts[peer])?;
-                peers.extend(hello);
-                sockets[peer] = Some(stream);
-                waiting -= 1;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    let missing: Vec<String> = (index + 1..hosts.len())
-                        .filter(|&p| sockets[p].is_none())
-                        .map(|p| p.to_string())
-                        .collect();
-                    return Err(late(format!(
-                        "process {index} heard from no process {}",
-                        missing.join(", ")
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e).context("accepting a connection"),
-        }
+    for (stream, hello) in accept_all(&listener, hosts, me, key, deadline, &late)? {
+        sockets[hello.index as usize] = Some(stream);
+        peers.push(hello);
     }
     for stream in sockets.iter().flatten() {
         stream.set_read_timeout(None)?;
@@ -223,23 +159,145 @@ pub(super) fn connect(
     Ok((sockets, keep_raw, peers))
 }
 
-pub(super) fn check_peer(
-    me: &Hello,
-    hello: Option<Hello>,
+/// Connects to process `peer` at `host` (retrying until it listens) and
+/// authenticates it.
+fn dial(
     peer: usize,
     host: &str,
-) -> anyhow::Result<()> {
-    let Some(hello) = hello else {
-        bail!("{host} (process {peer} of the host file) is not a payments-engine of this version");
+    me: &Hello,
+    key: &Key,
+    deadline: Instant,
+    late: &dyn Fn(String) -> anyhow::Error,
+) -> anyhow::Result<(TcpStream, Hello)> {
+    let index = me.index;
+    let mut stream = loop {
+        let addresses: Vec<_> = host
+            .to_socket_addrs()
+            .with_context(|| format!("process {peer}'s address {host}"))?
+            .collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(late(format!(
+                "process {index} could not connect to process {peer} at {host}"
+            )));
+        }
+        let attempt = addresses.iter().find_map(|address| {
+            TcpStream::connect_timeout(address, left.min(Duration::from_secs(1))).ok()
+        });
+        match attempt {
+            Some(stream) => break stream,
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
     };
+    match auth::as_connector(&mut stream, key, me, deadline) {
+        Ok(hello) => {
+            check_peer(me, &hello, peer, host)?;
+            Ok((stream, hello))
+        }
+        Err(Refused::Stranger) => bail!(
+            "process {index}: {host} (process {peer} of the host file) did not authenticate: \
+             is it a payments-engine of this version, with the same --cluster-secret?"
+        ),
+        Err(Refused::Io(e)) => Err(late(format!(
+            "process {peer} at {host} did not complete the handshake ({e})"
+        ))),
+    }
+}
+
+/// Accepts the processes after `me` until each has authenticated. Every
+/// incoming connection shakes hands on a thread of its own, within
+/// [`HANDSHAKE`]: one that is not ours (silent, slow, garbage, another
+/// secret) is dropped and the listening goes on.
+fn accept_all(
+    listener: &TcpListener,
+    hosts: &[String],
+    me: &Hello,
+    key: &Key,
+    deadline: Instant,
+    late: &dyn Fn(String) -> anyhow::Error,
+) -> anyhow::Result<Vec<(TcpStream, Hello)>> {
+    let index = me.index as usize;
+    let (done, results) = std::sync::mpsc::channel();
+    let mut accepted: Vec<(TcpStream, Hello)> = Vec::new();
+    let mut strangers = 0;
+    while accepted.len() < hosts.len() - index - 1 {
+        match listener.accept() {
+            Ok((mut stream, _from)) => {
+                let (done, key, me) = (done.clone(), key.clone(), *me);
+                std::thread::spawn(move || {
+                    let by = (Instant::now() + HANDSHAKE).min(deadline);
+                    let shaken = stream
+                        .set_nonblocking(false)
+                        .map_err(Refused::Io)
+                        .and_then(|()| auth::as_acceptor(&mut stream, &key, &me, by));
+                    let _ = done.send(shaken.map(|hello| (stream, hello)));
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e).context("accepting a connection"),
+        }
+        match results.recv_timeout(Duration::from_millis(20)) {
+            Ok(Ok((stream, hello))) => {
+                let peer = hello.index as usize;
+                let taken = accepted.iter().any(|(_, h)| h.index == hello.index);
+                if peer <= index || peer >= hosts.len() || taken {
+                    bail!("process {index} got a connection claiming to be process {peer}");
+                }
+                check_peer(me, &hello, peer, &hosts[peer])?;
+                accepted.push((stream, hello));
+            }
+            Ok(Err(_)) => strangers += 1,
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            let missing: Vec<String> = (index + 1..hosts.len())
+                .filter(|&p| !accepted.iter().any(|(_, h)| h.index as usize == p))
+                .map(|p| p.to_string())
+                .collect();
+            let mut what = format!(
+                "process {index} heard from no process {}",
+                missing.join(", ")
+            );
+            if strangers > 0 {
+                what.push_str(&format!(
+                    " ({strangers} connections did not authenticate: another --cluster-secret?)"
+                ));
+            }
+            return Err(late(what));
+        }
+    }
+    Ok(accepted)
+}
+
+fn check_peer(me: &Hello, hello: &Hello, peer: usize, host: &str) -> anyhow::Result<()> {
     if hello.index != peer as u64 {
         bail!(
             "{host} answers as process {}, but the host file has it as process {peer}",
             hello.index
         );
     }
-    if let Some(why) = me.mismatch(&hello) {
+    if let Some(why) = me.mismatch(hello) {
         bail!("{why}");
+    }
+    Ok(())
+}
+
+/// Without a secret, every address of the host file must be a loopback
+/// one: anyone who reaches a port could otherwise join the run.
+pub(super) fn check_loopback(hosts: &[String]) -> anyhow::Result<()> {
+    for host in hosts {
+        let addresses = host
+            .to_socket_addrs()
+            .with_context(|| format!("address {host} of the host file"))?;
+        for address in addresses {
+            if !address.ip().is_loopback() {
+                bail!(
+                    "the host file names {host} ({}), not a loopback address: give every \
+                     process --cluster-secret FILE (the same secret), so that only they can join",
+                    address.ip()
+                );
+            }
+        }
     }
     Ok(())
 }

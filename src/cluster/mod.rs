@@ -40,6 +40,7 @@
 //! `--resume` goes on from the last one every process completed
 //! (`restart.rs`).
 
+mod auth;
 mod connect;
 mod dataflow;
 mod gather;

@@ -33,6 +33,9 @@ pub struct ClusterOptions {
     pub process: usize,
     /// How long to wait for every other process to connect.
     pub connect_timeout: Duration,
+    /// A file holding the secret every process shares (`--cluster-secret`);
+    /// without one, the host file may name only loopback addresses.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// What every process of a run must agree on, besides the input.

@@ -13,7 +13,8 @@ use timely::communication::allocator::ProcessBuilder;
 use timely::communication::{AllocatorBuilder, Hooks};
 use timely::WorkerConfig;
 
-use super::connect::{connect, install_peer_loss_hook, read_hostfile, Hello};
+use super::auth::Key;
+use super::connect::{check_loopback, connect, install_peer_loss_hook, read_hostfile, Hello};
 use super::dataflow::{run_worker, Restart};
 use super::gather::{gather, Shape};
 use super::input::{InputPlan, Part};
@@ -74,6 +75,13 @@ pub fn run(
     tell: &mut dyn FnMut(Event),
 ) -> anyhow::Result<Option<Finished>> {
     let hosts = read_hostfile(&cluster.hostfile)?;
+    let key = match &cluster.secret_file {
+        Some(path) => Key::from_file(path)?,
+        None => {
+            check_loopback(&hosts)?;
+            Key::of(b"")
+        }
+    };
     let processes = hosts.len();
     if cluster.process >= processes {
         bail!(
@@ -105,7 +113,7 @@ pub fn run(
         last: newest(1),
         prev: newest(2),
     };
-    let (sockets, keep_raw, peers) = connect(&hosts, &hello, cluster.connect_timeout)?;
+    let (sockets, keep_raw, peers) = connect(&hosts, &hello, &key, cluster.connect_timeout)?;
     // Go on from the latest checkpoint every process completed.
     let start = [hello.last, hello.prev]
         .into_iter()

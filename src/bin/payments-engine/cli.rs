@@ -175,6 +175,17 @@ pub struct Cli {
     /// (default 30s).
     #[arg(long, value_name = "DURATION", requires = "cluster", value_parser = parse_timeout)]
     pub connect_timeout: Option<Duration>,
+
+    /// With --cluster: a file holding a secret every process shares (at
+    /// least 16 bytes; e.g. `head -c 32 /dev/urandom | base64 > FILE`).
+    /// Processes prove they hold it (a challenge-response with fresh nonces
+    /// and a keyed MAC) before they say anything else; without it the host
+    /// file may name only loopback addresses. The data after the handshake
+    /// is not encrypted: run a cluster on a private network.
+    /// (Ignored without --cluster, so that the variable may be set for
+    /// every run.)
+    #[arg(long, value_name = "FILE", env = "PAYMENTS_ENGINE_CLUSTER_SECRET_FILE")]
+    pub cluster_secret: Option<PathBuf>,
 }
 
 /// `--help`'s examples.
@@ -252,6 +263,7 @@ impl Cli {
                 hostfile,
                 process: self.process.unwrap_or(0),
                 connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                secret_file: self.cluster_secret,
             }),
         }
     }
