@@ -324,3 +324,65 @@ fn a_signal_without_a_state_file_stops_and_saves_nothing() {
     );
     assert_eq!(fs::read_to_string(&files.output).unwrap(), "old\n");
 }
+
+/// An idle standard input does not hide a stop or a fatal error: a signal
+/// while the run waits for input stops it at once (at the last row read,
+/// with a checkpoint), and a bad output path fails before any input comes.
+#[test]
+fn an_idle_stdin_stops_promptly() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.bin");
+    let s = state.to_str().unwrap();
+    let wait = |child: &mut Child| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "no exit while stdin stays open");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // A bad -o with stdin open and silent: the run fails at once.
+    let mut child = support::spawn(&["-o", "/nonexistent/dir/out.csv", "-"]);
+    let _open = child.stdin.take().unwrap();
+    assert_eq!(wait(&mut child), Some(1));
+    // Two rows, then silence; SIGTERM.
+    let mut child = support::spawn(&["--state", s, "-"]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"type,client,tx,amount\ndeposit,1,1,5\n")
+        .unwrap();
+    let lock = dir.path().join("state.bin.lock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lock.exists() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(wait(&mut child), Some(143));
+    drop(stdin);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("stopped by SIGTERM after line 2"),
+        "{stderr}"
+    );
+    assert!(checkpoint_left(&state));
+    // The same input, whole, with --resume: as if never stopped.
+    let r = support::run(
+        &["--state", s, "--resume", "-"],
+        b"type,client,tx,amount\ndeposit,1,1,5\ndeposit,2,2,3\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "client,available,held,total,locked\n1,5.0000,0.0000,5.0000,false\n2,3.0000,0.0000,3.0000,false\n"
+    );
+}

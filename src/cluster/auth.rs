@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::connect::Hello;
+use super::hello::Hello;
 
 /// The handshake's first bytes: the program and this protocol's version.
 const MAGIC: &[u8; 8] = b"PAYENG\x00\x02";

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::auth::{self, Key, Refused};
+use super::hello::Hello;
 
 /// The host file's addresses, one per non-blank line (`#` starts a
 /// comment).
@@ -25,91 +26,6 @@ pub(super) fn read_hostfile(path: &Path) -> anyhow::Result<Vec<String>> {
         bail!("host file {} lists no host:port", path.display());
     }
     Ok(hosts)
-}
-
-/// What each side of a connection says first: who it is and what it runs
-/// with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Hello {
-    pub(super) index: u64,
-    pub(super) processes: u64,
-    pub(super) workers: u64,
-    pub(super) block: u64,
-    pub(super) input_len: u64,
-    /// Process 0 keeps the rejected rows' lines (for `--rejects`): 1, else
-    /// 0. Process 0's answer decides whether records carry their line.
-    pub(super) raw: u64,
-    /// Blocks between checkpoints (0: none).
-    pub(super) every: u64,
-    /// 1 with `--resume`.
-    pub(super) resume: u64,
-    /// The last two checkpoints every worker of the process completed (0:
-    /// none).
-    pub(super) last: u64,
-    pub(super) prev: u64,
-}
-
-impl Hello {
-    /// Its encoded length.
-    pub(super) const LEN: usize = 10 * 8;
-
-    pub(super) fn encode(&self) -> [u8; Hello::LEN] {
-        let mut bytes = [0u8; Hello::LEN];
-        let values = [
-            self.index,
-            self.processes,
-            self.workers,
-            self.block,
-            self.input_len,
-            self.raw,
-            self.every,
-            self.resume,
-            self.last,
-            self.prev,
-        ];
-        for (chunk, value) in bytes.chunks_exact_mut(8).zip(values) {
-            chunk.copy_from_slice(&value.to_le_bytes());
-        }
-        bytes
-    }
-
-    pub(super) fn decode(bytes: &[u8]) -> Hello {
-        let value = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap());
-        Hello {
-            index: value(0),
-            processes: value(1),
-            workers: value(2),
-            block: value(3),
-            input_len: value(4),
-            raw: value(5),
-            every: value(6),
-            resume: value(7),
-            last: value(8),
-            prev: value(9),
-        }
-    }
-
-    /// Why `peer` cannot run with this process, if it cannot.
-    pub(super) fn mismatch(&self, peer: &Hello) -> Option<String> {
-        let settings = [
-            ("a host file of processes", self.processes, peer.processes),
-            ("--workers", self.workers, peer.workers),
-            ("--block-size", self.block, peer.block),
-            ("an input of bytes", self.input_len, peer.input_len),
-            (
-                "checkpoints every blocks (--state, --checkpoint-every)",
-                self.every,
-                peer.every,
-            ),
-            ("--resume (1) or not (0)", self.resume, peer.resume),
-        ];
-        let (what, mine, theirs) = settings.into_iter().find(|s| s.1 != s.2)?;
-        Some(format!(
-            "process {} runs with {what} {theirs}, process {} with {mine}: every process needs \
-             the same host file, --workers, --block-size, --state settings and input",
-            peer.index, self.index
-        ))
-    }
 }
 
 /// How long one incoming connection has to authenticate: a stranger's

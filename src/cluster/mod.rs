@@ -44,6 +44,7 @@ mod auth;
 mod connect;
 mod dataflow;
 mod gather;
+mod hello;
 mod input;
 mod options;
 mod restart;

@@ -14,9 +14,10 @@ use timely::communication::{AllocatorBuilder, Hooks};
 use timely::WorkerConfig;
 
 use super::auth::Key;
-use super::connect::{check_loopback, connect, install_peer_loss_hook, read_hostfile, Hello};
+use super::connect::{check_loopback, connect, install_peer_loss_hook, read_hostfile};
 use super::dataflow::{run_worker, Restart};
 use super::gather::{gather, Shape};
+use super::hello::Hello;
 use super::input::{InputPlan, Part};
 use super::options::{ClusterOptions, Event, Settings};
 use super::restart::{Binding, Schedule, Snapshot};

@@ -101,7 +101,15 @@ pub(crate) fn drive<E: Executor, S: Supervise>(
         let row = match parser.next_row() {
             Ok(Some(row)) => row,
             Ok(None) => break,
-            Err(error) => return Err(Error::Input(error)),
+            Err(error) => {
+                // A stop that came while the input was waiting (a reader
+                // that gives up on it) ends the run as a stop, at the last
+                // row read, not as an unreadable input.
+                if supervisor.due() {
+                    supervisor.act(&parser.state(), &mut path)?;
+                }
+                return Err(Error::Input(error));
+            }
         };
         LINE_REACHED.store(row.line, Ordering::Relaxed);
         if S::WARNS && early.watching() {

@@ -85,44 +85,38 @@ pub fn run(
         Some(_) => Arc::new(AtomicUsize::new(0)),
         None => stop_on_signals().context("installing signal handlers")?,
     };
+    if let Some(member) = options.cluster.as_ref().filter(|m| m.process != 0) {
+        return run_cluster_member(options, member);
+    }
+    // The lock, then every output, before the input is opened: a second run
+    // or a bad path fails at once, not once the input has begun to arrive.
+    // The lock is held until the run returns, commit included.
+    let _lock = match &options.state {
+        Some(path) => Some(
+            StateFile::new(path)
+                .lock()
+                .with_context(|| format!("state file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let outputs = Outputs::create(options)?;
     let (source, progress) = match &options.cluster {
-        Some(member) => {
+        Some(_) => {
             crate::budget::tune_allocator_for_dataflow();
-            let started = Instant::now();
             let facts = cluster_input(options)?;
-            // Every process but 0 does its share; process 0's stderr is the
-            // run's report, and the others only say they connected.
-            if member.process != 0 {
-                let verbose = options.verbosity == Verbosity::Verbose;
-                let mut tell = |event| {
-                    if let (cluster::Event::Connected { process, others }, true) = (event, verbose)
-                    {
-                        eprintln!(
-                            "payments-engine: cluster process {process}: connected to {others} \
-                             other processes"
-                        );
-                    }
-                };
-                cluster::run(
-                    member,
-                    input_path(options),
-                    cluster_settings(options),
-                    &mut tell,
-                )?;
-                return Ok(RunStats {
-                    tally: Tally::default(),
-                    elapsed: started.elapsed(),
-                    account_count: 0,
-                    measures: Measures::default(),
-                    state: None,
-                    input: facts,
-                });
-            }
             ((Box::new(io::empty()) as Box<dyn Read + Send>, facts), None)
         }
-        None => open_input(options)?,
+        None => open_input(options, &stop)?,
     };
-    let stats = process(source, options, stop, progress.clone(), stdout, stderr);
+    let stats = process(
+        source,
+        outputs,
+        options,
+        stop,
+        progress.clone(),
+        stdout,
+        stderr,
+    );
     // Clear the bar before the summary, so the bar leaves no trace.
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -165,6 +159,36 @@ pub fn run(
         }
     }
     Ok(stats)
+}
+
+/// A cluster process other than 0: it does its share and prints nothing
+/// but, with `--verbose`, that it connected.
+fn run_cluster_member(options: &Options, member: &ClusterOptions) -> anyhow::Result<RunStats> {
+    crate::budget::tune_allocator_for_dataflow();
+    let started = Instant::now();
+    let facts = cluster_input(options)?;
+    let verbose = options.verbosity == Verbosity::Verbose;
+    let mut tell = |event| {
+        if let (cluster::Event::Connected { process, others }, true) = (event, verbose) {
+            eprintln!(
+                "payments-engine: cluster process {process}: connected to {others} other processes"
+            );
+        }
+    };
+    cluster::run(
+        member,
+        input_path(options),
+        cluster_settings(options),
+        &mut tell,
+    )?;
+    Ok(RunStats {
+        tally: Tally::default(),
+        elapsed: started.elapsed(),
+        account_count: 0,
+        measures: Measures::default(),
+        state: None,
+        input: facts,
+    })
 }
 
 /// SIGINT, SIGTERM and SIGHUP (a closed terminal) stop the run at the next
@@ -353,6 +377,7 @@ fn check_replay(
 /// run, stage the next state beside the old, then write and commit.
 pub fn process(
     (source, input): (impl Read + Send, InputFacts),
+    outputs: Outputs,
     options: &Options,
     stop: Arc<AtomicUsize>,
     progress: Option<indicatif::ProgressBar>,
@@ -360,19 +385,7 @@ pub fn process(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     let started = Instant::now();
-    // Held until the run returns, commit included.
-    let _lock = match &options.state {
-        Some(path) => Some(
-            StateFile::new(path)
-                .lock()
-                .with_context(|| format!("state file {}", path.display()))?,
-        ),
-        None => None,
-    };
     let start = load_state(options)?;
-    // Created now, so that a bad path fails before the input is read;
-    // committed only after everything else succeeded.
-    let outputs = Outputs::create(options)?;
     let inputs = start.inputs.clone();
     let mut finished = run_engine(source, options, start, stop, progress.clone())?;
     let staged = stage_state(options, &inputs, &finished)?;

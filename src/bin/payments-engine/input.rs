@@ -4,11 +4,14 @@
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use payments_engine::Verbosity;
 
 use crate::app::Options;
+use crate::sys::StoppableStdin;
 
 /// Where the transactions come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,9 +40,12 @@ pub struct InputFacts {
 /// Opens the input, wrapped in a progress bar where one is wanted (over the
 /// bytes as stored, so a compressed file's bar is exact too) and in a
 /// decompressor when its first bytes say gzip or zstd.
-pub fn open_input(options: &Options) -> anyhow::Result<(Opened, Option<indicatif::ProgressBar>)> {
+pub fn open_input(
+    options: &Options,
+    stop: &Arc<AtomicUsize>,
+) -> anyhow::Result<(Opened, Option<indicatif::ProgressBar>)> {
     let (source, len): (Box<dyn Read + Send>, Option<u64>) = match &options.input {
-        Input::Stdin => (Box::new(io::stdin()), None),
+        Input::Stdin => (Box::new(StoppableStdin::new(Arc::clone(stop))), None),
         Input::Path(path) => {
             let file = File::open(path)
                 .with_context(|| format!("cannot open input {}", path.display()))?;

@@ -9,6 +9,7 @@ mod budget;
 mod cli;
 mod commit;
 mod input;
+mod sys;
 
 use cli::Cli;
 use payments_engine::Error;
