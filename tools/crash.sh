@@ -8,7 +8,9 @@
 # before it is killed starts a new round. Compared byte for byte: the accounts
 # (-o), the rejects file, the state file, and stderr's diagnostics and counts
 # (everything but the elapsed time and the memory notes). Exits 1 on the
-# first difference.
+# first difference. Then checks that nothing but the state files, their
+# .prev and the outputs is left, and that a second run started on the same
+# state file while one runs is refused.
 set -euo pipefail
 input=${1:?usage: tools/crash.sh INPUT [KILLS] [-- ENGINE ARGS...]}
 kills_wanted=${2:-20}
@@ -68,3 +70,24 @@ while (( kills < kills_wanted )); do
     echo "round $round: identical"
 done
 echo "$kills kills in $round rounds: every output identical"
+
+# Nothing but states, their .prev, outputs and logs is left: the kills'
+# temporaries and locks went with the clean runs.
+left=$(find "$work" -maxdepth 1 \( -name '.payments-engine-*' -o -name '*.lock' \) | wc -l)
+(( left == 0 )) || { echo "left behind:"; find "$work" -maxdepth 1 -name '.payments-engine-*' -o -name '*.lock'; exit 1; }
+
+# Two runs of one input at once on one state file: exactly one applies it.
+# The other is refused at once (the state is locked) or, if it started
+# after the first ended, as a replay; the state is the reference's.
+start concurrent; first=$pid
+"$bin" -q --state "$work/concurrent.state" -o "$work/concurrent-b.out" "${extra[@]}" "$input" \
+    2>"$work/concurrent-b.err" && second=0 || second=$?
+wait "$first" && first_status=0 || first_status=$?
+(( (first_status == 0) != (second == 0) )) \
+    || { echo "concurrent runs: statuses $first_status and $second, not one success"; exit 1; }
+failed="$work/concurrent-b.err"; (( second == 0 )) && failed="$work/concurrent.err"
+grep -q -e "another run is using it" -e "was already applied" "$failed" \
+    || { echo "the refused concurrent run failed otherwise:"; tail -3 "$failed"; exit 1; }
+cmp -s "$work/reference.state" "$work/concurrent.state" \
+    || { echo "concurrent runs: the state is not one run's"; exit 1; }
+echo "concurrent runs: one applied the input, the other was refused ($(grep -o -e 'another run is using it' -e 'was already applied' "$failed"))"
