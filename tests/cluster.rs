@@ -839,3 +839,79 @@ fn silent_and_garbage_connections_do_not_stall_the_cluster() {
     assert_eq!(text(&outputs[0].stdout), expected);
     drop((silent, garbage, huge));
 }
+
+/// A signal on one process stops every process at once (each exits 128 +
+/// the signal, with one line saying so), and `--resume` goes on from the
+/// last checkpoint they all completed, to the bytes of one run.
+#[test]
+fn a_signal_on_one_process_stops_every_process_and_resume_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.csv");
+    fs::write(&input, support::datagen_input(300_000, 11)).unwrap();
+    let single = Command::new(BIN)
+        .args(["--workers", "0", "-q"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let state = dir.path().join("ledger.state");
+    let hosts = hostfile(dir.path(), 3);
+    let args = [
+        "--workers",
+        "1",
+        "--block-size",
+        "16KiB",
+        "--state",
+        state.to_str().unwrap(),
+        "--checkpoint-every",
+        "1ms",
+        "-q",
+    ];
+    let run = Processes::start(&hosts, 3, &args, &input);
+    let deadline = Instant::now() + LIMIT;
+    while complete_checkpoints(&state, 3).is_empty() {
+        assert!(Instant::now() < deadline, "no checkpoint within {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let signalled = Command::new("kill")
+        .args(["-TERM", &run.0[1].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    for (i, out) in run.wait().iter().enumerate() {
+        let stderr = text(&out.stderr);
+        if out.status.code() == Some(0) {
+            // The run had ended before the signal came: nothing to resume.
+            assert_eq!(
+                text(&out.stdout),
+                if i == 0 {
+                    text(&single.stdout)
+                } else {
+                    String::new()
+                }
+            );
+            return;
+        }
+        assert_eq!(out.status.code(), Some(143), "process {i}: {stderr}");
+        assert!(
+            stderr.contains("stopped by SIGTERM, every process at once"),
+            "process {i}: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    assert!(
+        !complete_checkpoints(&state, 3).is_empty(),
+        "the checkpoints stay"
+    );
+    let mut resumed_args = args.to_vec();
+    resumed_args.push("--resume");
+    let resumed = Processes::start(&hosts, 3, &resumed_args, &input).wait();
+    for (i, out) in resumed.iter().enumerate() {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "process {i}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(text(&resumed[0].stdout), text(&single.stdout));
+}

@@ -1,18 +1,20 @@
 //! One timely worker: its blocks in, the claim and apply stages, its part
 //! out to worker 0.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 use std::rc::Rc;
 use std::slice::IterMut;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Partition;
-use timely::dataflow::operators::{Capability, Concat, Input, InputCapability, Probe};
+use timely::dataflow::operators::vec::{Broadcast, Partition};
+use timely::dataflow::operators::{Capability, Concat, Input, InputCapability, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::MutableAntichain;
 
@@ -271,15 +273,52 @@ fn gathering(
     (input, probe, gathered)
 }
 
+/// A stop a signal asked for, told to every worker: the signal's number.
+type Stops = InputHandle<u64, CapacityContainerBuilder<Vec<u64>>>;
+
+/// The stopping dataflow: a signal's number sent by any worker reaches
+/// every worker, which notes the first it sees.
+fn stopping(worker: &mut timely::worker::Worker) -> (Stops, ProbeHandle<u64>, Rc<Cell<u64>>) {
+    let mut input = Stops::new();
+    let probe = ProbeHandle::new();
+    let stopped = Rc::new(Cell::new(0));
+    let seen = Rc::clone(&stopped);
+    worker.dataflow::<u64, _, _>(|scope| {
+        scope
+            .input_from(&mut input)
+            .broadcast()
+            .inspect(move |&signal| {
+                if seen.get() == 0 {
+                    seen.set(signal);
+                }
+            })
+            .probe_with(&probe);
+    });
+    (input, probe, stopped)
+}
+
+/// How a worker's run ended.
+pub(super) enum Ended {
+    /// Worker 0: every worker's part.
+    Gathered(Vec<Part>),
+    /// Any other worker: its part went to worker 0.
+    Done,
+    /// Every worker stopped early, on this signal.
+    Stopped(u64),
+}
+
 /// One timely worker: its blocks in, the claim and apply stages, its part
-/// out; worker 0 returns every part.
+/// out; worker 0 returns every part. A signal on any process stops every
+/// worker of every process: each stops feeding blocks, the blocks in
+/// flight drain (checkpoints complete only where every worker parsed that
+/// far), and no part is gathered.
 pub(super) fn run_worker(
     worker: &mut timely::worker::Worker,
     path: &Path,
     plan: InputPlan,
-    keep_raw: bool,
+    (keep_raw, signal): (bool, Option<Arc<AtomicUsize>>),
     restart: Option<Restart>,
-) -> Option<Vec<Part>> {
+) -> Ended {
     let keep_state = restart.is_some();
     let (start, schedule, snapshot) = match restart {
         Some(r) => (r.start, Some(r.schedule), r.snapshot),
@@ -288,18 +327,39 @@ pub(super) fn run_worker(
     let shared = Shared::new(snapshot);
     let (mut records, probe) = claim_and_apply(worker, &shared, Due::new(schedule.as_ref(), start));
     let (mut parts, parts_probe, gathered) = gathering(worker);
+    let (mut stops, stops_probe, stopped) = stopping(worker);
     let feeder = Feeder {
         shared: &shared,
         schedule: schedule.as_ref(),
         probe: &probe,
         index: worker.index() as u64,
         peers: worker.peers() as u64,
+        signal: signal.as_deref(),
+        told: Cell::new(false),
+        stopped: &stopped,
     };
-    feeder.feed(worker, &mut records, path, plan, keep_raw, start);
+    let parsed = feeder.feed(
+        worker,
+        (&mut records, &mut stops),
+        path,
+        plan,
+        keep_raw,
+        start,
+    );
     records.close();
     while !probe.done() {
         worker.step();
-        shared.save_ready(schedule.as_ref(), worker.index(), u64::MAX);
+        shared.save_ready(schedule.as_ref(), worker.index(), parsed);
+    }
+    // Every worker agrees whether the run stopped: each tells a signal it
+    // got, and once all have closed their stop input, all have seen all.
+    feeder.tell(&mut stops);
+    stops.close();
+    while !stops_probe.done() {
+        worker.step();
+    }
+    if stopped.get() != 0 {
+        return Ended::Stopped(stopped.get());
     }
     // With a state file, process 0 saves the whole ledger.
     parts.send(shared.into_part(keep_state));
@@ -307,7 +367,10 @@ pub(super) fn run_worker(
     while !parts_probe.done() {
         worker.step();
     }
-    (worker.index() == 0).then(|| gathered.take())
+    match worker.index() {
+        0 => Ended::Gathered(gathered.take()),
+        _ => Ended::Done,
+    }
 }
 
 /// Feeds a worker's blocks into the dataflow.
@@ -317,28 +380,52 @@ struct Feeder<'a> {
     probe: &'a ProbeHandle<u64>,
     index: u64,
     peers: u64,
+    /// This process's stop flag (a signal's number), if it has one.
+    signal: Option<&'a AtomicUsize>,
+    /// Whether this worker told the others of its signal.
+    told: Cell<bool>,
+    /// The first signal any worker told of (0: none yet).
+    stopped: &'a Cell<u64>,
 }
 
 impl Feeder<'_> {
+    /// Tells every worker of this process's signal, once, if there is one.
+    fn tell(&self, stops: &mut Stops) {
+        let signal = self.signal.map_or(0, |s| s.load(Ordering::Relaxed));
+        if signal != 0 && !self.told.replace(true) {
+            stops.send(signal as u64);
+            // Sent now, not when the input next advances (it never does).
+            stops.flush();
+        }
+    }
+
+    /// Whether to stop feeding: a signal here, or told of by another worker.
+    fn stopping(&self, stops: &mut Stops) -> bool {
+        self.tell(stops);
+        self.told.get() || self.stopped.get() != 0
+    }
+
     /// This worker's blocks from the first at or after `start`, with at most
-    /// [`LAG_ROUNDS`] rounds in flight; a block that cannot be read ends
-    /// the input there (the error goes to worker 0 in the part).
+    /// [`LAG_ROUNDS`] rounds in flight, until a stop; a block that cannot
+    /// be read ends the input there (the error goes to worker 0 in the
+    /// part). Returns the first block it did not parse (`u64::MAX` when it
+    /// parsed every one of its blocks).
     fn feed(
         &self,
         worker: &mut timely::worker::Worker,
-        records: &mut Records,
+        (records, stops): (&mut Records, &mut Stops),
         path: &Path,
         plan: InputPlan,
         keep_raw: bool,
         start: u64,
-    ) {
+    ) -> u64 {
         let (index, peers) = (self.index, self.peers);
         let mut k = index + start.saturating_sub(index).div_ceil(peers) * peers;
         let file = match File::open(path) {
             Ok(file) => file,
             Err(e) => {
                 self.shared.part.borrow_mut().error = Some((k, message(Error::Input(e.into()))));
-                return;
+                return u64::MAX;
             }
         };
         let mut cuts = Cuts {
@@ -350,11 +437,14 @@ impl Feeder<'_> {
         };
         let mut recs = Vec::new();
         while k < plan.blocks {
+            if self.stopping(stops) {
+                return k;
+            }
             records.advance_to(k);
             let read = read_block(&mut cuts, k, &mut recs, &mut self.shared.part.borrow_mut());
             if let Err(error) = read {
                 self.shared.part.borrow_mut().error = Some((k, message(error)));
-                return;
+                return u64::MAX;
             }
             k += peers;
             // A block without records (inside a long line, or only
@@ -371,6 +461,7 @@ impl Feeder<'_> {
                 self.step(worker, k);
             }
         }
+        u64::MAX
     }
 
     /// One step of the worker, then the checkpoints it completed.

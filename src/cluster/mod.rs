@@ -50,6 +50,6 @@ mod options;
 mod restart;
 mod run;
 
-pub use options::{ClusterOptions, Event, Settings};
+pub use options::{ClusterOptions, Event, Settings, Stopped};
 pub use restart::{discard_checkpoints, CheckpointOptions};
 pub use run::run;

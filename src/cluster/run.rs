@@ -5,6 +5,7 @@
 use std::io;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
@@ -15,11 +16,11 @@ use timely::WorkerConfig;
 
 use super::auth::Key;
 use super::connect::{check_loopback, connect, install_peer_loss_hook, read_hostfile};
-use super::dataflow::{run_worker, Restart};
+use super::dataflow::{run_worker, Ended, Restart};
 use super::gather::{gather, Shape};
 use super::hello::Hello;
 use super::input::{InputPlan, Part};
-use super::options::{ClusterOptions, Event, Settings};
+use super::options::{ClusterOptions, Event, Settings, Stopped};
 use super::restart::{Binding, Schedule, Snapshot};
 use crate::durable::state::identify;
 use crate::engine::Finished;
@@ -139,6 +140,7 @@ pub fn run(
         plan,
         keep_raw,
         restart: schedule.clone().map(|schedule| (schedule, start)),
+        stop: settings.stop.clone(),
     };
     let result = match workers_run.execute(sockets, snapshots)? {
         Some(parts) => {
@@ -277,6 +279,8 @@ struct Workers<'a> {
     keep_raw: bool,
     /// With `--state`: the schedule, and the checkpoint block to go on from.
     restart: Option<(Schedule, u64)>,
+    /// The stop flag a signal raises, if any.
+    stop: Option<Arc<AtomicUsize>>,
 }
 
 impl Workers<'_> {
@@ -301,7 +305,7 @@ impl Workers<'_> {
         let snapshots = Arc::new(Mutex::new(snapshots));
         let path = Arc::new(self.input.to_path_buf());
         let first = self.process * self.workers;
-        let (plan, keep_raw, restart) = (self.plan, self.keep_raw, self.restart);
+        let (plan, keep_raw, restart, stop) = (self.plan, self.keep_raw, self.restart, self.stop);
         let guards = timely::execute::execute_from(
             builders,
             Box::new(comms),
@@ -317,15 +321,21 @@ impl Workers<'_> {
                     start,
                     snapshot,
                 });
-                run_worker(worker, &path, plan, keep_raw, restart)
+                run_worker(worker, &path, plan, (keep_raw, stop.clone()), restart)
             },
         )
         .map_err(|e| anyhow::anyhow!("starting the cluster's workers: {e}"))?;
         let mut parts = None;
         for result in guards.join() {
             match result {
-                Ok(Some(gathered)) => parts = Some(gathered),
-                Ok(None) => {}
+                Ok(Ended::Gathered(gathered)) => parts = Some(gathered),
+                Ok(Ended::Done) => {}
+                Ok(Ended::Stopped(signal)) => {
+                    return Err(Stopped {
+                        signal: signal as i32,
+                    }
+                    .into())
+                }
                 Err(e) => bail!("a cluster worker failed: {e}"),
             }
         }

@@ -79,14 +79,11 @@ pub fn run(
     for path in written.into_iter().flatten() {
         durable::remove_stale_temporaries(path);
     }
-    // A cluster process stops at a signal's default action: the others see
-    // it go, and --resume goes on from the last checkpoint.
-    let stop = match options.cluster {
-        Some(_) => Arc::new(AtomicUsize::new(0)),
-        None => stop_on_signals().context("installing signal handlers")?,
-    };
+    // A signal stops a run at a record boundary; in a cluster, it stops
+    // every process (the cluster tells the others).
+    let stop = stop_on_signals().context("installing signal handlers")?;
     if let Some(member) = options.cluster.as_ref().filter(|m| m.process != 0) {
-        return run_cluster_member(options, member);
+        return run_cluster_member(options, member, stop);
     }
     // The lock, then every output, before the input is opened: a second run
     // or a bad path fails at once, not once the input has begun to arrive.
@@ -163,7 +160,11 @@ pub fn run(
 
 /// A cluster process other than 0: it does its share and prints nothing
 /// but, with `--verbose`, that it connected.
-fn run_cluster_member(options: &Options, member: &ClusterOptions) -> anyhow::Result<RunStats> {
+fn run_cluster_member(
+    options: &Options,
+    member: &ClusterOptions,
+    stop: Arc<AtomicUsize>,
+) -> anyhow::Result<RunStats> {
     crate::budget::tune_allocator_for_dataflow();
     let started = Instant::now();
     let facts = cluster_input(options)?;
@@ -178,7 +179,7 @@ fn run_cluster_member(options: &Options, member: &ClusterOptions) -> anyhow::Res
     cluster::run(
         member,
         input_path(options),
-        cluster_settings(options),
+        cluster_settings(options, stop),
         &mut tell,
     )?;
     Ok(RunStats {
@@ -417,7 +418,7 @@ fn run_engine(
                 eprintln!("payments-engine: warning: {text}");
             }
         };
-        let settings = cluster_settings(options);
+        let settings = cluster_settings(options, stop);
         let finished = cluster::run(member, input_path(options), settings, &mut tell)?;
         return Ok(finished.expect("process 0 gathers the whole run"));
     }
@@ -480,8 +481,9 @@ fn stage_state(
 }
 
 /// What a cluster run takes from the options.
-fn cluster_settings(options: &Options) -> cluster::Settings {
+fn cluster_settings(options: &Options, stop: Arc<AtomicUsize>) -> cluster::Settings {
     cluster::Settings {
+        stop: Some(stop),
         workers: options.engine.worker_count(),
         block: options.engine.block(),
         verbosity: options.verbosity,

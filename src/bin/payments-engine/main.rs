@@ -12,6 +12,7 @@ mod input;
 mod sys;
 
 use cli::Cli;
+use payments_engine::cluster::Stopped;
 use payments_engine::Error;
 
 /// mimalloc under a memory budget: running out is a clean fatal error.
@@ -65,16 +66,27 @@ fn main() -> ExitCode {
             ExitCode::from(app::EXIT_MALFORMED)
         }
         Ok(_) => ExitCode::SUCCESS,
-        // Stopped by a signal: where, and how to go on; 128 + the signal.
-        Err(error) => match error.downcast_ref::<Error>() {
-            Some(stopped @ Error::Interrupted { signal, .. }) => {
-                eprintln!("{NAME}: {stopped}");
-                ExitCode::from(128 + *signal as u8)
+        Err(error) => {
+            // Stopped by a signal (here, or on another process of a
+            // cluster): where, and how to go on; 128 + the signal.
+            let signal = match (
+                error.downcast_ref::<Error>(),
+                error.downcast_ref::<Stopped>(),
+            ) {
+                (Some(Error::Interrupted { signal, .. }), _) => Some(*signal),
+                (_, Some(stopped)) => Some(stopped.signal),
+                _ => None,
+            };
+            match signal {
+                Some(signal) => {
+                    eprintln!("{NAME}: {error}");
+                    ExitCode::from(128 + signal as u8)
+                }
+                None => {
+                    eprintln!("{NAME}: error: {error:#}");
+                    ExitCode::FAILURE
+                }
             }
-            _ => {
-                eprintln!("{NAME}: error: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }
