@@ -240,7 +240,7 @@ fn a_checkpoint_of_another_ledger_is_refused() {
         let finished = engine(0, Verbosity::Default)
             .run_csv(Ledger::new(), &input[..])
             .unwrap();
-        let (size, hash) = payments_engine::durable::identify(&input[..]).unwrap();
+        let (size, hash) = payments_engine::durable::InputId::identify(&input[..]).unwrap();
         let inputs = [payments_engine::durable::InputId { seq: 1, size, hash }];
         StateFile::new(&path)
             .prepare(&finished, &inputs)

@@ -51,5 +51,5 @@ mod restart;
 mod run;
 
 pub use options::{ClusterOptions, Event, Settings, Stopped};
-pub use restart::{discard_checkpoints, CheckpointOptions};
+pub use restart::CheckpointOptions;
 pub use run::run;

@@ -10,6 +10,17 @@ use std::time::Duration;
 use super::restart::CheckpointOptions;
 use crate::report::Verbosity;
 
+impl ClusterOptions {
+    /// Removes this process's checkpoint files beside `state`. Process 0
+    /// calls it once it has committed the state file, never before: until
+    /// then its checkpoints are what `--resume` goes on from. The other
+    /// processes' go when they see the state file replaced, or at their
+    /// next start.
+    pub fn discard_checkpoints(&self, state: &std::path::Path) -> std::io::Result<()> {
+        super::restart::discard_checkpoints(state, self.process)
+    }
+}
+
 /// What a cluster run tells its caller as it goes; the caller decides what
 /// to print (the library prints nothing).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -437,7 +437,7 @@ fn checkpoint_files(state: &Path, process: usize) -> io::Result<Vec<(usize, u64,
 /// calls it once it has committed the state file, never before: until then
 /// its checkpoints are what `--resume` goes on from. The other processes'
 /// files go at their next start, as taken on a state file that has moved on.
-pub fn discard_checkpoints(state: &Path, process: usize) -> io::Result<()> {
+pub(super) fn discard_checkpoints(state: &Path, process: usize) -> io::Result<()> {
     for (_, _, path) in checkpoint_files(state, process)? {
         std::fs::remove_file(path)?;
     }

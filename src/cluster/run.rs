@@ -156,7 +156,7 @@ pub fn run(
     };
     // The checkpoints stay until process 0 has committed the state file:
     // until then they are what --resume goes on from. Process 0's caller
-    // removes its own after its commit (`discard_checkpoints`); the others
+    // removes its own after its commit (`ClusterOptions::discard_checkpoints`); the others
     // wait a while for that commit to show, then remove theirs (or leave
     // them for their next start to settle).
     if let (Ok(_), Some(options), true) = (&result, &settings.checkpoints, cluster.process != 0) {

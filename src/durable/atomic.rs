@@ -26,34 +26,6 @@ pub(crate) fn own_prefix() -> String {
     format!("{TEMP_PREFIX}{}-", std::process::id())
 }
 
-/// Removes the temporaries that processes which have died left in the
-/// directory of `path` (a `kill -9` during a save, an out-of-memory exit):
-/// those whose name carries the pid of no running process. Best effort:
-/// what cannot be listed or removed is left. Only where `/proc` tells which
-/// processes run.
-pub fn remove_stale_temporaries(path: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let Ok(entries) = fs::read_dir(directory_of(path)) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let running =
-            pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
-        if !running {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
 /// A file being written, invisible at its target until committed.
 pub struct AtomicFile {
     target: PathBuf,
@@ -106,6 +78,34 @@ impl AtomicFile {
             target: target.to_path_buf(),
             kind,
         })
+    }
+
+    /// Removes the temporaries that processes which have died left in the
+    /// directory of `path` (a `kill -9` during a save, an out-of-memory exit):
+    /// those whose name carries the pid of no running process. Best effort:
+    /// what cannot be listed or removed is left. Only where `/proc` tells which
+    /// processes run.
+    pub fn remove_stale_temporaries(path: &Path) {
+        if !Path::new("/proc/self").exists() {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(directory_of(path)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let running =
+                pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+            if !running {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Where the file will appear.
@@ -208,7 +208,7 @@ mod tests {
         for name in &names {
             fs::write(dir.path().join(name), b"x").unwrap();
         }
-        remove_stale_temporaries(&dir.path().join("state.bin"));
+        AtomicFile::remove_stale_temporaries(&dir.path().join("state.bin"));
         let mut left: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

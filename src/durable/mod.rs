@@ -21,7 +21,7 @@ pub(crate) mod state;
 
 #[cfg(feature = "cluster")]
 pub(crate) use atomic::directory_of;
-pub use atomic::{remove_stale_temporaries, AtomicFile};
+pub use atomic::AtomicFile;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -46,7 +46,7 @@ use crate::engine::Finished;
 /// };
 /// let input = std::fs::read("day.csv")?;
 /// let finished = EngineBuilder::new().run_csv(ledger, &input[..])?;
-/// let (size, hash) = payments_engine::durable::identify(&input[..])?;
+/// let (size, hash) = InputId::identify(&input[..])?;
 /// inputs.push(InputId { seq: inputs.len() as u64 + 1, size, hash });
 /// // Written and synced beside the file; in place only on commit.
 /// state.prepare(&finished, &inputs)?.commit()?;
@@ -105,8 +105,10 @@ impl StateFile {
     }
 }
 
-/// Reads a whole input, returning its size and xxh3-128 hash: the identity
-/// a state file records for it.
-pub fn identify(input: impl Read) -> io::Result<(u64, u128)> {
-    state::identify(input)
+impl InputId {
+    /// Reads a whole input, returning its size and xxh3-128 hash: the
+    /// identity a state file records for it.
+    pub fn identify(input: impl Read) -> io::Result<(u64, u128)> {
+        state::identify(input)
+    }
 }

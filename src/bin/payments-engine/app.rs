@@ -18,7 +18,7 @@ use payments_engine::Finished;
 
 use crate::commit::{peak_rss_bytes, Outputs, Ran, Staged};
 use crate::input::{cluster_input, input_path, open_input, Input, InputFacts};
-use payments_engine::durable::{self, Control, InputId, Resume, StateFile};
+use payments_engine::durable::{AtomicFile, Control, InputId, Resume, StateFile};
 use payments_engine::{EngineBuilder, Ledger, Measures, Tally, Verbosity};
 
 /// One run as the command line asked for it: the input, the engine's
@@ -77,7 +77,7 @@ pub fn run(
         &options.summary_json,
     ];
     for path in written.into_iter().flatten() {
-        durable::remove_stale_temporaries(path);
+        AtomicFile::remove_stale_temporaries(path);
     }
     // A signal stops a run at a record boundary; in a cluster, it stops
     // every process (the cluster tells the others).
@@ -340,7 +340,7 @@ fn load_state(options: &Options) -> anyhow::Result<Start> {
         if start.inputs.iter().any(|i| Some(i.size) == size) {
             let file = File::open(input)
                 .with_context(|| format!("cannot open input {}", input.display()))?;
-            let identity = durable::identify(file)
+            let identity = InputId::identify(file)
                 .with_context(|| format!("reading input {}", input.display()))?;
             check_replay(options, &start.inputs, identity)?;
         }

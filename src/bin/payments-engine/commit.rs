@@ -134,7 +134,8 @@ impl Outputs {
             // A cluster's process 0 removes its checkpoints only now; the
             // other processes' go at their next start.
             if let Some(member) = &options.cluster {
-                payments_engine::cluster::discard_checkpoints(path, member.process)
+                member
+                    .discard_checkpoints(path)
                     .context("removing the cluster's checkpoint files")?;
             }
         }
