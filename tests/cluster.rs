@@ -915,3 +915,94 @@ fn a_signal_on_one_process_stops_every_process_and_resume_goes_on() {
     }
     assert_eq!(text(&resumed[0].stdout), text(&single.stdout));
 }
+
+/// A cluster killed at random moments (one process, or all of them), then
+/// started again with `--resume` until a run finishes, ends with the bytes
+/// of one uninterrupted run.
+#[test]
+fn a_cluster_killed_at_random_moments_resumes_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.csv");
+    fs::write(&input, support::datagen_input(150_000, 21)).unwrap();
+    let single = Command::new(BIN)
+        .args(["--workers", "0", "-q"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let state = dir.path().join("ledger.state");
+    let hosts = hostfile(dir.path(), 3);
+    let args = [
+        "--workers",
+        "1",
+        "--block-size",
+        "16KiB",
+        "--state",
+        state.to_str().unwrap(),
+        "--checkpoint-every",
+        "1ms",
+        "--connect-timeout",
+        "10s",
+        "--resume",
+        "-q",
+    ];
+    // Deterministic "random" moments and victims.
+    let mut seed: u64 = 0x0C1A_57E2_0000_0001;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut kills, mut runs) = (0, 0);
+    let stdout = loop {
+        runs += 1;
+        assert!(
+            runs < 30,
+            "{kills} kills in {runs} runs: the run never finished"
+        );
+        let mut cluster = Processes::start(&hosts, 3, &args, &input);
+        if kills < 5 {
+            std::thread::sleep(Duration::from_millis(next() % 2_000));
+            match next() % 4 {
+                // All of them.
+                0 => cluster.0.iter_mut().for_each(|c| drop(c.kill())),
+                // One of them; the others see it go.
+                n => drop(cluster.0[n as usize - 1].kill()),
+            }
+            kills += 1;
+        }
+        let outputs = cluster.wait();
+        let stderr = text(&outputs[0].stderr);
+        match outputs[0].status.code() {
+            Some(0) => break text(&outputs[0].stdout),
+            // Killed after it committed, before the others ended: done.
+            Some(1) if stderr.contains("was already applied") => break String::new(),
+            _ => {}
+        }
+    };
+    if !stdout.is_empty() {
+        assert_eq!(stdout, text(&single.stdout), "after {kills} kills");
+    }
+    // Whatever the kills, the state is the one a single run saves, byte for
+    // byte, and it records the input once.
+    let single_state = dir.path().join("single.state");
+    let saved = support::run(
+        &[
+            "--state",
+            single_state.to_str().unwrap(),
+            "-q",
+            input.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    assert!(
+        fs::read(&state).unwrap() == fs::read(&single_state).unwrap(),
+        "state files differ"
+    );
+    let again = support::run(
+        &["--state", state.to_str().unwrap(), input.to_str().unwrap()],
+        b"",
+    );
+    again.assert_fatal("was already applied");
+}
