@@ -30,7 +30,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use super::error::{bail, Context};
 
 use super::hello::Hello;
 
@@ -57,7 +57,7 @@ impl Key {
 
     /// The key of the secret in `path` (a final line end is not part of
     /// it).
-    pub fn from_file(path: &Path) -> anyhow::Result<Key> {
+    pub fn from_file(path: &Path) -> super::error::Result<Key> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read cluster secret {}", path.display()))?;
         let secret = bytes.strip_suffix(b"\n").unwrap_or(&bytes);

@@ -7,14 +7,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use super::error::{bail, Context, Error as ClusterError};
 
 use super::auth::{self, Key, Refused};
 use super::hello::Hello;
 
 /// The host file's addresses, one per non-blank line (`#` starts a
 /// comment).
-pub(super) fn read_hostfile(path: &Path) -> anyhow::Result<Vec<String>> {
+pub(super) fn read_hostfile(path: &Path) -> super::error::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read host file {}", path.display()))?;
     let hosts: Vec<String> = text
@@ -41,7 +41,7 @@ pub(super) fn connect(
     me: &Hello,
     key: &Key,
     timeout: Duration,
-) -> anyhow::Result<(Vec<Option<TcpStream>>, bool, Vec<Hello>)> {
+) -> super::error::Result<(Vec<Option<TcpStream>>, bool, Vec<Hello>)> {
     let index = me.index as usize;
     let deadline = Instant::now() + timeout;
     let listener = TcpListener::bind(&hosts[index])
@@ -50,10 +50,10 @@ pub(super) fn connect(
     let mut sockets: Vec<Option<TcpStream>> = (0..hosts.len()).map(|_| None).collect();
     let mut peers = Vec::new();
     let late = |what: String| {
-        anyhow::anyhow!(
+        ClusterError::msg(format!(
             "{what} within {} (--connect-timeout); is every process of the host file started?",
             humantime::format_duration(timeout)
-        )
+        ))
     };
     let mut keep_raw = me.raw != 0;
     for (peer, host) in hosts.iter().enumerate().take(index) {
@@ -83,8 +83,8 @@ fn dial(
     me: &Hello,
     key: &Key,
     deadline: Instant,
-    late: &dyn Fn(String) -> anyhow::Error,
-) -> anyhow::Result<(TcpStream, Hello)> {
+    late: &dyn Fn(String) -> ClusterError,
+) -> super::error::Result<(TcpStream, Hello)> {
     let index = me.index;
     let mut stream = loop {
         let addresses: Vec<_> = host
@@ -130,8 +130,8 @@ fn accept_all(
     me: &Hello,
     key: &Key,
     deadline: Instant,
-    late: &dyn Fn(String) -> anyhow::Error,
-) -> anyhow::Result<Vec<(TcpStream, Hello)>> {
+    late: &dyn Fn(String) -> ClusterError,
+) -> super::error::Result<Vec<(TcpStream, Hello)>> {
     let index = me.index as usize;
     let (done, results) = std::sync::mpsc::channel();
     let mut accepted: Vec<(TcpStream, Hello)> = Vec::new();
@@ -185,7 +185,7 @@ fn accept_all(
     Ok(accepted)
 }
 
-fn check_peer(me: &Hello, hello: &Hello, peer: usize, host: &str) -> anyhow::Result<()> {
+fn check_peer(me: &Hello, hello: &Hello, peer: usize, host: &str) -> super::error::Result<()> {
     if hello.index != peer as u64 {
         bail!(
             "{host} answers as process {}, but the host file has it as process {peer}",
@@ -200,7 +200,7 @@ fn check_peer(me: &Hello, hello: &Hello, peer: usize, host: &str) -> anyhow::Res
 
 /// Without a secret, every address of the host file must be a loopback
 /// one: anyone who reaches a port could otherwise join the run.
-pub(super) fn check_loopback(hosts: &[String]) -> anyhow::Result<()> {
+pub(super) fn check_loopback(hosts: &[String]) -> super::error::Result<()> {
     for host in hosts {
         let addresses = host
             .to_socket_addrs()

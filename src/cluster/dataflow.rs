@@ -474,5 +474,5 @@ impl Feeder<'_> {
 
 /// An error as the single-machine run prints it.
 pub(super) fn message(error: Error) -> String {
-    format!("{:#}", anyhow::Error::from(error))
+    super::error::Error::chain(&error)
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use super::error::{bail, Context, Error as ClusterError};
 
 use super::input::{InputPlan, Part};
 use super::options::Settings;
@@ -11,6 +11,24 @@ use crate::durable::state::identify;
 use crate::engine::{block_size_text, EarlyRows, Error, Finished};
 use crate::parse::Position;
 use crate::report::{EventLog, Outcome};
+
+impl Shape {
+    /// The `--verbose` line about the cluster.
+    fn note(&self, block: u64) -> String {
+        let Shape {
+            processes,
+            workers,
+            start,
+        } = *self;
+        let block = block_size_text(block);
+        let mut note =
+            format!("cluster: {processes} processes x {workers} workers, blocks of {block}");
+        if start > 0 {
+            note.push_str(&format!(", resumed from the checkpoint at block {start}"));
+        }
+        note
+    }
+}
 
 /// The cluster a run had, for `--verbose`.
 #[derive(Clone, Copy, Debug)]
@@ -29,7 +47,7 @@ pub(super) fn gather(
     settings: &Settings,
     shape: Shape,
     warn: &mut dyn FnMut(String),
-) -> anyhow::Result<Finished> {
+) -> super::error::Result<Finished> {
     // The input ends at the first block that failed, as it would have in
     // one process.
     if let Some((_, text)) = parts.iter().filter_map(|p| p.error.clone()).min() {
@@ -101,17 +119,7 @@ pub(super) fn gather(
             .map_err(Error::WriteSpool)?;
     }
     log.tally.applied += applied;
-    let block = block_size_text(plan.block);
-    let Shape {
-        processes,
-        workers,
-        start,
-    } = shape;
-    let mut note = format!("cluster: {processes} processes x {workers} workers, blocks of {block}");
-    if start > 0 {
-        note.push_str(&format!(", resumed from the checkpoint at block {start}"));
-    }
-    let notes = vec![note];
+    let notes = vec![shape.note(plan.block)];
     let mut end = Position {
         offset: plan.len,
         line: sum,
@@ -126,9 +134,10 @@ pub(super) fn gather(
             end.prefix_hash = identify(file)
                 .context("hashing the input for the state file")?
                 .1;
-            let ledger =
-                crate::ledger::Ledger::from_parts(accounts.iter().copied(), stored, ids)
-                    .map_err(|e| anyhow::anyhow!("the cluster's ledger does not add up: {e}"))?;
+            let ledger = crate::ledger::Ledger::from_parts(accounts.iter().copied(), stored, ids)
+                .map_err(|e| {
+                ClusterError::msg(format!("the cluster's ledger does not add up: {e}"))
+            })?;
             Some(ledger)
         }
         None => None,

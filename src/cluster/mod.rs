@@ -43,6 +43,7 @@
 mod auth;
 mod connect;
 mod dataflow;
+mod error;
 mod gather;
 mod hello;
 mod input;
@@ -50,6 +51,7 @@ mod options;
 mod restart;
 mod run;
 
-pub use options::{ClusterOptions, Event, Settings, Stopped};
+pub use error::{Error, Stopped};
+pub use options::{ClusterOptions, Event, Settings};
 pub use restart::CheckpointOptions;
 pub use run::run;

@@ -1,7 +1,6 @@
 //! What a cluster process is told: where it stands in the cluster, and the
 //! settings every process must share.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -68,33 +67,6 @@ pub struct Settings {
     /// Checkpoints, and going on from one (`--state`).
     pub checkpoints: Option<CheckpointOptions>,
     /// Raised (to a signal's number) to stop the run: every process then
-    /// stops, at once, with [`Stopped`].
+    /// stops, at once, with [`Stopped`](super::Stopped).
     pub stop: Option<Arc<AtomicUsize>>,
 }
-
-/// The run was stopped by a signal on one of its processes: every process
-/// stopped feeding blocks, drained what was in flight, and ends with this.
-/// The checkpoints every process completed stay for `--resume`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stopped {
-    /// The signal's number.
-    pub signal: i32,
-}
-
-impl fmt::Display for Stopped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.signal {
-            1 => "SIGHUP".to_string(),
-            2 => "SIGINT".to_string(),
-            15 => "SIGTERM".to_string(),
-            n => format!("signal {n}"),
-        };
-        write!(
-            f,
-            "the cluster was stopped by {name}, every process at once; with --state, the same \
-             commands with --resume go on from the last checkpoint every process completed"
-        )
-    }
-}
-
-impl std::error::Error for Stopped {}

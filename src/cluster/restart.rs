@@ -33,7 +33,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use super::error::{bail, Context};
 use timely::progress::frontier::MutableAntichain;
 
 use super::input::Part;
@@ -221,7 +221,7 @@ impl Schedule {
     /// format (its ids, accounts and deposits sections, and one more for the
     /// block and the part), then removes its files older than the one
     /// before it.
-    pub fn save(&self, worker: usize, snapshot: &Snapshot) -> anyhow::Result<()> {
+    pub fn save(&self, worker: usize, snapshot: &Snapshot) -> super::error::Result<()> {
         let path = self.file(worker, snapshot.block);
         let mut extra = snapshot.block.to_le_bytes().to_vec();
         self.binding.encode(&mut extra);
@@ -256,7 +256,7 @@ impl Schedule {
     }
 
     /// The binding a checkpoint file records (its sections checked).
-    fn binding_of(path: &Path) -> anyhow::Result<(state::Sectioned, Binding)> {
+    fn binding_of(path: &Path) -> super::error::Result<(state::Sectioned, Binding)> {
         let file = std::fs::File::open(path)?;
         let read = state::read_sections(&mut io::BufReader::new(file), KIND_CLUSTER)?;
         let binding = read.extras[0]
@@ -271,7 +271,7 @@ impl Schedule {
     /// committed the state after them). Any other checkpoint is an
     /// interrupted run's; with `resume`, one bound to anything but this
     /// run's input, block size, cluster shape and state is refused.
-    pub fn settle(&self, resume: bool) -> anyhow::Result<()> {
+    pub fn settle(&self, resume: bool) -> super::error::Result<()> {
         for (_, _, path) in self.files()? {
             let (_, binding) = Schedule::binding_of(&path)
                 .with_context(|| format!("checkpoint file {}", path.display()))?;
@@ -294,9 +294,9 @@ impl Schedule {
     }
 
     /// `worker`'s snapshot at `block`, checked.
-    pub fn load(&self, worker: usize, block: u64) -> anyhow::Result<Snapshot> {
+    pub fn load(&self, worker: usize, block: u64) -> super::error::Result<Snapshot> {
         let path = self.file(worker, block);
-        let read = || -> anyhow::Result<Snapshot> {
+        let read = || -> super::error::Result<Snapshot> {
             let (read, binding) = Schedule::binding_of(&path)?;
             if let Some(what) = binding.mismatch(&self.binding) {
                 bail!("taken on {what}");
@@ -446,7 +446,7 @@ pub(super) fn discard_checkpoints(state: &Path, process: usize) -> io::Result<()
 
 /// Whether `path`'s directory can take checkpoint files (for a clear error
 /// before connecting).
-pub(super) fn check_writable(state: &Path) -> anyhow::Result<()> {
+pub(super) fn check_writable(state: &Path) -> super::error::Result<()> {
     if !directory_of(state).is_dir() {
         bail!(
             "the directory of state file {} does not exist",
@@ -566,7 +566,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let error = format!("{:#}", p0.load(0, 6).err().unwrap());
+        let error = crate::cluster::error::Error::chain(&p0.load(0, 6).err().unwrap());
         assert!(
             error.contains("damaged") && error.contains("-w0-b6"),
             "{error}"
@@ -600,10 +600,10 @@ mod tests {
             input: (1 << 30, 8),
             ..binding()
         });
-        let error = format!("{:#}", other_input.settle(true).unwrap_err());
+        let error = crate::cluster::error::Error::chain(&other_input.settle(true).unwrap_err());
         assert!(error.contains("taken on another input"), "{error}");
         other_input.settle(false).unwrap();
-        let error = format!("{:#}", other_input.load(0, 0).err().unwrap());
+        let error = crate::cluster::error::Error::chain(&other_input.load(0, 0).err().unwrap());
         assert!(error.contains("taken on another input"), "{error}");
         assert_eq!(p0.complete(0..1).unwrap(), vec![0], "kept");
         // The state file moved on since (process 0 committed): settled away.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context};
+use super::error::{bail, Context, Error as ClusterError};
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
 use timely::communication::allocator::ProcessBuilder;
 use timely::communication::{AllocatorBuilder, Hooks};
@@ -17,10 +17,11 @@ use timely::WorkerConfig;
 use super::auth::Key;
 use super::connect::{check_loopback, connect, install_peer_loss_hook, read_hostfile};
 use super::dataflow::{run_worker, Ended, Restart};
+use super::error::Stopped;
 use super::gather::{gather, Shape};
 use super::hello::Hello;
 use super::input::{InputPlan, Part};
-use super::options::{ClusterOptions, Event, Settings, Stopped};
+use super::options::{ClusterOptions, Event, Settings};
 use super::restart::{Binding, Schedule, Snapshot};
 use crate::durable::state::identify;
 use crate::engine::Finished;
@@ -32,7 +33,7 @@ pub(super) fn initial_state(
     state: &Path,
     peers: usize,
     mine: Range<usize>,
-) -> anyhow::Result<Vec<Option<Snapshot>>> {
+) -> super::error::Result<Vec<Option<Snapshot>>> {
     let Some(saved) = crate::durable::state::load(state)
         .with_context(|| format!("state file {}", state.display()))?
     else {
@@ -75,7 +76,7 @@ pub fn run(
     input: &Path,
     settings: Settings,
     tell: &mut dyn FnMut(Event),
-) -> anyhow::Result<Option<Finished>> {
+) -> super::error::Result<Option<Finished>> {
     let hosts = read_hostfile(&cluster.hostfile)?;
     let key = match &cluster.secret_file {
         Some(path) => Key::from_file(path)?,
@@ -95,7 +96,7 @@ pub fn run(
         );
     }
     let workers = settings.workers.max(1);
-    let plan = InputPlan::of(input, settings.block).map_err(anyhow::Error::from)?;
+    let plan = InputPlan::of(input, settings.block).map_err(ClusterError::from)?;
     let mine = cluster.process * workers..(cluster.process + 1) * workers;
     let stamp = settings
         .checkpoints
@@ -209,7 +210,7 @@ fn checkpoints(
     settings: &Settings,
     (input, processes): (&Path, usize),
     plan: &InputPlan,
-) -> anyhow::Result<(Option<Schedule>, Vec<u64>)> {
+) -> super::error::Result<(Option<Schedule>, Vec<u64>)> {
     let Some(options) = &settings.checkpoints else {
         return Ok((None, Vec::new()));
     };
@@ -257,7 +258,7 @@ fn starting_snapshots(
     start: u64,
     peers: usize,
     mine: Range<usize>,
-) -> anyhow::Result<Vec<Option<Snapshot>>> {
+) -> super::error::Result<Vec<Option<Snapshot>>> {
     // Checkpoints past the one taken (a newer one some process missed)
     // would be mistaken for this run's.
     schedule
@@ -290,7 +291,7 @@ impl Workers<'_> {
         self,
         sockets: Vec<Option<std::net::TcpStream>>,
         snapshots: Vec<Option<Snapshot>>,
-    ) -> anyhow::Result<Option<Vec<Part>>> {
+    ) -> super::error::Result<Option<Vec<Part>>> {
         let builders =
             ProcessBuilder::new_typed_vector(self.workers, Hooks::default().refill, None);
         let (builders, comms) = initialize_networking_from_sockets(
@@ -324,7 +325,7 @@ impl Workers<'_> {
                 run_worker(worker, &path, plan, (keep_raw, stop.clone()), restart)
             },
         )
-        .map_err(|e| anyhow::anyhow!("starting the cluster's workers: {e}"))?;
+        .map_err(|e| ClusterError::msg(format!("starting the cluster's workers: {e}")))?;
         let mut parts = None;
         for result in guards.join() {
             match result {

@@ -12,7 +12,7 @@ mod input;
 mod sys;
 
 use cli::Cli;
-use payments_engine::cluster::Stopped;
+use payments_engine::cluster;
 use payments_engine::Error;
 
 /// mimalloc under a memory budget: running out is a clean fatal error.
@@ -71,10 +71,10 @@ fn main() -> ExitCode {
             // cluster): where, and how to go on; 128 + the signal.
             let signal = match (
                 error.downcast_ref::<Error>(),
-                error.downcast_ref::<Stopped>(),
+                error.downcast_ref::<cluster::Error>(),
             ) {
                 (Some(Error::Interrupted { signal, .. }), _) => Some(*signal),
-                (_, Some(stopped)) => Some(stopped.signal),
+                (_, Some(cluster::Error::Stopped(stopped))) => Some(stopped.signal),
                 _ => None,
             };
             match signal {
