@@ -647,18 +647,25 @@ fn tools_cluster_sh_prints_what_process_0_prints() {
     );
 }
 
-/// Process 0 failing to commit (`-o /dev/full`) keeps every process's
-/// checkpoints, and `--resume` goes on from them to the same bytes.
-#[test]
-fn checkpoints_outlive_a_failed_commit_on_process_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.csv");
-    fs::write(&input, support::datagen_input(200_000, 4)).unwrap();
+/// A generated input of `rows` rows in `dir`, and what one process prints
+/// for it.
+fn input_and_single(dir: &Path, rows: u64, seed: u64) -> (PathBuf, String) {
+    let input = dir.join("input.csv");
+    fs::write(&input, support::datagen_input(rows, seed)).unwrap();
     let single = Command::new(BIN)
         .args(["--workers", "0", "-q"])
         .arg(&input)
         .output()
         .unwrap();
+    (input, text(&single.stdout))
+}
+
+/// Process 0 failing to commit (`-o /dev/full`) keeps every process's
+/// checkpoints, and `--resume` goes on from them to the same bytes.
+#[test]
+fn checkpoints_outlive_a_failed_commit_on_process_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, single) = input_and_single(dir.path(), 200_000, 4);
     let state = dir.path().join("ledger.state");
     let hosts = hostfile(dir.path(), 3);
     let args = [
@@ -693,7 +700,7 @@ fn checkpoints_outlive_a_failed_commit_on_process_0() {
             text(&out.stderr)
         );
     }
-    assert_eq!(text(&resumed[0].stdout), text(&single.stdout));
+    assert_eq!(text(&resumed[0].stdout), single);
     assert!(state.exists());
     assert!(
         complete_checkpoints(&state, 1).is_empty(),
@@ -846,13 +853,7 @@ fn silent_and_garbage_connections_do_not_stall_the_cluster() {
 #[test]
 fn a_signal_on_one_process_stops_every_process_and_resume_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.csv");
-    fs::write(&input, support::datagen_input(300_000, 11)).unwrap();
-    let single = Command::new(BIN)
-        .args(["--workers", "0", "-q"])
-        .arg(&input)
-        .output()
-        .unwrap();
+    let (input, single) = input_and_single(dir.path(), 300_000, 11);
     let state = dir.path().join("ledger.state");
     let hosts = hostfile(dir.path(), 3);
     let args = [
@@ -883,11 +884,7 @@ fn a_signal_on_one_process_stops_every_process_and_resume_goes_on() {
             // The run had ended before the signal came: nothing to resume.
             assert_eq!(
                 text(&out.stdout),
-                if i == 0 {
-                    text(&single.stdout)
-                } else {
-                    String::new()
-                }
+                if i == 0 { single } else { String::new() }
             );
             return;
         }
@@ -913,7 +910,7 @@ fn a_signal_on_one_process_stops_every_process_and_resume_goes_on() {
             text(&out.stderr)
         );
     }
-    assert_eq!(text(&resumed[0].stdout), text(&single.stdout));
+    assert_eq!(text(&resumed[0].stdout), single);
 }
 
 /// A cluster killed at random moments (one process, or all of them), then
@@ -922,13 +919,7 @@ fn a_signal_on_one_process_stops_every_process_and_resume_goes_on() {
 #[test]
 fn a_cluster_killed_at_random_moments_resumes_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.csv");
-    fs::write(&input, support::datagen_input(150_000, 21)).unwrap();
-    let single = Command::new(BIN)
-        .args(["--workers", "0", "-q"])
-        .arg(&input)
-        .output()
-        .unwrap();
+    let (input, single) = input_and_single(dir.path(), 150_000, 21);
     let state = dir.path().join("ledger.state");
     let hosts = hostfile(dir.path(), 3);
     let args = [
@@ -981,7 +972,7 @@ fn a_cluster_killed_at_random_moments_resumes_to_the_same_bytes() {
         }
     };
     if !stdout.is_empty() {
-        assert_eq!(stdout, text(&single.stdout), "after {kills} kills");
+        assert_eq!(stdout, single, "after {kills} kills");
     }
     // Whatever the kills, the state is the one a single run saves, byte for
     // byte, and it records the input once.

@@ -66,14 +66,7 @@ impl Error {
     /// The whole chain on one line (`what: cause: ...`), as the binary
     /// prints errors.
     pub(super) fn chain(error: &dyn std::error::Error) -> String {
-        let mut text = error.to_string();
-        let mut next = error.source();
-        while let Some(cause) = next {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            next = cause.source();
-        }
-        text
+        crate::engine::error_chain(error)
     }
 }
 

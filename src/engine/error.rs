@@ -111,21 +111,23 @@ impl std::error::Error for Error {
     }
 }
 
+/// An error and its causes on one line, each layer's text once
+/// (`what: cause: ...`), as the binary prints errors.
+#[cfg_attr(not(any(test, feature = "cluster")), allow(dead_code))]
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Each layer's text once: the chain as anyhow's `{:#}` prints it.
-    fn chain(error: &dyn std::error::Error) -> String {
-        let mut text = error.to_string();
-        let mut next = error.source();
-        while let Some(cause) = next {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            next = cause.source();
-        }
-        text
-    }
 
     #[test]
     fn every_layer_is_named_once() {

@@ -55,6 +55,8 @@ pub(crate) use drive::LINE_REACHED;
 #[cfg(feature = "cluster")]
 pub(crate) use drive::{block_size_text, EarlyRows};
 pub(crate) use drive::{Executor, Paused, Supervise};
+#[cfg(feature = "cluster")]
+pub(crate) use error::chain as error_chain;
 pub use error::Error;
 pub use finished::{Diagnostics, Finished, Measures};
 pub use push::{Engine, Record};
