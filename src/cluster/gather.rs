@@ -1,13 +1,10 @@
 //! Worker 0's last step: every worker's part in, the run's [`Finished`]
 //! out, as a single-machine run would have it.
 
-use std::path::Path;
-
-use super::error::{bail, Context, Error as ClusterError};
+use super::error::{bail, Error as ClusterError};
 
 use super::input::{InputPlan, Part};
 use super::options::Settings;
-use crate::durable::state::identify;
 use crate::engine::{block_size_text, EarlyRows, Error, Finished};
 use crate::parse::Position;
 use crate::report::{EventLog, Outcome};
@@ -41,7 +38,7 @@ pub(super) struct Shape {
 
 /// Worker 0's view of every part: the run's result.
 pub(super) fn gather(
-    input: &Path,
+    input_hash: Option<u128>,
     parts: Vec<Part>,
     plan: &InputPlan,
     settings: &Settings,
@@ -127,13 +124,9 @@ pub(super) fn gather(
     };
     // With a state file: the whole ledger, and the input's identity (the
     // hash of all its bytes, as a single run records it).
-    let state = match &settings.checkpoints {
-        Some(_) => {
-            let file =
-                std::fs::File::open(input).context("hashing the input for the state file")?;
-            end.prefix_hash = identify(file)
-                .context("hashing the input for the state file")?
-                .1;
+    let state = match input_hash {
+        Some(hash) => {
+            end.prefix_hash = hash;
             let ledger = crate::ledger::Ledger::from_parts(accounts.iter().copied(), stored, ids)
                 .map_err(|e| {
                 ClusterError::msg(format!("the cluster's ledger does not add up: {e}"))

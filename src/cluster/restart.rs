@@ -175,6 +175,12 @@ impl Schedule {
         }
     }
 
+    /// The xxh3-128 of the whole input, taken at the start of the run: the
+    /// identity the state file records for it.
+    pub fn input_hash(&self) -> u128 {
+        self.binding.input.1
+    }
+
     /// The first checkpoint block after `block`, if there is one.
     pub fn next_after(&self, block: u64) -> Option<u64> {
         let next = (block / self.every.max(1) + 1) * self.every;

@@ -151,7 +151,9 @@ pub fn run(
                 start,
             };
             let mut warn = |text| tell(Event::Warning(text));
-            gather(input, parts, &plan, &settings, shape, &mut warn).map(Some)
+            // With a state file, the input's hash, taken at the start.
+            let input_hash = schedule.as_ref().map(Schedule::input_hash);
+            gather(input_hash, parts, &plan, &settings, shape, &mut warn).map(Some)
         }
         None => Ok(None),
     };
