@@ -2,7 +2,6 @@
 //! input, connect, load the state or a checkpoint, run the timely workers,
 //! and on process 0 gather the result.
 
-use std::io;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::AtomicUsize;
@@ -23,7 +22,7 @@ use super::hello::Hello;
 use super::input::{InputPlan, Part};
 use super::options::{ClusterOptions, Event, Settings};
 use super::restart::{Binding, Schedule, Snapshot};
-use crate::durable::state::identify;
+use crate::durable::state::file_identity;
 use crate::engine::Finished;
 
 /// Each worker's share (in `mine`) of the ledger saved in `state`, as
@@ -195,16 +194,6 @@ fn committed_within(state: &Path, before: Stamp, limit: std::time::Duration) -> 
     }
 }
 
-/// The size and xxh3-128 of the file at `path` (size 0 and the empty hash
-/// when there is none).
-fn identity(path: &Path) -> io::Result<(u64, u128)> {
-    match std::fs::File::open(path) {
-        Ok(file) => identify(file),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => identify(io::empty()),
-        Err(error) => Err(error),
-    }
-}
-
 /// With `--state`: where this process's checkpoints go, and those every
 /// worker of it completed (newest last), refused unless `--resume`.
 fn checkpoints(
@@ -219,11 +208,11 @@ fn checkpoints(
     super::restart::check_writable(&options.state)?;
     let per_process = settings.workers.max(1);
     let binding = Binding {
-        input: identity(input).context("hashing the input")?,
+        input: file_identity(input).context("hashing the input")?,
         block: settings.block as u64,
         processes: processes as u64,
         workers: per_process as u64,
-        base: identity(&options.state)
+        base: file_identity(&options.state)
             .with_context(|| format!("state file {}", options.state.display()))?,
     };
     let schedule = Schedule::new(

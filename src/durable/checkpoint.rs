@@ -403,7 +403,7 @@ impl Control {
         let plan = match self.plan {
             None => None,
             Some(spec) => {
-                let base = identity_of(&spec.state).map_err(Error::Checkpoint)?;
+                let base = state::file_identity(&spec.state).map_err(Error::Checkpoint)?;
                 if progress.is_some_and(|p| p.base != base) {
                     return Err(Error::Config(format!(
                         "the checkpoint {} was not taken on state file {} as it is now (the \
@@ -442,16 +442,6 @@ struct Checkpointing {
     next: Option<Instant>,
     /// The state file the run started from, which every checkpoint records.
     base: Identity,
-}
-
-/// The identity of the state file at `state` (size 0 and the empty hash
-/// when there is none).
-fn identity_of(state: &Path) -> io::Result<Identity> {
-    match state::open_regular(state) {
-        Ok(Some(file)) => state::identify(file),
-        Ok(None) => state::identify(io::empty()),
-        Err(error) => Err(io::Error::other(error.to_string())),
-    }
 }
 
 /// Opens the journals a run keeps (cut back to the checkpoint's lengths

@@ -885,6 +885,18 @@ fn read_deposits(r: &mut (impl Read + ?Sized)) -> Result<DepositStore, Bad> {
     Ok(store)
 }
 
+/// The identity ([`identify`]) of the regular file at `path`, or of
+/// nothing (size 0 and the empty hash) when there is none: what a
+/// checkpoint records of the state file it started from, and of its input.
+pub(crate) fn file_identity(path: &Path) -> io::Result<(u64, u128)> {
+    match open_regular(path) {
+        Ok(Some(file)) => identify(file),
+        Ok(None) => identify(io::empty()),
+        Err(StateFileError::Io(error)) => Err(error),
+        Err(error) => Err(io::Error::other(error.to_string())),
+    }
+}
+
 /// Reads a whole input, returning its size and xxh3-128 hash: the identity
 /// a state file records.
 pub fn identify(mut input: impl Read) -> io::Result<(u64, u128)> {
