@@ -164,6 +164,26 @@ fn csv_parsing(c: &mut Criterion) {
             assert_eq!(rows, ROWS);
         })
     });
+    // What the engine does: batches of common lines by the fast path, the
+    // general path for the others (here the header only).
+    group.bench_function("fast_rows", |b| {
+        b.iter(|| {
+            let mut parser = Parser::new(&data[..]);
+            let mut rows = 0u64;
+            loop {
+                let fast = parser.fast_rows().unwrap().txs().len();
+                if fast > 0 {
+                    rows += fast as u64;
+                    continue;
+                }
+                match parser.next_row().unwrap() {
+                    Some(row) => rows += u64::from(row.parsed.is_ok()),
+                    None => break,
+                }
+            }
+            assert_eq!(rows, ROWS);
+        })
+    });
     group.finish();
 }
 

@@ -29,7 +29,7 @@
 use std::fmt;
 
 use crate::amount::Amount;
-use crate::store::{Deposit, DepositStore, TxIdSet};
+use crate::store::{ClientTable, Deposit, DepositStore, TxIdSet};
 use crate::tx::{ClientId, Kind, Tx, TxId};
 
 /// Why a well-formed transaction was not applied. One variant per SPEC
@@ -129,6 +129,10 @@ pub struct Account {
     pub locked: bool,
 }
 
+// A book's table holds `Option<Account>`s (`store::ClientTable`): 24 bytes,
+// the flag's spare values marking an empty slot.
+const _: () = assert!(std::mem::size_of::<Option<Account>>() == 24);
+
 impl Account {
     /// `available + held`. The ledger never stores an account whose total
     /// leaves the range, so this cannot fail for an account it returns.
@@ -161,7 +165,7 @@ enum DepositWrite {
 /// claim. A worker of the sharded pipeline owns one `Book` for its clients.
 #[derive(Clone, Default)]
 pub struct Book {
-    accounts: hashbrown::HashMap<ClientId, Account>,
+    accounts: ClientTable<Account>,
     deposits: DepositStore,
     /// Applied deposits - applied withdrawals - charged back amounts, modulo
     /// 2^64: what the accounts' totals must add up to.
@@ -170,11 +174,14 @@ pub struct Book {
 
 impl Book {
     /// Starts loading the deposit-store memory that applying `tx` will
-    /// read (see [`DepositStore::prefetch`]); a hint with no effect on the
-    /// outcome.
+    /// read (see [`DepositStore::prefetch`] for `deep`), and where a
+    /// deposit will be stored when `inserts`; a hint with no effect on the
+    /// outcome. (The account table needs none: its directory stays in
+    /// cache, and prefetching the account measured slower.)
     #[inline]
-    pub fn prefetch(&self, tx: &Tx, deep: bool) {
-        if tx.kind != Kind::Withdrawal {
+    pub fn prefetch(&self, tx: &Tx, deep: bool, inserts: bool) {
+        let reads = !tx.kind.claims_id();
+        if reads || (inserts && tx.kind == Kind::Deposit) {
             self.deposits.prefetch(tx.tx, deep);
         }
     }
@@ -193,7 +200,7 @@ impl Book {
             not_positive(tx);
         }
         // Rule 1: every well-formed record creates its client's account.
-        let account = self.accounts.entry(tx.client).or_default();
+        let account = self.accounts.get_or_default(tx.client);
         // Rule 2.
         if tx.kind.claims_id() && !id_is_fresh {
             return Err(Reject::DuplicateTx);
@@ -313,7 +320,7 @@ impl Book {
     /// (a bug, not bad input) otherwise.
     pub fn check_invariants(&self) {
         let mut sum: i64 = 0;
-        for (client, account) in &self.accounts {
+        for (client, account) in self.accounts.iter() {
             assert!(
                 !account.held.is_negative(),
                 "ledger invariant: client {client} holds a negative amount"
@@ -323,11 +330,9 @@ impl Book {
         assert_eq!(sum, self.net, "ledger invariant: money is not conserved");
     }
 
-    /// All accounts, in no particular order.
+    /// All accounts, ascending by client.
     pub fn accounts(&self) -> impl Iterator<Item = (ClientId, &Account)> + '_ {
-        self.accounts
-            .iter()
-            .map(|(&client, account)| (client, account))
+        self.accounts.iter()
     }
 
     /// The applied-deposit store (for memory figures).
@@ -367,7 +372,7 @@ impl Book {
             ..Book::default()
         };
         for (client, account) in accounts {
-            if book.accounts.contains_key(&client) {
+            if book.accounts.get(client).is_some() {
                 return Err(StateError::ClientTwice(client));
             }
             if account.held.is_negative() || checked_total(&account).is_err() {
@@ -460,6 +465,19 @@ impl Ledger {
     /// malformed one before it gets here.
     pub fn apply(&mut self, tx: Tx) -> Result<(), Reject> {
         self.apply_ref(&tx)
+    }
+
+    /// Starts loading the memory that applying `tx` will read (its id's
+    /// claim, its deposit): a hint with no effect on the outcome. `deep`
+    /// as in [`Book::prefetch`].
+    #[inline]
+    pub(crate) fn prefetch(&self, tx: &Tx, deep: bool) {
+        if tx.kind.claims_id() && !deep {
+            self.ids.prefetch(tx.tx);
+        }
+        // Deposits are stored in id order in the common case, so where
+        // they go is in cache already: prefetching it measured slower.
+        self.book.prefetch(tx, deep, false);
     }
 
     /// [`Ledger::apply`] on a borrowed record: the engine's paths pass the
@@ -606,7 +624,7 @@ fn validate(book: &Book, ids: Option<&TxIdSet>) -> Result<(), StateError> {
         if !deposit.amount.is_positive() {
             return Err(StateError::BadDeposit(id));
         }
-        if !book.accounts.contains_key(&deposit.client) {
+        if book.accounts.get(deposit.client).is_none() {
             return Err(StateError::DepositWithoutAccount(id, deposit.client));
         }
         if ids.is_some_and(|ids| !ids.contains(id)) {
@@ -748,7 +766,7 @@ mod tests {
         ledger.check_invariants();
         assert_eq!(ledger.book.net, 6 * 10_000);
         // A corrupted balance is caught.
-        ledger.book.accounts.get_mut(&1).unwrap().available = Amount::from_raw(1);
+        ledger.book.accounts.get_or_default(1).available = Amount::from_raw(1);
         let caught =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ledger.check_invariants()));
         assert!(caught.is_err());

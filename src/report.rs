@@ -292,6 +292,12 @@ impl EventLog {
         }
     }
 
+    /// Counts an outcome that needs no line (an applied row).
+    #[inline]
+    pub fn count(&mut self, outcome: Outcome) {
+        self.tally.count(outcome);
+    }
+
     /// Records one row. `raw` is the original line (needed only for rejects).
     pub fn record(&mut self, line: u64, outcome: Outcome, raw: &[u8]) -> io::Result<()> {
         self.tally.count(outcome);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::error::Error;
 use super::finished::Finished;
 use crate::ledger::Book;
-use crate::parse::{Malformed, ParserState, RowSource};
+use crate::parse::{FastRows, Malformed, ParserState, RowSource};
 use crate::report::EventLog;
 use crate::store::TxIdSet;
 use crate::tx::Tx;
@@ -16,6 +16,14 @@ pub(crate) trait Executor {
     /// Applies one well-formed record found at `line`; `raw` is its original
     /// line (kept only for a rejects file).
     fn apply(&mut self, line: u64, tx: &Tx, raw: &[u8]) -> Result<(), Error>;
+    /// Applies consecutive well-formed records, in order: as many calls to
+    /// [`Executor::apply`], unless the path does better with them together.
+    fn apply_rows(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
+        for (i, tx) in rows.txs().iter().enumerate() {
+            self.apply(rows.line(i), tx, rows.raw(i))?;
+        }
+        Ok(())
+    }
     /// Logs one malformed record.
     fn malformed(&mut self, line: u64, reason: Malformed, raw: &[u8]) -> Result<(), Error>;
     /// Brings every record submitted so far to its book (the pipeline's
@@ -50,7 +58,7 @@ pub(crate) trait Supervise {
     /// A warning for the user, while the run goes on.
     fn warn(&mut self, text: String);
     /// Whether to call [`Supervise::act`] before the next record: cheap,
-    /// asked before every one.
+    /// asked before every one, or every batch of fast-path rows.
     fn due(&mut self) -> bool;
     /// At a record boundary (`at`): take a checkpoint, or stop with
     /// [`Error::Interrupted`].
@@ -96,20 +104,28 @@ pub(crate) fn drive<E: Executor, S: Supervise>(
                 supervisor.warn(text);
             }
         }
+        // The fast path first: a batch of common lines, or none.
+        match parser.fast_rows() {
+            Ok(rows) if rows.txs().is_empty() => {}
+            Ok(rows) => {
+                let last = rows.line(rows.txs().len() - 1);
+                LINE_REACHED.store(last, Ordering::Relaxed);
+                if S::WARNS && early.watching() {
+                    for line in rows.line(0)..=last {
+                        early.see(line, None);
+                    }
+                }
+                path.apply_rows(&rows)?;
+                continue;
+            }
+            Err(error) => return Err(input_error(error, &parser, &mut path, &mut supervisor)),
+        }
         // Matched in place, not through `map_err` and `?`: converting the
         // result moved every row into a new enum layout, byte by byte.
         let row = match parser.next_row() {
             Ok(Some(row)) => row,
             Ok(None) => break,
-            Err(error) => {
-                // A stop that came while the input was waiting (a reader
-                // that gives up on it) ends the run as a stop, at the last
-                // row read, not as an unreadable input.
-                if supervisor.due() {
-                    supervisor.act(&parser.state(), &mut path)?;
-                }
-                return Err(Error::Input(error));
-            }
+            Err(error) => return Err(input_error(error, &parser, &mut path, &mut supervisor)),
         };
         LINE_REACHED.store(row.line, Ordering::Relaxed);
         if S::WARNS && early.watching() {
@@ -140,6 +156,24 @@ pub(crate) fn drive<E: Executor, S: Supervise>(
     supervisor.finish(&mut finished);
     finished.input = Some(end);
     Ok(finished)
+}
+
+/// The error that ends a run whose input failed: a stop, if one came while
+/// the input was waiting (a reader that gives up on it), at the last row
+/// read; else the input's error.
+#[cold]
+fn input_error<E: Executor, S: Supervise>(
+    error: crate::parse::InputError,
+    parser: &impl RowSource,
+    path: &mut E,
+    supervisor: &mut S,
+) -> Error {
+    if supervisor.due() {
+        if let Err(stop) = supervisor.act(&parser.state(), path) {
+            return stop;
+        }
+    }
+    Error::Input(error)
 }
 
 /// Watches the first [`EARLY_ROWS`] rows of an input, to say once if all of

@@ -159,6 +159,41 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// The bytes not yet handed out, after making sure there are at least
+    /// `want` of them unless the input ends first (reading more, which
+    /// moves them to the front of the buffer), and their offset in the
+    /// buffer. Only for a reader past the input's start (BOM looked for).
+    pub fn pending(&mut self, want: usize) -> io::Result<(&[u8], usize)> {
+        debug_assert!(self.started && want <= MAX_LINE);
+        while self.end - self.start < want && !self.eof {
+            self.refill()?;
+        }
+        Ok((&self.buf[..self.end], self.start))
+    }
+
+    /// Hands out `lines` lines that end before `buf[start]`, all read by
+    /// the caller from [`Self::pending`]'s bytes.
+    pub fn consume(&mut self, start: usize, lines: u64) {
+        debug_assert!(start <= self.end);
+        self.start = start;
+        self.number += lines;
+    }
+
+    /// Lines handed out so far.
+    pub fn lines_handed_out(&self) -> u64 {
+        self.number
+    }
+
+    /// The whole buffer ([`Self::pending`]'s bytes, and those before).
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf[..self.end]
+    }
+
+    /// Whether the reader is past the input's start (its BOM looked for).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
     /// The bytes of `line` (line end excluded, cut at [`MAX_LINE`]).
     pub fn bytes(&self, line: &Line) -> &[u8] {
         let buf = if line.in_prefix {

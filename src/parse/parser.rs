@@ -4,6 +4,7 @@
 use std::io::{self, Read};
 
 use super::error::{InputError, Malformed};
+use super::fast::{fast_line, WINDOW};
 use super::fields::{is_blank_line, FieldSplitter};
 use super::lines::{LineReader, Position};
 use super::record::{header_warnings, plain_record, record, Columns};
@@ -19,9 +20,56 @@ pub struct Row<'a> {
     pub parsed: Result<Tx, Malformed>,
 }
 
+/// The most rows [`Parser::fast_rows`] hands out at once: 4 KiB of records,
+/// which stay in the first-level cache while they are applied.
+pub const FAST_ROWS: usize = 256;
+
+/// Consecutive common lines, each one row, read by the fast path: their
+/// records, with the lines they came from.
+pub struct FastRows<'a> {
+    /// The first row's physical line number; the others follow it.
+    first_line: u64,
+    txs: &'a [Tx],
+    /// Where each row's line starts in `buf`, and where the last one ends.
+    starts: &'a [u32],
+    buf: &'a [u8],
+}
+
+impl<'a> FastRows<'a> {
+    /// No rows.
+    pub const EMPTY: FastRows<'static> = FastRows {
+        first_line: 0,
+        txs: &[],
+        starts: &[0],
+        buf: &[],
+    };
+
+    /// The records, in line order.
+    #[inline]
+    pub fn txs(&self) -> &'a [Tx] {
+        self.txs
+    }
+
+    /// The line number of row `i`.
+    #[inline]
+    pub fn line(&self, i: usize) -> u64 {
+        self.first_line + i as u64
+    }
+
+    /// The original line of row `i`, line end excluded.
+    pub fn raw(&self, i: usize) -> &'a [u8] {
+        let line = &self.buf[self.starts[i] as usize..self.starts[i + 1] as usize];
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        line.strip_suffix(b"\r").unwrap_or(line)
+    }
+}
+
 /// The whole input side: lines, header, fields, values.
 pub struct Parser<R> {
     lines: LineReader<R>,
+    /// The fast path's records and line starts (see [`FastRows`]).
+    fast_txs: Vec<Tx>,
+    fast_starts: Vec<u32>,
     fields: FieldSplitter,
     columns: Columns,
     /// Whether the first non-blank line has been seen (header detection).
@@ -108,6 +156,8 @@ impl ParserBuilder {
     fn parser<R>(&self, lines: LineReader<R>) -> Parser<R> {
         Parser {
             lines,
+            fast_txs: Vec::with_capacity(FAST_ROWS),
+            fast_starts: Vec::with_capacity(FAST_ROWS + 1),
             fields: FieldSplitter::default(),
             columns: self.columns,
             seen_first: self.seen_first,
@@ -147,6 +197,40 @@ impl<R: Read> Parser<R> {
             columns: self.columns,
             seen_first: self.seen_first,
         }
+    }
+
+    /// Up to [`FAST_ROWS`] rows read by the fast path, from the next line
+    /// on: none when the next line is not a common one (then
+    /// [`Self::next_row`] reads it), or before the first line was read, or
+    /// when the header named the columns in another order.
+    pub fn fast_rows(&mut self) -> Result<FastRows<'_>, InputError> {
+        self.fast_txs.clear();
+        self.fast_starts.clear();
+        if !(self.seen_first && self.columns == Columns::POSITIONAL && self.lines.started()) {
+            return Ok(FastRows::EMPTY);
+        }
+        let first_line = self.lines.lines_handed_out() + 1;
+        let (buf, mut at) = self.lines.pending(WINDOW)?;
+        while self.fast_txs.len() < FAST_ROWS {
+            let Some(window) = buf.get(at..at + WINDOW) else {
+                break;
+            };
+            let Some((tx, len)) = fast_line(window.try_into().expect("a window")) else {
+                break;
+            };
+            self.fast_txs.push(tx);
+            self.fast_starts.push(at as u32);
+            at += len;
+        }
+        self.fast_starts.push(at as u32);
+        let rows = self.fast_txs.len();
+        self.lines.consume(at, rows as u64);
+        Ok(FastRows {
+            first_line,
+            txs: &self.fast_txs,
+            starts: &self.fast_starts,
+            buf: self.lines.buffer(),
+        })
     }
 
     /// The next row, skipping blank lines and the header.
@@ -244,6 +328,11 @@ pub fn first_line_end(src: impl Read) -> Result<(u64, Columns), InputError> {
 /// [`Parser`], or the parallel block parser of the pipeline, which hands
 /// out exactly the same rows, positions and warnings.
 pub trait RowSource {
+    /// Rows read by a fast path, if the source has one and the next lines
+    /// suit it; else none, and [`RowSource::next_row`] reads the next line.
+    fn fast_rows(&mut self) -> Result<FastRows<'_>, InputError> {
+        Ok(FastRows::EMPTY)
+    }
     /// The next row, skipping blank lines and the header.
     fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError>;
     /// Where the source stands: right after the last row handed out.
@@ -253,6 +342,11 @@ pub trait RowSource {
 }
 
 impl<R: Read> RowSource for Parser<R> {
+    #[inline]
+    fn fast_rows(&mut self) -> Result<FastRows<'_>, InputError> {
+        Parser::fast_rows(self)
+    }
+
     #[inline]
     fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError> {
         Parser::next_row(self)

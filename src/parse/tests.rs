@@ -559,3 +559,91 @@ fn a_parser_resumed_after_any_row_goes_on_exactly_as_the_original() {
         ));
     }
 }
+
+/// A reader that returns at most `size` bytes per read.
+struct Chunked<'a> {
+    data: &'a [u8],
+    size: usize,
+}
+impl Read for Chunked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.size.min(self.data.len()).min(buf.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// Every row the way the engine reads them: batches from the fast path,
+/// the general path whenever the fast path takes nothing. Also the
+/// parser's state at the end.
+fn rows_batched(parser: &mut Parser<impl Read>) -> (Vec<Owned>, ParserState, usize) {
+    let (mut got, mut fast) = (Vec::new(), 0);
+    loop {
+        let rows = parser.fast_rows().unwrap();
+        fast += rows.txs().len();
+        for (i, tx) in rows.txs().iter().enumerate() {
+            got.push((rows.line(i), rows.raw(i).to_vec(), Ok(*tx)));
+        }
+        if !rows.txs().is_empty() {
+            continue;
+        }
+        match parser.next_row().unwrap() {
+            Some(row) => got.push((row.line, row.raw.to_vec(), row.parsed)),
+            None => return (got, parser.state(), fast),
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3_000))]
+    /// Whole inputs read with the fast path's batches give exactly the rows
+    /// (line numbers, original lines, records or reasons) and the end state
+    /// of the general path alone, whatever the reads' sizes: lines cross
+    /// buffer boundaries, CRLF and lone CRs, blank lines, headers in SPEC
+    /// order or not.
+    #[test]
+    fn batches_of_fast_rows_give_the_general_path_s_rows(
+        header in proptest::sample::select(vec!["", "type,client,tx,amount\n", "tx,type,client,amount\n"]),
+        lines in proptest::collection::vec(
+            (near_plain_line(), proptest::sample::select(vec!["\n", "\r\n", "\n\n", "\r\r\n"])),
+            0..60,
+        ),
+        common in proptest::collection::vec(0u32..100_000, 0..80),
+        size in 1usize..300,
+    ) {
+        let mut input = header.as_bytes().to_vec();
+        for ((line, end), extra) in lines.iter().zip(common.iter().chain(std::iter::repeat(&0))) {
+            input.extend_from_slice(line);
+            input.extend_from_slice(end.as_bytes());
+            // Runs of common lines between the unusual ones, so that
+            // batches start and stop everywhere.
+            for i in 0..extra % 4 {
+                input.extend_from_slice(format!("deposit, {}, {}, {}.{}\n", extra, i, extra % 977, i).as_bytes());
+            }
+        }
+        let mut general = Parser::new(Chunked { data: &input, size });
+        let expected = collect(&mut general, usize::MAX);
+        let (got, state, _) = rows_batched(&mut Parser::new(Chunked { data: &input, size }));
+        proptest::prop_assert_eq!(got, expected);
+        proptest::prop_assert_eq!(state, general.state());
+    }
+}
+
+/// Every row of a realistic file goes through the fast path's batches,
+/// and they give the general path's rows.
+#[test]
+fn every_row_of_a_datagen_file_is_read_in_batches() {
+    let text = datagen::generate_vec(datagen::Config {
+        rows: 20_000,
+        ..datagen::Config::default()
+    });
+    let expected = collect(&mut Parser::new(&text[..]), usize::MAX);
+    let (got, _, fast) = rows_batched(&mut Parser::new(Chunked {
+        data: &text,
+        size: 100_003,
+    }));
+    assert_eq!(got, expected);
+    // All but the lines within a window's length of the end of a read.
+    assert!(fast >= 19_990, "{fast} of 20000 rows took the fast path");
+}

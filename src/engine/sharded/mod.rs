@@ -586,10 +586,10 @@ impl WorkerState {
             for (n, item) in items.iter().enumerate() {
                 // Two-stage prefetch of the deposit store (its docs say why).
                 if let Some(ahead) = items.get(n + PREFETCH_AHEAD) {
-                    self.book.prefetch(&ahead.tx, false);
+                    self.book.prefetch(&ahead.tx, false, true);
                 }
                 if let Some(ahead) = items.get(n + PREFETCH_AHEAD / 2) {
-                    self.book.prefetch(&ahead.tx, true);
+                    self.book.prefetch(&ahead.tx, true, true);
                 }
                 let outcome = Outcome::of(&item.tx, self.book.apply(&item.tx, item.fresh));
                 self.log
