@@ -29,7 +29,7 @@
 use std::fmt;
 
 use crate::amount::Amount;
-use crate::store::{ClientTable, Deposit, DepositStore, TxIdSet};
+use crate::store::{Deposit, DepositStore, TxIdSet};
 use crate::tx::{ClientId, Kind, Tx, TxId};
 
 /// Why a well-formed transaction was not applied. One variant per SPEC
@@ -129,10 +129,6 @@ pub struct Account {
     pub locked: bool,
 }
 
-// A book's table holds `Option<Account>`s (`store::ClientTable`): 24 bytes,
-// the flag's spare values marking an empty slot.
-const _: () = assert!(std::mem::size_of::<Option<Account>>() == 24);
-
 impl Account {
     /// `available + held`. The ledger never stores an account whose total
     /// leaves the range, so this cannot fail for an account it returns.
@@ -165,7 +161,7 @@ enum DepositWrite {
 /// claim. A worker of the sharded pipeline owns one `Book` for its clients.
 #[derive(Clone, Default)]
 pub struct Book {
-    accounts: ClientTable<Account>,
+    accounts: hashbrown::HashMap<ClientId, Account>,
     deposits: DepositStore,
     /// Applied deposits - applied withdrawals - charged back amounts, modulo
     /// 2^64: what the accounts' totals must add up to.
@@ -176,8 +172,7 @@ impl Book {
     /// Starts loading the deposit-store memory that applying `tx` will
     /// read (see [`DepositStore::prefetch`] for `deep`), and where a
     /// deposit will be stored when `inserts`; a hint with no effect on the
-    /// outcome. (The account table needs none: its directory stays in
-    /// cache, and prefetching the account measured slower.)
+    /// outcome.
     #[inline]
     pub fn prefetch(&self, tx: &Tx, deep: bool, inserts: bool) {
         let reads = !tx.kind.claims_id();
@@ -200,7 +195,7 @@ impl Book {
             not_positive(tx);
         }
         // Rule 1: every well-formed record creates its client's account.
-        let account = self.accounts.get_or_default(tx.client);
+        let account = self.accounts.entry(tx.client).or_default();
         // Rule 2.
         if tx.kind.claims_id() && !id_is_fresh {
             return Err(Reject::DuplicateTx);
@@ -320,7 +315,7 @@ impl Book {
     /// (a bug, not bad input) otherwise.
     pub fn check_invariants(&self) {
         let mut sum: i64 = 0;
-        for (client, account) in self.accounts.iter() {
+        for (client, account) in &self.accounts {
             assert!(
                 !account.held.is_negative(),
                 "ledger invariant: client {client} holds a negative amount"
@@ -330,9 +325,11 @@ impl Book {
         assert_eq!(sum, self.net, "ledger invariant: money is not conserved");
     }
 
-    /// All accounts, ascending by client.
+    /// All accounts, in no particular order.
     pub fn accounts(&self) -> impl Iterator<Item = (ClientId, &Account)> + '_ {
-        self.accounts.iter()
+        self.accounts
+            .iter()
+            .map(|(&client, account)| (client, account))
     }
 
     /// The applied-deposit store (for memory figures).
@@ -372,7 +369,7 @@ impl Book {
             ..Book::default()
         };
         for (client, account) in accounts {
-            if book.accounts.get(client).is_some() {
+            if book.accounts.contains_key(&client) {
                 return Err(StateError::ClientTwice(client));
             }
             if account.held.is_negative() || checked_total(&account).is_err() {
@@ -624,7 +621,7 @@ fn validate(book: &Book, ids: Option<&TxIdSet>) -> Result<(), StateError> {
         if !deposit.amount.is_positive() {
             return Err(StateError::BadDeposit(id));
         }
-        if book.accounts.get(deposit.client).is_none() {
+        if !book.accounts.contains_key(&deposit.client) {
             return Err(StateError::DepositWithoutAccount(id, deposit.client));
         }
         if ids.is_some_and(|ids| !ids.contains(id)) {
@@ -766,7 +763,7 @@ mod tests {
         ledger.check_invariants();
         assert_eq!(ledger.book.net, 6 * 10_000);
         // A corrupted balance is caught.
-        ledger.book.accounts.get_or_default(1).available = Amount::from_raw(1);
+        ledger.book.accounts.get_mut(&1).unwrap().available = Amount::from_raw(1);
         let caught =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ledger.check_invariants()));
         assert!(caught.is_err());

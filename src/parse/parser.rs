@@ -24,6 +24,9 @@ pub struct Row<'a> {
 /// which stay in the first-level cache while they are applied.
 pub const FAST_ROWS: usize = 256;
 
+/// The most lines the fast path sits out after taking none.
+const FAST_PAUSE_MAX: u32 = 64;
+
 /// Consecutive common lines, each one row, read by the fast path: their
 /// records, with the lines they came from.
 pub struct FastRows<'a> {
@@ -70,6 +73,12 @@ pub struct Parser<R> {
     /// The fast path's records and line starts (see [`FastRows`]).
     fast_txs: Vec<Tx>,
     fast_starts: Vec<u32>,
+    /// Lines to leave to the general path before the fast path tries
+    /// again, after it took none: doubled on every miss up to
+    /// [`FAST_PAUSE_MAX`], so that a file of unusual lines (quoted, say)
+    /// does not pay for a failed try on every line.
+    fast_pause: u32,
+    fast_misses: u32,
     fields: FieldSplitter,
     columns: Columns,
     /// Whether the first non-blank line has been seen (header detection).
@@ -158,6 +167,8 @@ impl ParserBuilder {
             lines,
             fast_txs: Vec::with_capacity(FAST_ROWS),
             fast_starts: Vec::with_capacity(FAST_ROWS + 1),
+            fast_pause: 0,
+            fast_misses: 0,
             fields: FieldSplitter::default(),
             columns: self.columns,
             seen_first: self.seen_first,
@@ -206,7 +217,9 @@ impl<R: Read> Parser<R> {
     pub fn fast_rows(&mut self) -> Result<FastRows<'_>, InputError> {
         self.fast_txs.clear();
         self.fast_starts.clear();
-        if !(self.seen_first && self.columns == Columns::POSITIONAL && self.lines.started()) {
+        if !(self.seen_first && self.columns == Columns::POSITIONAL && self.lines.started())
+            || self.fast_pause > 0
+        {
             return Ok(FastRows::EMPTY);
         }
         let first_line = self.lines.lines_handed_out() + 1;
@@ -224,6 +237,12 @@ impl<R: Read> Parser<R> {
         }
         self.fast_starts.push(at as u32);
         let rows = self.fast_txs.len();
+        if rows == 0 {
+            self.fast_misses = (self.fast_misses * 2 + 1).min(FAST_PAUSE_MAX);
+            self.fast_pause = self.fast_misses;
+        } else {
+            self.fast_misses = 0;
+        }
         self.lines.consume(at, rows as u64);
         Ok(FastRows {
             first_line,
@@ -235,6 +254,7 @@ impl<R: Read> Parser<R> {
 
     /// The next row, skipping blank lines and the header.
     pub fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError> {
+        self.fast_pause = self.fast_pause.saturating_sub(1);
         let (line, parsed) = loop {
             let Some(line) = self.lines.next_line()? else {
                 return Ok(None);

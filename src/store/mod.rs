@@ -26,19 +26,14 @@
 //! so scattered ids cost a few cache hits, not misses. Nothing is hashed, so
 //! no input can be made to collide.
 //!
-//! [`ClientTable`] holds a book's accounts by client id, in pages behind a
-//! directory (`clients.rs`).
-//!
 //! `leaf.rs` holds the id space's layout and the search and prefetch
 //! helpers both stores use; nothing here imports the rest of the engine but
 //! the id and amount types.
 
-mod clients;
 mod deposits;
 mod ids;
 mod leaf;
 
-pub use clients::ClientTable;
 pub use deposits::{Deposit, DepositStore};
 pub(crate) use ids::IdLeaf;
 pub use ids::TxIdSet;
