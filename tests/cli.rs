@@ -797,3 +797,47 @@ fn running_out_of_memory_is_one_clean_error() {
     check(&r, "prlimit --as=48MiB");
     assert!(r.stderr.contains("the system refused them"), "{}", r.stderr);
 }
+
+/// Every `tools/*.sh` answers `--help` and `-h` with its usage (exit 0) and
+/// no arguments with its usage line (exit 2), from any directory, before it
+/// builds or writes anything.
+#[test]
+fn every_tool_script_guards_its_arguments() {
+    let tools = concat!(env!("CARGO_MANIFEST_DIR"), "/tools");
+    let mut scripts: Vec<_> = std::fs::read_dir(tools)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 8, "{scripts:?}");
+    let elsewhere = std::env::temp_dir();
+    let bash = |script: &std::path::Path, args: &[&str]| {
+        Command::new("bash")
+            .arg(script)
+            .args(args)
+            .current_dir(&elsewhere)
+            .env_remove("PAYMENTS_ENGINE")
+            .output()
+            .unwrap()
+    };
+    for script in &scripts {
+        let name = script.file_name().unwrap().to_str().unwrap();
+        for flag in ["--help", "-h"] {
+            let out = bash(script, &[flag]);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(0), "{name} {flag}: {stdout}");
+            assert!(
+                stdout.contains(&format!("tools/{name} ")),
+                "{name} {flag} shows no usage:\n{stdout}"
+            );
+        }
+        let out = bash(script, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("usage: tools/{name} ")),
+            "{name}: {stderr}"
+        );
+    }
+}

@@ -327,3 +327,46 @@ fn no_function_in_src_is_longer_than_the_limit() {
         "functions over {MAX_FUNCTION_LINES} lines: {long:#?}"
     );
 }
+
+/// The manifest's `rust-version` is at least every locked package's: a
+/// toolchain that the manifest accepts builds every dependency.
+#[test]
+fn rust_version_covers_every_locked_package() {
+    let version = |text: &str| -> (u32, u32) {
+        let mut parts = text.split('.').map(|p| p.parse::<u32>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap_or(0))
+    };
+    let manifest = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let ours = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("rust-version = "))
+        .map(|v| version(v.trim_matches('"')))
+        .expect("Cargo.toml names a rust-version");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata = String::from_utf8(out.stdout).unwrap();
+    let key = "\"rust_version\":\"";
+    let mut checked = 0;
+    for (at, _) in metadata.match_indices(key) {
+        let rest = &metadata[at + key.len()..];
+        let needed = version(&rest[..rest.find('"').unwrap()]);
+        // The package's id (`...#name@version`) is the nearest `"id":`
+        // before its rust_version (its dependencies have none).
+        let id_at = metadata[..at].rfind("\"id\":\"").unwrap() + 6;
+        let name = &metadata[id_at..id_at + metadata[id_at..].find('"').unwrap()];
+        assert!(
+            needed <= ours,
+            "{name} needs Rust {needed:?}, the manifest's rust-version says {ours:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 10, "only {checked} packages name a rust-version");
+}

@@ -10,7 +10,8 @@
 # machines are shared and noisy, so back-to-back blocks of runs drift.
 set -euo pipefail
 usage="usage: tools/ab.sh BEFORE_REV AFTER_REV INPUT [RUNS] [-- ENGINE ARGS...]"
-(( $# >= 3 )) || { echo "$usage" >&2; exit 2; }
+source "$(dirname "$0")/lib/args.bash"
+check_args 3 "$@"
 before=$1 after=$2 input=$3
 shift 3
 runs=7

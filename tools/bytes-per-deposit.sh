@@ -6,7 +6,8 @@
 #   tools/bytes-per-deposit.sh ENGINE_BIN WORKERS INPUT...
 set -euo pipefail
 usage="usage: tools/bytes-per-deposit.sh ENGINE_BIN WORKERS INPUT..."
-(( $# >= 3 )) || { echo "$usage" >&2; exit 2; }
+source "$(dirname "$0")/lib/args.bash"
+check_args 3 "$@"
 bin=$1 workers=$2
 shift 2
 [[ -x $bin ]] || { echo "bytes-per-deposit.sh: $bin is not an executable" >&2; exit 2; }

@@ -10,14 +10,16 @@
 # other process's failure. Every process is stopped and the host file
 # removed when the script ends, however it ends.
 #
-# The binary: $PAYMENTS_ENGINE, else the newer of target/release and
-# target/debug of this repository (build one with `cargo build --release`),
-# else payments-engine on the PATH. Example:
+# The binary: $PAYMENTS_ENGINE when set (any build, e.g. target/debug's);
+# else this repository's release build, target/release/payments-engine,
+# brought up to date with `cargo build --release` first; else
+# payments-engine on the PATH. Example:
 #
 #   tools/cluster.sh 3 examples/transactions.csv --workers 1 --block-size 64KiB
 set -euo pipefail
 usage='usage: tools/cluster.sh N INPUT [OPTIONS...]'
-(( $# >= 2 )) || { echo "$usage" >&2; exit 2; }
+source "$(dirname "$0")/lib/args.bash"
+check_args 2 "$@"
 n=$1 input=$2
 shift 2
 [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "cluster.sh: N must be a positive number; $usage" >&2; exit 2; }
@@ -25,16 +27,17 @@ shift 2
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 engine=${PAYMENTS_ENGINE:-}
-if [[ -z $engine ]]; then
-    # The newer of the two builds, so that a stale one is not picked.
-    for candidate in "$repo/target/release/payments-engine" "$repo/target/debug/payments-engine"; do
-        [[ -x $candidate ]] || continue
-        if [[ -z $engine || $candidate -nt $engine ]]; then engine=$candidate; fi
-    done
+if [[ -z $engine && -f $repo/Cargo.toml ]] && command -v cargo >/dev/null; then
+    # The release build, never a stale or a debug one.
+    (cd "$repo" && cargo build --release -q --bin payments-engine) || {
+        echo "cluster.sh: 'cargo build --release' failed in $repo" >&2
+        exit 2
+    }
+    engine=$repo/target/release/payments-engine
 fi
 engine=${engine:-$(command -v payments-engine || true)}
 [[ -n $engine && -x $engine ]] || {
-    echo "cluster.sh: no payments-engine binary: run 'cargo build --release' or set PAYMENTS_ENGINE" >&2
+    echo "cluster.sh: no payments-engine binary: set PAYMENTS_ENGINE, or install cargo to build one" >&2
     exit 2
 }
 

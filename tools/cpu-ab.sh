@@ -10,7 +10,8 @@
 # path first (e.g. cp target/release/payments-engine /tmp/bins/after).
 set -euo pipefail
 usage='usage: tools/cpu-ab.sh WORKERS RUNS "BIN_A BIN_B ..." INPUT...'
-(( $# >= 4 )) || { echo "$usage" >&2; exit 2; }
+source "$(dirname "$0")/lib/args.bash"
+check_args 4 "$@"
 workers=$1 runs=$2 bins=$3
 shift 3
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "cpu-ab.sh: RUNS must be a positive number; $usage" >&2; exit 2; }

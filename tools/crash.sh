@@ -12,8 +12,13 @@
 # .prev and the outputs is left, and that a second run started on the same
 # state file while one runs is refused.
 set -euo pipefail
-input=${1:?usage: tools/crash.sh INPUT [KILLS] [-- ENGINE ARGS...]}
+usage='usage: tools/crash.sh INPUT [KILLS] [-- ENGINE ARGS...]'
+source "$(dirname "$0")/lib/args.bash"
+check_args 1 "$@"
+input=$1
 kills_wanted=${2:-20}
+[[ $kills_wanted =~ ^[1-9][0-9]*$ && $kills_wanted != -- ]] || { echo "crash.sh: KILLS must be a positive number; $usage" >&2; exit 2; }
+[[ -r $input ]] || { echo "crash.sh: cannot read input $input" >&2; exit 2; }
 shift $(( $# < 2 ? $# : 2 ))
 [[ ${1:-} == -- ]] && shift
 extra=("$@")

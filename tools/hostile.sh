@@ -4,12 +4,15 @@
 # no hang (a time limit: exit 124) and bounded memory (peak RSS from
 # /usr/bin/time).
 #
-#   tools/hostile.sh [SCRATCH_DIR]      # default /tmp/pe-hostile; ~1 GB of files
+#   tools/hostile.sh SCRATCH_DIR      # e.g. /tmp/pe-hostile; ~1 GB of files, kept for the next run
 #
 # Prints one line per case and exits 1 if any case breaks its expectation.
 set -uo pipefail
+usage='usage: tools/hostile.sh SCRATCH_DIR'
+source "$(dirname "$0")/lib/args.bash"
+check_args 1 "$@"
 top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
-scratch=${1:-/tmp/pe-hostile}
+scratch=$1
 mkdir -p "$scratch"
 (cd "$top" && cargo build --release --workspace -q) || exit 1
 engine=$top/target/release/payments-engine

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Profile the engine and draw a flamegraph.
 #
-#   tools/profile.sh [INPUT] [-- ENGINE ARGS...]
+#   tools/profile.sh INPUT [-- ENGINE ARGS...]
+#   tools/profile.sh --update-docs INPUT [-- ENGINE ARGS...]
 #
-#   tools/profile.sh --update-docs [INPUT] [-- ENGINE ARGS...]
+# INPUT is a CSV file, or `datagen` for a 5M-row generated file (made once,
+# kept as /tmp/profile-input.csv). ENGINE ARGS default to -q.
 #
 # Builds the `profiling` profile (release + debug symbols), records the run
 # with `perf record` when this machine allows it, and turns it into an SVG
 # flamegraph with inferno, plus the top functions as text. Where perf cannot
 # sample, falls back to `valgrind --tool=callgrind` and prints
-# callgrind_annotate's top functions. INPUT defaults to a 5M-row datagen file.
+# callgrind_annotate's top functions.
 #
 # Prerequisites, checked first: perf (Debian: apt-get install linux-perf) or
 # valgrind (apt-get install valgrind); inferno (cargo install inferno, done
@@ -18,18 +20,35 @@
 # Output goes to a fresh directory under /tmp, printed at the end; with
 # --update-docs it goes to perf/flamegraph.svg and perf/profile-top.txt (the
 # tracked files perf.md links to).
+#
+# Examples:
+#
+#   tools/profile.sh datagen
+#   tools/profile.sh /tmp/big.csv -- -q --workers 0
 set -euo pipefail
+usage='usage: tools/profile.sh [--update-docs] INPUT|datagen [-- ENGINE ARGS...]'
+source "$(dirname "$0")/lib/args.bash"
+check_args 1 "$@"
+update_docs=false
+if [[ $1 == --update-docs ]]; then
+    update_docs=true
+    shift
+fi
+check_args 1 "$@"
+input=$1
+shift
+[[ ${1:-} == -- ]] && shift
+if [[ $input != datagen ]]; then
+    [[ -r $input ]] || { echo "profile.sh: cannot read input $input" >&2; exit 2; }
+    input=$(realpath "$input")
+fi
 top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 cd "$top"
-if [[ ${1:-} == --update-docs ]]; then
+if $update_docs; then
     out=perf
-    shift
 else
     out=$(mktemp -d /tmp/profile.XXXXXX)
 fi
-input=${1:-}
-[[ $# -gt 0 ]] && shift
-[[ ${1:-} == -- ]] && shift
 args=("$@")
 [[ ${#args[@]} -eq 0 ]] && args=(-q)
 
@@ -42,7 +61,7 @@ elif ! command -v valgrind >/dev/null; then
 fi
 
 cargo build --profile profiling --workspace -q
-if [[ -z $input ]]; then
+if [[ $input == datagen ]]; then
     input=/tmp/profile-input.csv
     [[ -f $input ]] || ./target/profiling/datagen --rows 5000000 --seed 42 -o "$input"
 fi

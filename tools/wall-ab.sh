@@ -11,7 +11,8 @@
 #       "p1:/tmp/bins/new -q --workers 1 --parsers 1" "wc:wc -l"
 set -euo pipefail
 usage='usage: tools/wall-ab.sh RUNS INPUT "LABEL:COMMAND ARGS" ...'
-(( $# >= 3 )) || { echo "$usage" >&2; exit 2; }
+source "$(dirname "$0")/lib/args.bash"
+check_args 3 "$@"
 runs=$1 input=$2
 shift 2
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "wall-ab.sh: RUNS must be a positive number; $usage" >&2; exit 2; }
