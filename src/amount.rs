@@ -21,12 +21,12 @@ pub const FRACTION_DIGITS: usize = 4;
 ///
 /// Range: `-922337203685477.5808 ..= 922337203685477.5807`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Amount(i64);
 
 /// Why an amount field was not a valid transaction amount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AmountError {
     /// The field is empty.
     Empty,
@@ -37,7 +37,9 @@ pub enum AmountError {
     TooPrecise,
     /// Larger than `922337203685477.5807`.
     OutOfRange,
-    /// The value is zero; transaction amounts must be positive.
+    /// The value is zero; deposit and withdrawal amounts must be positive
+    /// (a dispute, resolve or chargeback takes [`Amount::ZERO`] instead of
+    /// a parsed amount).
     Zero,
 }
 
@@ -108,6 +110,19 @@ impl Amount {
     /// allowed), strictly positive, at most [`Amount::MAX`].
     ///
     /// The caller has already trimmed and unquoted the field.
+    ///
+    /// Zero is refused ([`AmountError::Zero`]): a deposit or a withdrawal
+    /// must move money. Disputes, resolves and chargebacks carry no amount;
+    /// give their [`Tx`](crate::Tx) [`Amount::ZERO`] (the ledger ignores it):
+    ///
+    /// ```
+    /// use payments_engine::{Amount, AmountError, Kind, Tx};
+    ///
+    /// assert_eq!(Amount::parse(b"2.5"), Ok(Amount::from_raw(25_000)));
+    /// assert_eq!(Amount::parse(b"0"), Err(AmountError::Zero));
+    /// let dispute = Tx { kind: Kind::Dispute, client: 1, tx: 7, amount: Amount::ZERO };
+    /// # let _ = dispute;
+    /// ```
     pub fn parse(bytes: &[u8]) -> Result<Amount, AmountError> {
         if bytes.is_empty() {
             return Err(AmountError::Empty);

@@ -35,7 +35,7 @@ use crate::tx::{ClientId, Kind, Tx, TxId};
 /// Why a well-formed transaction was not applied. One variant per SPEC
 /// reason; the declaration order is the order of the rejects-file reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Reject {
     /// Rule 2: a deposit or withdrawal reused a claimed tx id.
     DuplicateTx,
@@ -122,7 +122,7 @@ impl std::error::Error for Reject {}
 
 /// One client's balances. `total` is derived: always `available + held`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Account {
     pub available: Amount,
     pub held: Amount,
@@ -451,6 +451,16 @@ impl Ledger {
     /// An empty ledger.
     pub fn new() -> Ledger {
         Ledger::default()
+    }
+
+    /// The accounts it holds.
+    pub fn account_count(&self) -> usize {
+        self.book.accounts().count()
+    }
+
+    /// The deposits it keeps for disputes.
+    pub fn deposit_count(&self) -> usize {
+        self.book.deposits().len()
     }
 
     /// Applies one well-formed transaction, checking SPEC's rules in order.

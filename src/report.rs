@@ -33,7 +33,7 @@ pub fn write_accounts<W: Write>(accounts: &[(ClientId, Account)], mut out: W) ->
 
 /// What happened to one row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Outcome {
     Applied,
     /// A well-formed record that a rule rejected.
@@ -69,13 +69,38 @@ impl Outcome {
 /// Counts of every outcome. `rows_read()` is their sum, so the identity
 /// rows read = applied + rejected + malformed holds by construction, and the
 /// summary prints all three terms.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub applied: u64,
     /// Indexed like [`Reject::ALL`].
     pub rejected_by: [u64; Reject::ALL.len()],
     /// Indexed by [`Malformed::index`].
     pub malformed_by: [u64; Malformed::COUNT],
+}
+
+/// Every count by its reason's name: `Tally { applied: 3, rejected:
+/// {"duplicate_tx": 1, ...}, malformed: {"bad_type": 0, ...} }`.
+impl std::fmt::Debug for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Named<'a, I>(&'a I);
+        impl<'a, I> std::fmt::Debug for Named<'a, I>
+        where
+            I: Clone + Iterator<Item = (&'static str, u64)>,
+        {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map().entries(self.0.clone()).finish()
+            }
+        }
+        let rejected = Reject::ALL
+            .iter()
+            .map(|r| (r.code(), self.rejected_by[*r as usize]));
+        let malformed = Malformed::CODES.iter().copied().zip(self.malformed_by);
+        f.debug_struct("Tally")
+            .field("applied", &self.applied)
+            .field("rejected", &Named(&rejected))
+            .field("malformed", &Named(&malformed))
+            .finish()
+    }
 }
 
 impl Tally {
@@ -113,9 +138,10 @@ impl Tally {
     /// The end-of-run summary for stderr: the identity, then every reason
     /// with a count.
     pub fn summary(&self, elapsed: Duration) -> String {
+        let rows = self.rows_read();
         let mut text = format!(
-            "summary: {} rows read = {} applied + {} rejected + {} malformed\n",
-            self.rows_read(),
+            "summary: {rows} {} read = {} applied + {} rejected + {} malformed\n",
+            if rows == 1 { "row" } else { "rows" },
             self.applied,
             self.rejected(),
             self.malformed()
@@ -540,6 +566,21 @@ mod tests {
     use super::*;
     use crate::amount::Amount;
     use crate::tx::Kind;
+
+    #[test]
+    fn tally_debug_names_its_reasons_and_one_row_is_a_row() {
+        let mut tally = Tally::default();
+        tally.count(Outcome::Malformed(Malformed::BadType));
+        let text = format!("{tally:?}");
+        for needle in ["applied: 0", "\"duplicate_tx\": 0", "\"bad_type\": 1"] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        let summary = tally.summary(Duration::from_secs(1));
+        assert!(
+            summary.starts_with("summary: 1 row read = 0 applied"),
+            "{summary}"
+        );
+    }
 
     #[test]
     fn accounts_csv_format() {

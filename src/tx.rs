@@ -9,7 +9,7 @@ pub type TxId = u32;
 
 /// The five transaction types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Kind {
     Deposit,
     Withdrawal,
@@ -69,7 +69,7 @@ impl Kind {
 /// One well-formed transaction. `amount` is zero for disputes, resolves and
 /// chargebacks, whose amount field is ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Tx {
     pub kind: Kind,
     pub client: ClientId,

@@ -186,7 +186,8 @@ fn resuming_on_another_input_or_with_other_reports_is_refused() {
         (
             &input,
             Verbosity::Verbose,
-            "--resume needs the interrupted run's",
+            "--resume needs the interrupted run's settings: it had neither --quiet nor \
+             --verbose, this run has --verbose",
         ),
     ] {
         let pending = StateFile::new(&state).load_checkpoint().unwrap().unwrap();

@@ -105,16 +105,17 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// stderr without the lines that describe the machine, not the input: the
-/// elapsed time, and `--verbose`'s notes on threads, memory and the state
-/// file.
+/// elapsed time, `--verbose`'s notes on threads, memory and the state file,
+/// and the line that names the state file and what it held.
 fn timeless(stderr: &[u8]) -> String {
-    const MACHINE: [&str; 6] = [
+    const MACHINE: [&str; 7] = [
         "elapsed ",
         "workers: ",
         "parsers: ",
         "cluster: ",
         "memory: ",
         "state: ",
+        "payments-engine: state ",
     ];
     text(stderr)
         .lines()

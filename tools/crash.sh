@@ -37,7 +37,7 @@ start() { # name, then extra flags: starts the engine itself in the
         2>"$work/$name.err" &
     pid=$!
 }
-counts() { grep -v -e elapsed -e 'memory:' -e 'state:' -e 'workers:' -e 'pipeline:' "$1"; }
+counts() { grep -v -e elapsed -e 'payments-engine: state ' -e 'memory:' -e 'state:' -e 'workers:' -e 'pipeline:' "$1"; }
 
 began=$(date +%s.%N)
 start reference

@@ -313,6 +313,8 @@ pub struct Control {
     plan: Option<CheckpointSpec>,
     resume: Option<Resume>,
     warn: Option<WarningSink>,
+    /// Hash the input without checkpoints ([`Control::hash_input`]).
+    hash: bool,
 }
 
 struct CheckpointSpec {
@@ -330,7 +332,16 @@ impl Control {
             plan: None,
             resume: None,
             warn: None,
+            hash: false,
         }
+    }
+
+    /// Hashes the input as it is read (as a run with checkpoints does), so
+    /// that [`Finished::input_end`] holds its hash, without taking
+    /// checkpoints: for a state file that records each of several inputs.
+    pub fn hash_input(mut self) -> Control {
+        self.hash = true;
+        self
     }
 
     /// Hands warnings to `sink` as the run finds them: a header without an
@@ -377,7 +388,7 @@ impl Control {
         source: impl Read + Send,
     ) -> Result<Finished, Error> {
         let resume = self.resume.as_ref().map(|r| r.progress.parser);
-        let hashing = self.plan.is_some();
+        let hashing = self.plan.is_some() || self.hash;
         let (verbosity, keep_rejects) = engine.reporting();
         engine.run_source(ledger, source, resume, hashing, || {
             self.start(verbosity, keep_rejects)
@@ -392,12 +403,11 @@ impl Control {
             None => (None, Carried::default()),
         };
         if let Some(progress) = &progress {
-            if progress.verbosity != verbosity || progress.keep_rejects != keep_rejects {
-                return Err(Error::Config(
-                    "--resume needs the interrupted run's --rejects, --verbose and --quiet \
-                     settings: the checkpoint's rows were kept for those"
-                        .into(),
-                ));
+            if let Some(missing) = settings_differ(progress, verbosity, keep_rejects) {
+                return Err(Error::Config(format!(
+                    "--resume needs the interrupted run's settings: {missing} (the \
+                     checkpoint's rows were kept for them)"
+                )));
             }
         }
         let plan = match self.plan {
@@ -433,6 +443,38 @@ impl Control {
             warn: self.warn,
         })
     }
+}
+
+/// What differs between the interrupted run's reporting settings and
+/// this run's, in words: the setting to add or drop.
+fn settings_differ(
+    progress: &Progress,
+    verbosity: Verbosity,
+    keep_rejects: bool,
+) -> Option<String> {
+    let flag = |v: Verbosity| match v {
+        Verbosity::Quiet => Some("--quiet"),
+        Verbosity::Verbose => Some("--verbose"),
+        Verbosity::Default => None,
+    };
+    let mut differences = Vec::new();
+    if progress.keep_rejects != keep_rejects {
+        differences.push(match progress.keep_rejects {
+            true => "it had --rejects FILE, this run has none".to_string(),
+            false => "it had no --rejects, this run has one".to_string(),
+        });
+    }
+    if progress.verbosity != verbosity {
+        differences.push(match (flag(progress.verbosity), flag(verbosity)) {
+            (Some(then), Some(now)) => format!("it had {then}, this run has {now}"),
+            (Some(then), None) => format!("it had {then}, this run has not"),
+            (None, Some(now)) => {
+                format!("it had neither --quiet nor --verbose, this run has {now}")
+            }
+            (None, None) => unreachable!("two verbosities that differ"),
+        });
+    }
+    (!differences.is_empty()).then(|| differences.join("; "))
 }
 
 struct Checkpointing {

@@ -54,6 +54,16 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
+impl Error {
+    /// The signal that stopped the run (`SIGINT`...), if one did.
+    pub fn stopped_by(&self) -> Option<String> {
+        match self {
+            Error::Interrupted { signal, .. } => Some(signal_name(*signal)),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

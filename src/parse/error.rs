@@ -7,7 +7,7 @@ use crate::amount::AmountError;
 
 /// Why a record was malformed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Malformed {
     LineTooLong,
     UnbalancedQuote,

@@ -97,16 +97,57 @@ pub(super) fn header_warnings(
             ),
         }],
         Some(_) => Vec::new(),
-        None => near_miss(&names, "type")
-            .map(|typo| {
-                format!(
+        None => {
+            if let Some(text) = other_delimiter(&names, line) {
+                return vec![text];
+            }
+            let text = match near_miss(&names, "type") {
+                Some(typo) => format!(
                     "line {line} looks like a header with `{typo}` for `type`; without a `type` \
                      column it is read as a record"
-                )
-            })
-            .into_iter()
-            .collect(),
+                ),
+                None if looks_like_names(&names) => format!(
+                    "line {line} looks like a header but names none of the columns type, \
+                     client, tx, amount; it is read as a record (a header needs at least \
+                     `type`, `client` and `tx`)"
+                ),
+                None => return Vec::new(),
+            };
+            vec![text]
+        }
     }
+}
+
+/// A first line with no comma but another separator: the file is probably
+/// not comma-separated, and every row will be malformed.
+fn other_delimiter(names: &[&[u8]], line: u64) -> Option<String> {
+    let [only] = names else { return None };
+    let (byte, name) = [(b';', "semicolon"), (b'\t', "tab"), (b'|', "pipe")]
+        .into_iter()
+        .max_by_key(|&(byte, _)| only.iter().filter(|&&b| b == byte).count())?;
+    let count = only.iter().filter(|&&b| b == byte).count();
+    (count > 0).then(|| {
+        format!(
+            "line {line} has no comma but {count} {name}{}: the input looks {name}-separated, \
+             and this program reads comma-separated CSV (type,client,tx,amount), so every row \
+             will be malformed",
+            if count == 1 { "" } else { "s" }
+        )
+    })
+}
+
+/// Fields that read as column names, not values: two or more, each with a
+/// letter and no digit, the first not a transaction type.
+fn looks_like_names(names: &[&[u8]]) -> bool {
+    const TYPES: [&str; 5] = ["deposit", "withdrawal", "dispute", "resolve", "chargeback"];
+    let wordy = |name: &&[u8]| {
+        name.iter().any(u8::is_ascii_alphabetic) && !name.iter().any(u8::is_ascii_digit)
+    };
+    names.len() >= 2
+        && names.iter().all(wordy)
+        && !TYPES
+            .iter()
+            .any(|t| names[0].eq_ignore_ascii_case(t.as_bytes()))
 }
 
 /// Parses an unsigned decimal integer (digits only, leading zeros allowed).

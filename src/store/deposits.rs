@@ -51,7 +51,7 @@ const BIG: u32 = DISPUTED - 1;
 
 /// One applied deposit as the ledger sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cluster", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Deposit {
     pub client: ClientId,
     pub amount: Amount,

@@ -25,22 +25,23 @@ use payments_engine::{EngineBuilder, Ledger, Measures, Tally, Verbosity};
 /// settings, and what to write where.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub input: Input,
+    /// The inputs, applied in order (at least one).
+    pub inputs: Vec<Input>,
     /// Workers, pinning, strict mode. What the engine keeps for reports
     /// follows from `verbosity` and `rejects`.
     pub engine: EngineBuilder,
     /// Write the accounts here instead of stdout (atomically).
     pub output: Option<PathBuf>,
-    /// Write every malformed or rejected record here (atomically).
-    pub rejects: Option<PathBuf>,
+    /// Write every malformed or rejected record here (a file: atomically).
+    pub rejects: Option<Dest>,
     /// Per-row lines and the summary on stderr.
     pub verbosity: Verbosity,
     /// Print parse-to-applied latency percentiles on stderr.
     pub latency: bool,
     /// Show a progress bar when stderr is a terminal and the input is large.
     pub progress: bool,
-    /// Write a JSON summary of the run here (atomically).
-    pub summary_json: Option<PathBuf>,
+    /// Write a JSON summary of the run here (a file: atomically).
+    pub summary_json: Option<Dest>,
     /// A completed run with a malformed row exits with
     /// [`EXIT_MALFORMED`] instead of 0.
     pub fail_on_malformed: bool,
@@ -57,6 +58,30 @@ pub struct Options {
     pub cluster: Option<ClusterOptions>,
 }
 
+impl Options {
+    /// More than one input: diagnostics name their input.
+    pub fn several_inputs(&self) -> bool {
+        self.inputs.len() > 1
+    }
+}
+
+/// Where an output goes: standard output (`-`) or a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Dest {
+    /// The file, if it is one.
+    pub fn path(&self) -> Option<&PathBuf> {
+        match self {
+            Dest::File(path) => Some(path),
+            Dest::Stdout => None,
+        }
+    }
+}
+
 /// The exit status of a completed run that had malformed rows, with
 /// `--fail-on-malformed`.
 pub const EXIT_MALFORMED: u8 = 3;
@@ -71,10 +96,10 @@ pub fn run(
     check_output_paths(options)?;
     // Temporaries that runs which died left where this one writes.
     let written = [
-        &options.state,
-        &options.output,
-        &options.rejects,
-        &options.summary_json,
+        options.state.as_ref(),
+        options.output.as_ref(),
+        options.rejects.as_ref().and_then(Dest::path),
+        options.summary_json.as_ref().and_then(Dest::path),
     ];
     for path in written.into_iter().flatten() {
         AtomicFile::remove_stale_temporaries(path);
@@ -89,36 +114,18 @@ pub fn run(
     // or a bad path fails at once, not once the input has begun to arrive.
     // The lock is held until the run returns, commit included.
     let _lock = match &options.state {
-        Some(path) => Some(
-            StateFile::new(path)
-                .lock()
-                .with_context(|| format!("state file {}", path.display()))?,
-        ),
+        Some(path) => {
+            check_state_directory(path)?;
+            Some(
+                StateFile::new(path)
+                    .lock()
+                    .with_context(|| format!("state file {}", path.display()))?,
+            )
+        }
         None => None,
     };
     let outputs = Outputs::create(options)?;
-    let (source, progress) = match &options.cluster {
-        Some(_) => {
-            crate::budget::tune_allocator_for_dataflow();
-            let facts = cluster_input(options)?;
-            ((Box::new(io::empty()) as Box<dyn Read + Send>, facts), None)
-        }
-        None => open_input(options, &stop)?,
-    };
-    let stats = process(
-        source,
-        outputs,
-        options,
-        stop,
-        progress.clone(),
-        stdout,
-        stderr,
-    );
-    // Clear the bar before the summary, so the bar leaves no trace.
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    let stats = stats?;
+    let stats = process(outputs, options, stop, stdout, stderr)?;
     if options.verbosity != Verbosity::Quiet {
         let _ = stderr.write_all(stats.tally.summary(stats.elapsed).as_bytes());
     }
@@ -188,7 +195,7 @@ fn run_cluster_member(
         account_count: 0,
         measures: Measures::default(),
         state: None,
-        input: facts,
+        inputs: vec![facts],
     })
 }
 
@@ -216,20 +223,26 @@ fn check_output_paths(options: &Options) -> anyhow::Result<()> {
         a.is_some() && a == std::fs::canonicalize(b).ok()
     };
     let outputs = [
-        ("--output", &options.output),
-        ("--rejects", &options.rejects),
-        ("--summary-json", &options.summary_json),
+        ("--output", options.output.as_ref()),
+        ("--rejects", options.rejects.as_ref().and_then(Dest::path)),
+        (
+            "--summary-json",
+            options.summary_json.as_ref().and_then(Dest::path),
+        ),
+        ("--state", options.state.as_ref()),
     ];
     for (flag, path) in outputs {
-        let (Input::Path(input), Some(path)) = (&options.input, path) else {
-            continue;
-        };
-        // Replacing the file would lose the input.
-        if same(input, path) {
-            bail!(
-                "{flag} {} is the input file; refusing to overwrite it",
-                path.display()
-            );
+        let Some(path) = path else { continue };
+        for input in &options.inputs {
+            // Replacing the file would lose the input.
+            if let Input::Path(input) = input {
+                if same(input, path) {
+                    bail!(
+                        "{flag} {} is the input file; refusing to overwrite it",
+                        path.display()
+                    );
+                }
+            }
         }
     }
     for (i, (flag, path)) in outputs.iter().enumerate() {
@@ -257,7 +270,8 @@ pub struct RunStats {
     pub measures: Measures,
     /// The state file saved, when there is one.
     pub state: Option<SavedState>,
-    pub input: InputFacts,
+    /// Every input, in the order applied.
+    pub inputs: Vec<InputFacts>,
 }
 
 /// The state file a run saved.
@@ -288,17 +302,57 @@ impl Start {
     }
 }
 
+/// Checks, before anything is read, that the state file's directory exists
+/// and takes new files (the next state is written beside it).
+fn check_state_directory(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!(
+            "state file {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        ),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => bail!(
+            "state file {}: directory {} does not exist (create it, or name another path)",
+            path.display(),
+            dir.display()
+        ),
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!("state file {}: directory {}", path.display(), dir.display())
+            })
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(".payments-engine-check")
+        .tempfile_in(dir)
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "state file {}: cannot write in directory {}",
+                path.display(),
+                dir.display()
+            )
+        })
+}
+
 /// Loads the state file, if any, and the checkpoint an interrupted run
 /// left beside it; refuses an input the state records as applied already,
 /// before the input is read (for a file: only when a recorded input has its
-/// size is the file hashed first).
-fn load_state(options: &Options) -> anyhow::Result<Start> {
+/// size is the file hashed first). Says on `stderr` which state it starts
+/// from (not with `--quiet`).
+fn load_state(options: &Options, stderr: &mut dyn Write) -> anyhow::Result<Start> {
     let Some(path) = &options.state else {
         return Ok(Start::empty());
     };
     let file = StateFile::new(path);
     let context = || format!("state file {}", path.display());
     let saved = file.load().with_context(context)?;
+    let loaded = saved.is_some();
     let start = match saved {
         Some(saved) => Start {
             ledger: saved.ledger,
@@ -335,29 +389,96 @@ fn load_state(options: &Options) -> anyhow::Result<Start> {
         ),
         None => start,
     };
-    if let (Input::Path(input), false) = (&options.input, options.allow_replay) {
-        let size = std::fs::metadata(input).map(|m| m.len()).ok();
-        if start.inputs.iter().any(|i| Some(i.size) == size) {
-            let file = File::open(input)
-                .with_context(|| format!("cannot open input {}", input.display()))?;
-            let identity = InputId::identify(file)
-                .with_context(|| format!("reading input {}", input.display()))?;
-            check_replay(options, &start.inputs, identity)?;
-        }
+    if options.verbosity != Verbosity::Quiet {
+        let _ = writeln!(stderr, "{}", state_line(path, loaded, &start));
+    }
+    if !options.allow_replay {
+        check_files_not_applied(options, &start.inputs)?;
     }
     Ok(start)
 }
 
-/// Refuses an input whose size and hash a state file records (unless
+/// The line that says which state a run starts from.
+fn state_line(path: &Path, loaded: bool, start: &Start) -> String {
+    let ledger = &start.ledger;
+    let holds = format!(
+        "{} recorded, {}, {}",
+        plural(start.inputs.len() as u64, "input", "inputs"),
+        plural(ledger.account_count() as u64, "account", "accounts"),
+        plural(ledger.deposit_count() as u64, "deposit", "deposits"),
+    );
+    match (&start.resume, loaded) {
+        (Some(resume), _) => format!(
+            "payments-engine: state {}: resuming from the checkpoint after line {} ({holds})",
+            path.display(),
+            resume.position().line,
+        ),
+        (None, true) => format!(
+            "payments-engine: state {}: loaded ({holds})",
+            path.display()
+        ),
+        (None, false) => format!(
+            "payments-engine: state {}: new (no such file yet): starting from an empty ledger",
+            path.display()
+        ),
+    }
+}
+
+/// `1 input`, `2 inputs`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Refuses, before reading any, an input file that the state records as
+/// applied or that this command names twice (same size and hash; a file is
+/// hashed only when another has its size).
+fn check_files_not_applied(options: &Options, recorded: &[InputId]) -> anyhow::Result<()> {
+    let mut known: Vec<InputId> = recorded.to_vec();
+    let sizes: Vec<Option<u64>> = options
+        .inputs
+        .iter()
+        .map(|input| match input {
+            Input::Path(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+            Input::Stdin => None,
+        })
+        .collect();
+    for (k, input) in options.inputs.iter().enumerate() {
+        let (Input::Path(path), Some(size)) = (input, sizes[k]) else {
+            continue;
+        };
+        let shared = known.iter().any(|i| i.size == size)
+            || sizes
+                .iter()
+                .enumerate()
+                .any(|(j, s)| j > k && *s == Some(size));
+        if !shared {
+            continue;
+        }
+        let file =
+            File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
+        let identity =
+            InputId::identify(file).with_context(|| format!("reading input {}", path.display()))?;
+        check_replay(options, k, &known, identity)?;
+        known.push(InputId {
+            seq: known.last().map_or(1, |last| last.seq + 1),
+            size: identity.0,
+            hash: identity.1,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses input `k` when its size and hash are among `inputs` (unless
 /// `--allow-replay`).
 fn check_replay(
     options: &Options,
+    k: usize,
     inputs: &[InputId],
     (size, hash): (u64, u128),
 ) -> anyhow::Result<()> {
     let applied = inputs.iter().find(|i| i.size == size && i.hash == hash);
     if let (Some(applied), false, Some(path)) = (applied, options.allow_replay, &options.state) {
-        let input = match &options.input {
+        let input = match &options.inputs[k] {
             Input::Stdin => "the input (standard input)".to_string(),
             Input::Path(input) => input.display().to_string(),
         };
@@ -373,45 +494,130 @@ fn check_replay(
     Ok(())
 }
 
-/// Runs the engine over `source` (`options.input` is not used): the whole
-/// run except opening the input and printing the summary. Load the state,
-/// run, stage the next state beside the old, then write and commit.
+/// The whole run but the summary: load the state, apply every input in
+/// order (each input's diagnostics written as it ends), stage the next
+/// state beside the old, then write and commit.
 pub fn process(
-    (source, input): (impl Read + Send, InputFacts),
-    outputs: Outputs,
+    mut outputs: Outputs,
     options: &Options,
     stop: Arc<AtomicUsize>,
-    progress: Option<indicatif::ProgressBar>,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<RunStats> {
     let started = Instant::now();
-    let start = load_state(options)?;
-    let inputs = start.inputs.clone();
-    let mut finished = run_engine(source, options, start, stop, progress.clone())?;
-    let staged = stage_state(options, &inputs, &finished)?;
-    // The bar goes before the diagnostics print, so it leaves no trace.
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
+    let mut start = load_state(options, stderr)?;
+    let mut facts = Vec::with_capacity(options.inputs.len());
+    let mut tally = Tally::default();
+    let last = options.inputs.len() - 1;
+    for k in 0..=last {
+        let label = options
+            .several_inputs()
+            .then(|| input_label(&options.inputs[k]));
+        let ((source, mut input), progress) = match &options.cluster {
+            Some(_) => {
+                crate::budget::tune_allocator_for_dataflow();
+                let facts = cluster_input(options)?;
+                ((Box::new(io::empty()) as Box<dyn Read + Send>, facts), None)
+            }
+            None => open_input(options, &options.inputs[k], &stop)?,
+        };
+        let mut inputs = start.inputs.clone();
+        let finished = run_engine(source, options, label.as_deref(), start, &stop, &progress);
+        // The bar goes before the diagnostics print, so it leaves no trace.
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        let mut finished = finished.map_err(|e| stopped_in(e, options, k))?;
+        outputs.write_diagnostics(&mut finished, label.as_deref(), stdout, stderr)?;
+        tally.add(finished.tally());
+        input.rows_read = finished.tally().rows_read();
+        input.bytes_read = finished.input_end().map_or(0, |end| end.offset);
+        facts.push(input);
+        if options.state.is_some() {
+            // A run with a state file hashes each input as it reads it.
+            let end = finished.input_end().expect("a CSV run ends somewhere");
+            let identity = (end.offset, end.prefix_hash);
+            check_replay(options, k, &inputs, identity)?;
+            inputs.push(InputId {
+                seq: inputs.last().map_or(1, |last| last.seq + 1),
+                size: identity.0,
+                hash: identity.1,
+            });
+        }
+        if k < last {
+            start = Start {
+                ledger: finished.into_state(),
+                inputs,
+                resume: None,
+            };
+            continue;
+        }
+        let staged = stage_state(options, &inputs, &finished)?;
+        let ran = Ran {
+            started,
+            inputs: facts,
+            tally,
+            staged,
+        };
+        return outputs.commit(options, &mut finished, ran, stdout);
     }
-    let ran = Ran {
-        started,
-        input,
-        staged,
+    unreachable!("a run has at least one input")
+}
+
+/// How diagnostics name an input among several.
+fn input_label(input: &Input) -> String {
+    match input {
+        Input::Stdin => "stdin".into(),
+        Input::Path(path) => path.display().to_string(),
+    }
+}
+
+/// A run of several inputs says which one an error or a stop came in; and
+/// with a state file, which it leaves as it was (such a run takes no
+/// checkpoints).
+fn stopped_in(error: anyhow::Error, options: &Options, k: usize) -> anyhow::Error {
+    if !options.several_inputs() {
+        return error;
+    }
+    let input = input_label(&options.inputs[k]);
+    let stop = error
+        .downcast_ref::<payments_engine::Error>()
+        .and_then(|e| match e {
+            payments_engine::Error::Interrupted { line, .. } => Some((e.stopped_by()?, *line)),
+            _ => None,
+        });
+    let Some((signal, line)) = stop else {
+        return error.context(input);
     };
-    outputs.commit(options, &mut finished, ran, stdout, stderr)
+    let n = options.inputs.len();
+    let kept = match &options.state {
+        Some(state) => format!(
+            "state file {} is left as it was (a run of several inputs applies all of them or \
+             none): the same command runs them again",
+            state.display()
+        ),
+        None => "nothing was saved".to_string(),
+    };
+    // The whole message: a stop prints the outermost layer only.
+    error.context(format!(
+        "stopped by {signal} in {input} (input {} of {n}) after line {line}; {kept}",
+        k + 1
+    ))
 }
 
 /// Runs the engine from `start`: on this machine under a [`Control`] (a
-/// stop, checkpoints, a resume), or as process 0 of a cluster.
+/// stop, checkpoints, a resume), or as process 0 of a cluster. With several
+/// inputs, warnings name the input (`label`).
 fn run_engine(
     source: impl Read + Send,
     options: &Options,
+    label: Option<&str>,
     start: Start,
-    stop: Arc<AtomicUsize>,
-    progress: Option<indicatif::ProgressBar>,
+    stop: &Arc<AtomicUsize>,
+    progress: &Option<indicatif::ProgressBar>,
 ) -> anyhow::Result<Finished> {
     let quiet = options.verbosity == Verbosity::Quiet;
+    let stop = Arc::clone(stop);
     if let Some(member) = &options.cluster {
         let mut tell = |event| {
             if let (cluster::Event::Warning(text), false) = (event, quiet) {
@@ -429,16 +635,24 @@ fn run_engine(
         .keep_rejects(options.rejects.is_some());
     let mut control = Control::new(stop);
     if !quiet {
+        let progress = progress.clone();
+        let prefix = label.map_or(String::new(), |label| format!("{label}: "));
         control = control.warnings(move |text| {
-            let say = || eprintln!("payments-engine: warning: {text}");
+            let say = || eprintln!("payments-engine: warning: {prefix}{text}");
             match &progress {
                 Some(bar) => bar.suspend(say),
                 None => say(),
             }
         });
     }
-    if let Some(path) = &options.state {
-        control = control.checkpoints(path, options.checkpoint_every, start.inputs.clone());
+    match &options.state {
+        // Several inputs are applied all or none: no checkpoint, but each
+        // input hashed for the state file's record.
+        Some(_) if options.several_inputs() => control = control.hash_input(),
+        Some(path) => {
+            control = control.checkpoints(path, options.checkpoint_every, start.inputs.clone())
+        }
+        None => {}
     }
     if let Some(resume) = start.resume {
         control = control.resuming(resume);
@@ -446,7 +660,7 @@ fn run_engine(
     Ok(control.run_csv(&engine, start.ledger, source)?)
 }
 
-/// With a state file: the next state (this input recorded after `inputs`),
+/// With a state file: the next state (`inputs`, this run's included),
 /// written and synced beside the state file, not yet in place.
 fn stage_state(
     options: &Options,
@@ -456,18 +670,8 @@ fn stage_state(
     let Some(path) = &options.state else {
         return Ok(None);
     };
-    // A run with a state file hashes its whole input as it reads it.
-    let end = finished.input_end().expect("a CSV run ends somewhere");
-    let identity = (end.offset, end.prefix_hash);
-    check_replay(options, inputs, identity)?;
-    let mut inputs = inputs.to_vec();
-    inputs.push(InputId {
-        seq: inputs.last().map_or(1, |last| last.seq + 1),
-        size: identity.0,
-        hash: identity.1,
-    });
     let prepared = StateFile::new(path)
-        .prepare(finished, &inputs)
+        .prepare(finished, inputs)
         .with_context(|| format!("writing state file {}", path.display()))?;
     let saved = SavedState {
         bytes: prepared.bytes,

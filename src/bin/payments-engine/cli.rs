@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::app::Options;
+use crate::app::{Dest, Options};
 use crate::input::Input;
 use payments_engine::cluster::ClusterOptions;
 use payments_engine::{EngineBuilder, Verbosity};
@@ -29,28 +29,103 @@ use payments_engine::{EngineBuilder, Verbosity};
     version = env!("PAYMENTS_ENGINE_VERSION"),
     about,
     long_about,
-    override_usage = "payments-engine [OPTIONS] <INPUT>",
+    after_help = "Examples and every option in full: payments-engine --help, or the man page (--man-page).",
     after_long_help = EXAMPLES
 )]
 pub struct Cli {
-    /// Transactions CSV file (plain, gzip or zstd), or `-` for standard input.
-    #[arg(value_name = "INPUT", required_unless_present_any = ["completions", "man_page"])]
-    pub input: Option<PathBuf>,
+    /// Transactions CSV files (plain, gzip or zstd), applied in order, each
+    /// with its own header; `-` (or no INPUT, when standard input is not a
+    /// terminal) reads standard input.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
 
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
-    /// on stdout and exit.
-    #[arg(long, value_name = "SHELL", exclusive = true)]
-    pub completions: Option<clap_complete::Shell>,
+    /// Treat the first malformed record as a fatal error (exit 1, no accounts
+    /// printed). Rejections by the ledger rules are never fatal.
+    #[arg(long, help_heading = "Input")]
+    pub strict: bool,
 
-    /// Print the man page (roff) on stdout and exit.
-    #[arg(long, exclusive = true)]
-    pub man_page: bool,
+    /// Exit with status 3 (instead of 0) when the run completed but some rows
+    /// were malformed. Unlike --strict the run goes on to the end and writes
+    /// every output.
+    #[arg(long, conflicts_with = "strict", help_heading = "Input")]
+    pub fail_on_malformed: bool,
+
+    /// Write the accounts to FILE instead of stdout (`-`: stdout). FILE
+    /// appears whole when the run succeeds, and is left as it was when it
+    /// fails.
+    #[arg(short, long, value_name = "FILE", help_heading = "Output")]
+    pub output: Option<PathBuf>,
+
+    /// Write every malformed or rejected record to FILE as CSV with the
+    /// header line,reason,detail,record (with several inputs:
+    /// input,line,reason,detail,record), in line order. Like --output, FILE
+    /// appears whole when the run succeeds, and is left as it was otherwise.
+    /// `-` writes to stdout (then --output must name a file).
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub rejects: Option<PathBuf>,
+
+    /// Write a JSON summary of the run to FILE (`-`: stdout, then --output
+    /// must name a file), whole, when the run succeeds. Keys: version,
+    /// program (name, version, commit), input and inputs (path, format,
+    /// size_bytes, bytes_read, rows_read), rows_read, applied, rejected,
+    /// malformed, rejected_by_reason, malformed_by_reason, account_count,
+    /// elapsed_s, rows_per_s, workers, memory, state, and latency_us with
+    /// --latency. The man page (--man-page) describes each.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Print nothing on stderr but fatal errors: no per-row lines, no summary.
+    #[arg(short, long, conflicts_with = "verbose", help_heading = "Output")]
+    pub quiet: bool,
+
+    /// Print every malformed or rejected row on stderr (default: the first 10
+    /// of each reason).
+    #[arg(short, long, help_heading = "Output")]
+    pub verbose: bool,
+
+    /// Never show the progress bar (shown by default only when stderr is a
+    /// terminal and the input is a file of 64 MiB or more).
+    #[arg(long, help_heading = "Output")]
+    pub no_progress: bool,
+
+    /// Print parse-to-applied latency percentiles (p50, p90, p99, p99.9, max
+    /// in microseconds) on stderr, sampled on the first record of each batch.
+    #[arg(long, help_heading = "Output")]
+    pub latency: bool,
+
+    /// Load the ledger's state (accounts, deposits, claimed tx ids) from FILE
+    /// before reading the input, when FILE exists, and save it there after a
+    /// successful run (atomically; the previous generation is kept as
+    /// FILE.prev). Tomorrow's disputes then find today's deposits. Says on
+    /// stderr whether FILE was new or loaded.
+    #[arg(long, value_name = "FILE", help_heading = "State and recovery")]
+    pub state: Option<PathBuf>,
+
+    /// With --state: go on from the checkpoint an interrupted run left
+    /// (same input, same --rejects/--verbose); outputs, counts and state end
+    /// byte-identical to an uninterrupted run's. Without a pending
+    /// checkpoint the run starts from the beginning on the saved state.
+    #[arg(long, help_heading = "State and recovery")]
+    pub resume: bool,
+
+    /// With --state: save a checkpoint this often (500ms, 30s, 5m; 0 for
+    /// none but the one a stop saves), so that a run killed at any moment
+    /// can be resumed with --resume. Default: 30s. (A run of several inputs
+    /// takes none: it applies all of them or none.)
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval, help_heading = "State and recovery")]
+    pub checkpoint_every: Option<Interval>,
+
+    /// With --state: apply an input that the state file records as already
+    /// applied (by size and hash). Refused by default: it would repeat its
+    /// disputes, resolves and chargebacks.
+    #[arg(long, help_heading = "State and recovery")]
+    pub allow_replay: bool,
 
     /// Worker threads of the sharded pipeline (default: the available cores
     /// minus one, at least 1, on up to 3 cores; half the cores after the
     /// router's on more). 0 runs the single-threaded path. The output is
     /// byte-identical for every value.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=payments_engine::EngineBuilder::MAX_WORKERS as i64))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=payments_engine::EngineBuilder::MAX_WORKERS as i64), help_heading = "Performance")]
     pub workers: Option<u16>,
 
     /// Parser threads (default: the cores left after the router and the
@@ -60,99 +135,26 @@ pub struct Cli {
     /// router still claims tx ids in file order. 0 parses on the router
     /// thread. The output is byte-identical for every value; --verbose says
     /// what was chosen.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=payments_engine::EngineBuilder::MAX_PARSERS as i64))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=payments_engine::EngineBuilder::MAX_PARSERS as i64), help_heading = "Performance")]
     pub parsers: Option<u16>,
 
-    /// Target size of a parser thread's block (default 1MiB; `64KiB`,
-    /// `4MiB`, or bytes); a block ends at the first line end from there.
-    /// Only throughput depends on it. At most 1GiB.
-    #[arg(long, value_name = "SIZE", value_parser = parse_block_size)]
+    /// Target size of a parser thread's block, from 1 byte to 1GiB (default
+    /// 1MiB; `64KiB`, `4MiB`, or bytes); a block ends at the first line end
+    /// from there. Only throughput depends on it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_block_size, help_heading = "Performance")]
     pub block_size: Option<Size>,
 
     /// Do not pin worker threads to cores (by default each worker is pinned
     /// to its own core when there are more cores than workers).
-    #[arg(long)]
+    #[arg(long, help_heading = "Performance")]
     pub no_pin: bool,
-
-    /// Print parse-to-applied latency percentiles (p50, p90, p99, p99.9, max
-    /// in microseconds) on stderr, sampled on the first record of each batch.
-    #[arg(long)]
-    pub latency: bool,
-
-    /// Treat the first malformed record as a fatal error (exit 1, no accounts
-    /// printed). Rejections by the ledger rules are never fatal.
-    #[arg(long)]
-    pub strict: bool,
-
-    /// Write the accounts to FILE instead of stdout. FILE appears whole when
-    /// the run succeeds, and is left as it was when it fails.
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-
-    /// Write a JSON summary of the run to FILE: counts (with every reason),
-    /// elapsed time, rows/s, input, workers, memory, latency (keys in the
-    /// README). Written whole, when the run succeeds.
-    #[arg(long, value_name = "FILE")]
-    pub summary_json: Option<PathBuf>,
-
-    /// Write every malformed or rejected record to FILE as CSV with the
-    /// header line,reason,detail,record, in line order. Like --output, FILE
-    /// appears whole when the run succeeds, and is left as it was otherwise.
-    #[arg(long, value_name = "FILE")]
-    pub rejects: Option<PathBuf>,
-
-    /// Load the ledger's state (accounts, deposits, claimed tx ids) from FILE
-    /// before reading the input, when FILE exists, and save it there after a
-    /// successful run (atomically; the previous generation is kept as
-    /// FILE.prev). Tomorrow's disputes then find today's deposits.
-    #[arg(long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
-
-    /// Apply an input that the state file records as already applied (by
-    /// size and hash). Refused by default: it would repeat its disputes,
-    /// resolves and chargebacks.
-    #[arg(long, requires = "state")]
-    pub allow_replay: bool,
-
-    /// With --state: save a checkpoint this often (500ms, 30s, 5m; 0 for
-    /// none but the one a stop saves), so that a run killed at any moment
-    /// can be resumed with --resume. Default: 30s.
-    #[arg(long, value_name = "DURATION", requires = "state", value_parser = parse_interval)]
-    pub checkpoint_every: Option<Interval>,
-
-    /// With --state: go on from the checkpoint an interrupted run left
-    /// (same input, same --rejects/--verbose); outputs, counts and state end
-    /// byte-identical to an uninterrupted run's. Without a pending
-    /// checkpoint the run starts from the beginning on the saved state.
-    #[arg(long, requires = "state")]
-    pub resume: bool,
 
     /// The most memory the engine may hold (`512MiB`, `4GiB`, `2G`, or
     /// bytes). Past it the run ends with one error line (exit 1) naming the
     /// line reached, instead of an abort. Default: the cgroup's memory limit,
     /// else the machine's memory.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Performance")]
     pub max_memory: Option<Size>,
-
-    /// Exit with status 3 (instead of 0) when the run completed but some rows
-    /// were malformed. Unlike --strict the run goes on to the end and writes
-    /// every output.
-    #[arg(long, conflicts_with = "strict")]
-    pub fail_on_malformed: bool,
-
-    /// Print nothing on stderr but fatal errors: no per-row lines, no summary.
-    #[arg(short, long, conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    /// Print every malformed or rejected row on stderr (default: the first 10
-    /// of each reason).
-    #[arg(short, long)]
-    pub verbose: bool,
-
-    /// Never show the progress bar (shown by default only when stderr is a
-    /// terminal and the input is a file of 64 MiB or more).
-    #[arg(long)]
-    pub no_progress: bool,
 
     /// Run as one process of a cluster (timely-dataflow over TCP): HOSTFILE
     /// lists one host:port per line, one line per process, the same file for
@@ -164,16 +166,21 @@ pub struct Cli {
     /// process saves checkpoints beside the state file (every
     /// --checkpoint-every at a nominal 64 MiB/s per worker) and --resume goes
     /// on from the last one every process completed.
-    #[arg(long, value_name = "HOSTFILE", requires = "process")]
+    #[arg(
+        long,
+        value_name = "HOSTFILE",
+        requires = "process",
+        help_heading = "Cluster"
+    )]
     pub cluster: Option<PathBuf>,
 
     /// With --cluster: this process's line of the host file, from 0.
-    #[arg(long, value_name = "I", requires = "cluster")]
+    #[arg(long, value_name = "I", requires = "cluster", help_heading = "Cluster")]
     pub process: Option<usize>,
 
     /// With --cluster: how long to wait for every process to connect
     /// (default 30s).
-    #[arg(long, value_name = "DURATION", requires = "cluster", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", requires = "cluster", value_parser = parse_timeout, help_heading = "Cluster")]
     pub connect_timeout: Option<Duration>,
 
     /// With --cluster: a file holding a secret every process shares (at
@@ -184,21 +191,103 @@ pub struct Cli {
     /// is not encrypted: run a cluster on a private network.
     /// (Ignored without --cluster, so that the variable may be set for
     /// every run.)
-    #[arg(long, value_name = "FILE", env = "PAYMENTS_ENGINE_CLUSTER_SECRET_FILE")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PAYMENTS_ENGINE_CLUSTER_SECRET_FILE",
+        help_heading = "Cluster"
+    )]
     pub cluster_secret: Option<PathBuf>,
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    /// on stdout and exit.
+    #[arg(
+        long,
+        value_name = "SHELL",
+        exclusive = true,
+        help_heading = "Shell integration"
+    )]
+    pub completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) on stdout and exit.
+    #[arg(long, exclusive = true, help_heading = "Shell integration")]
+    pub man_page: bool,
 }
 
-/// `--help`'s examples.
+/// `--help`'s examples (and the man page's EXAMPLES).
 const EXAMPLES: &str = "Examples:
   payments-engine transactions.csv > accounts.csv
+  payments-engine < transactions.csv > accounts.csv
+  payments-engine mon.csv tue.csv wed.csv -o accounts.csv   # applied in order
   payments-engine --rejects rejects.csv -o accounts.csv transactions.csv.gz
-  zcat day.csv.gz | payments-engine --workers 3 - > accounts.csv
-  payments-engine --state ledger.state monday.csv > monday.csv.out
+  zcat day.csv.gz | payments-engine --workers 3 > accounts.csv
+  payments-engine --state ledger.state monday.csv > monday.out.csv
   payments-engine --state ledger.state --resume monday.csv   # after a crash or Ctrl-C
-  payments-engine --summary-json run.json --fail-on-malformed input.csv
+  payments-engine --summary-json - -o accounts.csv input.csv | jq .rows_read
   payments-engine --completions bash > ~/.local/share/bash-completion/completions/payments-engine
   payments-engine --man-page > payments-engine.1
   payments-engine --cluster hosts.txt --process 0 input.csv   # and --process 1, 2... on the others";
+
+/// The `--summary-json` keys, for the man page.
+const SUMMARY_KEYS: &str = "The --summary-json object (keys are stable; new ones may be added):
+version: the schema version, 1.
+program: name, version and commit of this binary.
+input: the first (or only) input: path (null for standard input), format (plain, gzip, zstd), size_bytes (as stored; null for standard input), bytes_read (CSV bytes after decompression), rows_read.
+inputs: every input in the order applied, each as input.
+rows_read, applied, rejected, malformed: counts over every input; rows_read = applied + rejected + malformed.
+rejected_by_reason, malformed_by_reason: every reason with its count, 0 included.
+account_count (and accounts, the same number): accounts printed.
+elapsed_s, rows_per_s: wall time, and rows read per second.
+workers: worker threads (0: the single-threaded path).
+memory: state_bytes, account_bytes, stored_deposits, deposit_store_bytes, tx_id_set_bytes, peak_rss_bytes (null where unknown).
+latency_us (only with --latency): samples, p50, p90, p99, p99_9, max; null when not measured.
+state: path, bytes and inputs of the state file saved; null without --state.";
+
+/// Text for a roff document: backslashes and hyphens escaped, a leading
+/// dot or quote kept from being read as a request.
+fn roff_text(line: &str) -> String {
+    let text = line.replace('\\', "\\e").replace('-', "\\-");
+    if text.starts_with(['.', '\'']) {
+        format!("\\&{text}")
+    } else {
+        text
+    }
+}
+
+/// The man page: clap_mangen's sections, with hyphenation off (options
+/// and commands are never broken mid-word), the examples under EXAMPLES
+/// as typed (no filling), and the summary's keys.
+fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let man = clap_mangen::Man::new(Cli::command());
+    man.render_title(out)?;
+    writeln!(out, ".nh")?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    writeln!(out, ".SH EXAMPLES\n.nf")?;
+    for line in EXAMPLES.lines().skip(1) {
+        writeln!(out, "{}", roff_text(line.trim_start()))?;
+    }
+    writeln!(out, ".fi\n.SH \"SUMMARY JSON\"")?;
+    let mut keys = SUMMARY_KEYS.lines();
+    writeln!(out, "{}", roff_text(keys.next().unwrap_or_default()))?;
+    for line in keys {
+        let (key, text) = line.split_once(": ").unwrap_or((line, ""));
+        writeln!(out, ".TP\n\\fB{}\\fR\n{}", roff_text(key), roff_text(text))?;
+    }
+    man.render_version_section(out)
+}
+
+/// Where the accounts (`None`: stdout), the rejects and the summary go.
+type Destinations = (Option<PathBuf>, Option<Dest>, Option<Dest>);
+
+/// A usage error in clap's words and format (exit status 2).
+fn usage_error(kind: clap::error::ErrorKind, message: impl std::fmt::Display) -> clap::Error {
+    use clap::CommandFactory;
+    Cli::command().error(kind, message)
+}
 
 impl Cli {
     /// Writes what `--completions` or `--man-page` asked for; true if one
@@ -210,19 +299,120 @@ impl Cli {
             return Ok(true);
         }
         if self.man_page {
-            clap_mangen::Man::new(Cli::command()).render(out)?;
+            write_man_page(out)?;
             return Ok(true);
         }
         Ok(false)
     }
 
-    pub fn into_options(self) -> Options {
-        // Clap requires INPUT unless --completions or --man-page was given,
-        // and those are handled before a run.
-        let input = match self.input {
-            Some(path) if path.as_os_str() != "-" => Input::Path(path),
-            _ => Input::Stdin,
+    /// The inputs, in order: the paths given (`-` for standard input, at
+    /// most once), or standard input when none is given and it is not a
+    /// terminal.
+    fn inputs(&self, stdin_is_terminal: bool) -> Result<Vec<Input>, clap::Error> {
+        use clap::error::ErrorKind;
+        if self.inputs.is_empty() {
+            if stdin_is_terminal {
+                return Err(usage_error(
+                    ErrorKind::MissingRequiredArgument,
+                    "no INPUT: name a CSV file (or several), or pipe one in \
+                     (`payments-engine < day.csv`)",
+                ));
+            }
+            return Ok(vec![Input::Stdin]);
+        }
+        let inputs: Vec<Input> = self
+            .inputs
+            .iter()
+            .map(|path| match path.as_os_str() == "-" {
+                true => Input::Stdin,
+                false => Input::Path(path.clone()),
+            })
+            .collect();
+        if inputs.iter().filter(|i| **i == Input::Stdin).count() > 1 {
+            return Err(usage_error(
+                ErrorKind::ArgumentConflict,
+                "`-` (standard input) may be given once",
+            ));
+        }
+        let several = inputs.len() > 1;
+        if several && self.cluster.is_some() {
+            return Err(usage_error(
+                ErrorKind::ArgumentConflict,
+                "--cluster reads one input: every process reads the same file",
+            ));
+        }
+        if several && self.resume {
+            return Err(usage_error(
+                ErrorKind::ArgumentConflict,
+                "--resume goes on with one input, the one that was interrupted (a run of \
+                 several inputs takes no checkpoints: it applies all of them or none)",
+            ));
+        }
+        Ok(inputs)
+    }
+
+    /// The settings that need --state, named when it is missing.
+    fn check_state_settings(&self) -> Result<(), clap::Error> {
+        let needs_state = [
+            (
+                self.resume,
+                "--resume goes on from a checkpoint kept beside the state file",
+            ),
+            (
+                self.allow_replay,
+                "--allow-replay overrides the state file's record of applied inputs",
+            ),
+            (
+                self.checkpoint_every.is_some(),
+                "--checkpoint-every saves checkpoints beside the state file",
+            ),
+        ];
+        match needs_state.iter().find(|(given, _)| *given) {
+            Some((_, why)) if self.state.is_none() => Err(usage_error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!("{why}: add --state FILE (the state file of the run to go on with)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The outputs: `-o -` is stdout (as without -o); `--rejects -` and
+    /// `--summary-json -` are stdout too, which the accounts must then leave
+    /// to them.
+    fn outputs(&self) -> Result<Destinations, clap::Error> {
+        let dest = |path: &Option<PathBuf>| {
+            path.as_ref().map(|path| match path.as_os_str() == "-" {
+                true => Dest::Stdout,
+                false => Dest::File(path.clone()),
+            })
         };
+        let output = self.output.clone().filter(|path| path.as_os_str() != "-");
+        let (rejects, summary) = (dest(&self.rejects), dest(&self.summary_json));
+        let on_stdout: Vec<&str> = [
+            (output.is_none(), "the accounts (no --output FILE)"),
+            (rejects == Some(Dest::Stdout), "--rejects -"),
+            (summary == Some(Dest::Stdout), "--summary-json -"),
+        ]
+        .iter()
+        .filter_map(|&(there, what)| there.then_some(what))
+        .collect();
+        if on_stdout.len() > 1 {
+            return Err(usage_error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "{} would all go to stdout: send all but one to files (e.g. -o accounts.csv)",
+                    on_stdout.join(" and ")
+                ),
+            ));
+        }
+        Ok((output, rejects, summary))
+    }
+
+    /// The run's options, or a usage error that names what is wrong.
+    pub fn into_options(self, stdin_is_terminal: bool) -> Result<Options, clap::Error> {
+        let inputs = self.inputs(stdin_is_terminal)?;
+        self.check_state_settings()?;
+        let (output, rejects, summary_json) = self.outputs()?;
         let verbosity = match (self.quiet, self.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, true) => Verbosity::Verbose,
@@ -243,13 +433,13 @@ impl Cli {
             .block_size(block)
             .pin(!self.no_pin)
             .strict(self.strict);
-        Options {
-            input,
+        Ok(Options {
+            inputs,
             engine,
-            output: self.output,
-            summary_json: self.summary_json,
+            output,
+            summary_json,
             fail_on_malformed: self.fail_on_malformed,
-            rejects: self.rejects,
+            rejects,
             state: self.state,
             allow_replay: self.allow_replay,
             checkpoint_every: self
@@ -265,7 +455,7 @@ impl Cli {
                 connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
                 secret_file: self.cluster_secret,
             }),
-        }
+        })
     }
 }
 
@@ -299,14 +489,15 @@ fn parse_size(text: &str) -> Result<Size, String> {
         .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
-/// A `--block-size`: a size of at most [`payments_engine::EngineBuilder::MAX_BLOCK`].
+/// A `--block-size`: from 1 byte to [`payments_engine::EngineBuilder::MAX_BLOCK`].
 fn parse_block_size(text: &str) -> Result<Size, String> {
-    let size = parse_size(text)?;
+    let out_of_range = || format!("{:?} is out of range: from 1 byte to 1GiB", text.trim());
+    let size = parse_size(text).map_err(|e| match e.contains("out of range") {
+        true => out_of_range(),
+        false => e,
+    })?;
     if size.0 > payments_engine::EngineBuilder::MAX_BLOCK as u64 {
-        return Err(format!(
-            "{:?} is more than the largest block, 1GiB",
-            text.trim()
-        ));
+        return Err(out_of_range());
     }
     Ok(size)
 }
@@ -376,13 +567,125 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The options of a command line, stdin not a terminal.
+    fn options(args: &[&str]) -> Result<Options, clap::Error> {
+        let mut all = vec!["payments-engine"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)?.into_options(false)
+    }
+
     #[test]
-    fn dash_means_stdin() {
-        let options = Cli::parse_from(["payments-engine", "-"]).into_options();
-        assert_eq!(options.input, Input::Stdin);
-        let options = Cli::parse_from(["payments-engine", "--verbose", "x.csv"]).into_options();
-        assert_eq!(options.input, Input::Path("x.csv".into()));
+    fn dash_or_nothing_means_stdin() {
+        assert_eq!(options(&["-"]).unwrap().inputs, [Input::Stdin]);
+        assert_eq!(options(&[]).unwrap().inputs, [Input::Stdin]);
+        let at_a_terminal = Cli::parse_from(["payments-engine"]).into_options(true);
+        let message = at_a_terminal.unwrap_err().to_string();
+        assert!(message.contains("no INPUT"), "{message}");
+        let options = options(&["--verbose", "x.csv"]).unwrap();
+        assert_eq!(options.inputs, [Input::Path("x.csv".into())]);
         assert_eq!(options.verbosity, Verbosity::Verbose);
+    }
+
+    #[test]
+    fn several_inputs_in_order() {
+        let inputs = options(&["a.csv", "-", "b.csv"]).unwrap().inputs;
+        let expected = [
+            Input::Path("a.csv".into()),
+            Input::Stdin,
+            Input::Path("b.csv".into()),
+        ];
+        assert_eq!(inputs, expected);
+        for (args, words) in [
+            (&["-", "a.csv", "-"][..], "given once"),
+            (&["--state", "s", "--resume", "a", "b"], "one input"),
+            (&["--cluster", "h", "--process", "0", "a", "b"], "one input"),
+        ] {
+            let message = options(args).unwrap_err().to_string();
+            assert!(message.contains(words), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn dash_outputs_mean_stdout_and_only_one_goes_there() {
+        let o = options(&["-o", "-", "x"]).unwrap();
+        assert_eq!(o.output, None);
+        let o = options(&["-o", "a.csv", "--rejects", "-", "x"]).unwrap();
+        assert_eq!(o.rejects, Some(Dest::Stdout));
+        let o = options(&["-o", "a.csv", "--summary-json", "-", "x"]).unwrap();
+        assert_eq!(o.summary_json, Some(Dest::Stdout));
+        for args in [
+            &["--rejects", "-", "x"][..],
+            &["-o", "-", "--summary-json", "-", "x"],
+            &["-o", "a", "--rejects", "-", "--summary-json", "-", "x"],
+        ] {
+            let message = options(args).unwrap_err().to_string();
+            assert!(
+                message.contains("would all go to stdout"),
+                "{args:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_that_need_a_state_file_say_so() {
+        for (flag, value) in [
+            ("--resume", None),
+            ("--allow-replay", None),
+            ("--checkpoint-every", Some("5s")),
+        ] {
+            let mut args = vec![flag];
+            args.extend(value);
+            args.push("x.csv");
+            let message = options(&args).unwrap_err().to_string();
+            assert!(message.contains(flag), "{message}");
+            assert!(message.contains("add --state FILE"), "{message}");
+        }
+    }
+
+    #[test]
+    fn block_size_names_its_range() {
+        for text in ["0", "2GiB"] {
+            let message = parse_block_size(text).unwrap_err();
+            assert!(message.contains("from 1 byte to 1GiB"), "{message}");
+        }
+        assert_eq!(parse_block_size("64KiB"), Ok(Size(64 << 10)));
+    }
+
+    #[test]
+    fn help_groups_options_under_headings() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let mut at = 0;
+        for heading in [
+            "Input:",
+            "Output:",
+            "State and recovery:",
+            "Performance:",
+            "Cluster:",
+            "Shell integration:",
+        ] {
+            let found = help[at..].find(heading).map(|i| at + i);
+            at = found.unwrap_or_else(|| panic!("no {heading} after byte {at}:\n{help}"));
+        }
+        assert!(
+            help.contains("Usage: payments-engine [OPTIONS] [INPUT]..."),
+            "{help}"
+        );
+        assert!(help.contains("Arguments:\n  [INPUT]..."), "{help}");
+    }
+
+    #[test]
+    fn man_page_has_examples_and_no_hyphenation() {
+        let mut page = Vec::new();
+        write_man_page(&mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains("\n.nh\n"), "{page}");
+        assert!(
+            page.contains(".SH EXAMPLES\n.nf\npayments\\-engine transactions.csv"),
+            "{page}"
+        );
+        assert!(!page.contains("EXTRA"), "{page}");
+        assert!(page.contains("account_count"), "{page}");
     }
 
     #[test]
@@ -410,7 +713,8 @@ mod tests {
             let mut all = vec!["payments-engine", "--state", "s"];
             all.extend_from_slice(args);
             all.push("x.csv");
-            Cli::try_parse_from(all).map(|cli| cli.into_options().checkpoint_every)
+            Cli::try_parse_from(all)
+                .and_then(|cli| cli.into_options(false).map(|o| o.checkpoint_every))
         };
         assert_eq!(every(&[]).unwrap(), Some(DEFAULT_CHECKPOINT_EVERY));
         assert_eq!(
@@ -423,7 +727,6 @@ mod tests {
         );
         assert_eq!(every(&["--checkpoint-every", "0"]).unwrap(), None);
         assert!(every(&["--checkpoint-every", "soon"]).is_err());
-        assert!(Cli::try_parse_from(["payments-engine", "--resume", "x.csv"]).is_err());
     }
 
     #[test]

@@ -27,14 +27,18 @@ const PROGRESS_HZ: u8 = 4;
 const PROGRESS_MIN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What is known about the input besides its rows.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct InputFacts {
+    /// The file (`None` for standard input).
+    pub path: Option<PathBuf>,
     /// `plain`, `gzip` or `zstd`.
     pub format: &'static str,
     /// The file's size as stored (`None` for standard input).
     pub size: Option<u64>,
     /// Bytes of CSV read (after decompression).
     pub bytes_read: u64,
+    /// Rows read (every row: applied, rejected or malformed).
+    pub rows_read: u64,
 }
 
 /// Opens the input, wrapped in a progress bar where one is wanted (over the
@@ -42,13 +46,20 @@ pub struct InputFacts {
 /// decompressor when its first bytes say gzip or zstd.
 pub fn open_input(
     options: &Options,
+    input: &Input,
     stop: &Arc<AtomicUsize>,
 ) -> anyhow::Result<(Opened, Option<indicatif::ProgressBar>)> {
-    let (source, len): (Box<dyn Read + Send>, Option<u64>) = match &options.input {
+    let (source, len): (Box<dyn Read + Send>, Option<u64>) = match input {
         Input::Stdin => (Box::new(StoppableStdin::new(Arc::clone(stop))), None),
         Input::Path(path) => {
             let file = File::open(path)
                 .with_context(|| format!("cannot open input {}", path.display()))?;
+            if file.metadata().is_ok_and(|m| m.is_dir()) {
+                bail!(
+                    "input {} is a directory; name a CSV file in it",
+                    path.display()
+                );
+            }
             let len = file
                 .metadata()
                 .ok()
@@ -82,6 +93,8 @@ pub fn open_input(
         bar.set_style(
             indicatif::ProgressStyle::with_template(template).expect("valid progress template"),
         );
+        // The line count shows 0 until the first bytes arrive, never nothing.
+        bar.set_message("0");
         let counted = CountLines {
             inner: source,
             bar: bar.clone(),
@@ -92,18 +105,23 @@ pub fn open_input(
     } else {
         (source, None)
     };
-    let (source, format) = decompressed(source, &input_name(&options.input))?;
+    let (source, format) = decompressed(source, &input_name(input))?;
     let facts = InputFacts {
+        path: match input {
+            Input::Path(path) => Some(path.clone()),
+            Input::Stdin => None,
+        },
         format,
         size: len,
         bytes_read: 0,
+        rows_read: 0,
     };
     Ok(((source, facts), bar))
 }
 
 /// The input of a cluster run: a plain CSV file every process can read.
 pub fn cluster_input(options: &Options) -> anyhow::Result<InputFacts> {
-    let Input::Path(path) = &options.input else {
+    let Input::Path(path) = &options.inputs[0] else {
         bail!("--cluster reads a file (every process reads the same one), not standard input");
     };
     let mut file =
@@ -121,15 +139,17 @@ pub fn cluster_input(options: &Options) -> anyhow::Result<InputFacts> {
         );
     }
     Ok(InputFacts {
+        path: Some(path.clone()),
         format: "plain",
         size,
         bytes_read: size.unwrap_or(0),
+        rows_read: 0,
     })
 }
 
 /// The input's path (a cluster run has one: [`cluster_input`] checked).
 pub fn input_path(options: &Options) -> &Path {
-    match &options.input {
+    match &options.inputs[0] {
         Input::Path(path) => path,
         Input::Stdin => Path::new("-"),
     }

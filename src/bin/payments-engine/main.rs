@@ -1,6 +1,6 @@
 //! The `payments-engine` binary: arguments -> run -> exit status.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -56,12 +56,19 @@ fn main() -> ExitCode {
     if let Some(bytes) = cli.max_memory.map(|m| m.0).or_else(budget::default_limit) {
         budget::set_limit(bytes);
     }
-    let options = cli.into_options();
+    let options = match cli.into_options(io::stdin().is_terminal()) {
+        Ok(options) => options,
+        Err(error) => {
+            eprint!("{NAME}: {error}");
+            return ExitCode::from(2);
+        }
+    };
     match app::run(&options, &mut io::stdout().lock(), &mut io::stderr().lock()) {
         Ok(stats) if options.fail_on_malformed && stats.tally.malformed() > 0 => {
+            let malformed = stats.tally.malformed();
             eprintln!(
-                "{NAME}: {} rows were malformed (--fail-on-malformed)",
-                stats.tally.malformed()
+                "{NAME}: {} malformed (--fail-on-malformed)",
+                app::plural(malformed, "row was", "rows were")
             );
             ExitCode::from(app::EXIT_MALFORMED)
         }
