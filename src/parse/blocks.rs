@@ -381,6 +381,25 @@ fn parse_block(mut cut: Cut) -> Parsed {
         .after(cut.at_input_start, cut.columns, cut.seen_first)
         .over_block(buf, cut.len);
     let error = loop {
+        // Common lines in batches (the fast path), then one line the
+        // general way: the rows the serial parser gives, in order.
+        match parser.fast_rows() {
+            Ok(fast) if !fast.txs().is_empty() => {
+                for (i, &tx) in fast.txs().iter().enumerate() {
+                    let (start, end) = fast.span(i);
+                    rows.push(ParsedRow {
+                        parsed: Ok(tx),
+                        line: fast.line(i) as u32,
+                        end: end as u32,
+                        raw_start: start as u32,
+                        raw_len: fast.raw(i).len() as u16,
+                    });
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => break Some(error),
+        }
         let (line, raw_start, raw_len, parsed) = match parser.next_row() {
             Ok(Some(row)) => (
                 row.line,
@@ -765,6 +784,37 @@ mod tests {
                         String::from_utf8_lossy(&input[..input.len().min(80)])
                     );
                 }
+            }
+        }
+    }
+
+    /// Mostly common lines (which parser threads read in batches, the fast
+    /// path) among lines that only the general path reads: the serial
+    /// parser's rows, line numbers and positions at any block size.
+    #[test]
+    fn common_lines_in_batches_give_the_serial_rows_at_any_block_size() {
+        let mut input = b"type,client,tx,amount\n".to_vec();
+        for i in 0..3_000u32 {
+            let client = i % 97;
+            let line = match i % 11 {
+                0 => format!("deposit, {client}, {i}, {}.{}\n", i, i % 10_000),
+                1 => format!("withdrawal,{client},{i},{}\r\n", i % 50),
+                2 => format!("dispute,{client},{},\n", i / 2),
+                3 => format!("\"deposit\",{client},{i},1\n"),
+                4 => "\n".to_string(),
+                5 => format!("resolve, {client}, {}\n", i / 3),
+                6 => format!("deposit,{client},{i},0.00001\n"),
+                _ => format!("deposit,{client},{i},{i}.5\n"),
+            };
+            input.extend(line.as_bytes());
+        }
+        let expected = serial(&input);
+        for block in [64, 100, 1_000, 4_097, 65_536] {
+            for parsers in [1, 3] {
+                assert!(
+                    blocks(&input, parsers, block) == expected,
+                    "block {block}, parsers {parsers}"
+                );
             }
         }
     }

@@ -59,6 +59,13 @@ impl<'a> FastRows<'a> {
         self.first_line + i as u64
     }
 
+    /// Where row `i`'s line starts in the reader's buffer, and where it
+    /// ends, its line end included (the bytes consumed once it is read).
+    #[inline]
+    pub fn span(&self, i: usize) -> (usize, usize) {
+        (self.starts[i] as usize, self.starts[i + 1] as usize)
+    }
+
     /// The original line of row `i`, line end excluded.
     pub fn raw(&self, i: usize) -> &'a [u8] {
         let line = &self.buf[self.starts[i] as usize..self.starts[i + 1] as usize];
