@@ -39,7 +39,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::error::{InputError, Malformed};
 use super::lines::{skip_prefix, Position, MAX_LINE};
-use super::parser::{ParserBuilder, ParserState, Row, RowSource};
+use super::parser::{FastRows, ParserBuilder, ParserState, Row, RowSource};
 use super::record::Columns;
 use crate::tx::Tx;
 
@@ -67,10 +67,39 @@ pub struct BlockOptions {
     pub hashing: bool,
 }
 
-/// A block's buffer and its rows' vector, recycled between blocks.
+/// A block's buffer and its rows' vectors, recycled between blocks.
 struct Buffers {
     buf: Box<[u8]>,
     rows: Vec<ParsedRow>,
+    fast: FastRuns,
+}
+
+/// The runs of consecutive common lines in a block (read by the fast path),
+/// laid out as [`FastRows`] hands them on: each run's records together,
+/// and its line starts followed by its end.
+#[derive(Default)]
+struct FastRuns {
+    runs: Vec<Run>,
+    txs: Vec<Tx>,
+    starts: Vec<u32>,
+}
+
+/// One run: where its first row is in the block's rows, its records in
+/// `txs`, its starts in `starts`; how many rows.
+#[derive(Clone, Copy)]
+struct Run {
+    row: usize,
+    tx: usize,
+    start: usize,
+    len: usize,
+}
+
+impl FastRuns {
+    fn clear(&mut self) {
+        self.runs.clear();
+        self.txs.clear();
+        self.starts.clear();
+    }
 }
 
 /// One block of whole lines, as the cutter hands it to a parser.
@@ -368,14 +397,20 @@ fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>) {
 }
 
 fn parse_block(mut cut: Cut) -> Parsed {
-    let Buffers { buf, mut rows } = std::mem::replace(
+    let Buffers {
+        buf,
+        mut rows,
+        mut fast,
+    } = std::mem::replace(
         &mut cut.buffers,
         Buffers {
             buf: Box::default(),
             rows: Vec::new(),
+            fast: FastRuns::default(),
         },
     );
     rows.clear();
+    fast.clear();
     let base = buf.as_ptr() as usize;
     let mut parser = ParserBuilder::default()
         .after(cut.at_input_start, cut.columns, cut.seen_first)
@@ -384,17 +419,27 @@ fn parse_block(mut cut: Cut) -> Parsed {
         // Common lines in batches (the fast path), then one line the
         // general way: the rows the serial parser gives, in order.
         match parser.fast_rows() {
-            Ok(fast) if !fast.txs().is_empty() => {
-                for (i, &tx) in fast.txs().iter().enumerate() {
-                    let (start, end) = fast.span(i);
+            Ok(batch) if !batch.txs().is_empty() => {
+                fast.runs.push(Run {
+                    row: rows.len(),
+                    tx: fast.txs.len(),
+                    start: fast.starts.len(),
+                    len: batch.txs().len(),
+                });
+                fast.txs.extend_from_slice(batch.txs());
+                for (i, &tx) in batch.txs().iter().enumerate() {
+                    let (start, end) = batch.span(i);
+                    fast.starts.push(start as u32);
                     rows.push(ParsedRow {
                         parsed: Ok(tx),
-                        line: fast.line(i) as u32,
+                        line: batch.line(i) as u32,
                         end: end as u32,
                         raw_start: start as u32,
-                        raw_len: fast.raw(i).len() as u16,
+                        raw_len: batch.raw(i).len() as u16,
                     });
                 }
+                let last = batch.txs().len() - 1;
+                fast.starts.push(batch.span(last).1 as u32);
                 continue;
             }
             Ok(_) => {}
@@ -424,6 +469,7 @@ fn parse_block(mut cut: Cut) -> Parsed {
     cut.buffers = Buffers {
         buf: parser.into_buf(),
         rows,
+        fast,
     };
     Parsed {
         cut,
@@ -445,6 +491,8 @@ pub struct BlockRows {
     block: Option<Parsed>,
     /// Rows of `block` handed out.
     index: usize,
+    /// The next of `block`'s fast runs not handed out whole.
+    run: usize,
     /// Lines before `block`.
     base_line: u64,
     pool: Sender<Buffers>,
@@ -493,6 +541,7 @@ impl BlockRows {
                 .send(Buffers {
                     buf,
                     rows: Vec::new(),
+                    fast: FastRuns::default(),
                 })
                 .expect("the pool has room for every buffer");
         }
@@ -534,6 +583,7 @@ impl BlockRows {
             next: 0,
             block: None,
             index: 0,
+            run: 0,
             base_line: last.at.line,
             pool: pool_tx,
             warnings: Vec::new(),
@@ -582,6 +632,7 @@ impl BlockRows {
             let _ = self.pool.send(block.cut.buffers);
         }
         self.index = 0;
+        self.run = 0;
         let done = loop {
             if let Some(done) = self.early.remove(&self.next) {
                 break done;
@@ -618,6 +669,30 @@ impl BlockRows {
 }
 
 impl RowSource for BlockRows {
+    /// A run of common lines that starts at the next row, whole: the rows
+    /// a parser thread read in one batch, handed on as one.
+    fn fast_rows(&mut self) -> Result<FastRows<'_>, InputError> {
+        let Some(block) = &self.block else {
+            return Ok(FastRows::EMPTY);
+        };
+        let fast = &block.cut.buffers.fast;
+        while fast.runs.get(self.run).is_some_and(|r| r.row < self.index) {
+            self.run += 1;
+        }
+        let Some(&run) = fast.runs.get(self.run).filter(|r| r.row == self.index) else {
+            return Ok(FastRows::EMPTY);
+        };
+        self.run += 1;
+        self.index += run.len;
+        let rows = &block.cut.buffers.rows;
+        Ok(FastRows::new(
+            self.base_line + u64::from(rows[run.row].line),
+            &fast.txs[run.tx..run.tx + run.len],
+            &fast.starts[run.start..=run.start + run.len],
+            &block.cut.buffers.buf,
+        ))
+    }
+
     #[inline]
     fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError> {
         loop {
@@ -696,6 +771,53 @@ mod tests {
         trace(&mut ParserBuilder::default().hashing(true).build(input))
     }
 
+    /// Stands for the state after a row where a trace leaves it out.
+    const NO_STATE: ParserState = ParserState {
+        at: Position {
+            offset: 0,
+            line: 0,
+            prefix_hash: 0,
+        },
+        columns: Columns::POSITIONAL,
+        seen_first: false,
+    };
+
+    /// The rows as the CSV loop reads them (a batch of common lines first,
+    /// else one row), without the state after each (a batch has one).
+    fn batched(rows: &mut impl RowSource) -> Trace {
+        let mut out = Vec::new();
+        let mut warnings = Vec::new();
+        let end = loop {
+            warnings.extend(rows.take_warnings());
+            let batch = rows.fast_rows().unwrap();
+            for (i, &tx) in batch.txs().iter().enumerate() {
+                out.push((batch.line(i), batch.raw(i).to_vec(), Ok(tx), NO_STATE));
+            }
+            if !batch.txs().is_empty() {
+                continue;
+            }
+            match rows.next_row() {
+                Ok(Some(row)) => {
+                    let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
+                    out.push((line, raw, parsed, NO_STATE));
+                }
+                Ok(None) => break format!("end {:?}", rows.state().at),
+                Err(error) => break format!("error {error}"),
+            }
+        };
+        warnings.extend(rows.take_warnings());
+        (out, format!("{end}; warnings {warnings:?}"))
+    }
+
+    /// A trace without the state after each row.
+    fn stateless((rows, end): Trace) -> Trace {
+        let rows = rows
+            .into_iter()
+            .map(|(line, raw, parsed, _)| (line, raw, parsed, NO_STATE))
+            .collect();
+        (rows, end)
+    }
+
     /// A pipe's short reads: at most 7 bytes each.
     struct Trickle<'a>(&'a [u8]);
 
@@ -710,6 +832,16 @@ mod tests {
 
     /// With 3 parsers the input arrives in short reads.
     fn blocks(input: &[u8], parsers: usize, block: usize) -> Trace {
+        blocks_read(input, parsers, block, trace)
+    }
+
+    /// [`blocks`], read by `read`.
+    fn blocks_read(
+        input: &[u8],
+        parsers: usize,
+        block: usize,
+        read: fn(&mut BlockRows) -> Trace,
+    ) -> Trace {
         let options = BlockOptions {
             parsers,
             block,
@@ -721,7 +853,7 @@ mod tests {
                 _ => Box::new(input),
             };
             let (mut rows, _threads) = BlockRows::start(scope, source, options, None).unwrap();
-            trace(&mut rows)
+            read(&mut rows)
         })
     }
 
@@ -809,11 +941,17 @@ mod tests {
             input.extend(line.as_bytes());
         }
         let expected = serial(&input);
+        let rows = stateless(expected.clone());
+        assert!(batched(&mut ParserBuilder::default().build(&input[..])).0 == rows.0);
         for block in [64, 100, 1_000, 4_097, 65_536] {
             for parsers in [1, 3] {
                 assert!(
                     blocks(&input, parsers, block) == expected,
                     "block {block}, parsers {parsers}"
+                );
+                assert!(
+                    blocks_read(&input, parsers, block, batched) == rows,
+                    "in batches: block {block}, parsers {parsers}"
                 );
             }
         }

@@ -47,6 +47,18 @@ impl<'a> FastRows<'a> {
         buf: &[],
     };
 
+    /// Rows of consecutive lines from `first_line`: their records, where
+    /// each line starts in `buf` followed by where the last one ends.
+    pub(super) fn new(first_line: u64, txs: &'a [Tx], starts: &'a [u32], buf: &'a [u8]) -> Self {
+        debug_assert_eq!(starts.len(), txs.len() + 1);
+        FastRows {
+            first_line,
+            txs,
+            starts,
+            buf,
+        }
+    }
+
     /// The records, in line order.
     #[inline]
     pub fn txs(&self) -> &'a [Tx] {
