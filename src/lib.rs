@@ -7,6 +7,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`cpu`] | CPU time per thread role, charged as threads end |
 //! | `amount`, `tx` | the value types: [`Amount`], [`Tx`], [`Kind`] |
 //! | `store` | the compact stores keyed by tx id (claimed ids, deposits) |
 //! | `ledger` | SPEC's rules as a single-threaded state machine: [`Ledger`] |
@@ -66,6 +67,7 @@
 mod amount;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod cpu;
 pub mod durable;
 mod engine;
 mod ledger;

@@ -634,6 +634,55 @@ fn summary_json_adds_up_and_names_every_reason() {
     r.assert_stderr_has(&["  malformed "]);
 }
 
+/// Every role's threads are counted, and their CPU time (each thread's own
+/// clock) does not add up to more than the process's.
+#[test]
+fn summary_json_reports_threads_and_cpu_per_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("summary.json");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transactions.csv");
+    for (parsers, workers, reader) in [("0", "0", 0), ("2", "3", 1), ("1", "1", 1)] {
+        let args = [
+            "-q",
+            "--parsers",
+            parsers,
+            "--workers",
+            workers,
+            "--summary-json",
+            json_path.to_str().unwrap(),
+            sample,
+        ];
+        let r = run(&args, b"");
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        let roles = &json["cpu_by_role"];
+        let threads = |role: &str| roles[role]["threads"].as_u64().unwrap();
+        assert_eq!(threads("main"), 1, "{roles}");
+        assert_eq!(threads("reader"), reader, "{roles}");
+        assert_eq!(
+            threads("parser"),
+            parsers.parse::<u64>().unwrap(),
+            "{roles}"
+        );
+        assert_eq!(
+            threads("worker"),
+            workers.parse::<u64>().unwrap(),
+            "{roles}"
+        );
+        if cfg!(target_os = "linux") {
+            let process = json["cpu_s"].as_f64().unwrap();
+            let roles_sum: f64 = ["main", "reader", "parser", "worker"]
+                .iter()
+                .map(|role| roles[role]["cpu_s"].as_f64().unwrap())
+                .sum();
+            assert!(roles["main"]["cpu_s"].as_f64().unwrap() > 0.0, "{roles}");
+            // The process's clock is read a moment before main's.
+            assert!(roles_sum <= process + 0.005, "{roles} > {process}");
+        }
+    }
+}
+
 #[test]
 fn header_typos_are_warned_about_before_the_run() {
     let r = run(&["-"], b"type,client,tx,amout\ndeposit,1,1,1\n");

@@ -568,13 +568,20 @@ impl BlockRows {
         let spawn_failed = |e: io::Error| InputError::Io(e);
         let mut threads = vec![Builder::new()
             .name("reader".into())
-            .spawn_scoped(scope, move || cutter.run())
+            .spawn_scoped(scope, move || {
+                cutter.run();
+                crate::cpu::charge(crate::cpu::Role::Reader);
+            })
             .map_err(spawn_failed)?];
         for n in 0..options.parsers {
             let (work, done) = (work_rx.clone(), done_tx.clone());
-            let thread = Builder::new()
-                .name(format!("parser-{n}"))
-                .spawn_scoped(scope, move || parse_blocks(work, done));
+            let thread =
+                Builder::new()
+                    .name(format!("parser-{n}"))
+                    .spawn_scoped(scope, move || {
+                        parse_blocks(work, done);
+                        crate::cpu::charge(crate::cpu::Role::Parser);
+                    });
             threads.push(thread.map_err(spawn_failed)?);
         }
         let rows = BlockRows {

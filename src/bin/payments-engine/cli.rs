@@ -69,8 +69,9 @@ pub struct Cli {
     /// program (name, version, commit), input and inputs (path, format,
     /// size_bytes, bytes_read, rows_read), rows_read, applied, rejected,
     /// malformed, rejected_by_reason, malformed_by_reason, account_count,
-    /// elapsed_s, rows_per_s, workers, memory, state, and latency_us with
-    /// --latency. The man page (--man-page) describes each.
+    /// elapsed_s, rows_per_s, workers, cpu_s, cpu_by_role, memory, state,
+    /// and latency_us with --latency. The man page (--man-page) describes
+    /// each.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub summary_json: Option<PathBuf>,
 

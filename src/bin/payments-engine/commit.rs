@@ -381,6 +381,8 @@ pub fn summary_json(options: &Options, stats: &RunStats) -> serde_json::Value {
         "elapsed_s": seconds,
         "rows_per_s": if seconds > 0.0 { tally.rows_read() as f64 / seconds } else { 0.0 },
         "workers": options.engine.worker_count(),
+        "cpu_s": process_cpu_s(),
+        "cpu_by_role": cpu_by_role(),
         "memory": {
             "state_bytes": m.state_bytes(),
             "account_bytes": m.account_bytes,
@@ -407,6 +409,32 @@ fn commit() -> Option<&'static str> {
     let version = env!("PAYMENTS_ENGINE_VERSION");
     let (_, rest) = version.split_once(" (")?;
     rest.strip_suffix(')')
+}
+
+/// The process's CPU time so far (user + system, every thread), in seconds.
+fn process_cpu_s() -> Option<f64> {
+    // SAFETY: an all-zero rusage is valid, and getrusage only fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage for the call to fill in.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+}
+
+/// Threads and CPU seconds per role: this (the calling) thread as `main`,
+/// then the reader, parsers and workers, each charged as it ended.
+fn cpu_by_role() -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let mut roles = Map::new();
+    let main = payments_engine::cpu::thread_ns().map(|ns| ns as f64 / 1e9);
+    roles.insert("main".into(), json!({ "threads": 1, "cpu_s": main }));
+    for (role, spent) in payments_engine::cpu::by_role() {
+        let entry = json!({ "threads": spent.threads, "cpu_s": spent.cpu_s });
+        roles.insert(role.name().into(), entry);
+    }
+    Value::Object(roles)
 }
 
 /// The process's peak resident memory so far (Linux's VmHWM), if known.

@@ -302,6 +302,7 @@ impl Router {
                         returned,
                     };
                     let output = worker.run(&end, &parker, &shared.abort);
+                    crate::cpu::charge(crate::cpu::Role::Worker);
                     guard.armed = output.is_err();
                     output
                 });
