@@ -569,10 +569,20 @@ fn other_compressed_formats_get_a_hint_not_a_run_of_malformed_rows() {
     }
 }
 
+/// Runs the engine with `args` and `--summary-json`; the summary it wrote.
+fn summary_of(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("summary.json");
+    let mut all = vec!["-q", "--summary-json", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let r = run(&all, b"");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
 #[test]
 fn summary_json_adds_up_and_names_every_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("summary.json");
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transactions.csv");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&std::fs::read(sample).unwrap()).unwrap();
@@ -582,18 +592,7 @@ fn summary_json_adds_up_and_names_every_reason() {
         (sample, "plain", "0"),
         (gz_path.to_str().unwrap(), "gzip", "2"),
     ] {
-        let args = [
-            "-q",
-            "--workers",
-            workers,
-            "--summary-json",
-            json_path.to_str().unwrap(),
-            input,
-        ];
-        let r = run(&args, b"");
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        let json = summary_of(&["--workers", workers, input]);
         let n = |key: &str| json[key].as_u64().unwrap();
         assert_eq!(n("rows_read"), 324);
         assert_eq!(
@@ -638,24 +637,9 @@ fn summary_json_adds_up_and_names_every_reason() {
 /// clock) does not add up to more than the process's.
 #[test]
 fn summary_json_reports_threads_and_cpu_per_role() {
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("summary.json");
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/transactions.csv");
     for (parsers, workers, reader) in [("0", "0", 0), ("2", "3", 1), ("1", "1", 1)] {
-        let args = [
-            "-q",
-            "--parsers",
-            parsers,
-            "--workers",
-            workers,
-            "--summary-json",
-            json_path.to_str().unwrap(),
-            sample,
-        ];
-        let r = run(&args, b"");
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        let json = summary_of(&["--parsers", parsers, "--workers", workers, sample]);
         let roles = &json["cpu_by_role"];
         let threads = |role: &str| roles[role]["threads"].as_u64().unwrap();
         assert_eq!(threads("main"), 1, "{roles}");
