@@ -290,14 +290,8 @@ fn state_file(c: &mut Criterion) {
 /// CPU time of the calling thread (not wall time): what the single-threaded
 /// stages cost while the parser and worker threads run beside them.
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    let ns = payments_engine::cpu::thread_ns().expect("a thread CPU clock (Linux)");
+    Duration::from_nanos(ns)
 }
 
 /// The single-threaded stages of a block-parallel run, per row: claims

@@ -48,9 +48,15 @@ pub fn thread_ns() -> Option<u64> {
     }
 }
 
-/// Charges the calling thread's whole CPU time to `role`: call it once, as
-/// the thread ends.
-pub fn charge(role: Role) {
+/// Runs a thread's body, then charges the thread's whole CPU time to
+/// `role`: wrap the whole body of a thread in it, once.
+pub fn charged<T>(role: Role, body: impl FnOnce() -> T) -> T {
+    let out = body();
+    charge(role);
+    out
+}
+
+fn charge(role: Role) {
     let (ns, threads) = &SPENT[role as usize];
     ns.fetch_add(thread_ns().unwrap_or(0), Relaxed);
     threads.fetch_add(1, Relaxed);
@@ -98,15 +104,16 @@ mod tests {
     fn an_ended_thread_charges_its_cpu_time_to_its_role() {
         let before = by_role()[2].1;
         std::thread::spawn(|| {
-            let start = thread_ns();
-            let mut x = 1u64;
-            while thread_ns()
-                .zip(start)
-                .is_some_and(|(now, s)| now - s < 20_000_000)
-            {
-                x = std::hint::black_box(x.wrapping_mul(3));
-            }
-            charge(Role::Worker);
+            charged(Role::Worker, || {
+                let start = thread_ns();
+                let mut x = 1u64;
+                while thread_ns()
+                    .zip(start)
+                    .is_some_and(|(now, s)| now - s < 20_000_000)
+                {
+                    x = std::hint::black_box(x.wrapping_mul(3));
+                }
+            })
         })
         .join()
         .unwrap();

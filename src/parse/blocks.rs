@@ -41,6 +41,7 @@ use super::error::{InputError, Malformed};
 use super::lines::{skip_prefix, Position, MAX_LINE};
 use super::parser::{FastRows, ParserBuilder, ParserState, Row, RowSource};
 use super::record::Columns;
+use crate::cpu::{charged, Role};
 use crate::tx::Tx;
 
 /// The default block size: big enough that per-block costs vanish, small
@@ -568,20 +569,15 @@ impl BlockRows {
         let spawn_failed = |e: io::Error| InputError::Io(e);
         let mut threads = vec![Builder::new()
             .name("reader".into())
-            .spawn_scoped(scope, move || {
-                cutter.run();
-                crate::cpu::charge(crate::cpu::Role::Reader);
-            })
+            .spawn_scoped(scope, move || charged(Role::Reader, || cutter.run()))
             .map_err(spawn_failed)?];
         for n in 0..options.parsers {
             let (work, done) = (work_rx.clone(), done_tx.clone());
-            let thread =
-                Builder::new()
-                    .name(format!("parser-{n}"))
-                    .spawn_scoped(scope, move || {
-                        parse_blocks(work, done);
-                        crate::cpu::charge(crate::cpu::Role::Parser);
-                    });
+            let thread = Builder::new()
+                .name(format!("parser-{n}"))
+                .spawn_scoped(scope, move || {
+                    charged(Role::Parser, || parse_blocks(work, done))
+                });
             threads.push(thread.map_err(spawn_failed)?);
         }
         let rows = BlockRows {

@@ -242,8 +242,7 @@ impl SparseLeaf {
 
     /// Gives back the tail chunk's slack (once the leaf takes no appends).
     fn trim(&mut self) {
-        let tail = self.tail_mut();
-        tail.shrink_to_fit();
+        self.tail_mut().shrink_to_fit();
     }
 
     fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {

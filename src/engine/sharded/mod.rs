@@ -44,6 +44,7 @@ use super::config::{Config, MAX_WORKERS};
 use super::drive::{Executor, Paused};
 use super::error::Error;
 use super::finished::Finished;
+use crate::cpu::{charged, Role};
 use crate::ledger::{claim, shard, Book, Ledger};
 use crate::parse::{FastRows, Malformed};
 use crate::report::{EventLog, Outcome};
@@ -301,8 +302,7 @@ impl Router {
                         lend,
                         returned,
                     };
-                    let output = worker.run(&end, &parker, &shared.abort);
-                    crate::cpu::charge(crate::cpu::Role::Worker);
+                    let output = charged(Role::Worker, || worker.run(&end, &parker, &shared.abort));
                     guard.armed = output.is_err();
                     output
                 });
@@ -395,6 +395,7 @@ fn joined(index: usize, handle: Worker) -> Result<WorkerOutput, Option<Error>> {
 impl Executor for Router {
     #[inline]
     fn apply(&mut self, line: u64, tx: &Tx, raw: &[u8]) -> Result<(), Error> {
+        // `fresh` is set by its claim, before the batch is sent.
         let (worker, full) = self.push(line, tx, raw, false);
         if tx.kind.claims_id() {
             let index = self.batches[worker].items.len() - 1;
