@@ -2,24 +2,30 @@
 //! of bytes, its end included, with eight digits converted at a time (SWAR:
 //! eight bytes in one `u64`, no floats, no per-digit branch).
 //!
-//! [`fast_line`] accepts what [`plain_record`](super::record::plain_record)
+//! What `fast_line` accepts is what [`plain_record`](super::record::plain_record)
 //! accepts on a line that ends (`\n`, or `\r\n`) within [`LINE_WINDOW`]
 //! bytes, except an amount with eight integer digits or more, which it
-//! leaves (returns `None`) to the other. Where it gives a record, it is the
-//! record `plain_record` gives for the line, and the line is the line the
-//! [`LineReader`](super::lines::LineReader) would cut: a proptest here
-//! checks it line by line, one in `parse/tests.rs` and the `fast_path` fuzz
-//! target check whole inputs read in batches against the general path, and
-//! the parser hands a line to the general path whenever this one says
-//! `None`.
+//! leaves to the other. Where it gives a record, it is the record
+//! `plain_record` gives for the line, and the line is the line the
+//! [`LineReader`](super::lines::LineReader) would cut: proptests here check
+//! it line by line, one in `parse/tests.rs` and the `fast_path` fuzz target
+//! check whole inputs read in batches against the general path, and the
+//! parser hands a line to the general path whenever this one says `None`.
 //!
-//! Each step of a line depends on the one before (where a field starts
-//! depends on where the last one ended), so what costs is the length of
-//! that chain, not the instruction count alone: no branch on data that
-//! real files mix (a space after a comma or not, a decimal point or not,
-//! the type), no clamped reads. (Finding every line end of a batch first,
-//! SIMD, so that lines would not wait for each other, measured no faster:
-//! perf.md, "Per-core speed".)
+//! Two readers, the first one tried first:
+//!
+//! - [`plain_line`], for the commonest shape (`deposit, 1, 2, 3.5` or
+//!   `deposit,1,2,3.5`: no blank but one space after a comma): a structural
+//!   index of the window (its line ends, commas and spaces as bitmasks,
+//!   SSE2 or AVX2 compares) gives every field's place at once, so the fields
+//!   are read side by side, not each after the one before;
+//! - [`spaced_line`], for any other line of the common shape (blanks
+//!   anywhere, tabs, an ignored amount after a dispute): field after field,
+//!   with no branch on data that real files mix (a space after a comma or
+//!   not, a decimal point or not, the type) and no clamped reads.
+//!
+//! [`read_lines`] reads a batch, compiled once for the baseline target and
+//! once for AVX2/BMI, chosen at run time (perf.md, "A structural index").
 
 use crate::amount::Amount;
 use crate::tx::{Kind, Tx};
@@ -256,8 +262,347 @@ fn tx_id(w: &[u8; WINDOW], i: usize) -> Option<(u32, usize)> {
 /// Reads the line at the start of `w`: its record and its length, line end
 /// included. `None` when the line is not of the common shape (see the
 /// module docs), or does not end within [`LINE_WINDOW`] bytes.
-#[inline]
+///
+/// The commonest lines ([`plain_line`]'s) are read from a structural index
+/// of the window; the others field after field ([`spaced_line`]).
+/// [`read_lines`] reads lines so, a batch at a time.
+#[cfg(test)]
 pub fn fast_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
+    plain_line::<Baseline>(w).or_else(|| spaced_line(w))
+}
+
+/// Reads common lines from `buf[at..]`, each as `fast_line` does, while a
+/// whole window fits in `buf` and until `txs` holds `max` records: pushes
+/// each line's record to `txs` and its start to `starts`, and returns where
+/// the first line it did not read starts.
+pub fn read_lines(
+    buf: &[u8],
+    at: usize,
+    txs: &mut Vec<Tx>,
+    starts: &mut Vec<u32>,
+    max: usize,
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if Avx2::detected() {
+        // SAFETY: the processor has the features `read_lines_avx2` is
+        // compiled for (checked just above).
+        return unsafe { read_lines_avx2(buf, at, txs, starts, max) };
+    }
+    read_lines_with::<Baseline>(buf, at, txs, starts, max)
+}
+
+/// [`read_lines`] compiled for AVX2 and BMI: the structural index in two
+/// 32-byte steps, bit scans and counts in one instruction each.
+/// `read_lines_with::<Avx2>` inlined here is what takes the features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
+fn read_lines_avx2(
+    buf: &[u8],
+    at: usize,
+    txs: &mut Vec<Tx>,
+    starts: &mut Vec<u32>,
+    max: usize,
+) -> usize {
+    read_lines_with::<Avx2>(buf, at, txs, starts, max)
+}
+
+#[inline(always)]
+fn read_lines_with<C: Classify>(
+    buf: &[u8],
+    mut at: usize,
+    txs: &mut Vec<Tx>,
+    starts: &mut Vec<u32>,
+    max: usize,
+) -> usize {
+    while txs.len() < max {
+        let Some(window) = buf.get(at..at + WINDOW) else {
+            break;
+        };
+        let w = window.try_into().expect("a window");
+        // Two pushes, not one of `line`'s merged result: that is built in
+        // memory from `spaced_line`'s, and the record copied out of it
+        // waited on narrower stores (a fifth of the parser's samples).
+        let (tx, len) = if let Some(plain) = plain_line::<C>(w) {
+            plain
+        } else if let Some(spaced) = spaced_line(w) {
+            spaced
+        } else {
+            break;
+        };
+        txs.push(tx);
+        starts.push(at as u32);
+        at += len;
+    }
+    at
+}
+
+/// Where the window's line ends, commas and spaces are: bit `i` of each
+/// mask is byte `w[i]`, for the first [`LINE_WINDOW`] bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Structure {
+    newlines: u64,
+    commas: u64,
+    spaces: u64,
+}
+
+/// How a window's [`Structure`] is found: with the instructions every
+/// processor of the target has ([`Baseline`]), or wider ones ([`Avx2`]).
+trait Classify {
+    fn structure(w: &[u8; WINDOW]) -> Structure;
+}
+
+/// SSE2 on x86-64 (part of its baseline: no detection needed), SWAR
+/// elsewhere.
+struct Baseline;
+
+impl Classify for Baseline {
+    #[inline(always)]
+    fn structure(w: &[u8; WINDOW]) -> Structure {
+        #[cfg(target_arch = "x86_64")]
+        return structure_sse2(w);
+        #[cfg(not(target_arch = "x86_64"))]
+        return structure_swar(w);
+    }
+}
+
+/// AVX2, on processors that have it (and BMI1, BMI2, POPCNT, which
+/// [`read_lines_avx2`] is compiled with).
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    fn detected() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("bmi1")
+            && is_x86_feature_detected!("bmi2")
+            && is_x86_feature_detected!("popcnt")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Classify for Avx2 {
+    #[inline(always)]
+    fn structure(w: &[u8; WINDOW]) -> Structure {
+        // SAFETY: only reached from `read_lines_avx2`, which runs only where
+        // `Avx2::detected`.
+        unsafe { structure_avx2(w) }
+    }
+}
+
+/// [`Structure`] of a window, sixteen bytes per step.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn structure_sse2(w: &[u8; WINDOW]) -> Structure {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    let mut found = Structure::default();
+    // SAFETY: SSE2 is part of the x86-64 baseline; each load reads 16 of
+    // the window's first 64 bytes (it holds 72), unaligned loads allowed.
+    unsafe {
+        let (newline, comma, space) = (
+            _mm_set1_epi8(b'\n' as i8),
+            _mm_set1_epi8(b',' as i8),
+            _mm_set1_epi8(b' ' as i8),
+        );
+        for k in 0..LINE_WINDOW / 16 {
+            let v = _mm_loadu_si128(w.as_ptr().add(16 * k).cast::<__m128i>());
+            let bits = |class| u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, class)) as u16);
+            found.newlines |= bits(newline) << (16 * k);
+            found.commas |= bits(comma) << (16 * k);
+            found.spaces |= bits(space) << (16 * k);
+        }
+    }
+    found
+}
+
+/// [`Structure`] of a window, thirty-two bytes per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn structure_avx2(w: &[u8; WINDOW]) -> Structure {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8,
+    };
+    // SAFETY: the caller runs on a processor with AVX2; the two loads read
+    // the window's first 64 bytes (it holds 72), unaligned loads allowed.
+    unsafe {
+        let low = _mm256_loadu_si256(w.as_ptr().cast::<__m256i>());
+        let high = _mm256_loadu_si256(w.as_ptr().add(32).cast::<__m256i>());
+        let bits = |byte: u8| {
+            let class = _mm256_set1_epi8(byte as i8);
+            let low = _mm256_movemask_epi8(_mm256_cmpeq_epi8(low, class)) as u32;
+            let high = _mm256_movemask_epi8(_mm256_cmpeq_epi8(high, class)) as u32;
+            u64::from(low) | u64::from(high) << 32
+        };
+        Structure {
+            newlines: bits(b'\n'),
+            commas: bits(b','),
+            spaces: bits(b' '),
+        }
+    }
+}
+
+/// [`Structure`] of a window, eight bytes per step (SWAR): the portable
+/// version, which a test checks against the others.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn structure_swar(w: &[u8; WINDOW]) -> Structure {
+    /// Bit `i` set where byte `i` of `x` is `b` (exact: no false positives
+    /// from borrows, as the plain zero-byte trick has).
+    fn bits(x: u64, b: u8) -> u64 {
+        const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+        let y = x ^ (u64::from(b) * 0x0101_0101_0101_0101);
+        let zero = !(((y & LOW7) + LOW7) | y | LOW7);
+        // One bit per byte, gathered into the low 8 bits.
+        ((zero >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+    }
+    let mut found = Structure::default();
+    for k in 0..LINE_WINDOW / 8 {
+        let x = u64::from_le_bytes(w[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+        found.newlines |= bits(x, b'\n') << (8 * k);
+        found.commas |= bits(x, b',') << (8 * k);
+        found.spaces |= bits(x, b' ') << (8 * k);
+    }
+    found
+}
+
+/// Whether the first `n` (0 to 8) bytes of `x` (a word with `'0'`
+/// XORed out) are all digits.
+#[inline(always)]
+fn all_digits(x: u64, n: usize) -> bool {
+    let flagged = (x.wrapping_add(0x7676_7676_7676_7676) | x) & HIGH;
+    let first_n = 1u64.checked_shl(8 * n as u32).map_or(u64::MAX, |b| b - 1);
+    flagged & first_n == 0
+}
+
+/// A field of `n` (1 to 8) digits at `w[i..]`: its value.
+#[inline(always)]
+fn digits_field(w: &[u8; WINDOW], i: usize, n: usize) -> Option<u64> {
+    let x = word(w, i)? ^ ZEROS;
+    (n > 0 && all_digits(x, n)).then(|| digits_value(x, n))
+}
+
+/// The commonest line, read from the window's [`Structure`] rather than
+/// field after field: the type name at the line's start, then commas each
+/// followed by at most one space, digits (and one decimal point in a
+/// deposit's or withdrawal's amount) and nothing else, `\n` or `\r\n` at
+/// the end. Every field's place is known from the masks before any field
+/// is read, so the fields of a line, and the lines of a batch, are read
+/// side by side rather than one after another. What it gives is what
+/// [`spaced_line`] gives (a test and a proptest check it); `None` for
+/// anything else, which [`spaced_line`] then reads.
+#[inline(always)]
+fn plain_line<C: Classify>(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
+    let found = C::structure(w);
+    if found.newlines == 0 {
+        return None;
+    }
+    let newline = found.newlines.trailing_zeros() as usize;
+    let inside = (1u64 << newline) - 1;
+    let commas = found.commas & inside;
+    let spaces = found.spaces & inside;
+    if spaces & !(commas << 1) != 0 {
+        return None;
+    }
+    let end = newline - usize::from(newline > 0 && w[newline - 1] == b'\r');
+    let c1 = commas.trailing_zeros() as usize;
+    let rest = commas & commas.wrapping_sub(1);
+    let c2 = rest.trailing_zeros() as usize;
+    let rest = rest & rest.wrapping_sub(1);
+    let c3 = rest.trailing_zeros() as usize;
+    let after = |c: usize| c + 1 + ((spaces >> (c + 1)) & 1) as usize;
+
+    let head = word(w, 0)?;
+    let tail = (word(w, 2)? >> 48) as u16;
+    let name = &NAMES[((head ^ (head >> 8)) & 15) as usize];
+    if usize::from(name.len) != c1
+        || (head & name.mask) != name.head
+        || (tail & name.tail_mask) != name.tail
+    {
+        return None;
+    }
+    // Three commas for a deposit or withdrawal; two or three for the
+    // others, whose amount field, if there is one, is empty here (datagen
+    // writes `dispute, 1, 2, `; anything in it is left to `spaced_line`).
+    let claims = name.kind.claims_id();
+    let three = rest != 0 && rest & rest.wrapping_sub(1) == 0;
+    if !(three || (!claims && rest == 0)) || (three && !claims && after(c3) != end) {
+        return None;
+    }
+    // (A field's length cannot be below 0, a space after a comma not being
+    // a comma; wrapping, it would be refused all the same.)
+    let start = after(c1);
+    let n = c2.wrapping_sub(start);
+    if !(1..=5).contains(&n) {
+        return None;
+    }
+    let client = digits_field(w, start, n)?;
+    let start = after(c2);
+    let tx = tx_field(w, start, if three { c3 } else { end }.wrapping_sub(start))?;
+    let amount = if claims {
+        amount_field(w, after(c3), end)?
+    } else {
+        Amount::ZERO
+    };
+    Some((
+        Tx {
+            kind: name.kind,
+            client: u16::try_from(client).ok()?,
+            tx,
+            amount,
+        },
+        newline + 1,
+    ))
+}
+
+/// A tx id of `n` (1 to 10) digits at `w[i..]`.
+#[inline(always)]
+fn tx_field(w: &[u8; WINDOW], i: usize, n: usize) -> Option<u32> {
+    if n.wrapping_sub(1) < 8 {
+        return u32::try_from(digits_field(w, i, n)?).ok();
+    }
+    let low = n - 8;
+    if low > 2 {
+        return None;
+    }
+    let high = digits_field(w, i, 8)?;
+    let low_value = digits_field(w, i + 8, low)?;
+    u32::try_from(high * [10, 100][low - 1] + low_value).ok()
+}
+
+/// The amount `w[i..end]`: `D[.F]`, 1 to 7 integer digits, 1 to 4
+/// fractional ones, not zero.
+#[inline(always)]
+fn amount_field(w: &[u8; WINDOW], i: usize, end: usize) -> Option<Amount> {
+    const SCALES: [u64; 5] = [10_000, 1_000, 100, 10, 1];
+    let len = end.checked_sub(i)?;
+    let x = word(w, i)? ^ ZEROS;
+    let n = digit_count(x);
+    if n == 0 || n == 8 || n > len {
+        return None;
+    }
+    let units = digits_value(x, n);
+    let raw = if n == len {
+        units * SCALES[0]
+    } else {
+        let count = len - n - 1;
+        if byte(w, i + n)? != b'.' || !(1..=4).contains(&count) {
+            return None;
+        }
+        units * SCALES[0] + digits_field(w, i + n + 1, count)? * SCALES[count]
+    };
+    (raw > 0).then(|| Amount::from_raw(raw as i64))
+}
+
+/// [`fast_line`] for any line of the common shape, blanks included: field
+/// after field, each step where the last one ended. Not inlined into
+/// [`fast_line`]: the compiler would then read its bytes out of
+/// [`structure`]'s vector registers, a spill and a byte move each (the
+/// parser took 1.85x the instructions).
+#[inline(never)]
+fn spaced_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
     let (kind, i) = kind(w, blanks(w, 0))?;
     let i = separator(w, i)?;
     let (client, n) = digits8(w, i)?;
@@ -378,6 +723,108 @@ mod tests {
         assert_eq!(fast_line(&window(long.as_bytes())), None);
     }
 
+    /// The window's structure from every classifier this processor has.
+    fn structures(w: &[u8; WINDOW]) -> Vec<(&'static str, Structure)> {
+        let mut all = vec![("baseline", Baseline::structure(w))];
+        #[cfg(target_arch = "x86_64")]
+        if Avx2::detected() {
+            all.push(("avx2", Avx2::structure(w)));
+        }
+        all
+    }
+
+    /// `plain_line` with the baseline classifier and with the widest one
+    /// this processor has (the baseline again where it has no other).
+    fn plain_lines(w: &[u8; WINDOW]) -> Vec<Option<(Tx, usize)>> {
+        #[cfg(target_arch = "x86_64")]
+        if Avx2::detected() {
+            return vec![plain_line::<Baseline>(w), plain_line::<Avx2>(w)];
+        }
+        vec![plain_line::<Baseline>(w); 2]
+    }
+
+    #[test]
+    fn structure_finds_line_ends_commas_and_spaces() {
+        let mut w = [b'x'; WINDOW];
+        for (i, b) in w.iter_mut().enumerate() {
+            *b = [b',', b' ', b'\n', b'7', 0xAC, 0x8A, 0xA0][(i * 5 + i / 7) % 7];
+        }
+        let found = Baseline::structure(&w);
+        let expect = |c: u8| {
+            (0..LINE_WINDOW)
+                .filter(|&i| w[i] == c)
+                .fold(0u64, |m, i| m | 1 << i)
+        };
+        assert_eq!(found.newlines, expect(b'\n'));
+        assert_eq!(found.commas, expect(b','));
+        assert_eq!(found.spaces, expect(b' '));
+        assert_eq!(structure_swar(&w), found);
+        for (name, other) in structures(&w) {
+            assert_eq!(other, found, "{name}");
+        }
+    }
+
+    #[test]
+    fn plain_lines_are_read_from_the_structure() {
+        for line in [
+            &b"deposit, 13094, 1, 260.220\n"[..],
+            b"deposit,13094,1,260\n",
+            b"withdrawal,1,2,3\r\n",
+            b"dispute, 1, 2\n",
+            b"resolve,65535,4294967295\r\n",
+            b"chargeback,0,123456789\n",
+            b"dispute, 35625, 667, \n",
+            b"resolve,1,2,\r\n",
+            b"deposit,1,1234567890,1234567.1234\n",
+        ] {
+            let (tx, len) = plain_line::<Baseline>(&window(line)).expect("plain");
+            assert_eq!(plain_lines(&window(line)), vec![Some((tx, len)); 2]);
+            assert_eq!(len, line.len());
+            assert_eq!(Some(tx), plain_record(cut(line)), "{line:?}");
+        }
+        for line in [
+            &b" deposit,1,2,3\n"[..],
+            b"deposit ,1,2,3\n",
+            b"deposit,  1,2,3\n",
+            b"deposit,1,2,3 \n",
+            b"deposit,1,2,3\t\n",
+            b"resolve,1,2,x\n",
+            b"resolve,1,2,  \n",
+            b"deposit,1,2\n",
+            b"deposit,1,2,3,\n",
+            b"deposit,1,2,1.2.3\n",
+            b"deposit,1,2,1\r\r\n",
+        ] {
+            assert_eq!(plain_lines(&window(line)), vec![None; 2], "{line:?}");
+        }
+    }
+
+    #[test]
+    fn batches_read_alike_with_every_classifier() {
+        let mut buf = Vec::new();
+        for i in 1..=400u32 {
+            let line = match i % 5 {
+                0 => format!("deposit, {}, {i}, {}.{}\n", i * 7, i, i % 10),
+                1 => format!("withdrawal,{},{i},{}\r\n", i * 3, i + 1),
+                2 => format!("dispute, {}, {i}, \n", i * 7),
+                3 => format!(" resolve ,{},{i}\n", i * 7),
+                _ => format!("chargeback,{},{i},\n", i * 7),
+            };
+            buf.extend_from_slice(line.as_bytes());
+        }
+        buf.extend_from_slice(&[b'\n'; WINDOW]);
+        let read = |all: fn(&[u8], usize, &mut Vec<Tx>, &mut Vec<u32>, usize) -> usize| {
+            let (mut txs, mut starts) = (Vec::new(), Vec::new());
+            let end = all(&buf, 0, &mut txs, &mut starts, 1000);
+            (txs, starts, end)
+        };
+        let baseline = read(read_lines_with::<Baseline>);
+        assert_eq!(baseline.0.len(), 400, "every line read");
+        assert_eq!(read(read_lines), baseline);
+        let some = read(|b, at, t, s, _| read_lines_with::<Baseline>(b, at, t, s, 7));
+        assert_eq!(some.0[..], baseline.0[..7]);
+    }
+
     mod agrees {
         use super::*;
         use proptest::prelude::*;
@@ -423,8 +870,57 @@ mod tests {
                 })
         }
 
+        /// Lines of the plain shape and near it: at most one space after
+        /// a comma, numbers valid and not.
+        fn plain() -> impl Strategy<Value = Vec<u8>> {
+            let field = prop_oneof![
+                4 => "[0-9]{1,11}",
+                2 => "[0-9]{1,8}\\.[0-9]{1,5}",
+                1 => "[0-9 .\r\t]{0,3}",
+            ];
+            (
+                prop::sample::select(vec!["deposit", "withdrawal", "dispute", "chargeback", "x"]),
+                prop::collection::vec((prop::sample::select(vec!["", " "]), field), 1..5),
+                prop::sample::select(vec!["\n", "\r\n", "\r", ""]),
+            )
+                .prop_map(|(kind, fields, end)| {
+                    let mut line = kind.to_string();
+                    for (space, field) in fields {
+                        line += &format!(",{space}{field}");
+                    }
+                    (line + end).into_bytes()
+                })
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+            #[test]
+            fn plain_line_gives_spaced_line_s_record(
+                line in plain(),
+                after in prop::collection::vec(any::<u8>(), WINDOW),
+            ) {
+                let mut bytes = line.clone();
+                bytes.extend_from_slice(&after);
+                let w: [u8; WINDOW] = bytes[..WINDOW].try_into().unwrap();
+                let [baseline, wide] = plain_lines(&w)[..] else { unreachable!() };
+                prop_assert_eq!(baseline, wide);
+                if let Some(plain) = baseline {
+                    prop_assert_eq!(Some(plain), spaced_line(&w));
+                }
+            }
+
+            #[test]
+            fn structure_swar_matches_structure(bytes in prop::collection::vec(
+                prop::sample::select(vec![b',', b' ', b'\n', b'0', b'\r', 0x8A, 0xAC, 0xFF, 0]),
+                WINDOW,
+            )) {
+                let w: [u8; WINDOW] = bytes[..].try_into().unwrap();
+                let found = structure_swar(&w);
+                for (name, other) in structures(&w) {
+                    prop_assert_eq!(other, found, "{}", name);
+                }
+            }
 
             #[test]
             fn fast_line_gives_plain_record_s_record(

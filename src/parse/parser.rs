@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 
 use super::error::{InputError, Malformed};
-use super::fast::{fast_line, WINDOW};
+use super::fast::{read_lines, WINDOW};
 use super::fields::{is_blank_line, FieldSplitter};
 use super::lines::{LineReader, Position};
 use super::record::{header_warnings, plain_record, record, Columns};
@@ -242,18 +242,14 @@ impl<R: Read> Parser<R> {
             return Ok(FastRows::EMPTY);
         }
         let first_line = self.lines.lines_handed_out() + 1;
-        let (buf, mut at) = self.lines.pending(WINDOW)?;
-        while self.fast_txs.len() < FAST_ROWS {
-            let Some(window) = buf.get(at..at + WINDOW) else {
-                break;
-            };
-            let Some((tx, len)) = fast_line(window.try_into().expect("a window")) else {
-                break;
-            };
-            self.fast_txs.push(tx);
-            self.fast_starts.push(at as u32);
-            at += len;
-        }
+        let (buf, at) = self.lines.pending(WINDOW)?;
+        let at = read_lines(
+            buf,
+            at,
+            &mut self.fast_txs,
+            &mut self.fast_starts,
+            FAST_ROWS,
+        );
         self.fast_starts.push(at as u32);
         let rows = self.fast_txs.len();
         if rows == 0 {
