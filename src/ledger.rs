@@ -305,7 +305,15 @@ impl Book {
             DepositWrite::SetDisputed(disputed) => self.deposits.set_disputed(tx.tx, disputed),
         }
         self.net = self.net.wrapping_add(total_change);
-        *account = next;
+        // Field by field: `*account = next` was compiled as a copy through
+        // the stack, two 8-byte stores read back by one 16-byte load that
+        // waited for them (a store-forwarding stall: `perf annotate` put
+        // 15% of this function's samples there; field by field, the
+        // function took 5.6% fewer, the rest moving to the account's
+        // cache miss, perf.md).
+        account.available = next.available;
+        account.held = next.held;
+        account.locked = next.locked;
         Ok(())
     }
 
