@@ -18,7 +18,15 @@ pub struct TxIdSet {
     /// Per leaf: index + 1 into `bitsets`, or 0 while it is a list.
     bitset_of: Box<[u32]>,
     bitsets: Vec<Box<[u64]>>,
+    /// The id claimed last: [`TxIdSet::prefetch`] skips ids near it, whose
+    /// memory the claims just made are keeping in cache.
+    recent: TxId,
 }
+
+/// How near the last claimed id an id must be for its memory to count as
+/// in cache: a cache line of a bitset (512 ids), or a small part of a
+/// leaf's list.
+const NEAR: u32 = 512;
 
 impl Default for TxIdSet {
     fn default() -> Self {
@@ -26,6 +34,7 @@ impl Default for TxIdSet {
             lists: (0..LEAVES).map(|_| Vec::new()).collect(),
             bitset_of: vec![0u32; LEAVES].into(),
             bitsets: Vec::new(),
+            recent: 0,
         }
     }
 }
@@ -34,6 +43,7 @@ impl TxIdSet {
     /// Claims `id`; true if it was not claimed before.
     #[inline]
     pub fn claim(&mut self, id: TxId) -> bool {
+        self.recent = id;
         let (leaf, slot) = split(id);
         if let Some(index) = self.bitset_of[leaf].checked_sub(1) {
             return set_bit(&mut self.bitsets[index as usize], slot);
@@ -56,9 +66,14 @@ impl TxIdSet {
 
     /// Starts loading the memory that `claim(id)` will read, so that a claim
     /// made some rows later does not wait for it: the leaf's bitset word, or
-    /// the lines of its list a binary search reads first.
+    /// the lines of its list a binary search reads first. Nothing for an id
+    /// near the one claimed last (ascending ids, the common case: their
+    /// memory is in cache, and the prefetch cost 25 instructions a row).
     #[inline]
     pub fn prefetch(&self, id: TxId) {
+        if id.abs_diff(self.recent) < NEAR {
+            return;
+        }
         let (leaf, slot) = split(id);
         match self.bitset_of[leaf].checked_sub(1) {
             Some(index) => prefetch(&self.bitsets[index as usize][slot / 64]),
