@@ -43,14 +43,19 @@ impl Sink {
         }
     }
 
-    /// The writer, and what a failure to write was doing.
-    fn writer<'a>(&'a mut self, stdout: &'a mut dyn Write) -> (&'a mut dyn Write, String) {
+    /// The writer, and what a failure to write to it was doing (`name`
+    /// being what the sink holds: "rejects").
+    fn writer<'a>(
+        &'a mut self,
+        stdout: &'a mut dyn Write,
+        name: &str,
+    ) -> (&'a mut dyn Write, String) {
         match self {
             Sink::File(file) => {
-                let what = format!("writing rejects file {}", written(file));
+                let what = format!("writing {name} file {}", written(file));
                 (file, what)
             }
-            Sink::Stdout => (stdout, "writing rejects to stdout".to_string()),
+            Sink::Stdout => (stdout, format!("writing {name} to stdout")),
         }
     }
 }
@@ -112,7 +117,7 @@ impl Outputs {
         self.write_rejects_header(stdout)?;
         let (mut rejects, what) = match self.rejects.as_mut() {
             Some(sink) => {
-                let (out, what) = sink.writer(stdout);
+                let (out, what) = sink.writer(stdout, "rejects");
                 (Some(out), what)
             }
             None => (None, String::new()),
@@ -149,7 +154,7 @@ impl Outputs {
         let (Some(sink), false) = (self.rejects.as_mut(), self.rejects_header) else {
             return Ok(());
         };
-        let (out, what) = sink.writer(stdout);
+        let (out, what) = sink.writer(stdout, "rejects");
         let input = if self.several { "input," } else { "" };
         write!(out, "{input}{}", payments_engine::REJECTS_HEADER).context(what)?;
         self.rejects_header = true;
