@@ -24,8 +24,11 @@
 //! plain line with the columns in SPEC order is read in a single pass
 //! (`plain_record`); and before both, once the header is behind it, the
 //! parser reads runs of common lines straight from its buffer, many per
-//! call, eight digits at a time (`fast.rs`, `Parser::fast_rows`): every row
-//! of a typical file takes that one, and the engine applies them as a batch.
+//! call (`fast.rs`, `Parser::fast_rows`): the commonest from a bitmask
+//! index of each line's commas, spaces and end (SSE2, or AVX2 where the
+//! processor has it), which places every field before any is read, the
+//! others field after field, eight digits at a time. Every row of a typical
+//! file takes that path, and the engine applies them as a batch.
 //!
 //! # Quotes
 //!
