@@ -60,6 +60,8 @@ pub(crate) fn rank(starts: &[u16], slot: u16) -> usize {
 /// Asks the CPU to start loading `item`'s cache line (a no-op off x86-64).
 #[inline]
 pub(crate) fn prefetch<T>(item: &T) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = item;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint: it cannot fault, changes no memory
     // and has no effect the program can observe, and the address comes from
