@@ -41,13 +41,24 @@ impl Default for TxIdSet {
 
 impl TxIdSet {
     /// Claims `id`; true if it was not claimed before.
-    #[inline]
+    ///
+    /// A leaf that is a bitset (every leaf of a file with ascending ids) is
+    /// claimed inline, in the caller; a list out of line. (As one function,
+    /// the compiler left the claim a call: `--workers 0` on 1M rows spent
+    /// 43.7M instructions in it, against 24.6M inlined.)
+    #[inline(always)]
     pub fn claim(&mut self, id: TxId) -> bool {
         self.recent = id;
         let (leaf, slot) = split(id);
-        if let Some(index) = self.bitset_of[leaf].checked_sub(1) {
-            return set_bit(&mut self.bitsets[index as usize], slot);
+        match self.bitset_of[leaf].checked_sub(1) {
+            Some(index) => set_bit(&mut self.bitsets[index as usize], slot),
+            None => self.claim_in_list(leaf, slot),
         }
+    }
+
+    /// [`TxIdSet::claim`] in a leaf that is still a list.
+    #[inline(never)]
+    fn claim_in_list(&mut self, leaf: usize, slot: usize) -> bool {
         let list = &mut self.lists[leaf];
         let at = rank(list, slot as u16);
         if at > 0 && list[at - 1] == slot as u16 {
