@@ -29,7 +29,7 @@
 //! a run's peak is its end state, not 1.5x of it (the old per-leaf hash maps
 //! cost 22 bytes a deposit at 44-87% load, and doubled).
 
-use super::leaf::{prefetch, prefetch_all, rank, split, LEAF_BITS, LEAF_IDS, LEAVES};
+use super::leaf::{populate, prefetch, prefetch_all, rank, split, LEAF_BITS, LEAF_IDS, LEAVES};
 use crate::amount::Amount;
 use crate::tx::{ClientId, TxId};
 
@@ -77,9 +77,13 @@ struct DenseLeaf {
 
 impl DenseLeaf {
     fn new() -> Self {
+        let mut words: Box<[u32]> = vec![0u32; LEAF_IDS].into();
+        let mut clients: Box<[ClientId]> = vec![0; LEAF_IDS].into();
+        populate(&mut words);
+        populate(&mut clients);
         DenseLeaf {
-            words: vec![0u32; LEAF_IDS].into(),
-            clients: vec![0; LEAF_IDS].into(),
+            words,
+            clients,
             count: 0,
         }
     }
