@@ -1,7 +1,7 @@
 //! [`TxIdSet`]: the tx ids claimed so far (SPEC rule 2), a sorted list or
 //! a bitset per leaf (the store's module docs say why).
 
-use super::leaf::{prefetch, rank, split, LEAF_BITS, LEAF_IDS, LEAVES};
+use super::leaf::{populate, prefetch, rank, split, LEAF_BITS, LEAF_IDS, LEAVES};
 use crate::tx::TxId;
 
 /// A leaf of [`TxIdSet`] becomes a bitset once it holds this many ids: the
@@ -103,6 +103,8 @@ impl TxIdSet {
     #[cold]
     fn make_bitset(&mut self, leaf: usize) {
         let mut words = vec![0u64; LEAF_IDS / 64].into_boxed_slice();
+        // Claims read a word before they set a bit in it (leaf::populate).
+        populate(&mut words);
         for &slot in &std::mem::take(&mut self.lists[leaf]) {
             set_bit(&mut words, usize::from(slot));
         }
