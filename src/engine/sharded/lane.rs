@@ -45,25 +45,25 @@ pub(crate) const BATCHES: usize = 4;
 /// Longest single park; a wait re-checks the abort flag at least this often.
 pub(crate) const PARK: Duration = Duration::from_millis(20);
 
-/// One routed record.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Item {
-    /// Physical line number.
-    pub line: u64,
-    pub tx: Tx,
-    /// The outcome of rule 2's claim on the tx id (deposits, withdrawals).
-    pub fresh: bool,
-    /// The original line in the batch's `raw` arena (only with `--rejects`).
-    pub raw_start: u32,
-    pub raw_len: u16,
-}
-
-/// A batch of records for one worker.
+/// A batch of records for one worker, in columns: what the worker reads for
+/// every record (the record, its claim) apart from what it reads only for
+/// the records it reports (the line number, the original line). The
+/// router's stores to a batch wait for cache lines the worker read last,
+/// on another core: 17 bytes a record cross over, not 32 (perf.md, "A
+/// batch in columns").
 #[derive(Debug)]
 pub(crate) struct Batch {
-    pub items: Vec<Item>,
+    pub txs: Vec<Tx>,
+    /// The outcome of rule 2's claim on each record's tx id (deposits,
+    /// withdrawals); set by the router before the batch is sent.
+    pub fresh: Vec<bool>,
+    /// Each record's physical line number.
+    pub lines: Vec<u64>,
+    /// Each record's original line in `raw` (start, length), only with
+    /// `--rejects`.
+    raws: Vec<(u32, u16)>,
     /// Original lines, when the rejects file needs them.
-    pub raw: Vec<u8>,
+    raw: Vec<u8>,
     /// When the router parsed the first record (the latency sample).
     pub stamp: Option<Instant>,
     /// The last batch: no more will come.
@@ -79,7 +79,10 @@ impl Batch {
     fn new(limit: usize) -> Box<Batch> {
         debug_assert!((1..=MAX_BATCH).contains(&limit));
         Box::new(Batch {
-            items: Vec::with_capacity(limit),
+            txs: Vec::with_capacity(limit),
+            fresh: Vec::with_capacity(limit),
+            lines: Vec::with_capacity(limit),
+            raws: Vec::new(),
             raw: Vec::new(),
             stamp: None,
             end: false,
@@ -88,22 +91,47 @@ impl Batch {
         })
     }
 
+    /// Adds a record found at `line`, its claim `fresh`, and its original
+    /// line if `keep_raw`.
+    #[inline]
+    pub fn push(&mut self, line: u64, tx: &Tx, fresh: bool, raw: Option<&[u8]>) {
+        self.txs.push(*tx);
+        self.fresh.push(fresh);
+        self.lines.push(line);
+        if let Some(raw) = raw {
+            self.raws.push((self.raw.len() as u32, raw.len() as u16));
+            self.raw.extend_from_slice(raw);
+        }
+    }
+
+    /// Records in the batch.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
     /// True when no more records fit.
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.items.len() >= self.limit
+        self.len() >= self.limit
     }
 
-    /// The original line of `item` (empty unless lines are kept).
-    pub fn raw(&self, item: &Item) -> &[u8] {
-        let start = item.raw_start as usize;
+    /// The original line of record `n` (empty unless lines are kept).
+    pub fn raw(&self, n: usize) -> &[u8] {
+        let Some(&(start, len)) = self.raws.get(n) else {
+            return &[];
+        };
+        let start = start as usize;
         self.raw
-            .get(start..start + usize::from(item.raw_len))
+            .get(start..start + usize::from(len))
             .unwrap_or_default()
     }
 
     fn clear(&mut self) {
-        self.items.clear();
+        self.txs.clear();
+        self.fresh.clear();
+        self.lines.clear();
+        self.raws.clear();
         self.raw.clear();
         self.stamp = None;
         self.end = false;
@@ -243,7 +271,7 @@ fn wait<T>(
 /// full batches of default size from this thread to a consumer thread that
 /// sums their line numbers, and returns the sum. Not part of the API.
 #[cfg(feature = "bench")]
-pub fn handoff(batches: u64, item_tx: Tx) -> u64 {
+pub fn handoff(batches: u64, tx: Tx) -> u64 {
     let (router, worker) = (Parker::new(), Parker::new());
     let abort = AtomicBool::new(false);
     let (sender, receiver) = lane(
@@ -252,20 +280,13 @@ pub fn handoff(batches: u64, item_tx: Tx) -> u64 {
         BATCH,
         Duration::from_micros(200),
     );
-    let item = Item {
-        line: 1,
-        tx: item_tx,
-        fresh: true,
-        raw_start: 0,
-        raw_len: 0,
-    };
     std::thread::scope(|scope| {
         let abort = &abort;
         let consumer = scope.spawn(move || {
             let mut seen = 0u64;
             loop {
                 let batch = receiver.recv(&worker, abort).expect("no abort");
-                seen += batch.items.iter().map(|i| i.line).sum::<u64>();
+                seen += batch.lines.iter().sum::<u64>();
                 let end = batch.end;
                 receiver.recycle(batch);
                 if end {
@@ -275,7 +296,9 @@ pub fn handoff(batches: u64, item_tx: Tx) -> u64 {
         });
         for n in 0..batches {
             let mut batch = sender.take_empty(&router, abort).expect("no abort");
-            batch.items.resize(BATCH, item);
+            for _ in 0..BATCH {
+                batch.push(1, &tx, true, None);
+            }
             batch.end = n + 1 == batches;
             sender.send(batch);
         }
@@ -289,19 +312,15 @@ mod tests {
     use crate::amount::Amount;
     use crate::tx::Kind;
 
-    fn item(line: u64) -> Item {
-        Item {
-            line,
-            tx: Tx {
-                kind: Kind::Deposit,
-                client: 1,
-                tx: line as u32,
-                amount: Amount::from_raw(1),
-            },
-            fresh: true,
-            raw_start: 0,
-            raw_len: 0,
-        }
+    /// Adds a deposit found at `line` to `batch`.
+    fn push(batch: &mut Batch, line: u64) {
+        let tx = Tx {
+            kind: Kind::Deposit,
+            client: 1,
+            tx: line as u32,
+            amount: Amount::from_raw(1),
+        };
+        batch.push(line, &tx, true, None);
     }
 
     /// A lane's two ends with the router's and the worker's parkers and an
@@ -323,7 +342,7 @@ mod tests {
         // Every batch in flight: the lane is full.
         for n in 0..BATCHES as u64 {
             let mut batch = sender.take_empty(&router, &abort).unwrap();
-            batch.items.push(item(n));
+            push(&mut batch, n);
             sender.send(batch);
         }
         assert!(sender.queues.empty.is_empty() && sender.queues.full.is_full());
@@ -335,14 +354,14 @@ mod tests {
         for round in 0..3u64 {
             for n in 0..BATCHES as u64 {
                 let batch = receiver.recv(&worker, &abort).unwrap();
-                assert_eq!(batch.items[0].line, round * 100 + n);
+                assert_eq!(batch.lines[0], round * 100 + n);
                 receiver.recycle(batch);
                 let mut batch = sender.take_empty(&router, &abort).unwrap();
                 assert!(
-                    batch.items.is_empty() && !batch.end,
+                    batch.len() == 0 && batch.raw(0).is_empty() && !batch.end,
                     "recycled batches are clean"
                 );
-                batch.items.push(item((round + 1) * 100 + n));
+                push(&mut batch, (round + 1) * 100 + n);
                 batch.end = round == 2 && n == BATCHES as u64 - 1;
                 sender.send(batch);
             }
@@ -364,7 +383,7 @@ mod tests {
                 let mut lines = Vec::new();
                 loop {
                     let batch = receiver.recv(&worker, abort).unwrap();
-                    lines.extend(batch.items.iter().map(|i| i.line));
+                    lines.extend_from_slice(&batch.lines);
                     let end = batch.end;
                     receiver.recycle(batch);
                     if end {
@@ -377,7 +396,7 @@ mod tests {
             for n in 0..50u64 {
                 let mut batch = sender.take_empty(&router, abort).unwrap();
                 for i in 0..BATCH as u64 {
-                    batch.items.push(item(n * BATCH as u64 + i));
+                    push(&mut batch, n * BATCH as u64 + i);
                 }
                 batch.end = n == 49;
                 if n % 7 == 0 {
@@ -407,16 +426,22 @@ mod tests {
     #[test]
     fn raw_lines_round_trip_through_the_arena() {
         let mut batch = Batch::new(BATCH);
-        batch
-            .raw
-            .extend_from_slice(b"deposit,1,1,1withdrawal,1,2,1");
-        let mut first = item(1);
-        first.raw_len = 13;
-        let mut second = item(2);
-        second.raw_start = 13;
-        second.raw_len = 16;
-        assert_eq!(batch.raw(&first), b"deposit,1,1,1");
-        assert_eq!(batch.raw(&second), b"withdrawal,1,2,1");
-        assert_eq!(batch.raw(&item(3)), b"");
+        let tx = Tx {
+            kind: Kind::Deposit,
+            client: 1,
+            tx: 1,
+            amount: Amount::from_raw(1),
+        };
+        batch.push(1, &tx, true, Some(b"deposit,1,1,1"));
+        batch.push(2, &tx, false, Some(b"withdrawal,1,2,1"));
+        batch.push(3, &tx, true, Some(b""));
+        assert_eq!(batch.raw(0), b"deposit,1,1,1");
+        assert_eq!(batch.raw(1), b"withdrawal,1,2,1");
+        assert_eq!(batch.raw(2), b"");
+        assert_eq!(batch.raw(3), b"", "no record 3");
+        assert_eq!(
+            (batch.lines.as_slice(), batch.fresh.as_slice()),
+            (&[1, 2, 3][..], &[true, false, true][..])
+        );
     }
 }

@@ -53,7 +53,7 @@ use crate::tx::{Tx, TxId};
 
 #[cfg(feature = "bench")]
 pub use lane::handoff;
-use lane::{lane, Aborted, Batch, Item, RouterEnd, WorkerEnd, PARK};
+use lane::{lane, Aborted, Batch, RouterEnd, WorkerEnd, PARK};
 
 /// How many records the router parses ahead of its tx-id claims. Each
 /// parsed record's list or bitset word is prefetched; with scattered ids the claims'
@@ -328,23 +328,10 @@ impl Router {
     fn push(&mut self, line: u64, tx: &Tx, raw: &[u8], fresh: bool) -> (usize, bool) {
         let worker = shard(tx.client, self.batches.len());
         let batch = &mut self.batches[worker];
-        if batch.items.is_empty() {
+        if batch.len() == 0 {
             batch.stamp = Some(Instant::now());
         }
-        let (raw_start, raw_len) = if self.keep_raw {
-            let start = batch.raw.len() as u32;
-            batch.raw.extend_from_slice(raw);
-            (start, raw.len() as u16)
-        } else {
-            (0, 0)
-        };
-        batch.items.push(Item {
-            line,
-            tx: *tx,
-            fresh,
-            raw_start,
-            raw_len,
-        });
+        batch.push(line, tx, fresh, self.keep_raw.then_some(raw));
         (worker, batch.is_full())
     }
 
@@ -398,7 +385,7 @@ impl Executor for Router {
         // `fresh` is set by its claim, before the batch is sent.
         let (worker, full) = self.push(line, tx, raw, false);
         if tx.kind.claims_id() {
-            let index = self.batches[worker].items.len() - 1;
+            let index = self.batches[worker].len() - 1;
             self.claims.add(tx.tx, (worker, index), &mut self.batches);
         }
         if full {
@@ -566,8 +553,8 @@ impl Claims {
 
     #[inline]
     fn claim(&mut self, (worker, index): (usize, usize), batches: &mut [Box<Batch>]) {
-        let item = &mut batches[worker].items[index];
-        item.fresh = claim(&mut self.ids, &item.tx);
+        let batch = &mut batches[worker];
+        batch.fresh[index] = claim(&mut self.ids, &batch.txs[index]);
     }
 }
 
@@ -619,24 +606,28 @@ impl WorkerState {
             let batch = lane
                 .recv(parker, abort)
                 .map_err(|Aborted| WorkerError::Aborted)?;
-            let items = &batch.items;
-            for (n, item) in items.iter().enumerate() {
+            if let Some(stamp) = batch.stamp.filter(|_| batch.len() > 0) {
+                self.latency
+                    .saturating_record(stamp.elapsed().as_nanos() as u64);
+            }
+            let txs = &batch.txs;
+            for (n, (tx, &fresh)) in txs.iter().zip(&batch.fresh).enumerate() {
                 // Two-stage prefetch of the deposit store (its docs say why).
-                if let Some(ahead) = items.get(n + PREFETCH_AHEAD) {
-                    self.book.prefetch(&ahead.tx, false, true);
+                if let Some(ahead) = txs.get(n + PREFETCH_AHEAD) {
+                    self.book.prefetch(ahead, false, true);
                 }
-                if let Some(ahead) = items.get(n + PREFETCH_AHEAD / 2) {
-                    self.book.prefetch(&ahead.tx, true, true);
+                if let Some(ahead) = txs.get(n + PREFETCH_AHEAD / 2) {
+                    self.book.prefetch(ahead, true, true);
                 }
-                let outcome = Outcome::of(&item.tx, self.book.apply(&item.tx, item.fresh));
-                self.log
-                    .record(item.line, outcome, batch.raw(item))
-                    .map_err(WorkerError::Spool)?;
-                if n == 0 {
-                    if let Some(stamp) = batch.stamp {
-                        self.latency
-                            .saturating_record(stamp.elapsed().as_nanos() as u64);
-                    }
+                let outcome = Outcome::of(tx, self.book.apply(tx, fresh));
+                // An applied record's line is not read: the router wrote
+                // it, and it stays in the router's cache.
+                if outcome == Outcome::Applied {
+                    self.log.count(outcome);
+                } else {
+                    self.log
+                        .record(batch.lines[n], outcome, batch.raw(n))
+                        .map_err(WorkerError::Spool)?;
                 }
             }
             let (end, barrier) = (batch.end, batch.barrier);
