@@ -71,6 +71,9 @@ pub struct BlockOptions {
 /// A block's buffer and its rows' vectors, recycled between blocks.
 struct Buffers {
     buf: Box<[u8]>,
+    /// The rows the fast path did not read, in order (`fast` holds the
+    /// others: each row is written once, not also here, which cost the
+    /// parser threads a fifth of their instructions, perf.md).
     rows: Vec<ParsedRow>,
     fast: FastRuns,
 }
@@ -85,14 +88,16 @@ struct FastRuns {
     starts: Vec<u32>,
 }
 
-/// One run: where its first row is in the block's rows, its records in
-/// `txs`, its starts in `starts`; how many rows.
+/// One run: where its first row is among all the block's rows, its
+/// records in `txs`, its starts in `starts`; how many rows; the line
+/// number (within the block) of its first row, the others following it.
 #[derive(Clone, Copy)]
 struct Run {
     row: usize,
     tx: usize,
     start: usize,
     len: usize,
+    line: u32,
 }
 
 impl FastRuns {
@@ -145,6 +150,24 @@ struct Parsed {
     warnings: Vec<String>,
     /// What stopped the block's parse (a bad header), after its rows.
     error: Option<InputError>,
+}
+
+impl Parsed {
+    /// The block's runs of common lines.
+    fn runs(&self) -> &[Run] {
+        &self.cut.buffers.fast.runs
+    }
+
+    /// The rows of `run`, numbered from `base_line`.
+    fn run_rows(&self, run: Run, base_line: u64) -> FastRows<'_> {
+        let fast = &self.cut.buffers.fast;
+        FastRows::new(
+            base_line + u64::from(run.line),
+            &fast.txs[run.tx..run.tx + run.len],
+            &fast.starts[run.start..=run.start + run.len],
+            &self.cut.buffers.buf,
+        )
+    }
 }
 
 enum Done {
@@ -413,6 +436,8 @@ fn parse_block(mut cut: Cut) -> Parsed {
     rows.clear();
     fast.clear();
     let base = buf.as_ptr() as usize;
+    // Rows read so far, fast ones included.
+    let mut read = 0;
     let mut parser = ParserBuilder::default()
         .after(cut.at_input_start, cut.columns, cut.seen_first)
         .over_block(buf, cut.len);
@@ -422,25 +447,15 @@ fn parse_block(mut cut: Cut) -> Parsed {
         match parser.fast_rows() {
             Ok(batch) if !batch.txs().is_empty() => {
                 fast.runs.push(Run {
-                    row: rows.len(),
+                    row: read,
                     tx: fast.txs.len(),
                     start: fast.starts.len(),
                     len: batch.txs().len(),
+                    line: batch.line(0) as u32,
                 });
+                read += batch.txs().len();
                 fast.txs.extend_from_slice(batch.txs());
-                for (i, &tx) in batch.txs().iter().enumerate() {
-                    let (start, end) = batch.span(i);
-                    fast.starts.push(start as u32);
-                    rows.push(ParsedRow {
-                        parsed: Ok(tx),
-                        line: batch.line(i) as u32,
-                        end: end as u32,
-                        raw_start: start as u32,
-                        raw_len: batch.raw(i).len() as u16,
-                    });
-                }
-                let last = batch.txs().len() - 1;
-                fast.starts.push(batch.span(last).1 as u32);
+                fast.starts.extend_from_slice(batch.starts());
                 continue;
             }
             Ok(_) => {}
@@ -456,6 +471,7 @@ fn parse_block(mut cut: Cut) -> Parsed {
             Ok(None) => break None,
             Err(error) => break Some(error),
         };
+        read += 1;
         rows.push(ParsedRow {
             parsed,
             line: line as u32,
@@ -494,6 +510,11 @@ pub struct BlockRows {
     index: usize,
     /// The next of `block`'s fast runs not handed out whole.
     run: usize,
+    /// The next of `block`'s other rows not handed out.
+    general: usize,
+    /// The line number (within `block`) and the end of the last row of
+    /// `block` handed out.
+    handed: Option<(u32, u32)>,
     /// Lines before `block`.
     base_line: u64,
     pool: Sender<Buffers>,
@@ -587,6 +608,8 @@ impl BlockRows {
             block: None,
             index: 0,
             run: 0,
+            general: 0,
+            handed: None,
             base_line: last.at.line,
             pool: pool_tx,
             warnings: Vec::new(),
@@ -597,15 +620,15 @@ impl BlockRows {
         Ok((rows, threads))
     }
 
-    /// Where the source stands after row `i` of `block`.
-    fn position_after(&self, block: &Parsed, i: usize) -> ParserState {
-        let row = block.cut.buffers.rows[i];
+    /// Where the source stands after the row of `block` at `line` that
+    /// ends at `end`.
+    fn position_after(&self, block: &Parsed, (line, end): (u32, u32)) -> ParserState {
         let cut = &block.cut;
         let (offset, prefix_hash) = if cut.long {
             let hash = cut.hash_end.as_ref().map_or(0, |h| h.digest128());
             (cut.start + cut.span, hash)
         } else {
-            let end = row.end as usize;
+            let end = end as usize;
             let hash = cut.hash_start.as_ref().map_or(0, |h| {
                 let mut h = h.clone();
                 h.update(&cut.buffers.buf[..end]);
@@ -616,7 +639,7 @@ impl BlockRows {
         ParserState {
             at: Position {
                 offset,
-                line: self.base_line + u64::from(row.line),
+                line: self.base_line + u64::from(line),
                 prefix_hash,
             },
             columns: block.columns,
@@ -627,8 +650,8 @@ impl BlockRows {
     /// Finishes the current block and takes the next one in order.
     fn advance(&mut self) -> Result<(), InputError> {
         if let Some(block) = self.block.take() {
-            if self.index > 0 {
-                self.last = self.position_after(&block, self.index - 1);
+            if let Some(handed) = self.handed {
+                self.last = self.position_after(&block, handed);
             }
             self.base_line += block.lines;
             // The cutter may have stopped; then the buffer is not needed.
@@ -636,6 +659,8 @@ impl BlockRows {
         }
         self.index = 0;
         self.run = 0;
+        self.general = 0;
+        self.handed = None;
         let done = loop {
             if let Some(done) = self.early.remove(&self.next) {
                 break done;
@@ -678,32 +703,55 @@ impl RowSource for BlockRows {
         let Some(block) = &self.block else {
             return Ok(FastRows::EMPTY);
         };
-        let fast = &block.cut.buffers.fast;
-        while fast.runs.get(self.run).is_some_and(|r| r.row < self.index) {
-            self.run += 1;
-        }
-        let Some(&run) = fast.runs.get(self.run).filter(|r| r.row == self.index) else {
+        // (A run that `next_row` began is left to it.)
+        let Some(&run) = block.runs().get(self.run).filter(|r| r.row == self.index) else {
             return Ok(FastRows::EMPTY);
         };
         self.run += 1;
         self.index += run.len;
-        let rows = &block.cut.buffers.rows;
-        Ok(FastRows::new(
-            self.base_line + u64::from(rows[run.row].line),
-            &fast.txs[run.tx..run.tx + run.len],
-            &fast.starts[run.start..=run.start + run.len],
-            &block.cut.buffers.buf,
-        ))
+        let rows = block.run_rows(run, self.base_line);
+        let last = run.len - 1;
+        self.handed = Some((run.line + last as u32, rows.span(last).1 as u32));
+        Ok(rows)
     }
 
     #[inline]
     fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError> {
         loop {
-            let rows = self.block.as_ref().map_or(0, |b| b.cut.buffers.rows.len());
-            if self.index < rows {
-                let block = self.block.as_ref().expect("rows come from a block");
-                let row = block.cut.buffers.rows[self.index];
+            // The next row is in the next run if that has begun, else it is
+            // the next of the others, if any is left.
+            let (run, general) = match &self.block {
+                Some(block) => (
+                    block
+                        .runs()
+                        .get(self.run)
+                        .filter(|r| r.row <= self.index)
+                        .copied(),
+                    self.general < block.cut.buffers.rows.len(),
+                ),
+                None => (None, false),
+            };
+            if let Some(run) = run {
+                let k = self.index - run.row;
                 self.index += 1;
+                if k + 1 == run.len {
+                    self.run += 1;
+                }
+                let block = self.block.as_ref().expect("runs come from a block");
+                let rows = block.run_rows(run, self.base_line);
+                self.handed = Some((run.line + k as u32, rows.span(k).1 as u32));
+                return Ok(Some(Row {
+                    line: rows.line(k),
+                    raw: rows.raw(k),
+                    parsed: Ok(rows.txs()[k]),
+                }));
+            }
+            if general {
+                let block = self.block.as_ref().expect("rows come from a block");
+                let row = block.cut.buffers.rows[self.general];
+                self.general += 1;
+                self.index += 1;
+                self.handed = Some((row.line, row.end));
                 let start = row.raw_start as usize;
                 return Ok(Some(Row {
                     line: self.base_line + u64::from(row.line),
@@ -724,7 +772,10 @@ impl RowSource for BlockRows {
     fn state(&self) -> ParserState {
         match (&self.block, self.end) {
             (_, Some(at)) => ParserState { at, ..self.last },
-            (Some(block), None) if self.index > 0 => self.position_after(block, self.index - 1),
+            (Some(block), None) => match self.handed {
+                Some(handed) => self.position_after(block, handed),
+                None => self.last,
+            },
             _ => self.last,
         }
     }
@@ -956,6 +1007,75 @@ mod tests {
                     blocks_read(&input, parsers, block, batched) == rows,
                     "in batches: block {block}, parsers {parsers}"
                 );
+            }
+        }
+    }
+
+    /// The rows read one, two or three at a time between batches: a batch
+    /// asked for in the middle of a run of common lines gives nothing, and
+    /// the rest of the run comes row by row, with the serial positions.
+    fn interleaved(rows: &mut impl RowSource) -> Trace {
+        let mut out = Vec::new();
+        let mut warnings = Vec::new();
+        let mut step = 0;
+        let end = loop {
+            step += 1;
+            warnings.extend(rows.take_warnings());
+            let batch = rows.fast_rows().unwrap();
+            for (i, &tx) in batch.txs().iter().enumerate() {
+                out.push((batch.line(i), batch.raw(i).to_vec(), Ok(tx), NO_STATE));
+            }
+            let mut end = None;
+            for _ in 0..step % 3 + 1 {
+                match rows.next_row() {
+                    Ok(Some(row)) => {
+                        let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
+                        out.push((line, raw, parsed, rows.state()));
+                    }
+                    Ok(None) => {
+                        end = Some(format!("end {:?}", rows.state().at));
+                        break;
+                    }
+                    Err(error) => {
+                        end = Some(format!("error {error}"));
+                        break;
+                    }
+                }
+            }
+            if let Some(end) = end {
+                break end;
+            }
+        };
+        warnings.extend(rows.take_warnings());
+        (out, format!("{end}; warnings {warnings:?}"))
+    }
+
+    #[test]
+    fn rows_asked_for_one_by_one_within_a_run_are_the_serial_rows() {
+        let mut input = b"type,client,tx,amount\n".to_vec();
+        for i in 0..5_000u32 {
+            let line = match i % 200 {
+                0 => "\n".to_string(),
+                1 => format!("deposit, {}, {i}, 1.5\n", i % 7),
+                _ => format!("deposit,{},{i},2\n", i % 7),
+            };
+            input.extend(line.as_bytes());
+        }
+        let (expected, end) = serial(&input);
+        for block in [100, 4_097, 65_536] {
+            let (rows, read_end) = blocks_read(&input, 2, block, interleaved);
+            assert_eq!(read_end, end, "block {block}");
+            assert_eq!(rows.len(), expected.len(), "block {block}");
+            for (row, want) in rows.iter().zip(&expected) {
+                assert_eq!(row.0, want.0, "block {block}");
+                assert!(
+                    row.1 == want.1 && row.2 == want.2,
+                    "line {}, block {block}",
+                    row.0
+                );
+                if row.3 != NO_STATE {
+                    assert!(row.3 == want.3, "state after line {}, block {block}", row.0);
+                }
             }
         }
     }

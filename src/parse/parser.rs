@@ -65,6 +65,11 @@ impl<'a> FastRows<'a> {
         self.txs
     }
 
+    /// Where each line starts in the buffer, then where the last one ends.
+    pub(super) fn starts(&self) -> &'a [u32] {
+        self.starts
+    }
+
     /// The line number of row `i`.
     #[inline]
     pub fn line(&self, i: usize) -> u64 {
