@@ -80,11 +80,17 @@ impl TxIdSet {
     /// the lines of its list a binary search reads first. Nothing for an id
     /// near the one claimed last (ascending ids, the common case: their
     /// memory is in cache, and the prefetch cost 25 instructions a row).
-    #[inline]
+    #[inline(always)]
     pub fn prefetch(&self, id: TxId) {
-        if id.abs_diff(self.recent) < NEAR {
-            return;
+        if id.abs_diff(self.recent) >= NEAR {
+            self.prefetch_far(id);
         }
+    }
+
+    /// [`TxIdSet::prefetch`] for an id far from the last claimed (out of
+    /// line: the check before it is the common case).
+    #[inline(never)]
+    fn prefetch_far(&self, id: TxId) {
         let (leaf, slot) = split(id);
         match self.bitset_of[leaf].checked_sub(1) {
             Some(index) => prefetch(&self.bitsets[index as usize][slot / 64]),
