@@ -234,7 +234,27 @@ pub(super) fn read_block(
     };
     let mut first_ok = None;
     let keep_raw = cuts.keep_raw;
-    while let Some(row) = parser.next_row().map_err(Error::Input)? {
+    loop {
+        // The fast path first, as the CSV loop reads: a batch of common
+        // lines, else one row the general way.
+        let rows = parser.fast_rows().map_err(Error::Input)?;
+        if !rows.txs().is_empty() {
+            first_ok.get_or_insert(rows.line(0));
+            recs.extend(rows.txs().iter().enumerate().map(|(i, &tx)| Rec {
+                line: rows.line(i),
+                tx,
+                fresh: false,
+                raw: if keep_raw {
+                    rows.raw(i).to_vec()
+                } else {
+                    Vec::new()
+                },
+            }));
+            continue;
+        }
+        let Some(row) = parser.next_row().map_err(Error::Input)? else {
+            break;
+        };
         let raw = if keep_raw {
             row.raw.to_vec()
         } else {
