@@ -133,7 +133,10 @@ impl Shared {
         for rec in recs {
             match Outcome::of(&rec.tx, book.apply(&rec.tx, rec.fresh)) {
                 Outcome::Applied => part.applied += 1,
-                outcome => part.events.push((block, rec.line, outcome, rec.raw)),
+                outcome => {
+                    let raw = rec.raw.map(Vec::from).unwrap_or_default();
+                    part.events.push((block, u64::from(rec.line), outcome, raw));
+                }
             }
         }
     }

@@ -99,13 +99,31 @@ impl Cuts {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(into = "Wire", try_from = "Wire")]
 pub(super) struct Rec {
-    /// Line within the block, from 1.
-    pub(super) line: u64,
+    /// Line within the block, from 1 (a block is at most `MAX_BLOCK`, 1 GiB,
+    /// of input).
+    pub(super) line: u32,
     pub(super) tx: Tx,
     /// The outcome of its claim (deposits and withdrawals).
     pub(super) fresh: bool,
-    /// The original line, for the rejects file (empty without one).
-    pub(super) raw: Vec<u8>,
+    /// The original line, for the rejects file (none without one). 40
+    /// bytes a record in all, where a `u64` line and a `Vec` took 56:
+    /// records are moved through timely's containers (8 KiB each) and the
+    /// block stash by the million (perf.md, "A compact record on the
+    /// wire").
+    pub(super) raw: Option<Box<[u8]>>,
+}
+
+impl Rec {
+    /// A record read at `line` of its block (`raw`: its original line, kept
+    /// for the rejects file).
+    fn new(line: u64, tx: Tx, raw: Option<&[u8]>) -> Rec {
+        Rec {
+            line: u32::try_from(line).expect("a block holds fewer than 2^32 lines"),
+            tx,
+            fresh: false,
+            raw: raw.map(Box::from),
+        }
+    }
 }
 
 /// A [`Rec`] as timely encodes it (bincode, fixed-width integers): 20
@@ -120,7 +138,7 @@ struct Wire {
     amount: i64,
     /// The type's index in [`Kind::ALL`], and the claim in bit 7.
     kind: u8,
-    raw: Option<Vec<u8>>,
+    raw: Option<Box<[u8]>>,
 }
 
 /// A claim's bit in [`Wire::kind`].
@@ -133,13 +151,12 @@ impl From<Rec> for Wire {
             .position(|&kind| kind == rec.tx.kind)
             .expect("every kind is in Kind::ALL") as u8;
         Wire {
-            // A block is at most MAX_BLOCK (1 GiB) of input: fewer lines.
-            line: u32::try_from(rec.line).expect("a block holds fewer than 2^32 lines"),
+            line: rec.line,
             client: rec.tx.client,
             tx: rec.tx.tx,
             amount: rec.tx.amount.raw(),
             kind: kind | if rec.fresh { FRESH } else { 0 },
-            raw: (!rec.raw.is_empty()).then_some(rec.raw),
+            raw: rec.raw,
         }
     }
 }
@@ -152,7 +169,7 @@ impl TryFrom<Wire> for Rec {
             .get(usize::from(wire.kind & !FRESH))
             .ok_or_else(|| format!("no transaction type has index {}", wire.kind & !FRESH))?;
         Ok(Rec {
-            line: u64::from(wire.line),
+            line: wire.line,
             tx: Tx {
                 kind,
                 client: wire.client,
@@ -160,7 +177,7 @@ impl TryFrom<Wire> for Rec {
                 amount: Amount::from_raw(wire.amount),
             },
             fresh: wire.kind & FRESH != 0,
-            raw: wire.raw.unwrap_or_default(),
+            raw: wire.raw,
         })
     }
 }
@@ -240,39 +257,25 @@ pub(super) fn read_block(
         let rows = parser.fast_rows().map_err(Error::Input)?;
         if !rows.txs().is_empty() {
             first_ok.get_or_insert(rows.line(0));
-            recs.extend(rows.txs().iter().enumerate().map(|(i, &tx)| Rec {
-                line: rows.line(i),
-                tx,
-                fresh: false,
-                raw: if keep_raw {
-                    rows.raw(i).to_vec()
-                } else {
-                    Vec::new()
-                },
-            }));
+            recs.extend(
+                (rows.txs().iter().enumerate())
+                    .map(|(i, &tx)| Rec::new(rows.line(i), tx, keep_raw.then(|| rows.raw(i)))),
+            );
             continue;
         }
         let Some(row) = parser.next_row().map_err(Error::Input)? else {
             break;
         };
-        let raw = if keep_raw {
-            row.raw.to_vec()
-        } else {
-            Vec::new()
-        };
+        let raw = keep_raw.then_some(row.raw);
         match row.parsed {
             Ok(tx) => {
                 first_ok.get_or_insert(row.line);
-                recs.push(Rec {
-                    line: row.line,
-                    tx,
-                    fresh: false,
-                    raw,
-                });
+                recs.push(Rec::new(row.line, tx, raw));
             }
             Err(reason) => {
                 let outcome = Outcome::Malformed(reason);
-                part.events.push((k, row.line, outcome, raw));
+                part.events
+                    .push((k, row.line, outcome, raw.unwrap_or_default().to_vec()));
             }
         }
     }
@@ -296,11 +299,17 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_record_takes_forty_bytes_in_memory() {
+        assert_eq!(std::mem::size_of::<Rec>(), 40);
+    }
+
+    #[test]
     fn records_cross_in_twenty_bytes_and_come_back_whole() {
         for (n, &kind) in Kind::ALL.iter().enumerate() {
-            for (fresh, raw) in [(true, b"".to_vec()), (false, b"deposit,1,2,3".to_vec())] {
+            for (fresh, raw) in [(true, None), (false, Some(&b"deposit,1,2,3"[..]))] {
                 let rec = Rec {
-                    line: 1 << 31 | n as u64,
+                    line: 1 << 31 | n as u32,
                     tx: Tx {
                         kind,
                         client: u16::MAX - n as u16,
@@ -308,10 +317,10 @@ mod tests {
                         amount: Amount::from_raw(i64::MAX - n as i64),
                     },
                     fresh,
-                    raw: raw.clone(),
+                    raw: raw.map(Box::from),
                 };
                 let (size, back) = round_trip(&rec);
-                let with_raw = if raw.is_empty() { 0 } else { 8 + raw.len() };
+                let with_raw = raw.map_or(0, |raw| 8 + raw.len());
                 assert_eq!(size, 20 + with_raw, "{rec:?}");
                 assert_eq!(
                     (back.line, back.tx, back.fresh, back.raw),
@@ -332,7 +341,7 @@ mod tests {
                 amount: Amount::from_raw(1),
             },
             fresh: true,
-            raw: Vec::new(),
+            raw: None,
         })
         .unwrap();
         bytes[18] = 5 | FRESH;
