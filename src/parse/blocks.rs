@@ -436,8 +436,6 @@ fn parse_block(mut cut: Cut) -> Parsed {
     rows.clear();
     fast.clear();
     let base = buf.as_ptr() as usize;
-    // Rows read so far, fast ones included.
-    let mut read = 0;
     let mut parser = ParserBuilder::default()
         .after(cut.at_input_start, cut.columns, cut.seen_first)
         .over_block(buf, cut.len);
@@ -447,13 +445,13 @@ fn parse_block(mut cut: Cut) -> Parsed {
         match parser.fast_rows() {
             Ok(batch) if !batch.txs().is_empty() => {
                 fast.runs.push(Run {
-                    row: read,
+                    // Rows before it: one record or one other row each.
+                    row: fast.txs.len() + rows.len(),
                     tx: fast.txs.len(),
                     start: fast.starts.len(),
                     len: batch.txs().len(),
                     line: batch.line(0) as u32,
                 });
-                read += batch.txs().len();
                 fast.txs.extend_from_slice(batch.txs());
                 fast.starts.extend_from_slice(batch.starts());
                 continue;
@@ -471,7 +469,6 @@ fn parse_block(mut cut: Cut) -> Parsed {
             Ok(None) => break None,
             Err(error) => break Some(error),
         };
-        read += 1;
         rows.push(ParsedRow {
             parsed,
             line: line as u32,
@@ -770,12 +767,9 @@ impl RowSource for BlockRows {
     }
 
     fn state(&self) -> ParserState {
-        match (&self.block, self.end) {
-            (_, Some(at)) => ParserState { at, ..self.last },
-            (Some(block), None) => match self.handed {
-                Some(handed) => self.position_after(block, handed),
-                None => self.last,
-            },
+        match (&self.block, self.end, self.handed) {
+            (_, Some(at), _) => ParserState { at, ..self.last },
+            (Some(block), None, Some(handed)) => self.position_after(block, handed),
             _ => self.last,
         }
     }
@@ -839,24 +833,32 @@ mod tests {
     /// The rows as the CSV loop reads them (a batch of common lines first,
     /// else one row), without the state after each (a batch has one).
     fn batched(rows: &mut impl RowSource) -> Trace {
+        stateless(mixed(rows, |_, batch| usize::from(batch == 0)))
+    }
+
+    /// The rows read as batches of common lines, each followed by
+    /// `singles(step, batch rows)` rows read one by one, with the state after
+    /// each of those (`NO_STATE` after a batch's).
+    fn mixed(rows: &mut impl RowSource, singles: fn(usize, usize) -> usize) -> Trace {
         let mut out = Vec::new();
         let mut warnings = Vec::new();
-        let end = loop {
+        let mut step = 0;
+        let end = 'read: loop {
+            step += 1;
             warnings.extend(rows.take_warnings());
             let batch = rows.fast_rows().unwrap();
             for (i, &tx) in batch.txs().iter().enumerate() {
                 out.push((batch.line(i), batch.raw(i).to_vec(), Ok(tx), NO_STATE));
             }
-            if !batch.txs().is_empty() {
-                continue;
-            }
-            match rows.next_row() {
-                Ok(Some(row)) => {
-                    let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
-                    out.push((line, raw, parsed, NO_STATE));
+            for _ in 0..singles(step, batch.txs().len()) {
+                match rows.next_row() {
+                    Ok(Some(row)) => {
+                        let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
+                        out.push((line, raw, parsed, rows.state()));
+                    }
+                    Ok(None) => break 'read format!("end {:?}", rows.state().at),
+                    Err(error) => break 'read format!("error {error}"),
                 }
-                Ok(None) => break format!("end {:?}", rows.state().at),
-                Err(error) => break format!("error {error}"),
             }
         };
         warnings.extend(rows.take_warnings());
@@ -1015,39 +1017,7 @@ mod tests {
     /// asked for in the middle of a run of common lines gives nothing, and
     /// the rest of the run comes row by row, with the serial positions.
     fn interleaved(rows: &mut impl RowSource) -> Trace {
-        let mut out = Vec::new();
-        let mut warnings = Vec::new();
-        let mut step = 0;
-        let end = loop {
-            step += 1;
-            warnings.extend(rows.take_warnings());
-            let batch = rows.fast_rows().unwrap();
-            for (i, &tx) in batch.txs().iter().enumerate() {
-                out.push((batch.line(i), batch.raw(i).to_vec(), Ok(tx), NO_STATE));
-            }
-            let mut end = None;
-            for _ in 0..step % 3 + 1 {
-                match rows.next_row() {
-                    Ok(Some(row)) => {
-                        let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
-                        out.push((line, raw, parsed, rows.state()));
-                    }
-                    Ok(None) => {
-                        end = Some(format!("end {:?}", rows.state().at));
-                        break;
-                    }
-                    Err(error) => {
-                        end = Some(format!("error {error}"));
-                        break;
-                    }
-                }
-            }
-            if let Some(end) = end {
-                break end;
-            }
-        };
-        warnings.extend(rows.take_warnings());
-        (out, format!("{end}; warnings {warnings:?}"))
+        mixed(rows, |step, _| step % 3 + 1)
     }
 
     #[test]
