@@ -97,11 +97,17 @@ pub(crate) fn prefetch_all<T>(items: &[T]) {
 pub(crate) fn populate<T>(items: &mut [T]) {
     #[cfg(target_os = "linux")]
     {
-        const PAGE: usize = 4096;
+        // SAFETY: sysconf only reads a value (the page size: 4 KiB, or 16
+        // or 64 KiB on some ARM kernels, where 4 KiB-aligned advice would be
+        // refused).
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            size @ 1.. => size as usize,
+            _ => return,
+        };
         let start = items.as_mut_ptr() as usize;
         let end = start + std::mem::size_of_val(items);
-        let first = start.next_multiple_of(PAGE);
-        let last = end / PAGE * PAGE;
+        let first = start.next_multiple_of(page);
+        let last = end / page * page;
         if last > first {
             // SAFETY: `first..last` lies inside `items`, which this borrow
             // holds; MADV_POPULATE_WRITE only faults its pages in (as a
@@ -123,6 +129,22 @@ pub(crate) fn populate<T>(items: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn populate_changes_no_byte() {
+        // Large enough to hold whole pages of any size, and cut so that its
+        // ends are not on page boundaries.
+        let mut table: Vec<u32> = (0..300_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
+        let before = table.clone();
+        populate(&mut table[3..299_990]);
+        assert!(table == before);
+        let mut zeroed = vec![0u64; 1 << 16];
+        populate(&mut zeroed);
+        assert!(zeroed.iter().all(|&word| word == 0));
+        populate::<u8>(&mut []);
+    }
 
     #[test]
     fn rank_is_partition_point() {

@@ -606,7 +606,8 @@ impl WorkerState {
             let batch = lane
                 .recv(parker, abort)
                 .map_err(|Aborted| WorkerError::Aborted)?;
-            if let Some(stamp) = batch.stamp.filter(|_| batch.len() > 0) {
+            // (Stamped as its first record went in: an empty batch has none.)
+            if let Some(stamp) = batch.stamp {
                 self.latency
                     .saturating_record(stamp.elapsed().as_nanos() as u64);
             }
