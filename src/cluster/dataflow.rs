@@ -13,35 +13,43 @@ use std::sync::Arc;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Partition};
-use timely::dataflow::operators::{Capability, Concat, Input, InputCapability, Inspect, Probe};
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, Input, InputCapability, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::MutableAntichain;
 
-use super::input::{read_block, Cuts, InputPlan, Part, Rec};
+use super::columns::{Claims, Packed, Repeats, Rows};
+use super::input::{read_block, Cuts, InputPlan, Outgoing, Part};
 use super::restart::{Assembling, Due, Schedule, Snapshot};
 use crate::engine::Error;
-use crate::ledger::{claim, Book};
+use crate::ledger::Book;
 use crate::report::Outcome;
 use crate::store::TxIdSet;
 
 /// Blocks in flight per worker before a worker waits for the dataflow.
 pub(super) const LAG_ROUNDS: u64 = 4;
 
-/// An operator's records, stashed by block until timely says the block is
-/// complete (no record of it or of a block before it is still on its way),
+/// An operator's batches, stashed by block until timely says the block is
+/// complete (no batch of it or of a block before it is still on its way),
 /// each block holding a capability so that the blocks after it wait.
-#[derive(Default)]
-pub(super) struct BlockStash {
-    pub(super) stash: BTreeMap<u64, (Capability<u64>, Vec<Rec>)>,
+pub(super) struct BlockStash<T> {
+    pub(super) stash: BTreeMap<u64, (Capability<u64>, Vec<T>)>,
 }
 
-impl BlockStash {
+impl<T> Default for BlockStash<T> {
+    fn default() -> Self {
+        BlockStash {
+            stash: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> BlockStash<T> {
     /// Stashes what arrived at `cap`'s block.
     pub(super) fn take(
         &mut self,
         cap: &InputCapability<u64>,
-        data: IterMut<'_, Vec<Rec>>,
+        data: IterMut<'_, Vec<T>>,
         port: usize,
     ) {
         if let Some(cap) = cap.retain_least(port) {
@@ -52,21 +60,25 @@ impl BlockStash {
         }
     }
 
-    /// The first stashed block if it is complete, its records in line
-    /// order: blocks come out in order, each once.
+    /// The first stashed block if it is complete by every one of
+    /// `frontiers`: blocks come out in order, each once.
     pub(super) fn next_complete(
         &mut self,
-        frontier: &MutableAntichain<u64>,
-    ) -> Option<(Capability<u64>, Vec<Rec>)> {
+        frontiers: &[&MutableAntichain<u64>],
+    ) -> Option<(Capability<u64>, Vec<T>)> {
         let entry = self.stash.first_entry()?;
-        if frontier.less_equal(entry.key()) {
+        if frontiers.iter().any(|f| f.less_equal(entry.key())) {
             return None;
         }
-        let (cap, mut recs) = entry.remove();
-        // A stable sort: a block arrives as a few sorted runs (one per
-        // batch), which it merges.
-        recs.sort_by_key(|rec| rec.line);
-        Some((cap, recs))
+        Some(entry.remove())
+    }
+
+    /// What is stashed at `block` (nothing if nothing came).
+    pub(super) fn remove(&mut self, block: u64) -> Vec<T> {
+        self.stash
+            .remove(&block)
+            .map(|(_, v)| v)
+            .unwrap_or_default()
     }
 }
 
@@ -119,23 +131,50 @@ impl Shared {
         self.pending.borrow_mut().books.insert(c, snapshot);
     }
 
-    /// SPEC rule 2 for one complete block, its records in line order.
-    fn claim(&self, recs: &mut [Rec]) {
+    /// SPEC rule 2 for one complete block: its claims, each batch in line
+    /// order (a block's claims for this worker come from the one worker
+    /// that parsed it, in one batch). Returns the lines whose id was
+    /// already claimed, by the worker that applies them.
+    fn claim(&self, batches: Vec<Packed<Claims>>) -> Vec<Packed<Repeats>> {
         let mut ids = self.ids.borrow_mut();
-        for rec in recs {
-            rec.fresh = claim(&mut ids, &rec.tx);
+        let mut repeats: Vec<Repeats> = Vec::new();
+        for Packed { batch, .. } in &batches {
+            for ((&line, &tx), &applier) in batch.lines.iter().zip(&batch.txs).zip(&batch.appliers)
+            {
+                if ids.claim(tx) {
+                    continue;
+                }
+                match repeats.iter_mut().find(|r| r.to == applier) {
+                    Some(r) => r.lines.push(line),
+                    None => repeats.push(Repeats {
+                        to: applier,
+                        lines: vec![line],
+                    }),
+                }
+            }
         }
+        repeats.into_iter().map(Packed::new).collect()
     }
 
-    /// The ledger's rules for one complete block, its records in line order.
-    fn apply(&self, block: u64, recs: Vec<Rec>) {
+    /// The ledger's rules for one complete block: its records for this
+    /// worker (one batch, in line order, from the worker that parsed the
+    /// block), and the lines among them whose id was already claimed.
+    fn apply(&self, block: u64, batches: Vec<Packed<Rows>>, repeats: Vec<Packed<Repeats>>) {
         let (mut book, mut part) = (self.book.borrow_mut(), self.part.borrow_mut());
-        for rec in recs {
-            match Outcome::of(&rec.tx, book.apply(&rec.tx, rec.fresh)) {
-                Outcome::Applied => part.applied += 1,
-                outcome => {
-                    let raw = rec.raw.map(Vec::from).unwrap_or_default();
-                    part.events.push((block, u64::from(rec.line), outcome, raw));
+        let mut repeated: Vec<u32> = repeats.into_iter().flat_map(|r| r.batch.lines).collect();
+        repeated.sort_unstable();
+        let mut repeated = repeated.into_iter().peekable();
+        for Packed { batch: rows, .. } in batches {
+            for (i, &line) in rows.lines.iter().enumerate() {
+                let tx = rows.tx(i);
+                let repeat = repeated.next_if_eq(&line).is_some();
+                let fresh = tx.kind.claims_id() && !repeat;
+                match Outcome::of(&tx, book.apply(&tx, fresh)) {
+                    Outcome::Applied => part.applied += 1,
+                    outcome => {
+                        let raw = rows.raws.get(i).map(|raw| raw.to_vec()).unwrap_or_default();
+                        part.events.push((block, u64::from(line), outcome, raw));
+                    }
                 }
             }
         }
@@ -175,73 +214,111 @@ impl Shared {
     }
 }
 
-/// The records a worker feeds in, by block.
-type Records = InputHandle<u64, CapacityContainerBuilder<Vec<Rec>>>;
+/// What a worker feeds in, by block: its blocks' records for the workers
+/// that apply them, and their claims for the workers that own the ids.
+struct Inputs {
+    rows: InputHandle<u64, CapacityContainerBuilder<Vec<Packed<Rows>>>>,
+    claims: InputHandle<u64, CapacityContainerBuilder<Vec<Packed<Claims>>>>,
+}
 
-/// The main dataflow: deposits and withdrawals exchanged by tx id to the
-/// claim stage, then every record by client to the apply stage; each stage
-/// takes complete blocks in order and snapshots itself at checkpoints.
+impl Inputs {
+    fn advance_to(&mut self, block: u64) {
+        self.rows.advance_to(block);
+        self.claims.advance_to(block);
+    }
+
+    /// Sends a block's batches, leaving `out` empty.
+    fn send(&mut self, out: &mut Outgoing) {
+        let (mut rows, mut claims) = out.take();
+        self.rows.send_batch(&mut rows);
+        self.claims.send_batch(&mut claims);
+    }
+
+    fn close(self) {
+        self.rows.close();
+        self.claims.close();
+    }
+}
+
+/// A batch's worker, for timely's exchange (below `peers`, which timely
+/// takes as it is).
+fn to<T>(worker: fn(&T) -> u32) -> impl Fn(&Packed<T>) -> u64 {
+    move |packed| u64::from(worker(&packed.batch))
+}
+
+/// The main dataflow, one exchange of records: each block's claims go to
+/// the workers that own their ids (the claim stage), its records to the
+/// workers of their clients (the apply stage), which the claim stage tells
+/// which of them repeat a claimed id. Each stage takes complete blocks in
+/// order and snapshots itself at checkpoints.
 fn claim_and_apply(
     worker: &mut timely::worker::Worker,
     shared: &Shared,
     due: Due,
-) -> (Records, ProbeHandle<u64>) {
-    let mut input = Records::new();
+) -> (Inputs, ProbeHandle<u64>) {
+    let mut inputs = Inputs {
+        rows: InputHandle::new(),
+        claims: InputHandle::new(),
+    };
     let probe = ProbeHandle::new();
     let (claiming, applying) = (shared.clone(), shared.clone());
     worker.dataflow::<u64, _, _>(|scope| {
-        let mut streams = scope
-            .input_from(&mut input)
-            .partition(2, |rec: Rec| (u64::from(!rec.tx.kind.claims_id()), rec));
-        let others = streams.pop().expect("two streams");
-        let claims = streams.pop().expect("two streams");
-        let claimed = claims.unary_frontier::<CapacityContainerBuilder<Vec<Rec>>, _, _, _>(
-            Exchange::new(|rec: &Rec| u64::from(rec.tx.tx)),
-            "Claim",
-            |_, _| {
-                let (mut blocks, mut due) = (BlockStash::default(), due);
-                move |(input, frontier), output| {
-                    let port = output.output_index();
-                    input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
-                    while let Some((cap, mut recs)) = blocks.next_complete(frontier) {
-                        while let Some(c) = due.before(*cap.time()) {
-                            claiming.snap_claims(c);
-                        }
-                        claiming.claim(&mut recs);
-                        output.session(&cap).give_container(&mut recs);
-                    }
-                    while let Some(c) = due.passed(frontier) {
-                        claiming.snap_claims(c);
-                    }
-                }
-            },
-        );
-        claimed
-            .concat(others)
-            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-                Exchange::new(|rec: &Rec| u64::from(rec.tx.client)),
-                "Apply",
+        let rows = scope.input_from(&mut inputs.rows);
+        let repeats = scope
+            .input_from(&mut inputs.claims)
+            .unary_frontier::<CapacityContainerBuilder<Vec<Packed<Repeats>>>, _, _, _>(
+                Exchange::new(to(|c: &Claims| c.to)),
+                "Claim",
                 |_, _| {
                     let (mut blocks, mut due) = (BlockStash::default(), due);
                     move |(input, frontier), output| {
                         let port = output.output_index();
                         input.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
-                        while let Some((cap, recs)) = blocks.next_complete(frontier) {
+                        while let Some((cap, claims)) = blocks.next_complete(&[frontier]) {
                             while let Some(c) = due.before(*cap.time()) {
-                                applying.snap_book(c);
+                                claiming.snap_claims(c);
                             }
-                            applying.apply(*cap.time(), recs);
+                            let mut repeats = claiming.claim(claims);
+                            output.session(&cap).give_container(&mut repeats);
                         }
-                        while let Some(c) = due.passed(frontier) {
-                            applying.snap_book(c);
+                        while let Some(c) = due.passed(&[frontier]) {
+                            claiming.snap_claims(c);
                         }
                     }
                 },
-            )
-            // Nothing goes out: the probe follows the blocks held.
-            .probe_with(&probe);
+            );
+        rows.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+            repeats,
+            Exchange::new(to(|r: &Rows| r.to)),
+            Exchange::new(to(|r: &Repeats| r.to)),
+            "Apply",
+            |_, _| {
+                let (mut blocks, mut repeats, mut due) =
+                    (BlockStash::default(), BlockStash::default(), due);
+                move |(rows, rows_frontier), (repeated, repeats_frontier), output| {
+                    let port = output.output_index();
+                    rows.for_each_stamp(|cap, data| blocks.take(&cap, data, port));
+                    repeated.for_each_stamp(|cap, data| repeats.take(&cap, data, port));
+                    let frontiers = [rows_frontier, repeats_frontier];
+                    // Repeats come only for records this worker applies:
+                    // a block with repeats has records here.
+                    while let Some((cap, batches)) = blocks.next_complete(&frontiers) {
+                        let block = *cap.time();
+                        while let Some(c) = due.before(block) {
+                            applying.snap_book(c);
+                        }
+                        applying.apply(block, batches, repeats.remove(block));
+                    }
+                    while let Some(c) = due.passed(&frontiers) {
+                        applying.snap_book(c);
+                    }
+                }
+            },
+        )
+        // Nothing goes out: the probe follows the blocks held.
+        .probe_with(&probe);
     });
-    (input, probe)
+    (inputs, probe)
 }
 
 /// Every worker's part, sent to worker 0 at the end.
@@ -328,7 +405,7 @@ pub(super) fn run_worker(
         None => (0, None, None),
     };
     let shared = Shared::new(snapshot);
-    let (mut records, probe) = claim_and_apply(worker, &shared, Due::new(schedule.as_ref(), start));
+    let (mut inputs, probe) = claim_and_apply(worker, &shared, Due::new(schedule.as_ref(), start));
     let (mut parts, parts_probe, gathered) = gathering(worker);
     let (mut stops, stops_probe, stopped) = stopping(worker);
     let feeder = Feeder {
@@ -343,13 +420,13 @@ pub(super) fn run_worker(
     };
     let parsed = feeder.feed(
         worker,
-        (&mut records, &mut stops),
+        (&mut inputs, &mut stops),
         path,
         plan,
         keep_raw,
         start,
     );
-    records.close();
+    inputs.close();
     while !probe.done() {
         worker.step();
         shared.save_ready(schedule.as_ref(), worker.index(), parsed);
@@ -416,7 +493,7 @@ impl Feeder<'_> {
     fn feed(
         &self,
         worker: &mut timely::worker::Worker,
-        (records, stops): (&mut Records, &mut Stops),
+        (inputs, stops): (&mut Inputs, &mut Stops),
         path: &Path,
         plan: InputPlan,
         keep_raw: bool,
@@ -438,13 +515,13 @@ impl Feeder<'_> {
             keep_raw,
             scan: Vec::new(),
         };
-        let mut recs = Vec::new();
+        let mut out = Outgoing::new(peers as usize);
         while k < plan.blocks {
             if self.stopping(stops) {
                 return k;
             }
-            records.advance_to(k);
-            let read = read_block(&mut cuts, k, &mut recs, &mut self.shared.part.borrow_mut());
+            inputs.advance_to(k);
+            let read = read_block(&mut cuts, k, &mut out, &mut self.shared.part.borrow_mut());
             if let Err(error) = read {
                 self.shared.part.borrow_mut().error = Some((k, message(error)));
                 return u64::MAX;
@@ -453,11 +530,10 @@ impl Feeder<'_> {
             // A block without records (inside a long line, or only
             // malformed rows) holds no memory downstream: no step, no
             // wait, however many of them there are.
-            if recs.is_empty() {
+            if out.is_empty() {
                 continue;
             }
-            records.send_batch(&mut recs);
-            recs.clear();
+            inputs.send(&mut out);
             self.step(worker, k);
             let behind = k.saturating_sub(LAG_ROUNDS * peers);
             while self.probe.less_than(&behind) {

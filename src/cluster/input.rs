@@ -8,13 +8,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::amount::Amount;
+use super::columns::{Claims, Packed, Rows};
+use super::run::exchange_target;
 use crate::engine::Error;
 use crate::ledger::Account;
 use crate::parse::{first_line_end, Columns, ParserBuilder};
 use crate::report::Outcome;
 use crate::store::Deposit;
-use crate::tx::{ClientId, Kind, Tx, TxId};
+use crate::tx::{ClientId, Tx, TxId};
 
 /// How the input is cut: the same on every process.
 #[derive(Clone, Copy, Debug)]
@@ -94,91 +95,80 @@ impl Cuts {
     }
 }
 
-/// A well-formed record on its way through the dataflow; its block is its
-/// timestamp. Between processes it travels as a [`Wire`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(into = "Wire", try_from = "Wire")]
-pub(super) struct Rec {
-    /// Line within the block, from 1 (a block is at most `MAX_BLOCK`, 1 GiB,
-    /// of input).
-    pub(super) line: u32,
-    pub(super) tx: Tx,
-    /// The outcome of its claim (deposits and withdrawals).
-    pub(super) fresh: bool,
-    /// The original line, for the rejects file (none without one). 40
-    /// bytes a record in all, where a `u64` line and a `Vec` took 56:
-    /// records are moved through timely's containers (8 KiB each) and the
-    /// block stash by the million (perf.md, "A compact record on the
-    /// wire").
-    pub(super) raw: Option<Box<[u8]>>,
+/// A block's well-formed records as they leave the worker that parsed it:
+/// by the worker that applies each (its client's), and the deposits' and
+/// withdrawals' claims by the worker that owns each id. A block is parsed
+/// by one worker, so each batch holds its rows in line order.
+pub(super) struct Outgoing {
+    pub(super) rows: Vec<Rows>,
+    pub(super) claims: Vec<Claims>,
 }
 
-impl Rec {
+impl Outgoing {
+    pub(super) fn new(peers: usize) -> Outgoing {
+        let to = |w: usize| u32::try_from(w).expect("fewer than 2^32 workers");
+        Outgoing {
+            rows: (0..peers)
+                .map(|w| Rows {
+                    to: to(w),
+                    ..Rows::default()
+                })
+                .collect(),
+            claims: (0..peers)
+                .map(|w| Claims {
+                    to: to(w),
+                    ..Claims::default()
+                })
+                .collect(),
+        }
+    }
+
     /// A record read at `line` of its block (`raw`: its original line, kept
     /// for the rejects file).
-    fn new(line: u64, tx: Tx, raw: Option<&[u8]>) -> Rec {
-        Rec {
-            line: u32::try_from(line).expect("a block holds fewer than 2^32 lines"),
-            tx,
-            fresh: false,
-            raw: raw.map(Box::from),
+    fn push(&mut self, line: u64, tx: &Tx, raw: Option<&[u8]>) {
+        let line = u32::try_from(line).expect("a block holds fewer than 2^32 lines");
+        let peers = self.rows.len();
+        let applier = exchange_target(u64::from(tx.client), peers);
+        self.rows[applier].push(line, tx, raw);
+        if tx.kind.claims_id() {
+            let owner = exchange_target(u64::from(tx.tx), peers);
+            self.claims[owner].push(line, tx.tx, applier as u32);
         }
     }
-}
 
-/// A [`Rec`] as timely encodes it (bincode, fixed-width integers): 20
-/// bytes and the original line if there is one, where the derived form
-/// took 35 (an 8-byte line number, a 4-byte type tag, an 8-byte length for
-/// an empty line; perf.md, "A compact record on the wire").
-#[derive(Serialize, Deserialize)]
-struct Wire {
-    line: u32,
-    client: ClientId,
-    tx: TxId,
-    amount: i64,
-    /// The type's index in [`Kind::ALL`], and the claim in bit 7.
-    kind: u8,
-    raw: Option<Box<[u8]>>,
-}
-
-/// A claim's bit in [`Wire::kind`].
-const FRESH: u8 = 0x80;
-
-impl From<Rec> for Wire {
-    fn from(rec: Rec) -> Wire {
-        let kind = Kind::ALL
-            .iter()
-            .position(|&kind| kind == rec.tx.kind)
-            .expect("every kind is in Kind::ALL") as u8;
-        Wire {
-            line: rec.line,
-            client: rec.tx.client,
-            tx: rec.tx.tx,
-            amount: rec.tx.amount.raw(),
-            kind: kind | if rec.fresh { FRESH } else { 0 },
-            raw: rec.raw,
-        }
+    pub(super) fn is_empty(&self) -> bool {
+        self.rows.iter().all(|rows| rows.len() == 0)
     }
-}
 
-impl TryFrom<Wire> for Rec {
-    type Error = String;
-
-    fn try_from(wire: Wire) -> Result<Rec, String> {
-        let kind = *Kind::ALL
-            .get(usize::from(wire.kind & !FRESH))
-            .ok_or_else(|| format!("no transaction type has index {}", wire.kind & !FRESH))?;
-        Ok(Rec {
-            line: wire.line,
-            tx: Tx {
-                kind,
-                client: wire.client,
-                tx: wire.tx,
-                amount: Amount::from_raw(wire.amount),
-            },
-            fresh: wire.kind & FRESH != 0,
-            raw: wire.raw,
-        })
+    /// The batches that hold anything, leaving empty ones in their place.
+    pub(super) fn take(&mut self) -> (Vec<Packed<Rows>>, Vec<Packed<Claims>>) {
+        let rows = (self.rows.iter_mut())
+            .filter(|rows| rows.len() != 0)
+            .map(|rows| {
+                let to = rows.to;
+                Packed::new(std::mem::replace(
+                    rows,
+                    Rows {
+                        to,
+                        ..Rows::default()
+                    },
+                ))
+            })
+            .collect();
+        let claims = (self.claims.iter_mut())
+            .filter(|claims| !claims.lines.is_empty())
+            .map(|claims| {
+                let to = claims.to;
+                Packed::new(std::mem::replace(
+                    claims,
+                    Claims {
+                        to,
+                        ..Claims::default()
+                    },
+                ))
+            })
+            .collect();
+        (rows, claims)
     }
 }
 
@@ -225,12 +215,12 @@ impl Part {
     }
 }
 
-/// Parses block `k`: well-formed records into `recs`, malformed rows as
+/// Parses block `k`: well-formed records into `out`, malformed rows as
 /// events, its line count (when it has lines) and its warnings into `part`.
 pub(super) fn read_block(
     cuts: &mut Cuts,
     k: u64,
-    recs: &mut Vec<Rec>,
+    out: &mut Outgoing,
     part: &mut Part,
 ) -> Result<(), Error> {
     let io = |e: io::Error| Error::Input(e.into());
@@ -257,10 +247,9 @@ pub(super) fn read_block(
         let rows = parser.fast_rows().map_err(Error::Input)?;
         if !rows.txs().is_empty() {
             first_ok.get_or_insert(rows.line(0));
-            recs.extend(
-                (rows.txs().iter().enumerate())
-                    .map(|(i, &tx)| Rec::new(rows.line(i), tx, keep_raw.then(|| rows.raw(i)))),
-            );
+            for (i, tx) in rows.txs().iter().enumerate() {
+                out.push(rows.line(i), tx, keep_raw.then(|| rows.raw(i)));
+            }
             continue;
         }
         let Some(row) = parser.next_row().map_err(Error::Input)? else {
@@ -270,7 +259,7 @@ pub(super) fn read_block(
         match row.parsed {
             Ok(tx) => {
                 first_ok.get_or_insert(row.line);
-                recs.push(Rec::new(row.line, tx, raw));
+                out.push(row.line, &tx, raw);
             }
             Err(reason) => {
                 let outcome = Outcome::Malformed(reason);
@@ -283,74 +272,4 @@ pub(super) fn read_block(
     part.warnings.extend(parser.take_warnings());
     part.first_ok.extend(first_ok.map(|line| (k, line)));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What timely does with a record: bincode 1's default encoding.
-    fn round_trip(rec: &Rec) -> (usize, Rec) {
-        let bytes = bincode::serialize(rec).expect("a record encodes");
-        (
-            bytes.len(),
-            bincode::deserialize(&bytes).expect("a record decodes"),
-        )
-    }
-
-    #[test]
-    #[cfg(target_pointer_width = "64")]
-    fn a_record_takes_forty_bytes_in_memory() {
-        assert_eq!(std::mem::size_of::<Rec>(), 40);
-    }
-
-    #[test]
-    fn records_cross_in_twenty_bytes_and_come_back_whole() {
-        for (n, &kind) in Kind::ALL.iter().enumerate() {
-            for (fresh, raw) in [(true, None), (false, Some(&b"deposit,1,2,3"[..]))] {
-                let rec = Rec {
-                    line: 1 << 31 | n as u32,
-                    tx: Tx {
-                        kind,
-                        client: u16::MAX - n as u16,
-                        tx: u32::MAX - n as u32,
-                        amount: Amount::from_raw(i64::MAX - n as i64),
-                    },
-                    fresh,
-                    raw: raw.map(Box::from),
-                };
-                let (size, back) = round_trip(&rec);
-                let with_raw = raw.map_or(0, |raw| 8 + raw.len());
-                assert_eq!(size, 20 + with_raw, "{rec:?}");
-                assert_eq!(
-                    (back.line, back.tx, back.fresh, back.raw),
-                    (rec.line, rec.tx, rec.fresh, rec.raw)
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn a_record_with_an_unknown_type_is_refused() {
-        let mut bytes = bincode::serialize(&Rec {
-            line: 1,
-            tx: Tx {
-                kind: Kind::Deposit,
-                client: 1,
-                tx: 1,
-                amount: Amount::from_raw(1),
-            },
-            fresh: true,
-            raw: None,
-        })
-        .unwrap();
-        bytes[18] = 5 | FRESH;
-        let refused = bincode::deserialize::<Rec>(&bytes).unwrap_err();
-        assert!(
-            refused
-                .to_string()
-                .contains("no transaction type has index 5"),
-            "{refused}"
-        );
-    }
 }

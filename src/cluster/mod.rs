@@ -11,17 +11,23 @@
 //! all advance together.
 //!
 //! The dataflow, with a record's block as its timestamp and its line within
-//! the block as its order:
+//! the block as its order, moves every record once:
 //!
-//! 1. deposits and withdrawals are exchanged by tx id; once timely says a
-//!    block is complete at a claim stage, that stage sorts the block's
-//!    records by line and makes SPEC rule 2's claims (blocks in order), so
-//!    each id is claimed by its first record in file order;
-//! 2. every record is exchanged by client; once a block is complete, the
-//!    owning worker sorts its records by line and applies them to its
-//!    book (the ledger, unchanged), blocks in order: a client's records
-//!    in file order;
-//! 3. at the end every worker sends its accounts, its rows that were not
+//! 1. the worker that parses a block splits its records into one batch
+//!    per worker, by client, and the deposits' and withdrawals' tx ids into
+//!    one batch of claims per worker, by id; each batch is one timely
+//!    record, in columns (`columns.rs`), so timely's per-record work is
+//!    paid once a block per worker;
+//! 2. once timely says a block is complete at the claim stage, each id's
+//!    owner makes SPEC rule 2's claims (blocks in order, a block's claims
+//!    in line order, so each id is claimed by its first record in file
+//!    order) and tells the worker that applies a record only when its id
+//!    was already claimed;
+//! 3. once a block is complete at the apply stage (its records and the
+//!    claim stage's answers), the client's worker applies its records to
+//!    its book (the ledger, unchanged), blocks in order: a client's
+//!    records in file order;
+//! 4. at the end every worker sends its accounts, its rows that were not
 //!    applied (rejected by the ledger, malformed to its parser) with their
 //!    (block, line), and its blocks' line counts to worker 0 (on process
 //!    0), which numbers the lines (a prefix sum of the counts) and builds
@@ -41,6 +47,7 @@
 //! (`restart.rs`).
 
 mod auth;
+mod columns;
 mod connect;
 mod dataflow;
 mod error;

@@ -370,8 +370,8 @@ impl Due {
 
     /// A checkpoint whose blocks before it are all done, by the frontier
     /// (call until `None`, after taking every complete block).
-    pub fn passed(&mut self, frontier: &MutableAntichain<u64>) -> Option<u64> {
-        let c = self.next.filter(|&c| !frontier.less_equal(&(c - 1)))?;
+    pub fn passed(&mut self, frontiers: &[&MutableAntichain<u64>]) -> Option<u64> {
+        let c = (self.next).filter(|&c| frontiers.iter().all(|f| !f.less_equal(&(c - 1))))?;
         Some(self.advance(c))
     }
 }
@@ -517,11 +517,11 @@ mod tests {
         let mut frontier = MutableAntichain::new();
         frontier.update_iter([(6u64, 1)]);
         assert_eq!(
-            due.passed(&frontier),
+            due.passed(&[&frontier]),
             Some(6),
             "every block before 6 is done"
         );
-        assert_eq!(due.passed(&frontier), None);
+        assert_eq!(due.passed(&[&frontier]), None);
         let mut resumed = Due::new(Some(&s), 4);
         assert_eq!(
             resumed.before(9),

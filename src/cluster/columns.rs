@@ -1,0 +1,442 @@
+//! What crosses between workers, in columns: a block's records for the
+//! worker of their clients ([`Rows`]), its deposits' and withdrawals' tx
+//! ids for the worker that owns each id ([`Claims`]), and that owner's
+//! answer, the lines whose id was already claimed ([`Repeats`]).
+//!
+//! Each is one timely record (a [`Packed`] batch), so timely's per-record
+//! work (the exchange's routing, containers of 8 KiB, a bincode call per
+//! field) is paid once a block per worker, not once a row. Between
+//! processes a batch travels as its columns, each at the narrowest of 1,
+//! 2, 4 or 8 bytes a value that holds every value in it; line numbers as
+//! gaps from the line before (a worker's share of a block is in line
+//! order), amounts zigzag-encoded (a negative amount is malformed input,
+//! but the ledger's value type allows one). Within a process a batch moves
+//! as it is and is never encoded.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::amount::Amount;
+use crate::tx::{ClientId, Kind, Tx, TxId};
+
+/// One block's well-formed records for one worker, in line order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Rows {
+    /// The worker they go to.
+    pub(super) to: u32,
+    /// Lines within the block, from 1, ascending.
+    pub(super) lines: Vec<u32>,
+    pub(super) kinds: Vec<Kind>,
+    pub(super) clients: Vec<ClientId>,
+    pub(super) txs: Vec<TxId>,
+    pub(super) amounts: Vec<Amount>,
+    /// The original lines, for the rejects file: one a row, or none when
+    /// no rejects file is written.
+    pub(super) raws: Vec<Box<[u8]>>,
+}
+
+impl Rows {
+    pub(super) fn push(&mut self, line: u32, tx: &Tx, raw: Option<&[u8]>) {
+        self.lines.push(line);
+        self.kinds.push(tx.kind);
+        self.clients.push(tx.client);
+        self.txs.push(tx.tx);
+        self.amounts.push(tx.amount);
+        self.raws.extend(raw.map(Box::from));
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Record `i`.
+    pub(super) fn tx(&self, i: usize) -> Tx {
+        Tx {
+            kind: self.kinds[i],
+            client: self.clients[i],
+            tx: self.txs[i],
+            amount: self.amounts[i],
+        }
+    }
+}
+
+/// One block's claims (SPEC rule 2) for the worker that owns their ids, in
+/// line order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Claims {
+    /// The worker that owns the ids.
+    pub(super) to: u32,
+    pub(super) lines: Vec<u32>,
+    pub(super) txs: Vec<TxId>,
+    /// The worker that applies each record (its client's), which is told
+    /// if the id was already claimed.
+    pub(super) appliers: Vec<u32>,
+}
+
+impl Claims {
+    pub(super) fn push(&mut self, line: u32, tx: TxId, applier: u32) {
+        self.lines.push(line);
+        self.txs.push(tx);
+        self.appliers.push(applier);
+    }
+}
+
+/// One block's lines, for the worker that applies them, whose tx id an
+/// earlier record had claimed: every other deposit and withdrawal it
+/// applies made its claim.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Repeats {
+    /// The worker that applies those lines.
+    pub(super) to: u32,
+    /// Ascending.
+    pub(super) lines: Vec<u32>,
+}
+
+/// A batch encoded in columns and decoded back.
+pub(super) trait Columnar: Sized {
+    fn encode(&self, out: &mut Vec<u8>);
+    fn decode(input: &mut Reader<'_>) -> Result<Self, String>;
+}
+
+impl Columnar for Rows {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_len(out, self.len());
+        out.extend_from_slice(&self.to.to_le_bytes());
+        put_gaps(out, &self.lines);
+        put(out, self.kinds.iter().map(|&kind| kind as u64));
+        put(out, self.clients.iter().map(|&c| u64::from(c)));
+        put(out, self.txs.iter().map(|&tx| u64::from(tx)));
+        put(out, self.amounts.iter().map(|a| zigzag(a.raw())));
+        put_len(out, self.raws.len());
+        put(out, self.raws.iter().map(|raw| raw.len() as u64));
+        for raw in &self.raws {
+            out.extend_from_slice(raw);
+        }
+    }
+
+    fn decode(input: &mut Reader<'_>) -> Result<Rows, String> {
+        let n = input.len()?;
+        let to = input.u32()?;
+        let lines = input.gaps(n)?;
+        let kinds = input.column(n, |k| Kind::ALL.get(k as usize).copied())?;
+        let clients = input.column(n, |c| ClientId::try_from(c).ok())?;
+        let txs = input.column(n, |tx| TxId::try_from(tx).ok())?;
+        let amounts = input.column(n, |a| Some(Amount::from_raw(unzigzag(a))))?;
+        let raws = input.len()?;
+        if raws != 0 && raws != n {
+            return Err(format!("{raws} original lines for {n} records"));
+        }
+        let raws = input
+            .column(raws, |len| usize::try_from(len).ok())?
+            .into_iter()
+            .map(|len| input.take(len).map(Box::from))
+            .collect::<Result<_, _>>()?;
+        Ok(Rows {
+            to,
+            lines,
+            kinds,
+            clients,
+            txs,
+            amounts,
+            raws,
+        })
+    }
+}
+
+impl Columnar for Claims {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_len(out, self.lines.len());
+        out.extend_from_slice(&self.to.to_le_bytes());
+        put_gaps(out, &self.lines);
+        put(out, self.txs.iter().map(|&tx| u64::from(tx)));
+        put(out, self.appliers.iter().map(|&w| u64::from(w)));
+    }
+
+    fn decode(input: &mut Reader<'_>) -> Result<Claims, String> {
+        let n = input.len()?;
+        Ok(Claims {
+            to: input.u32()?,
+            lines: input.gaps(n)?,
+            txs: input.column(n, |tx| TxId::try_from(tx).ok())?,
+            appliers: input.column(n, |w| u32::try_from(w).ok())?,
+        })
+    }
+}
+
+impl Columnar for Repeats {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_len(out, self.lines.len());
+        out.extend_from_slice(&self.to.to_le_bytes());
+        put_gaps(out, &self.lines);
+    }
+
+    fn decode(input: &mut Reader<'_>) -> Result<Repeats, String> {
+        let n = input.len()?;
+        Ok(Repeats {
+            to: input.u32()?,
+            lines: input.gaps(n)?,
+        })
+    }
+}
+
+/// A batch as timely moves it: as it is within a process; between
+/// processes (bincode, through serde) as one byte string of its columns,
+/// encoded once (timely asks for the size, then for the bytes).
+#[derive(Clone, Debug)]
+pub(super) struct Packed<T> {
+    pub(super) batch: T,
+    encoded: OnceCell<Vec<u8>>,
+}
+
+impl<T> Packed<T> {
+    pub(super) fn new(batch: T) -> Packed<T> {
+        Packed {
+            batch,
+            encoded: OnceCell::new(),
+        }
+    }
+}
+
+impl<T: Columnar> Serialize for Packed<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let bytes = self.encoded.get_or_init(|| {
+            let mut out = Vec::new();
+            self.batch.encode(&mut out);
+            out
+        });
+        serializer.serialize_bytes(bytes)
+    }
+}
+
+impl<'de, T: Columnar> Deserialize<'de> for Packed<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Packed<T>, D::Error> {
+        struct Bytes<T>(PhantomData<T>);
+        impl<T: Columnar> Visitor<'_> for Bytes<T> {
+            type Value = Packed<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a batch in columns")
+            }
+
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Packed<T>, E> {
+                let mut input = Reader { bytes };
+                let batch = T::decode(&mut input).map_err(E::custom)?;
+                if !input.bytes.is_empty() {
+                    return Err(E::custom(format!(
+                        "{} bytes after a batch",
+                        input.bytes.len()
+                    )));
+                }
+                Ok(Packed::new(batch))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes(PhantomData))
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    let n = u32::try_from(n).expect("a batch holds fewer than 2^32 rows");
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+/// Ascending lines as their gaps (the first from 0).
+fn put_gaps(out: &mut Vec<u8>, lines: &[u32]) {
+    let before = std::iter::once(0).chain(lines.iter().copied());
+    let gaps = lines
+        .iter()
+        .zip(before)
+        .map(|(&line, before)| line.wrapping_sub(before));
+    put(out, gaps.map(u64::from));
+}
+
+/// A column: one byte for its width (1, 2, 4 or 8), then every value in
+/// that many little-endian bytes.
+fn put<I: Iterator<Item = u64> + Clone>(out: &mut Vec<u8>, values: I) {
+    let width = match values.clone().fold(0, |all, v| all | v) {
+        0..=0xff => 1,
+        0x100..=0xffff => 2,
+        0x1_0000..=0xffff_ffff => 4,
+        _ => 8,
+    };
+    out.push(width as u8);
+    out.reserve(values.size_hint().0 * width);
+    match width {
+        1 => out.extend(values.map(|v| v as u8)),
+        2 => values.for_each(|v| out.extend_from_slice(&(v as u16).to_le_bytes())),
+        4 => values.for_each(|v| out.extend_from_slice(&(v as u32).to_le_bytes())),
+        _ => values.for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+    }
+}
+
+/// Encoded columns, read from the front.
+pub(super) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if n > self.bytes.len() {
+            return Err(format!(
+                "a batch cut short: {n} bytes wanted, {} left",
+                self.bytes.len()
+            ));
+        }
+        let (taken, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    }
+
+    fn len(&mut self) -> Result<usize, String> {
+        Ok(self.u32()? as usize)
+    }
+
+    /// A column of `n` values, each made a `T` by `make` (`None`: out of
+    /// range).
+    fn column<T>(
+        &mut self,
+        n: usize,
+        mut make: impl FnMut(u64) -> Option<T>,
+    ) -> Result<Vec<T>, String> {
+        let width = usize::from(self.take(1)?[0]);
+        if ![1, 2, 4, 8].contains(&width) {
+            return Err(format!("a column {width} bytes wide"));
+        }
+        let bytes = self.take(n.checked_mul(width).ok_or("a column too long")?)?;
+        bytes
+            .chunks_exact(width)
+            .map(|v| {
+                let mut le = [0; 8];
+                le[..width].copy_from_slice(v);
+                let v = u64::from_le_bytes(le);
+                make(v).ok_or_else(|| format!("{v} is out of range for its column"))
+            })
+            .collect()
+    }
+
+    /// `n` lines from their gaps.
+    fn gaps(&mut self, n: usize) -> Result<Vec<u32>, String> {
+        let mut last = 0u32;
+        self.column(n, |gap| {
+            last = last.wrapping_add(u32::try_from(gap).ok()?);
+            Some(last)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What timely does with a batch between processes (bincode 1).
+    fn round_trip<T: Columnar>(batch: T) -> (usize, T) {
+        let bytes = bincode::serialize(&Packed::new(batch)).expect("a batch encodes");
+        let back: Packed<T> = bincode::deserialize(&bytes).expect("a batch decodes");
+        (bytes.len(), back.batch)
+    }
+
+    fn rows(n: usize, raw: bool) -> Rows {
+        let mut rows = Rows {
+            to: 2,
+            ..Rows::default()
+        };
+        for i in 0..n {
+            let tx = Tx {
+                kind: Kind::ALL[i % 5],
+                client: (i * 7919 % 65536) as u16,
+                tx: (i as u32).wrapping_mul(2_654_435_761),
+                amount: Amount::from_raw([0, 1, -1, i64::MAX, i64::MIN][i % 5] + i as i64 % 2),
+            };
+            let line = format!("deposit,{i},{i},{i}");
+            rows.push(3 * i as u32 + 1, &tx, raw.then_some(line.as_bytes()));
+        }
+        rows
+    }
+
+    #[test]
+    fn every_batch_comes_back_whole() {
+        for n in [0, 1, 5, 300] {
+            for raw in [false, true] {
+                let rows = rows(n, raw);
+                assert_eq!(round_trip(rows.clone()).1, rows);
+            }
+            let claims = Claims {
+                to: 1,
+                lines: (0..n as u32).map(|i| i * i + 1).collect(),
+                txs: (0..n as u32).map(|i| u32::MAX - i).collect(),
+                appliers: (0..n as u32).map(|i| i % 3).collect(),
+            };
+            assert_eq!(round_trip(claims.clone()).1, claims);
+            let repeats = Repeats {
+                to: 0,
+                lines: (0..n as u32).map(|i| i * 70_000 + 2).collect(),
+            };
+            assert_eq!(round_trip(repeats.clone()).1, repeats);
+        }
+    }
+
+    #[test]
+    fn columns_take_the_narrowest_width_that_holds_them() {
+        // Lines 1, 4, 7, ... (gaps of 3: one byte), one type byte, clients
+        // below 256 (one byte), ids below 65536 (two), amounts below 2^31
+        // zigzagged (four): 9 bytes a row, plus the headers.
+        let mut rows = Rows::default();
+        for i in 0..1000u32 {
+            let tx = Tx {
+                kind: Kind::Deposit,
+                client: (i % 200) as u16,
+                tx: i * 50,
+                amount: Amount::from_raw(i64::from(i) * 1_000_000),
+            };
+            rows.push(3 * i + 1, &tx, None);
+        }
+        let (size, back) = round_trip(rows.clone());
+        assert_eq!(back, rows);
+        // bincode's length (8), n and `to` (8), six width bytes, none raw (4).
+        assert_eq!(size, 8 + 8 + 6 + 4 + 1000 * (1 + 1 + 1 + 2 + 4));
+    }
+
+    #[test]
+    fn a_damaged_batch_is_refused() {
+        let mut bytes = bincode::serialize(&Packed::new(rows(10, false))).unwrap();
+        // The type column: width 1 at offset 8 (length) + 8 + 1 + 10 (lines).
+        assert_eq!(bytes[8 + 8 + 1 + 10], 1);
+        bytes[8 + 8 + 1 + 10 + 1] = 5;
+        let refused = bincode::deserialize::<Packed<Rows>>(&bytes).unwrap_err();
+        assert!(
+            refused.to_string().contains("5 is out of range"),
+            "{refused}"
+        );
+        let cut = bincode::serialize(&Packed::new(rows(10, true))).unwrap();
+        let mut short = cut[8..cut.len() - 3].to_vec();
+        let mut framed = (short.len() as u64).to_le_bytes().to_vec();
+        framed.append(&mut short);
+        let refused = bincode::deserialize::<Packed<Rows>>(&framed).unwrap_err();
+        assert!(refused.to_string().contains("cut short"), "{refused}");
+    }
+
+    #[test]
+    fn zigzag_keeps_every_amount() {
+        for v in [0, 1, -1, 2, -2, i64::MAX, i64::MIN, 123_456_789] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+        assert_eq!(zigzag(-1), 1);
+        assert_eq!(zigzag(1), 2);
+    }
+}
