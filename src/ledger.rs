@@ -146,8 +146,14 @@ impl Account {
 /// 16% of its per-row time: perf.md, "Parsing on every core").
 #[inline]
 pub fn shard(client: ClientId, workers: usize) -> usize {
-    let hash = u64::from(client).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (((hash >> 32) * workers as u64) >> 32) as usize
+    shard_key(u32::from(client), workers)
+}
+
+/// [`shard`] for any 32-bit key: the cluster places tx ids with it too.
+#[inline]
+pub(crate) fn shard_key(key: u32, parts: usize) -> usize {
+    let hash = u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (((hash >> 32) * parts as u64) >> 32) as usize
 }
 
 /// The one write a rule makes to the deposit store once every check passed.
@@ -542,22 +548,12 @@ impl Ledger {
     /// Splits the ledger for `workers` (>= 1) workers: the claimed ids, which
     /// the router keeps, and one [`Book`] per worker holding the accounts and
     /// deposits of the clients that [`shard`] gives it.
-    pub(crate) fn split(self, workers: usize) -> (TxIdSet, Vec<Book>) {
-        self.split_by(workers, |client| shard(client, workers))
-    }
-
-    /// [`Ledger::split`] for another placement of clients: `parts` books,
-    /// client `c`'s in book `to(c)` (the cluster places them as timely's
-    /// exchange does).
-    pub(crate) fn split_by(
-        self,
-        parts: usize,
-        to: impl Fn(ClientId) -> usize,
-    ) -> (TxIdSet, Vec<Book>) {
+    pub(crate) fn split(self, parts: usize) -> (TxIdSet, Vec<Book>) {
         assert!(parts >= 1, "at least one part");
         if parts == 1 {
             return (self.ids, vec![self.book]);
         }
+        let to = |client| shard(client, parts);
         (self.ids, redistribute(&[self.book], parts, to))
     }
 

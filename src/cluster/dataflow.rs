@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::slice::IterMut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -18,7 +19,7 @@ use timely::dataflow::operators::{Capability, Input, InputCapability, Inspect, P
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::MutableAntichain;
 
-use super::columns::{Claims, Packed, Repeats, Rows};
+use super::columns::{Claim, Claims, Packed, Repeats, Rows};
 use super::input::{read_block, Cuts, InputPlan, Outgoing, Part};
 use super::restart::{Assembling, Due, Schedule, Snapshot};
 use crate::engine::Error;
@@ -139,8 +140,7 @@ impl Shared {
         let mut ids = self.ids.borrow_mut();
         let mut repeats: Vec<Repeats> = Vec::new();
         for Packed { batch, .. } in &batches {
-            for ((&line, &tx), &applier) in batch.lines.iter().zip(&batch.txs).zip(&batch.appliers)
-            {
+            for &Claim { line, tx, applier } in &batch.claims {
                 if ids.claim(tx) {
                     continue;
                 }
@@ -165,11 +165,10 @@ impl Shared {
         repeated.sort_unstable();
         let mut repeated = repeated.into_iter().peekable();
         for Packed { batch: rows, .. } in batches {
-            for (i, &line) in rows.lines.iter().enumerate() {
-                let tx = rows.tx(i);
+            for (i, (&line, tx)) in rows.lines.iter().zip(&rows.txs).enumerate() {
                 let repeat = repeated.next_if_eq(&line).is_some();
                 let fresh = tx.kind.claims_id() && !repeat;
-                match Outcome::of(&tx, book.apply(&tx, fresh)) {
+                match Outcome::of(tx, book.apply(tx, fresh)) {
                     Outcome::Applied => part.applied += 1,
                     outcome => {
                         let raw = rows.raws.get(i).map(|raw| raw.to_vec()).unwrap_or_default();
@@ -428,7 +427,7 @@ pub(super) fn run_worker(
     );
     inputs.close();
     while !probe.done() {
-        worker.step();
+        wait(worker);
         shared.save_ready(schedule.as_ref(), worker.index(), parsed);
     }
     // Every worker agrees whether the run stopped: each tells a signal it
@@ -436,7 +435,7 @@ pub(super) fn run_worker(
     feeder.tell(&mut stops);
     stops.close();
     while !stops_probe.done() {
-        worker.step();
+        wait(worker);
     }
     if stopped.get() != 0 {
         return Ended::Stopped(stopped.get());
@@ -445,7 +444,7 @@ pub(super) fn run_worker(
     parts.send(shared.into_part(keep_state));
     parts.close();
     while !parts_probe.done() {
-        worker.step();
+        wait(worker);
     }
     match worker.index() {
         0 => Ended::Gathered(gathered.take()),
@@ -534,21 +533,38 @@ impl Feeder<'_> {
                 continue;
             }
             inputs.send(&mut out);
-            self.step(worker, k);
+            self.step(worker, k, false);
             let behind = k.saturating_sub(LAG_ROUNDS * peers);
             while self.probe.less_than(&behind) {
-                self.step(worker, k);
+                self.step(worker, k, true);
             }
         }
         u64::MAX
     }
 
-    /// One step of the worker, then the checkpoints it completed.
-    fn step(&self, worker: &mut timely::worker::Worker, parsed: u64) {
-        worker.step();
+    /// One step of the worker (`park`: a [`wait`]), then the checkpoints it
+    /// completed.
+    fn step(&self, worker: &mut timely::worker::Worker, parsed: u64, park: bool) {
+        if park {
+            wait(worker);
+        } else {
+            worker.step();
+        }
         self.shared
             .save_ready(self.schedule, self.index as usize, parsed);
     }
+}
+
+/// The longest a waiting worker sleeps between steps.
+const PARK: Duration = Duration::from_millis(10);
+
+/// One step of a worker that waits for the dataflow: if it has nothing to
+/// do, it sleeps until a message or an operator wakes it (or [`PARK`]
+/// passes) rather than spin. Spinning took a fifth of the CPU of a
+/// 3-process run on 2 cores (timely's `poll_events`, `step_or_park` and the
+/// network queues' `drain_into` in the profile, perf.md).
+fn wait(worker: &mut timely::worker::Worker) {
+    worker.step_or_park(Some(PARK));
 }
 
 /// An error as the single-machine run prints it.

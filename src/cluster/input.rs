@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::columns::{Claims, Packed, Rows};
-use super::run::exchange_target;
+use super::columns::{Claim, Claims, Packed, Rows};
+use super::run::{applier, owner};
 use crate::engine::Error;
 use crate::ledger::Account;
 use crate::parse::{first_line_end, Columns, ParserBuilder};
@@ -78,7 +78,10 @@ impl Cuts {
         }
         // A line starts at `at` if the byte before it ends a line.
         self.file.seek(SeekFrom::Start(at - 1))?;
-        self.scan.resize(64 * 1024, 0);
+        // A page at a time: the line end is most often a few bytes on, and
+        // reading 64 KiB for it at both ends of every 1 MiB block read the
+        // input an eighth more than once.
+        self.scan.resize(4096, 0);
         let mut pos = at - 1;
         let found = loop {
             let n = self.file.read(&mut self.scan)?;
@@ -128,11 +131,14 @@ impl Outgoing {
     fn push(&mut self, line: u64, tx: &Tx, raw: Option<&[u8]>) {
         let line = u32::try_from(line).expect("a block holds fewer than 2^32 lines");
         let peers = self.rows.len();
-        let applier = exchange_target(u64::from(tx.client), peers);
+        let applier = applier(tx.client, peers);
         self.rows[applier].push(line, tx, raw);
         if tx.kind.claims_id() {
-            let owner = exchange_target(u64::from(tx.tx), peers);
-            self.claims[owner].push(line, tx.tx, applier as u32);
+            self.claims[owner(tx.tx, peers)].claims.push(Claim {
+                line,
+                tx: tx.tx,
+                applier: applier as u32,
+            });
         }
     }
 
@@ -156,7 +162,7 @@ impl Outgoing {
             })
             .collect();
         let claims = (self.claims.iter_mut())
-            .filter(|claims| !claims.lines.is_empty())
+            .filter(|claims| !claims.claims.is_empty())
             .map(|claims| {
                 let to = claims.to;
                 Packed::new(std::mem::replace(

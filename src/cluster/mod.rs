@@ -59,6 +59,6 @@ mod restart;
 mod run;
 
 pub use error::{Error, Stopped};
-pub use options::{ClusterOptions, Event, Settings};
+pub use options::{ClusterOptions, Event, Settings, DEFAULT_BLOCK};
 pub use restart::CheckpointOptions;
 pub use run::run;

@@ -24,6 +24,8 @@ use super::options::{ClusterOptions, Event, Settings};
 use super::restart::{Binding, Schedule, Snapshot};
 use crate::durable::state::file_identity;
 use crate::engine::Finished;
+use crate::ledger::{shard, shard_key};
+use crate::tx::{ClientId, TxId};
 
 /// Each worker's share (in `mine`) of the ledger saved in `state`, as
 /// block-0 snapshots: claimed ids by the worker their claims go to, accounts
@@ -38,12 +40,10 @@ pub(super) fn initial_state(
     else {
         return Ok(mine.map(|_| None).collect());
     };
-    let (ids, books) = saved
-        .ledger
-        .split_by(peers, |client| exchange_target(u64::from(client), peers));
+    let (ids, books) = saved.ledger.split(peers);
     let mut shares: Vec<Snapshot> = mine.clone().map(|_| Snapshot::default()).collect();
     for id in ids.iter() {
-        let worker = exchange_target(u64::from(id), peers);
+        let worker = owner(id, peers);
         if mine.contains(&worker) {
             shares[worker - mine.start].ids.claim(id);
         }
@@ -54,18 +54,14 @@ pub(super) fn initial_state(
     Ok(shares.into_iter().map(Some).collect())
 }
 
-/// The worker timely's `Exchange` sends a record with `hash` to among
-/// `peers` (as timely 0.32 computes it: a mask for a power of two, else the
-/// remainder). The loaded state must be split the same way; the state
-/// tests would fail if timely changed it.
-pub(super) fn exchange_target(hash: u64, peers: usize) -> usize {
-    let peers = peers as u64;
-    let target = if peers.is_power_of_two() {
-        hash & (peers - 1)
-    } else {
-        hash % peers
-    };
-    target as usize
+/// The worker among `peers` that applies `client`'s records.
+pub(super) fn applier(client: ClientId, peers: usize) -> usize {
+    shard(client, peers)
+}
+
+/// The worker among `peers` that owns tx id `id`'s claim.
+pub(super) fn owner(id: TxId, peers: usize) -> usize {
+    shard_key(id, peers)
 }
 
 /// Runs this process's share of a cluster run over the file at `input`.

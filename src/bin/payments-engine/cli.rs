@@ -7,7 +7,7 @@ use clap::Parser;
 
 use crate::app::{Dest, Options};
 use crate::input::Input;
-use payments_engine::cluster::ClusterOptions;
+use payments_engine::cluster::{self, ClusterOptions};
 use payments_engine::{EngineBuilder, Verbosity};
 
 /// Exact payments engine: reads deposits, withdrawals, disputes, resolves and
@@ -140,8 +140,8 @@ pub struct Cli {
     pub parsers: Option<u16>,
 
     /// Target size of a parser thread's block, from 1 byte to 1GiB (default
-    /// 1MiB; `64KiB`, `4MiB`, or bytes); a block ends at the first line end
-    /// from there. Only throughput depends on it.
+    /// 1MiB, 4MiB with --cluster; `64KiB`, `4MiB`, or bytes); a block ends
+    /// at the first line end from there. Only throughput depends on it.
     #[arg(long, value_name = "SIZE", value_parser = parse_block_size, help_heading = "Performance")]
     pub block_size: Option<Size>,
 
@@ -423,11 +423,13 @@ impl Cli {
         let parsers = self
             .parsers
             .map_or_else(|| default_parsers(workers), usize::from);
-        let block = self
-            .block_size
-            .map_or(payments_engine::EngineBuilder::DEFAULT_BLOCK, |size| {
-                usize::try_from(size.0).unwrap_or(usize::MAX)
-            });
+        let default_block = match self.cluster {
+            Some(_) => cluster::DEFAULT_BLOCK,
+            None => payments_engine::EngineBuilder::DEFAULT_BLOCK,
+        };
+        let block = (self.block_size).map_or(default_block, |size| {
+            usize::try_from(size.0).unwrap_or(usize::MAX)
+        });
         let engine = EngineBuilder::new()
             .workers(workers)
             .parsers(parsers)
