@@ -514,7 +514,7 @@ impl Feeder<'_> {
             keep_raw,
             scan: Vec::new(),
         };
-        let mut out = Outgoing::new(peers as usize);
+        let mut out = Outgoing::new(peers as usize, &plan);
         while k < plan.blocks {
             if self.stopping(stops) {
                 return k;
