@@ -186,7 +186,6 @@ mod tests {
             workers: 1,
             block: 1 << 20,
             input_len: 99,
-            raw: 0,
             every: 0,
             resume: 0,
             last: 0,

@@ -31,32 +31,26 @@ pub(super) struct Rows {
     /// Lines within the block, from 1, ascending.
     pub(super) lines: Vec<u32>,
     /// The records, whole in memory (two pushes a row where five columns
-    /// took five), in columns between processes.
+    /// took five), in columns between processes. Their original lines
+    /// never cross: process 0 reads a rejects file's lines back from the
+    /// input (`input::read_back`).
     pub(super) txs: Vec<Tx>,
-    /// The original lines, for the rejects file: one a row, or none when
-    /// no rejects file is written.
-    pub(super) raws: Vec<Box<[u8]>>,
 }
 
 impl Rows {
-    /// An empty batch for worker `to`, with room for `n` rows (and their
-    /// original lines if `raws`).
-    pub(super) fn new(to: u32, n: usize, raws: bool) -> Rows {
+    /// An empty batch for worker `to`, with room for `n` rows.
+    pub(super) fn new(to: u32, n: usize) -> Rows {
         Rows {
             to,
             lines: Vec::with_capacity(n),
             txs: Vec::with_capacity(n),
-            raws: Vec::with_capacity(if raws { n } else { 0 }),
         }
     }
 
     #[inline]
-    pub(super) fn push(&mut self, line: u32, tx: &Tx, raw: Option<&[u8]>) {
+    pub(super) fn push(&mut self, line: u32, tx: &Tx) {
         self.lines.push(line);
         self.txs.push(*tx);
-        if let Some(raw) = raw {
-            self.raws.push(Box::from(raw));
-        }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -111,10 +105,8 @@ pub(super) trait Columnar: Sized {
 impl Columnar for Rows {
     fn encode(&self, out: &mut Vec<u8>) {
         // At most 19 bytes a row (a 4-byte gap, the type, client, id and
-        // an 8-byte amount) and the original lines: one allocation, not
-        // one a column.
-        let raw: usize = self.raws.iter().map(|raw| raw.len() + 8).sum();
-        out.reserve(64 + self.len() * 19 + raw);
+        // an 8-byte amount): one allocation, not one a column.
+        out.reserve(64 + self.len() * 19);
         put_len(out, self.len());
         out.extend_from_slice(&self.to.to_le_bytes());
         put_gaps(out, self.lines.iter().copied());
@@ -123,11 +115,6 @@ impl Columnar for Rows {
         put(out, txs.clone().map(|tx| u64::from(tx.client)));
         put(out, txs.clone().map(|tx| u64::from(tx.tx)));
         put(out, txs.map(|tx| zigzag(tx.amount.raw())));
-        put_len(out, self.raws.len());
-        put(out, self.raws.iter().map(|raw| raw.len() as u64));
-        for raw in &self.raws {
-            out.extend_from_slice(raw);
-        }
     }
 
     fn decode(input: &mut Reader<'_>) -> Result<Rows, String> {
@@ -159,21 +146,7 @@ impl Columnar for Rows {
             tx.amount = Amount::from_raw(unzigzag(v));
             true
         })?;
-        let raws = input.len()?;
-        if raws != 0 && raws != n {
-            return Err(format!("{raws} original lines for {n} records"));
-        }
-        let raws = input
-            .column(raws, |len| usize::try_from(len).ok())?
-            .into_iter()
-            .map(|len| input.take(len).map(Box::from))
-            .collect::<Result<_, _>>()?;
-        Ok(Rows {
-            to,
-            lines,
-            txs,
-            raws,
-        })
+        Ok(Rows { to, lines, txs })
     }
 }
 
@@ -411,7 +384,7 @@ mod tests {
         (bytes.len(), back.batch)
     }
 
-    fn rows(n: usize, raw: bool) -> Rows {
+    fn rows(n: usize) -> Rows {
         let mut rows = Rows {
             to: 2,
             ..Rows::default()
@@ -423,8 +396,7 @@ mod tests {
                 tx: (i as u32).wrapping_mul(2_654_435_761),
                 amount: Amount::from_raw([0, 1, -1, i64::MAX, i64::MIN][i % 5] + i as i64 % 2),
             };
-            let line = format!("deposit,{i},{i},{i}");
-            rows.push(3 * i as u32 + 1, &tx, raw.then_some(line.as_bytes()));
+            rows.push(3 * i as u32 + 1, &tx);
         }
         rows
     }
@@ -432,10 +404,8 @@ mod tests {
     #[test]
     fn every_batch_comes_back_whole() {
         for n in [0, 1, 5, 300] {
-            for raw in [false, true] {
-                let rows = rows(n, raw);
-                assert_eq!(round_trip(rows.clone()).1, rows);
-            }
+            let rows = rows(n);
+            assert_eq!(round_trip(rows.clone()).1, rows);
             let claims = Claims {
                 to: 1,
                 claims: (0..n as u32)
@@ -468,17 +438,17 @@ mod tests {
                 tx: i * 50,
                 amount: Amount::from_raw(i64::from(i) * 1_000_000),
             };
-            rows.push(3 * i + 1, &tx, None);
+            rows.push(3 * i + 1, &tx);
         }
         let (size, back) = round_trip(rows.clone());
         assert_eq!(back, rows);
-        // bincode's length (8), n and `to` (8), six width bytes, none raw (4).
-        assert_eq!(size, 8 + 8 + 6 + 4 + 1000 * (1 + 1 + 1 + 2 + 4));
+        // bincode's length (8), n and `to` (8), five width bytes.
+        assert_eq!(size, 8 + 8 + 5 + 1000 * (1 + 1 + 1 + 2 + 4));
     }
 
     #[test]
     fn a_damaged_batch_is_refused() {
-        let mut bytes = bincode::serialize(&Packed::new(rows(10, false))).unwrap();
+        let mut bytes = bincode::serialize(&Packed::new(rows(10))).unwrap();
         // The type column: width 1 at offset 8 (length) + 8 + 1 + 10 (lines).
         assert_eq!(bytes[8 + 8 + 1 + 10], 1);
         bytes[8 + 8 + 1 + 10 + 1] = 5;
@@ -487,7 +457,7 @@ mod tests {
             refused.to_string().contains("5 is out of range"),
             "{refused}"
         );
-        let cut = bincode::serialize(&Packed::new(rows(10, true))).unwrap();
+        let cut = bincode::serialize(&Packed::new(rows(10))).unwrap();
         let mut short = cut[8..cut.len() - 3].to_vec();
         let mut framed = (short.len() as u64).to_le_bytes().to_vec();
         framed.append(&mut short);

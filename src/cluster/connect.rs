@@ -41,7 +41,7 @@ pub(super) fn connect(
     me: &Hello,
     key: &Key,
     timeout: Duration,
-) -> super::error::Result<(Vec<Option<TcpStream>>, bool, Vec<Hello>)> {
+) -> super::error::Result<(Vec<Option<TcpStream>>, Vec<Hello>)> {
     let index = me.index as usize;
     let deadline = Instant::now() + timeout;
     let listener = TcpListener::bind(&hosts[index])
@@ -55,12 +55,8 @@ pub(super) fn connect(
             humantime::format_duration(timeout)
         ))
     };
-    let mut keep_raw = me.raw != 0;
     for (peer, host) in hosts.iter().enumerate().take(index) {
         let (stream, hello) = dial(peer, host, me, key, deadline, &late)?;
-        if peer == 0 {
-            keep_raw = hello.raw != 0;
-        }
         peers.push(hello);
         sockets[peer] = Some(stream);
     }
@@ -72,7 +68,7 @@ pub(super) fn connect(
         stream.set_read_timeout(None)?;
         stream.set_nodelay(true)?;
     }
-    Ok((sockets, keep_raw, peers))
+    Ok((sockets, peers))
 }
 
 /// Connects to process `peer` at `host` (retrying until it listens) and

@@ -165,15 +165,12 @@ impl Shared {
         repeated.sort_unstable();
         let mut repeated = repeated.into_iter().peekable();
         for Packed { batch: rows, .. } in batches {
-            for (i, (&line, tx)) in rows.lines.iter().zip(&rows.txs).enumerate() {
+            for (&line, tx) in rows.lines.iter().zip(&rows.txs) {
                 let repeat = repeated.next_if_eq(&line).is_some();
                 let fresh = tx.kind.claims_id() && !repeat;
                 match Outcome::of(tx, book.apply(tx, fresh)) {
                     Outcome::Applied => part.applied += 1,
-                    outcome => {
-                        let raw = rows.raws.get(i).map(|raw| raw.to_vec()).unwrap_or_default();
-                        part.events.push((block, u64::from(line), outcome, raw));
-                    }
+                    outcome => part.events.push((block, u64::from(line), outcome)),
                 }
             }
         }
@@ -395,7 +392,7 @@ pub(super) fn run_worker(
     worker: &mut timely::worker::Worker,
     path: &Path,
     plan: InputPlan,
-    (keep_raw, signal): (bool, Option<Arc<AtomicUsize>>),
+    signal: Option<Arc<AtomicUsize>>,
     restart: Option<Restart>,
 ) -> Ended {
     let keep_state = restart.is_some();
@@ -417,14 +414,7 @@ pub(super) fn run_worker(
         told: Cell::new(false),
         stopped: &stopped,
     };
-    let parsed = feeder.feed(
-        worker,
-        (&mut inputs, &mut stops),
-        path,
-        plan,
-        keep_raw,
-        start,
-    );
+    let parsed = feeder.feed(worker, (&mut inputs, &mut stops), path, plan, start);
     inputs.close();
     while !probe.done() {
         wait(worker);
@@ -495,7 +485,6 @@ impl Feeder<'_> {
         (inputs, stops): (&mut Inputs, &mut Stops),
         path: &Path,
         plan: InputPlan,
-        keep_raw: bool,
         start: u64,
     ) -> u64 {
         let (index, peers) = (self.index, self.peers);
@@ -507,13 +496,7 @@ impl Feeder<'_> {
                 return u64::MAX;
             }
         };
-        let mut cuts = Cuts {
-            file,
-            plan,
-            last: None,
-            keep_raw,
-            scan: Vec::new(),
-        };
+        let mut cuts = Cuts::new(file, plan);
         let mut out = Outgoing::new(peers as usize, &plan);
         while k < plan.blocks {
             if self.stopping(stops) {

@@ -1,9 +1,11 @@
 //! Worker 0's last step: every worker's part in, the run's [`Finished`]
 //! out, as a single-machine run would have it.
 
+use std::path::Path;
+
 use super::error::{bail, Error as ClusterError};
 
-use super::input::{InputPlan, Part};
+use super::input::{read_back, InputPlan, Part};
 use super::options::Settings;
 use crate::engine::{block_size_text, EarlyRows, Error, Finished};
 use crate::parse::Position;
@@ -40,7 +42,7 @@ pub(super) struct Shape {
 pub(super) fn gather(
     input_hash: Option<u128>,
     parts: Vec<Part>,
-    plan: &InputPlan,
+    (input, plan): (&Path, &InputPlan),
     settings: &Settings,
     shape: Shape,
     warn: &mut dyn FnMut(String),
@@ -71,15 +73,16 @@ pub(super) fn gather(
         .map(|&(k, line)| before[k as usize] + line)
         .min()
         .unwrap_or(u64::MAX);
-    let mut events: Vec<(u64, Outcome, Vec<u8>)> = Vec::new();
+    // (line, outcome, block, line within the block)
+    let mut events: Vec<(u64, Outcome, u64, u64)> = Vec::new();
     let mut accounts = Vec::new();
     let (mut applied, mut deposits) = (0, 0);
     let (mut ids, mut stored) = (Vec::new(), Vec::new());
     for part in parts {
         ids.extend(part.ids);
         stored.extend(part.stored);
-        for (k, line, outcome, raw) in part.events {
-            events.push((before[k as usize] + line, outcome, raw));
+        for (k, line, outcome) in part.events {
+            events.push((before[k as usize] + line, outcome, k, line));
         }
         accounts.extend(part.accounts);
         applied += part.applied;
@@ -87,10 +90,12 @@ pub(super) fn gather(
     }
     events.sort_unstable_by_key(|event| event.0);
     if settings.strict {
-        let first = events.iter().find_map(|&(line, outcome, _)| match outcome {
-            Outcome::Malformed(reason) => Some((line, reason)),
-            _ => None,
-        });
+        let first = events
+            .iter()
+            .find_map(|&(line, outcome, ..)| match outcome {
+                Outcome::Malformed(reason) => Some((line, reason)),
+                _ => None,
+            });
         if let Some((line, reason)) = first {
             return Err(Error::Strict { line, reason }.into());
         }
@@ -98,7 +103,7 @@ pub(super) fn gather(
     // Every row before the first well-formed one is a malformed event, so
     // those events are the input's first rows, in order.
     let mut early = EarlyRows::default();
-    for (line, outcome, _) in events.iter().take_while(|e| e.0 < first_ok) {
+    for (line, outcome, ..) in events.iter().take_while(|e| e.0 < first_ok) {
         let Outcome::Malformed(reason) = outcome else {
             break;
         };
@@ -111,7 +116,17 @@ pub(super) fn gather(
     }
     let mut log =
         EventLog::new(settings.verbosity, settings.keep_rejects).map_err(Error::CreateSpool)?;
-    for (line, outcome, raw) in &events {
+    // The rejects file's lines, read back from the input (in file order,
+    // as the events are).
+    let raws = match settings.keep_rejects {
+        true => {
+            let at: Vec<(u64, u64)> = events.iter().map(|e| (e.2, e.3)).collect();
+            read_back(input, *plan, &at)?
+        }
+        false => Vec::new(),
+    };
+    for (i, (line, outcome, ..)) in events.iter().enumerate() {
+        let raw = raws.get(i).map_or(&[][..], Vec::as_slice);
         log.record(*line, *outcome, raw)
             .map_err(Error::WriteSpool)?;
     }

@@ -10,9 +10,6 @@ pub(super) struct Hello {
     pub(super) workers: u64,
     pub(super) block: u64,
     pub(super) input_len: u64,
-    /// Process 0 keeps the rejected rows' lines (for `--rejects`): 1, else
-    /// 0. Process 0's answer decides whether records carry their line.
-    pub(super) raw: u64,
     /// Blocks between checkpoints (0: none).
     pub(super) every: u64,
     /// 1 with `--resume`.
@@ -25,7 +22,7 @@ pub(super) struct Hello {
 
 impl Hello {
     /// Its encoded length.
-    pub(super) const LEN: usize = 10 * 8;
+    pub(super) const LEN: usize = 9 * 8;
 
     pub(super) fn encode(&self) -> [u8; Hello::LEN] {
         let mut bytes = [0u8; Hello::LEN];
@@ -35,7 +32,6 @@ impl Hello {
             self.workers,
             self.block,
             self.input_len,
-            self.raw,
             self.every,
             self.resume,
             self.last,
@@ -55,11 +51,10 @@ impl Hello {
             workers: value(2),
             block: value(3),
             input_len: value(4),
-            raw: value(5),
-            every: value(6),
-            resume: value(7),
-            last: value(8),
-            prev: value(9),
+            every: value(5),
+            resume: value(6),
+            last: value(7),
+            prev: value(8),
         }
     }
 

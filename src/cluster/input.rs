@@ -12,7 +12,7 @@ use super::columns::{Claim, Claims, Packed, Rows};
 use super::run::{applier, owner};
 use crate::engine::Error;
 use crate::ledger::Account;
-use crate::parse::{first_line_end, Columns, ParserBuilder};
+use crate::parse::{first_line_end, Columns, LineReader, ParserBuilder};
 use crate::report::Outcome;
 use crate::store::Deposit;
 use crate::tx::{ClientId, Tx, TxId};
@@ -53,13 +53,29 @@ pub(super) struct Cuts {
     /// The last scan for a line start: from where, and what it found. A
     /// long line spans many blocks; each worker scans it once.
     pub(super) last: Option<(u64, u64)>,
-    /// Keep each row's line (only a rejects file needs it).
-    pub(super) keep_raw: bool,
     /// The buffer line starts are scanned in, allocated once.
     pub(super) scan: Vec<u8>,
 }
 
 impl Cuts {
+    pub(super) fn new(file: File, plan: InputPlan) -> Cuts {
+        Cuts {
+            file,
+            plan,
+            last: None,
+            scan: Vec::new(),
+        }
+    }
+
+    /// Block `k`'s bytes, from the start of its first line to the start of
+    /// the next block's: empty inside a long line, or past the end.
+    fn block(&mut self, k: u64) -> io::Result<io::Take<&File>> {
+        let start = self.start(k)?;
+        let end = self.start(k + 1)?.max(start);
+        self.file.seek(SeekFrom::Start(start))?;
+        Ok((&self.file).take(end - start))
+    }
+
     /// Where block `k` starts: the first line start at or after both
     /// `k x block` and the end of the first non-blank line.
     pub(super) fn start(&mut self, k: u64) -> io::Result<u64> {
@@ -115,20 +131,19 @@ impl Outgoing {
         let to = |w: usize| u32::try_from(w).expect("fewer than 2^32 workers");
         let n = usize::try_from(plan.block.min(plan.len) / 32).unwrap_or(0) / peers;
         Outgoing {
-            rows: (0..peers).map(|w| Rows::new(to(w), n, false)).collect(),
+            rows: (0..peers).map(|w| Rows::new(to(w), n)).collect(),
             claims: (0..peers).map(|w| Claims::new(to(w), n)).collect(),
         }
     }
 
-    /// A record read at `line` of its block (`raw`: its original line, kept
-    /// for the rejects file). Inline: called, it took ~93 instructions a
+    /// A record read at `line` of its block. Inline: called, it took ~93 instructions a
     /// row (perf.md, "One exchange").
     #[inline]
-    fn push(&mut self, line: u64, tx: &Tx, raw: Option<&[u8]>) {
+    fn push(&mut self, line: u64, tx: &Tx) {
         let line = u32::try_from(line).expect("a block holds fewer than 2^32 lines");
         let peers = self.rows.len();
         let applier = applier(tx.client, peers);
-        self.rows[applier].push(line, tx, raw);
+        self.rows[applier].push(line, tx);
         if tx.kind.claims_id() {
             self.claims[owner(tx.tx, peers)].claims.push(Claim {
                 line,
@@ -149,7 +164,7 @@ impl Outgoing {
         let rows = (self.rows.iter_mut())
             .filter(|rows| rows.len() != 0)
             .map(|rows| {
-                let next = Rows::new(rows.to, rows.len(), !rows.raws.is_empty());
+                let next = Rows::new(rows.to, rows.len());
                 Packed::new(std::mem::replace(rows, next))
             })
             .collect();
@@ -168,8 +183,10 @@ impl Outgoing {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct Part {
     pub(super) accounts: Vec<(ClientId, Account)>,
-    /// Rows not applied: (block, line within it, outcome, raw line).
-    pub(super) events: Vec<(u64, u64, Outcome, Vec<u8>)>,
+    /// Rows not applied: (block, line within it, outcome). A rejects
+    /// file's lines are read back from the input by process 0
+    /// ([`read_back`]).
+    pub(super) events: Vec<(u64, u64, Outcome)>,
     pub(super) applied: u64,
     pub(super) deposits: u64,
     /// (block, lines in it) for the blocks this worker parsed.
@@ -194,7 +211,7 @@ impl Part {
         let early = |v: &[(u64, u64)]| v.iter().copied().filter(|&(k, _)| k < c).collect();
         Part {
             accounts: Vec::new(),
-            events: self.events.iter().filter(|e| e.0 < c).cloned().collect(),
+            events: self.events.iter().filter(|e| e.0 < c).copied().collect(),
             applied: self.applied,
             deposits: 0,
             lines: early(&self.lines),
@@ -215,24 +232,20 @@ pub(super) fn read_block(
     out: &mut Outgoing,
     part: &mut Part,
 ) -> Result<(), Error> {
-    let io = |e: io::Error| Error::Input(e.into());
-    let start = cuts.start(k).map_err(io)?;
-    let end = cuts.start(k + 1).map_err(io)?;
-    if start >= end {
+    let columns = cuts.plan.columns;
+    let range = cuts.block(k).map_err(|e| Error::Input(e.into()))?;
+    if range.limit() == 0 {
         // Inside a long line, or past the end: no lines.
         return Ok(());
     }
-    cuts.file.seek(SeekFrom::Start(start)).map_err(io)?;
-    let range = (&cuts.file).take(end - start);
     let mut parser = if k == 0 {
         ParserBuilder::default().build(range)
     } else {
         ParserBuilder::default()
-            .after(false, cuts.plan.columns, true)
+            .after(false, columns, true)
             .build(range)
     };
     let mut first_ok = None;
-    let keep_raw = cuts.keep_raw;
     loop {
         // The fast path first, as the CSV loop reads: a batch of common
         // lines, else one row the general way.
@@ -240,28 +253,112 @@ pub(super) fn read_block(
         if !rows.txs().is_empty() {
             first_ok.get_or_insert(rows.line(0));
             for (i, tx) in rows.txs().iter().enumerate() {
-                out.push(rows.line(i), tx, keep_raw.then(|| rows.raw(i)));
+                out.push(rows.line(i), tx);
             }
             continue;
         }
         let Some(row) = parser.next_row().map_err(Error::Input)? else {
             break;
         };
-        let raw = keep_raw.then_some(row.raw);
         match row.parsed {
             Ok(tx) => {
                 first_ok.get_or_insert(row.line);
-                out.push(row.line, &tx, raw);
+                out.push(row.line, &tx);
             }
-            Err(reason) => {
-                let outcome = Outcome::Malformed(reason);
-                part.events
-                    .push((k, row.line, outcome, raw.unwrap_or_default().to_vec()));
-            }
+            Err(reason) => part.events.push((k, row.line, Outcome::Malformed(reason))),
         }
     }
     part.lines.push((k, parser.lines_read()));
     part.warnings.extend(parser.take_warnings());
     part.first_ok.extend(first_ok.map(|line| (k, line)));
     Ok(())
+}
+
+/// The original lines of the rows at `wanted` ((block, line within it),
+/// ascending), read back from the input as the parser read them: a rejects
+/// file's lines. Records never carry their line between processes; process
+/// 0 reads the few it needs here at the end, block by block, with the
+/// parser's own line reader (the same line ends, BOM, CR and long-line
+/// rules).
+pub(super) fn read_back(
+    path: &Path,
+    plan: InputPlan,
+    wanted: &[(u64, u64)],
+) -> Result<Vec<Vec<u8>>, Error> {
+    let io = |e: io::Error| Error::Input(e.into());
+    let mut cuts = Cuts::new(File::open(path).map_err(io)?, plan);
+    let mut raws = Vec::with_capacity(wanted.len());
+    let mut rest = wanted;
+    while let Some(&(k, _)) = rest.first() {
+        let here = rest.iter().take_while(|w| w.0 == k).count();
+        let mut lines = LineReader::new(cuts.block(k).map_err(io)?, k == 0, false);
+        for &(_, number) in &rest[..here] {
+            let line = loop {
+                match lines.next_line().map_err(io)? {
+                    Some(line) if line.number == number => break line,
+                    Some(line) if line.number < number => continue,
+                    _ => {
+                        return Err(io(io::Error::other(format!(
+                            "the input changed during the run: line {number} of block {k} is gone"
+                        ))))
+                    }
+                }
+            };
+            raws.push(lines.bytes(&line).to_vec());
+        }
+        rest = &rest[here..];
+    }
+    Ok(raws)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rejects file's lines read back at every block size are the lines
+    /// the whole-file parser hands out with its rows: a BOM, CRLF and lone
+    /// CR line ends, a final CR with no line end, blank, quoted, malformed
+    /// and over-long lines.
+    #[test]
+    fn lines_read_back_are_the_parsers_lines() {
+        let mut text =
+            b"\xEF\xBB\xBFwithdrawal,1,1,5.0\r\ndeposit,1,2,1.0\r\nbogus,line\r\n\r\n".to_vec();
+        text.extend_from_slice(b"\"deposit\",1,3,\"2.0\"\ndeposit,1,4,1\rdeposit,1,5,1\n");
+        text.extend(std::iter::repeat_n(b'x', 5000));
+        text.extend_from_slice(b"\r\n\nwithdrawal,1,6,100\r");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, &text).unwrap();
+        let mut parser = ParserBuilder::default().build(File::open(&path).unwrap());
+        let mut rows = Vec::new();
+        while let Some(row) = parser.next_row().unwrap() {
+            rows.push((row.line, row.raw.to_vec()));
+        }
+        assert_eq!(rows.len(), 7, "{rows:?}");
+        // Where each physical line starts in the file.
+        let starts: Vec<u64> = std::iter::once(0)
+            .chain(memchr::memchr_iter(b'\n', &text).map(|i| i as u64 + 1))
+            .collect();
+        for block in [1, 3, 16, 64, 4096, 1 << 20] {
+            let plan = InputPlan::of(&path, block).unwrap();
+            let mut cuts = Cuts::new(File::open(&path).unwrap(), plan);
+            let cut: Vec<u64> = (0..=plan.blocks).map(|k| cuts.start(k).unwrap()).collect();
+            // Each row's block, and its line within it.
+            let wanted: Vec<(u64, u64)> = (rows.iter())
+                .map(|&(line, _)| {
+                    let at = starts[line as usize - 1];
+                    let k = cut
+                        .iter()
+                        .rposition(|&c| c <= at)
+                        .unwrap()
+                        .min(plan.blocks as usize - 1);
+                    let before = starts.iter().filter(|&&s| s <= cut[k]).count() as u64 - 1;
+                    (k as u64, line - before)
+                })
+                .collect();
+            let raws = read_back(&path, plan, &wanted).unwrap();
+            let expected: Vec<Vec<u8>> = rows.iter().map(|(_, raw)| raw.clone()).collect();
+            assert_eq!(raws, expected, "blocks of {block}");
+        }
+    }
 }

@@ -628,7 +628,7 @@ mod tests {
         let applied = crate::report::Outcome::Applied;
         let part = Part {
             lines: vec![(0, 10), (3, 7)],
-            events: vec![(1, 2, applied, Vec::new()), (5, 2, applied, Vec::new())],
+            events: vec![(1, 2, applied), (5, 2, applied)],
             ..Part::default()
         };
         pending.claims.insert(4, TxIdSet::default());

@@ -105,13 +105,12 @@ pub fn run(
         workers: workers as u64,
         block: settings.block as u64,
         input_len: plan.len,
-        raw: u64::from(settings.keep_rejects),
         every: schedule.as_ref().map_or(0, |s| s.every),
         resume: u64::from(settings.checkpoints.as_ref().is_some_and(|c| c.resume)),
         last: newest(1),
         prev: newest(2),
     };
-    let (sockets, keep_raw, peers) = connect(&hosts, &hello, &key, cluster.connect_timeout)?;
+    let (sockets, peers) = connect(&hosts, &hello, &key, cluster.connect_timeout)?;
     // Go on from the latest checkpoint every process completed.
     let start = [hello.last, hello.prev]
         .into_iter()
@@ -134,7 +133,6 @@ pub fn run(
         workers,
         input,
         plan,
-        keep_raw,
         restart: schedule.clone().map(|schedule| (schedule, start)),
         stop: settings.stop.clone(),
     };
@@ -148,7 +146,15 @@ pub fn run(
             let mut warn = |text| tell(Event::Warning(text));
             // With a state file, the input's hash, taken at the start.
             let input_hash = schedule.as_ref().map(Schedule::input_hash);
-            gather(input_hash, parts, &plan, &settings, shape, &mut warn).map(Some)
+            gather(
+                input_hash,
+                parts,
+                (input, &plan),
+                &settings,
+                shape,
+                &mut warn,
+            )
+            .map(Some)
         }
         None => Ok(None),
     };
@@ -264,7 +270,6 @@ struct Workers<'a> {
     workers: usize,
     input: &'a Path,
     plan: InputPlan,
-    keep_raw: bool,
     /// With `--state`: the schedule, and the checkpoint block to go on from.
     restart: Option<(Schedule, u64)>,
     /// The stop flag a signal raises, if any.
@@ -293,7 +298,7 @@ impl Workers<'_> {
         let snapshots = Arc::new(Mutex::new(snapshots));
         let path = Arc::new(self.input.to_path_buf());
         let first = self.process * self.workers;
-        let (plan, keep_raw, restart, stop) = (self.plan, self.keep_raw, self.restart, self.stop);
+        let (plan, restart, stop) = (self.plan, self.restart, self.stop);
         let guards = timely::execute::execute_from(
             builders,
             Box::new(comms),
@@ -309,7 +314,7 @@ impl Workers<'_> {
                     start,
                     snapshot,
                 });
-                run_worker(worker, &path, plan, (keep_raw, stop.clone()), restart)
+                run_worker(worker, &path, plan, stop.clone(), restart)
             },
         )
         .map_err(|e| ClusterError::msg(format!("starting the cluster's workers: {e}")))?;

@@ -55,6 +55,8 @@ mod tests;
 pub(crate) use blocks::{BlockOptions, BlockRows};
 pub use blocks::{DEFAULT_BLOCK, MAX_BLOCK};
 pub use error::{InputError, Malformed};
+#[cfg(feature = "cluster")]
+pub(crate) use lines::LineReader;
 pub(crate) use lines::{Position, MAX_LINE};
 #[cfg(feature = "cluster")]
 pub(crate) use parser::first_line_end;
