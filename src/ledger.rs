@@ -366,7 +366,7 @@ impl Book {
 
     /// A book holding `deposits` and `accounts`, each client once and in
     /// range; not validated further.
-    fn with_accounts(
+    pub(crate) fn with_accounts(
         accounts: impl IntoIterator<Item = (ClientId, Account)>,
         deposits: DepositStore,
     ) -> Result<Book, StateError> {
@@ -620,6 +620,12 @@ impl Ledger {
     /// order.
     pub fn validate(&self) -> Result<(), StateError> {
         validate(&self.book, Some(&self.ids))
+    }
+
+    /// [`Ledger::validate`] for a ledger in parts: the claimed ids and books
+    /// of disjoint clients (a cluster's workers').
+    pub(crate) fn validate_parts(ids: &TxIdSet, books: &[Book]) -> Result<(), StateError> {
+        books.iter().try_for_each(|book| validate(book, Some(ids)))
     }
 }
 

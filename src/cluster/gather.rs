@@ -1,15 +1,19 @@
 //! Worker 0's last step: every worker's part in, the run's [`Finished`]
 //! out, as a single-machine run would have it.
 
+use std::io;
 use std::path::Path;
 
 use super::error::{bail, Error as ClusterError};
 
 use super::input::{read_back, InputPlan, Part};
 use super::options::Settings;
+use crate::durable::state::{read_sections, KIND_STATE};
 use crate::engine::{block_size_text, EarlyRows, Error, Finished};
+use crate::ledger::{Book, Ledger};
 use crate::parse::Position;
 use crate::report::{EventLog, Outcome};
+use crate::store::TxIdSet;
 
 impl Shape {
     /// The `--verbose` line about the cluster.
@@ -77,10 +81,9 @@ pub(super) fn gather(
     let mut events: Vec<(u64, Outcome, u64, u64)> = Vec::new();
     let mut accounts = Vec::new();
     let (mut applied, mut deposits) = (0, 0);
-    let (mut ids, mut stored) = (Vec::new(), Vec::new());
+    let mut states = Vec::new();
     for part in parts {
-        ids.extend(part.ids);
-        stored.extend(part.stored);
+        states.push(part.state);
         for (k, line, outcome) in part.events {
             events.push((before[k as usize] + line, outcome, k, line));
         }
@@ -142,11 +145,7 @@ pub(super) fn gather(
     let state = match input_hash {
         Some(hash) => {
             end.prefix_hash = hash;
-            let ledger = crate::ledger::Ledger::from_parts(accounts.iter().copied(), stored, ids)
-                .map_err(|e| {
-                ClusterError::msg(format!("the cluster's ledger does not add up: {e}"))
-            })?;
-            Some(ledger)
+            Some(whole_ledger(&states)?)
         }
         None => None,
     };
@@ -158,4 +157,23 @@ pub(super) fn gather(
         end,
         state,
     ))
+}
+
+/// The whole ledger from every worker's share (`Part::state`: its claimed
+/// ids and its book, in the state file's sections), checked as a state
+/// file's ledger is: the claimed ids, and the books of disjoint clients.
+fn whole_ledger(states: &[Vec<u8>]) -> super::error::Result<(TxIdSet, Vec<Book>)> {
+    let fail = |e: String| ClusterError::msg(format!("the cluster's ledger does not add up: {e}"));
+    let mut ids = TxIdSet::default();
+    let mut books = Vec::with_capacity(states.len());
+    for bytes in states {
+        let share = read_sections(&mut io::Cursor::new(bytes), KIND_STATE)
+            .map_err(|e| fail(e.to_string()))?;
+        ids.absorb(&share.ids);
+        let book =
+            Book::with_accounts(share.accounts, share.deposits).map_err(|e| fail(e.to_string()))?;
+        books.push(book);
+    }
+    Ledger::validate_parts(&ids, &books).map_err(|e| fail(e.to_string()))?;
+    Ok((ids, books))
 }

@@ -14,8 +14,7 @@ use crate::engine::Error;
 use crate::ledger::Account;
 use crate::parse::{first_line_end, Columns, LineReader, ParserBuilder};
 use crate::report::Outcome;
-use crate::store::Deposit;
-use crate::tx::{ClientId, Tx, TxId};
+use crate::tx::{ClientId, Tx};
 
 /// How the input is cut: the same on every process.
 #[derive(Clone, Copy, Debug)]
@@ -198,10 +197,11 @@ pub(super) struct Part {
     pub(super) first_ok: Vec<(u64, u64)>,
     /// The error that ended the input at a block: (block, message).
     pub(super) error: Option<(u64, String)>,
-    /// With a state file: the ids this worker claimed and the deposits it
-    /// stores, for process 0 to save the whole ledger.
-    pub(super) ids: Vec<TxId>,
-    pub(super) stored: Vec<(TxId, Deposit)>,
+    /// With a state file: this worker's share of the claimed ids and its
+    /// book, as the state file's sections (`durable::state::write_kind`),
+    /// for process 0 to save the whole ledger; empty without one.
+    #[serde(with = "byte_string")]
+    pub(super) state: Vec<u8>,
 }
 
 impl Part {
@@ -218,9 +218,43 @@ impl Part {
             warnings: self.warnings.clone(),
             first_ok: early(&self.first_ok),
             error: None,
-            ids: Vec::new(),
-            stored: Vec::new(),
+            state: Vec::new(),
         }
+    }
+}
+
+/// A `Vec<u8>` as one byte string (serde's `serialize_bytes`): serde's
+/// default for it is a sequence, which bincode reads back a byte at a time.
+mod byte_string {
+    use std::fmt;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+
+            fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+        }
+        deserializer.deserialize_byte_buf(Bytes)
     }
 }
 

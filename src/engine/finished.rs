@@ -139,13 +139,10 @@ impl Finished {
         deposits: usize,
         notes: Vec<String>,
         input: Position,
-        state: Option<Ledger>,
+        state: Option<(TxIdSet, Vec<Book>)>,
     ) -> Finished {
         accounts.sort_unstable_by_key(|&(client, _)| client);
-        let (ids, books) = match state {
-            Some(ledger) => ledger.split(1),
-            None => (TxIdSet::default(), Vec::new()),
-        };
+        let (ids, books) = state.unwrap_or_default();
         Finished {
             accounts,
             tally: log.tally,

@@ -171,6 +171,21 @@ impl TxIdSet {
         }
     }
 
+    /// Adds every id of `other` (a cluster worker's share of the claims).
+    pub(crate) fn absorb(&mut self, other: &TxIdSet) {
+        for (leaf, ids) in other.leaves() {
+            match ids {
+                IdLeaf::Bitset(words, _) => self.load_bitset(leaf, words),
+                IdLeaf::Slots(slots) => {
+                    let base = (leaf as u32) << LEAF_BITS;
+                    for &slot in slots {
+                        self.claim(base | u32::from(slot));
+                    }
+                }
+            }
+        }
+    }
+
     /// Bytes held by the directories, the lists and the bitsets.
     pub fn heap_bytes(&self) -> usize {
         let lists: usize = self.lists.iter().map(|list| list.capacity() * 2).sum();
@@ -212,6 +227,34 @@ fn set_bits(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absorbing_shares_gives_their_union() {
+        // Three shares as a cluster's claim stages hold them (by id % 3),
+        // with a bitset leaf, list leaves and the top of the range, and a
+        // fourth that overlaps them.
+        let ids: Vec<TxId> = (0..5000)
+            .chain((1 << 20..(1 << 20) + 300).map(|i| i * 7))
+            .chain([u32::MAX - 1, u32::MAX])
+            .collect();
+        let mut shares = vec![TxIdSet::default(), TxIdSet::default(), TxIdSet::default()];
+        for &id in &ids {
+            assert!(shares[id as usize % 3].claim(id));
+        }
+        let mut overlap = TxIdSet::default();
+        for id in (0..3000).step_by(5) {
+            overlap.claim(id);
+        }
+        shares.push(overlap);
+        let mut union = TxIdSet::default();
+        for share in &shares {
+            union.absorb(share);
+        }
+        let mut expected = ids.clone();
+        expected.sort_unstable();
+        assert_eq!(union.iter().collect::<Vec<_>>(), expected);
+        assert!(!union.claim(4999) && union.claim(5000));
+    }
 
     #[test]
     fn id_set_claims_each_id_once_across_the_whole_range() {
