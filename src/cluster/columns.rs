@@ -394,7 +394,9 @@ mod tests {
                 kind: Kind::ALL[i % 5],
                 client: (i * 7919 % 65536) as u16,
                 tx: (i as u32).wrapping_mul(2_654_435_761),
-                amount: Amount::from_raw([0, 1, -1, i64::MAX, i64::MIN][i % 5] + i as i64 % 2),
+                amount: Amount::from_raw(
+                    [0, 1, -1, i64::MAX, i64::MIN][i % 5].wrapping_add(i as i64 % 2),
+                ),
             };
             rows.push(3 * i as u32 + 1, &tx);
         }
