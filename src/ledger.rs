@@ -624,6 +624,7 @@ impl Ledger {
 
     /// [`Ledger::validate`] for a ledger in parts: the claimed ids and books
     /// of disjoint clients (a cluster's workers').
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn validate_parts(ids: &TxIdSet, books: &[Book]) -> Result<(), StateError> {
         books.iter().try_for_each(|book| validate(book, Some(ids)))
     }

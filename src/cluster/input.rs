@@ -9,12 +9,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::columns::{Claim, Claims, Packed, Rows};
-use super::run::{applier, owner};
 use crate::engine::Error;
-use crate::ledger::Account;
+use crate::ledger::{shard, shard_key, Account};
 use crate::parse::{first_line_end, Columns, LineReader, ParserBuilder};
 use crate::report::Outcome;
-use crate::tx::{ClientId, Tx};
+use crate::tx::{ClientId, Tx, TxId};
 
 /// How the input is cut: the same on every process.
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +110,16 @@ impl Cuts {
         self.last = Some((at, found));
         Ok(found)
     }
+}
+
+/// The worker among `peers` that applies `client`'s records.
+pub(super) fn applier(client: ClientId, peers: usize) -> usize {
+    shard(client, peers)
+}
+
+/// The worker among `peers` that owns tx id `id`'s claim.
+pub(super) fn owner(id: TxId, peers: usize) -> usize {
+    shard_key(id, peers)
 }
 
 /// A block's well-formed records as they leave the worker that parsed it:

@@ -19,13 +19,11 @@ use super::dataflow::{run_worker, Ended, Restart};
 use super::error::Stopped;
 use super::gather::{gather, Shape};
 use super::hello::Hello;
-use super::input::{InputPlan, Part};
+use super::input::{owner, InputPlan, Part};
 use super::options::{ClusterOptions, Event, Settings};
 use super::restart::{Binding, Schedule, Snapshot};
 use crate::durable::state::file_identity;
 use crate::engine::Finished;
-use crate::ledger::{shard, shard_key};
-use crate::tx::{ClientId, TxId};
 
 /// Each worker's share (in `mine`) of the ledger saved in `state`, as
 /// block-0 snapshots: claimed ids by the worker their claims go to, accounts
@@ -52,16 +50,6 @@ pub(super) fn initial_state(
         share.book = book;
     }
     Ok(shares.into_iter().map(Some).collect())
-}
-
-/// The worker among `peers` that applies `client`'s records.
-pub(super) fn applier(client: ClientId, peers: usize) -> usize {
-    shard(client, peers)
-}
-
-/// The worker among `peers` that owns tx id `id`'s claim.
-pub(super) fn owner(id: TxId, peers: usize) -> usize {
-    shard_key(id, peers)
 }
 
 /// Runs this process's share of a cluster run over the file at `input`.

@@ -172,6 +172,7 @@ impl TxIdSet {
     }
 
     /// Adds every id of `other` (a cluster worker's share of the claims).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn absorb(&mut self, other: &TxIdSet) {
         for (leaf, ids) in other.leaves() {
             match ids {
