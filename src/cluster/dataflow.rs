@@ -317,6 +317,12 @@ fn claim_and_apply(
                         }
                         applying.apply(block, batches, repeats.remove(block));
                     }
+                    // Else a repeat was for no record here: its block's
+                    // capability would hold the dataflow forever.
+                    assert!(
+                        repeats.next_complete(&frontiers).is_none(),
+                        "a complete block's repeats found no records to apply"
+                    );
                     while let Some(c) = due.passed(&frontiers) {
                         applying.snap_book(c);
                     }
