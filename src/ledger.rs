@@ -386,6 +386,56 @@ impl Book {
         Ok(book)
     }
 
+    /// The accounts of `clients` (each at most once) and the deposits of
+    /// `ids` (ascending, each at most once) as they are now, those there
+    /// are: what a cluster checkpoint that saves only changes holds.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn part_of(
+        &self,
+        clients: impl IntoIterator<Item = ClientId>,
+        ids: impl IntoIterator<Item = TxId>,
+    ) -> Book {
+        let mut part = Book::default();
+        for client in clients {
+            if let Some(&account) = self.accounts.get(&client) {
+                part.restore_account(client, account);
+            }
+        }
+        for id in ids {
+            if let Some(deposit) = self.deposits.get(id) {
+                part.deposits.restore(id, deposit);
+            }
+        }
+        part
+    }
+
+    /// Lays `changes` ([`Book::part_of`] a later state of this book) over
+    /// it: their accounts replace these, their deposits are added or take
+    /// their dispute flag (a deposit's client and amount never change).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn overlay(&mut self, changes: &Book) {
+        for (&client, &account) in &changes.accounts {
+            let before = self.accounts.insert(client, account);
+            let before = before.map_or(0, |account| account.total().raw());
+            self.net = self
+                .net
+                .wrapping_sub(before)
+                .wrapping_add(account.total().raw());
+        }
+        for (id, deposit) in changes.deposits.iter() {
+            match self.deposits.get(id) {
+                Some(_) => self.deposits.set_disputed(id, deposit.disputed),
+                None => self.deposits.restore(id, deposit),
+            }
+        }
+    }
+
+    /// [`Ledger::validate`]'s checks on this book alone.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn check(&self) -> Result<(), StateError> {
+        validate(self, None)
+    }
+
     /// Adds an account and its deposits taken from another book or a saved
     /// state: `net` follows, so the conservation check holds.
     fn restore_account(&mut self, client: ClientId, account: Account) {

@@ -22,12 +22,13 @@ use timely::progress::frontier::MutableAntichain;
 
 use super::columns::{Claim, Claims, Packed, Repeats, Rows};
 use super::input::{read_block, Cuts, InputPlan, Outgoing, Part};
-use super::restart::{Assembling, Due, Schedule, Snapshot};
+use super::restart::{Assembling, Checkpoint, Due, Schedule, Snapshot};
 use crate::durable::state::{self, KIND_STATE};
 use crate::engine::Error;
 use crate::ledger::Book;
 use crate::report::Outcome;
 use crate::store::TxIdSet;
+use crate::tx::{ClientId, Kind, TxId};
 
 /// Blocks in flight per worker before a worker waits for the dataflow.
 pub(super) const LAG_ROUNDS: u64 = 4;
@@ -106,32 +107,88 @@ struct Shared {
     ids: Rc<RefCell<TxIdSet>>,
     /// Checkpoint parts waiting for the others of their block.
     pending: Rc<RefCell<Assembling>>,
+    /// What changed since the last checkpoint (with checkpoints only).
+    changes: Rc<RefCell<Changes>>,
+}
+
+/// What the stages changed since the last checkpoint, for one that saves
+/// only that ([`Checkpoint::base`]): kept only when checkpoints are taken.
+#[derive(Default)]
+struct Changes {
+    on: bool,
+    /// Ids the claim stage claimed.
+    ids: Vec<TxId>,
+    /// The clients the apply stage touched, a bit each.
+    clients: Vec<u64>,
+    /// The deposits the apply stage may have stored or flagged: the tx ids
+    /// of every record but withdrawals.
+    deposits: Vec<TxId>,
 }
 
 impl Shared {
-    /// A worker's state at the start, or at the checkpoint it resumes from.
-    fn new(snapshot: Option<Snapshot>) -> Shared {
+    /// A worker's state at the start, or at the checkpoint it resumes from
+    /// (`checkpoints`: it will take some).
+    fn new(snapshot: Option<Snapshot>, checkpoints: bool) -> Shared {
         let Snapshot {
             ids, book, part, ..
         } = snapshot.unwrap_or_default();
+        let changes = Changes {
+            on: checkpoints,
+            clients: vec![0; (usize::from(ClientId::MAX) + 1) / 64],
+            ..Changes::default()
+        };
         Shared {
             part: Rc::new(RefCell::new(part)),
             book: Rc::new(RefCell::new(book)),
             ids: Rc::new(RefCell::new(ids)),
             pending: Rc::new(RefCell::new(Assembling::default())),
+            changes: Rc::new(RefCell::new(changes)),
         }
     }
 
-    /// The claim stage at checkpoint `c`: the ids claimed so far.
-    fn snap_claims(&self, c: u64) {
-        let ids = self.ids.borrow().clone();
-        self.pending.borrow_mut().claims.insert(c, ids);
+    /// The claim stage at checkpoint `c`: the ids claimed so far, or those
+    /// since the delta's base.
+    fn snap_claims(&self, c: Checkpoint) {
+        let mut changes = self.changes.borrow_mut();
+        let ids = match c.base {
+            None => self.ids.borrow().clone(),
+            Some(_) => {
+                let mut ids = TxIdSet::default();
+                for &id in &changes.ids {
+                    ids.claim(id);
+                }
+                ids
+            }
+        };
+        changes.ids.clear();
+        self.pending
+            .borrow_mut()
+            .claims
+            .insert(c.block, (ids, c.base));
     }
 
-    /// The apply stage at checkpoint `c`: the book and the rows applied.
-    fn snap_book(&self, c: u64) {
-        let snapshot = (self.book.borrow().clone(), self.part.borrow().applied);
-        self.pending.borrow_mut().books.insert(c, snapshot);
+    /// The apply stage at checkpoint `c`: the book (or its accounts and
+    /// deposits that changed since the delta's base) and the rows applied.
+    fn snap_book(&self, c: Checkpoint) {
+        let mut changes = self.changes.borrow_mut();
+        let book = self.book.borrow();
+        let book = match c.base {
+            None => book.clone(),
+            Some(_) => {
+                changes.deposits.sort_unstable();
+                changes.deposits.dedup();
+                let clients = (changes.clients.iter().enumerate()).flat_map(|(w, &bits)| {
+                    (0..64)
+                        .filter(move |b| bits >> b & 1 != 0)
+                        .map(move |b| (w * 64 + b) as ClientId)
+                });
+                book.part_of(clients, changes.deposits.iter().copied())
+            }
+        };
+        changes.clients.fill(0);
+        changes.deposits.clear();
+        let snapshot = (book, self.part.borrow().applied);
+        self.pending.borrow_mut().books.insert(c.block, snapshot);
     }
 
     /// SPEC rule 2 for one complete block: its claims, each batch in line
@@ -140,10 +197,14 @@ impl Shared {
     /// already claimed, by the worker that applies them.
     fn claim(&self, batches: Vec<Packed<Claims>>) -> Vec<Packed<Repeats>> {
         let mut ids = self.ids.borrow_mut();
+        let mut changes = self.changes.borrow_mut();
         let mut repeats: Vec<Repeats> = Vec::new();
         for Packed { batch, .. } in &batches {
             for &Claim { line, tx, applier } in &batch.claims {
                 if ids.claim(tx) {
+                    if changes.on {
+                        changes.ids.push(tx);
+                    }
                     continue;
                 }
                 match repeats.iter_mut().find(|r| r.to == applier) {
@@ -163,6 +224,7 @@ impl Shared {
     /// block), and the lines among them whose id was already claimed.
     fn apply(&self, block: u64, batches: Vec<Packed<Rows>>, repeats: Vec<Packed<Repeats>>) {
         let (mut book, mut part) = (self.book.borrow_mut(), self.part.borrow_mut());
+        let mut changes = self.changes.borrow_mut();
         let mut repeated: Vec<u32> = repeats.into_iter().flat_map(|r| r.batch.lines).collect();
         repeated.sort_unstable();
         let mut repeated = repeated.into_iter().peekable();
@@ -170,6 +232,13 @@ impl Shared {
             for (&line, tx) in rows.lines.iter().zip(&rows.txs) {
                 let repeat = repeated.next_if_eq(&line).is_some();
                 let fresh = tx.kind.claims_id() && !repeat;
+                if changes.on {
+                    let client = usize::from(tx.client);
+                    changes.clients[client / 64] |= 1 << (client % 64);
+                    if tx.kind != Kind::Withdrawal {
+                        changes.deposits.push(tx.tx);
+                    }
+                }
                 match Outcome::of(tx, book.apply(tx, fresh)) {
                     Outcome::Applied => part.applied += 1,
                     outcome => part.events.push((block, u64::from(line), outcome)),
@@ -418,7 +487,8 @@ pub(super) fn run_worker(
         Some(r) => (r.start, Some(r.schedule), r.snapshot),
         None => (0, None, None),
     };
-    let shared = Shared::new(snapshot);
+    let checkpoints = schedule.as_ref().is_some_and(|s| s.every > 0);
+    let shared = Shared::new(snapshot, checkpoints);
     let (mut inputs, probe) = claim_and_apply(worker, &shared, Due::new(schedule.as_ref(), start));
     let (mut parts, parts_probe, gathered) = gathering(worker);
     let (mut stops, stops_probe, stopped) = stopping(worker);

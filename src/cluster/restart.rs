@@ -17,12 +17,20 @@
 //!   agree on them.
 //!
 //! Each worker writes its own file beside the state file,
-//! `STATE.cluster-p<process>-w<worker>-b<c>`, atomically, and keeps the one
-//! before it. The file is in the state file's format (kind 3): its claimed
-//! ids, accounts and deposits sections, checksummed and checked on load as
-//! the state file's are (the book validated on its own: the ids are another
-//! stage's share), and one more section with the block and the parse side's
-//! part. On `--resume` every process tells the others (in the
+//! `STATE.cluster-p<process>-w<worker>-b<c>`, atomically. The file is in the
+//! state file's format (kind 3): its claimed ids, accounts and deposits
+//! sections, checksummed and checked on load as the state file's are (the
+//! book validated on its own: the ids are another stage's share), and one
+//! more section with the block, the base and the parse side's part.
+//!
+//! Only the first checkpoint of a run and every [`WHOLE_EVERY`]-th after it
+//! hold the whole state; the others are deltas on the checkpoint before
+//! them: the ids claimed since, and the accounts and deposits touched since,
+//! as they are now (the stages note them as they go, only when checkpoints
+//! are taken). Loading a delta loads its base and lays the delta over it
+//! (`Book::overlay`, `TxIdSet::absorb`), then checks the book. A worker
+//! keeps its newest `WHOLE_EVERY + 1` files: the newest, the one before,
+//! and the chain that one may stand on. On `--resume` every process tells the others (in the
 //! connection handshake) the last two checkpoints all its workers
 //! completed; all go on from the latest one that every process has, and
 //! finish with the bytes an uninterrupted run prints.
@@ -148,6 +156,9 @@ pub(super) struct Schedule {
 #[derive(Default)]
 pub(super) struct Snapshot {
     pub block: u64,
+    /// A delta's base: the checkpoint whose state `ids` and `book` hold the
+    /// changes since (`None`: they hold the whole state).
+    pub base: Option<u64>,
     pub ids: TxIdSet,
     pub book: Book,
     pub part: Part,
@@ -225,12 +236,16 @@ impl Schedule {
 
     /// Writes `worker`'s snapshot whole or not at all, in the state file's
     /// format (its ids, accounts and deposits sections, and one more for the
-    /// block and the part), then removes its files older than the one
-    /// before it.
+    /// block, the delta's base and the part), then removes its files that
+    /// neither this checkpoint nor the one before it can need: a delta
+    /// needs its chain back to a whole checkpoint, at most
+    /// [`WHOLE_EVERY`] files, so the newest `WHOLE_EVERY + 1` are kept.
     pub fn save(&self, worker: usize, snapshot: &Snapshot) -> super::error::Result<()> {
         let path = self.file(worker, snapshot.block);
         let mut extra = snapshot.block.to_le_bytes().to_vec();
         self.binding.encode(&mut extra);
+        // 0: a whole checkpoint (a base is a checkpoint block, never 0).
+        extra.extend_from_slice(&snapshot.base.unwrap_or(0).to_le_bytes());
         bincode::serialize_into(&mut extra, &snapshot.part).context("encoding a checkpoint")?;
         let mut out = AtomicFile::create_private(&path)
             .with_context(|| format!("cannot create checkpoint file {}", path.display()))?;
@@ -253,7 +268,8 @@ impl Schedule {
             .map(|(_, block, path)| (block, path))
             .collect();
         older.sort();
-        older.pop(); // the one before: kept
+        // The one before, and the chain it may stand on: kept.
+        older.truncate(older.len().saturating_sub(WHOLE_EVERY as usize));
         for (_, path) in older {
             std::fs::remove_file(&path)
                 .with_context(|| format!("removing old checkpoint file {}", path.display()))?;
@@ -299,7 +315,8 @@ impl Schedule {
         Ok(())
     }
 
-    /// `worker`'s snapshot at `block`, checked.
+    /// `worker`'s snapshot at `block`, checked: a delta laid over its
+    /// base's snapshot, back to a whole one.
     pub fn load(&self, worker: usize, block: u64) -> super::error::Result<Snapshot> {
         let path = self.file(worker, block);
         let read = || -> super::error::Result<Snapshot> {
@@ -307,22 +324,43 @@ impl Schedule {
             if let Some(what) = binding.mismatch(&self.binding) {
                 bail!("taken on {what}");
             }
-            // Validated as a book: the ids are a share of another stage.
-            let book = Book::from_stores(read.accounts, read.deposits)
-                .map_err(StateFileError::Inconsistent)?;
             let damaged = StateFileError::Damaged("cluster part section");
             let (head, part) = read.extras[0]
-                .split_at_checked(8 + Binding::LEN)
+                .split_at_checked(8 + Binding::LEN + 8)
                 .ok_or(damaged)?;
             if head[..8] != block.to_le_bytes() {
                 return Err(StateFileError::Damaged("cluster part section").into());
             }
+            let base = u64::from_le_bytes(head[8 + Binding::LEN..].try_into().expect("8 bytes"));
+            let base = (base != 0).then_some(base);
             let part = bincode::deserialize(part)
                 .map_err(|_| StateFileError::Damaged("cluster part section"))?;
+            if base.is_some_and(|base| base >= block) {
+                return Err(StateFileError::Damaged("cluster part section").into());
+            }
+            let Some(base) = base else {
+                // Validated as a book: the ids are a share of another stage.
+                let book = Book::from_stores(read.accounts, read.deposits)
+                    .map_err(StateFileError::Inconsistent)?;
+                return Ok(Snapshot {
+                    block,
+                    base: None,
+                    ids: read.ids,
+                    book,
+                    part,
+                });
+            };
+            let mut whole = self.load(worker, base)?;
+            let changes = Book::with_accounts(read.accounts, read.deposits)
+                .map_err(StateFileError::Inconsistent)?;
+            whole.book.overlay(&changes);
+            whole.book.check().map_err(StateFileError::Inconsistent)?;
+            whole.ids.absorb(&read.ids);
             Ok(Snapshot {
                 block,
-                ids: read.ids,
-                book,
+                base: None,
+                ids: whole.ids,
+                book: whole.book,
                 part,
             })
         };
@@ -337,7 +375,24 @@ pub(super) struct Due {
     next: Option<u64>,
     every: u64,
     end: u64,
+    /// The checkpoint this run took last, if any: a delta's base.
+    last: Option<u64>,
+    /// Deltas taken since the last whole checkpoint.
+    deltas: u64,
 }
+
+/// A checkpoint to take: its block, and `base` when it saves only what
+/// changed since that checkpoint (taken earlier in this run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Checkpoint {
+    pub block: u64,
+    pub base: Option<u64>,
+}
+
+/// Every how many checkpoints one saves the whole state: the others save
+/// what changed since the one before, and a resume reads at most this
+/// many files a worker.
+pub(super) const WHOLE_EVERY: u64 = 8;
 
 impl Due {
     pub fn new(schedule: Option<&Schedule>, start: u64) -> Due {
@@ -345,32 +400,37 @@ impl Due {
             next: None,
             every: 0,
             end: 0,
+            last: None,
+            deltas: 0,
         };
         if let Some(schedule) = schedule {
-            due = Due {
-                next: schedule.next_after(start),
-                every: schedule.every,
-                end: schedule.end,
-            };
+            due.next = schedule.next_after(start);
+            due.every = schedule.every;
+            due.end = schedule.end;
         }
         due
     }
 
-    fn advance(&mut self, c: u64) -> u64 {
+    /// Both stages pass the same checkpoints in the same order, so both
+    /// decide alike which are whole and which are deltas.
+    fn advance(&mut self, c: u64) -> Checkpoint {
         let next = c + self.every;
         self.next = (next < self.end).then_some(next);
-        c
+        let base = self.last.filter(|_| self.deltas + 1 < WHOLE_EVERY);
+        self.deltas = if base.is_some() { self.deltas + 1 } else { 0 };
+        self.last = Some(c);
+        Checkpoint { block: c, base }
     }
 
     /// A checkpoint to take before taking `block` (call until `None`).
-    pub fn before(&mut self, block: u64) -> Option<u64> {
+    pub fn before(&mut self, block: u64) -> Option<Checkpoint> {
         let c = self.next.filter(|&c| c <= block)?;
         Some(self.advance(c))
     }
 
     /// A checkpoint whose blocks before it are all done, by the frontier
     /// (call until `None`, after taking every complete block).
-    pub fn passed(&mut self, frontiers: &[&MutableAntichain<u64>]) -> Option<u64> {
+    pub fn passed(&mut self, frontiers: &[&MutableAntichain<u64>]) -> Option<Checkpoint> {
         let c = (self.next).filter(|&c| frontiers.iter().all(|f| !f.less_equal(&(c - 1))))?;
         Some(self.advance(c))
     }
@@ -380,8 +440,9 @@ impl Due {
 /// block: claimed ids, and books with their applied count.
 #[derive(Default)]
 pub(super) struct Assembling {
-    /// The claim stage's ids at each checkpoint block.
-    pub claims: BTreeMap<u64, TxIdSet>,
+    /// The claim stage's ids at each checkpoint block (all of them, or
+    /// those claimed since the delta's base).
+    pub claims: BTreeMap<u64, (TxIdSet, Option<u64>)>,
     /// The apply stage's book, and the rows it applied, at each.
     pub books: BTreeMap<u64, (Book, u64)>,
 }
@@ -395,12 +456,13 @@ impl Assembling {
             if c > parsed || !self.books.contains_key(&c) {
                 break;
             }
-            let ids = self.claims.remove(&c).expect("first key");
+            let (ids, base) = self.claims.remove(&c).expect("first key");
             let (book, applied) = self.books.remove(&c).expect("checked");
             let mut part = part.before(c);
             part.applied = applied;
             ready.push(Snapshot {
                 block: c,
+                base,
                 ids,
                 book,
                 part,
@@ -465,8 +527,11 @@ pub(super) fn check_writable(state: &Path) -> super::error::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amount::Amount;
     use crate::ledger::Account;
+    use crate::store::Deposit;
     use crate::store::DepositStore;
+    use crate::tx::{ClientId, TxId};
 
     fn schedule(dir: &Path, process: usize, every: Option<Duration>) -> Schedule {
         let options = CheckpointOptions {
@@ -510,24 +575,34 @@ mod tests {
         let s = schedule(dir.path(), 0, Some(Duration::from_secs(1)));
         let mut due = Due::new(Some(&s), 0);
         assert_eq!(due.before(1), None);
+        let at = |block, base| Some(Checkpoint { block, base });
         assert_eq!(
             (due.before(5), due.before(5), due.before(5)),
-            (Some(2), Some(4), None)
+            (at(2, None), at(4, Some(2)), None),
+            "the run's first checkpoint is whole, the next a delta on it"
         );
         let mut frontier = MutableAntichain::new();
         frontier.update_iter([(6u64, 1)]);
         assert_eq!(
             due.passed(&[&frontier]),
-            Some(6),
+            at(6, Some(4)),
             "every block before 6 is done"
         );
         assert_eq!(due.passed(&[&frontier]), None);
         let mut resumed = Due::new(Some(&s), 4);
         assert_eq!(
             resumed.before(9),
-            Some(6),
-            "after the block it resumed from"
+            at(6, None),
+            "after the block it resumed from, whole"
         );
+        // Every WHOLE_EVERY-th checkpoint is whole again.
+        let mut long = Due::new(
+            Some(&schedule(dir.path(), 0, Some(Duration::from_millis(1)))),
+            0,
+        );
+        let bases: Vec<Option<u64>> = (1..=9).map(|b| long.before(b).unwrap().base).collect();
+        let whole: Vec<usize> = (0..9).filter(|&i| bases[i].is_none()).collect();
+        assert_eq!(whole, vec![0, WHOLE_EVERY as usize]);
     }
 
     #[test]
@@ -544,19 +619,25 @@ mod tests {
             let book = Book::from_stores(accounts, DepositStore::default()).unwrap();
             Snapshot {
                 block,
+                base: None,
                 ids,
                 book,
                 part: Part::default(),
             }
         };
-        for block in [2, 4, 6] {
+        let blocks: Vec<u64> = (1..=WHOLE_EVERY + 3).map(|k| 2 * k).collect();
+        for &block in &blocks {
             p0.save(0, &snapshot(block)).unwrap();
         }
-        p0.save(1, &snapshot(4)).unwrap();
+        let last = *blocks.last().unwrap();
+        p0.save(1, &snapshot(last - 2)).unwrap();
         p1.save(2, &snapshot(2)).unwrap();
-        // Worker 0 keeps 4 and 6; only 4 is complete for workers 0 and 1.
-        assert_eq!(p0.complete(0..2).unwrap(), vec![4]);
-        assert_eq!(p0.complete(0..1).unwrap(), vec![4, 6]);
+        // Worker 0 keeps its newest WHOLE_EVERY + 1 (the one before the
+        // newest and the chain it may stand on); only `last - 2` is
+        // complete for workers 0 and 1.
+        assert_eq!(p0.complete(0..2).unwrap(), vec![last - 2]);
+        let kept = blocks[blocks.len() - WHOLE_EVERY as usize - 1..].to_vec();
+        assert_eq!(p0.complete(0..1).unwrap(), kept);
         assert_eq!(
             p1.complete(2..3).unwrap(),
             vec![2],
@@ -577,11 +658,104 @@ mod tests {
             error.contains("damaged") && error.contains("-w0-b6"),
             "{error}"
         );
-        p0.remove(Some(4)).unwrap();
-        assert_eq!(p0.complete(0..1).unwrap(), vec![4]);
+        p0.remove(Some(8)).unwrap();
+        assert_eq!(p0.complete(0..1).unwrap(), vec![6, 8]);
         p0.remove(None).unwrap();
         assert!(p0.complete(0..1).unwrap().is_empty());
         assert_eq!(p1.complete(2..3).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn a_delta_checkpoint_loads_as_its_chain_laid_over_the_whole_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p0 = schedule(dir.path(), 0, Some(Duration::from_secs(1)));
+        let account = |available: i64, held: i64| Account {
+            available: Amount::from_raw(available),
+            held: Amount::from_raw(held),
+            locked: false,
+        };
+        let deposit = |client: ClientId, amount: i64, disputed: bool| Deposit {
+            client,
+            amount: Amount::from_raw(amount),
+            disputed,
+        };
+        let book = |accounts: Vec<(ClientId, Account)>, deposits: Vec<(TxId, Deposit)>| {
+            let mut store = DepositStore::default();
+            for (id, d) in deposits {
+                store.restore(id, d);
+            }
+            Book::with_accounts(accounts, store).unwrap()
+        };
+        let ids = |list: &[TxId]| {
+            let mut ids = TxIdSet::default();
+            for &id in list {
+                ids.claim(id);
+            }
+            ids
+        };
+        let save = |block, base, claimed: &[TxId], book: Book| {
+            let snapshot = Snapshot {
+                block,
+                base,
+                ids: ids(claimed),
+                book,
+                part: Part {
+                    applied: block,
+                    ..Part::default()
+                },
+            };
+            p0.save(0, &snapshot).unwrap();
+        };
+        // Whole at 2: client 1 with deposit 10; a delta at 4: deposit 11
+        // for client 2, deposit 10 disputed; a delta at 6: client 1's
+        // dispute resolved, client 3 new with deposit 70,000.
+        save(
+            2,
+            None,
+            &[10],
+            book(vec![(1, account(5, 0))], vec![(10, deposit(1, 5, false))]),
+        );
+        let changes = book(
+            vec![(1, account(0, 5)), (2, account(7, 0))],
+            vec![(10, deposit(1, 5, true)), (11, deposit(2, 7, false))],
+        );
+        save(4, Some(2), &[11, 12], changes);
+        let changes = book(
+            vec![(1, account(5, 0)), (3, account(9, 0))],
+            vec![(10, deposit(1, 5, false)), (70_000, deposit(3, 9, false))],
+        );
+        save(6, Some(4), &[70_000], changes);
+        let at4 = p0.load(0, 4).unwrap();
+        assert_eq!(at4.book.deposits().get(10), Some(deposit(1, 5, true)));
+        assert_eq!(at4.ids.iter().collect::<Vec<_>>(), vec![10, 11, 12]);
+        let at6 = p0.load(0, 6).unwrap();
+        let accounts: Vec<(ClientId, Account)> = at6
+            .book
+            .accounts()
+            .map(|(c, a)| (c, *a))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            accounts,
+            vec![(1, account(5, 0)), (2, account(7, 0)), (3, account(9, 0))]
+        );
+        let deposits: Vec<(TxId, Deposit)> = at6.book.deposits().iter().collect();
+        assert_eq!(
+            deposits,
+            vec![
+                (10, deposit(1, 5, false)),
+                (11, deposit(2, 7, false)),
+                (70_000, deposit(3, 9, false))
+            ]
+        );
+        assert_eq!(at6.ids.iter().collect::<Vec<_>>(), vec![10, 11, 12, 70_000]);
+        assert_eq!((at6.block, at6.part.applied, at6.base), (6, 6, None));
+        // A chain that does not add up (a held amount with no disputed
+        // deposit under it) is refused.
+        save(8, Some(6), &[], book(vec![(2, account(0, 7))], vec![]));
+        let error = crate::cluster::error::Error::chain(&p0.load(0, 8).err().unwrap());
+        assert!(error.contains("-w0-b8"), "{error}");
     }
 
     #[test]
@@ -631,7 +805,7 @@ mod tests {
             events: vec![(1, 2, applied), (5, 2, applied)],
             ..Part::default()
         };
-        pending.claims.insert(4, TxIdSet::default());
+        pending.claims.insert(4, (TxIdSet::default(), None));
         assert!(
             pending.ready(10, &part).is_empty(),
             "the book's snapshot is missing"
