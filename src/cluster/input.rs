@@ -214,13 +214,26 @@ pub(super) struct Part {
 }
 
 impl Part {
-    /// What the parse side kept of the blocks before `c` (the stages'
-    /// share is snapshotted by the stages themselves).
-    pub(super) fn before(&self, c: u64) -> Part {
-        let early = |v: &[(u64, u64)]| v.iter().copied().filter(|&(k, _)| k < c).collect();
+    /// What the parse side kept of the blocks from `from` to before `c`
+    /// (a whole checkpoint's share from 0, a delta's from its base; the
+    /// stages' share is snapshotted by the stages themselves), with every
+    /// warning so far and the rows applied so far.
+    pub(super) fn between(&self, from: u64, c: u64) -> Part {
+        let blocks = from..c;
+        let early = |v: &[(u64, u64)]| {
+            v.iter()
+                .copied()
+                .filter(|e| blocks.contains(&e.0))
+                .collect()
+        };
         Part {
             accounts: Vec::new(),
-            events: self.events.iter().filter(|e| e.0 < c).copied().collect(),
+            events: self
+                .events
+                .iter()
+                .filter(|e| blocks.contains(&e.0))
+                .copied()
+                .collect(),
             applied: self.applied,
             deposits: 0,
             lines: early(&self.lines),
@@ -229,6 +242,16 @@ impl Part {
             error: None,
             state: Vec::new(),
         }
+    }
+
+    /// Lays a delta checkpoint's part (from [`Part::between`] its base and
+    /// its block) over this one, the part of the checkpoint it is based on.
+    pub(super) fn extend(&mut self, delta: Part) {
+        self.events.extend(delta.events);
+        self.lines.extend(delta.lines);
+        self.first_ok.extend(delta.first_ok);
+        self.warnings = delta.warnings;
+        self.applied = delta.applied;
     }
 }
 

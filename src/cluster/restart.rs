@@ -356,12 +356,13 @@ impl Schedule {
             whole.book.overlay(&changes);
             whole.book.check().map_err(StateFileError::Inconsistent)?;
             whole.ids.absorb(&read.ids);
+            whole.part.extend(part);
             Ok(Snapshot {
                 block,
                 base: None,
                 ids: whole.ids,
                 book: whole.book,
-                part,
+                part: whole.part,
             })
         };
         read().with_context(|| format!("checkpoint file {}", path.display()))
@@ -458,7 +459,7 @@ impl Assembling {
             }
             let (ids, base) = self.claims.remove(&c).expect("first key");
             let (book, applied) = self.books.remove(&c).expect("checked");
-            let mut part = part.before(c);
+            let mut part = part.between(base.unwrap_or(0), c);
             part.applied = applied;
             ready.push(Snapshot {
                 block: c,
@@ -529,6 +530,7 @@ mod tests {
     use super::*;
     use crate::amount::Amount;
     use crate::ledger::Account;
+    use crate::report::Outcome;
     use crate::store::Deposit;
     use crate::store::DepositStore;
     use crate::tx::{ClientId, TxId};
@@ -699,8 +701,11 @@ mod tests {
                 base,
                 ids: ids(claimed),
                 book,
+                // The parse side's events of the blocks since the base.
                 part: Part {
                     applied: block,
+                    events: vec![(block - 1, block, Outcome::Applied)],
+                    lines: vec![(block - 1, 10)],
                     ..Part::default()
                 },
             };
@@ -751,6 +756,9 @@ mod tests {
         );
         assert_eq!(at6.ids.iter().collect::<Vec<_>>(), vec![10, 11, 12, 70_000]);
         assert_eq!((at6.block, at6.part.applied, at6.base), (6, 6, None));
+        let events: Vec<(u64, u64)> = at6.part.events.iter().map(|e| (e.0, e.1)).collect();
+        assert_eq!(events, vec![(1, 2), (3, 4), (5, 6)]);
+        assert_eq!(at6.part.lines, vec![(1, 10), (3, 10), (5, 10)]);
         // A chain that does not add up (a held amount with no disputed
         // deposit under it) is refused.
         save(8, Some(6), &[], book(vec![(2, account(0, 7))], vec![]));
