@@ -17,7 +17,8 @@
 //!   agree on them.
 //!
 //! Each worker writes its own file beside the state file,
-//! `STATE.cluster-p<process>-w<worker>-b<c>`, atomically. The file is in the
+//! `STATE.cluster-p<process>-w<worker>-b<c>` (`-w<worker>-d<base>-b<c>` for a
+//! delta), atomically. The file is in the
 //! state file's format (kind 3): its claimed ids, accounts and deposits
 //! sections, checksummed and checked on load as the state file's are (the
 //! book validated on its own: the ids are another stage's share), and one
@@ -30,7 +31,9 @@
 //! are taken). Loading a delta loads its base and lays the delta over it
 //! (`Book::overlay`, `TxIdSet::absorb`), then checks the book. A worker
 //! keeps its newest `WHOLE_EVERY + 1` files: the newest, the one before,
-//! and the chain that one may stand on. On `--resume` every process tells the others (in the
+//! and the chain that one may stand on. A worker that ran ahead of the
+//! others may have removed the start of an older checkpoint's chain: a
+//! checkpoint counts as complete only where every worker's chain is there. On `--resume` every process tells the others (in the
 //! connection handshake) the last two checkpoints all its workers
 //! completed; all go on from the latest one that every process has, and
 //! finish with the bytes an uninterrupted run prints.
@@ -198,22 +201,56 @@ impl Schedule {
         (self.every > 0 && next < self.end).then_some(next)
     }
 
-    fn file(&self, worker: usize, block: u64) -> PathBuf {
+    /// A checkpoint file's name: `-w<worker>-b<block>`, and for a delta
+    /// `-w<worker>-d<base>-b<block>` (the chain is known from the names).
+    fn file(&self, worker: usize, block: u64, base: Option<u64>) -> PathBuf {
         let mut name = self.state.as_os_str().to_owned();
-        name.push(format!(".cluster-p{}-w{worker}-b{block}", self.process));
+        name.push(format!(".cluster-p{}-w{worker}", self.process));
+        if let Some(base) = base {
+            name.push(format!("-d{base}"));
+        }
+        name.push(format!("-b{block}"));
         PathBuf::from(name)
     }
 
     /// This process's checkpoint files: (worker, block, path).
     fn files(&self) -> io::Result<Vec<(usize, u64, PathBuf)>> {
-        checkpoint_files(&self.state, self.process)
+        let files = checkpoint_files(&self.state, self.process)?;
+        Ok(files
+            .into_iter()
+            .map(|f| (f.worker, f.block, f.path))
+            .collect())
+    }
+
+    /// `worker`'s checkpoints that can be loaded: those whose chain back
+    /// to a whole checkpoint is all there (a worker that ran ahead of the
+    /// others may have removed the start of an older one's chain).
+    fn loadable(&self, worker: usize) -> io::Result<BTreeMap<u64, (Option<u64>, PathBuf)>> {
+        let files: BTreeMap<u64, (Option<u64>, PathBuf)> =
+            (checkpoint_files(&self.state, self.process)?.into_iter())
+                .filter(|f| f.worker == worker)
+                .map(|f| (f.block, (f.base, f.path)))
+                .collect();
+        let whole = |mut block: u64| loop {
+            match files.get(&block) {
+                None => return false,
+                Some((None, _)) => return true,
+                Some((Some(base), _)) if *base < block => block = *base,
+                Some(_) => return false,
+            }
+        };
+        let keep: Vec<u64> = files.keys().copied().filter(|&b| whole(b)).collect();
+        Ok(files
+            .into_iter()
+            .filter(|(b, _)| keep.contains(b))
+            .collect())
     }
 
     /// The blocks at which every worker in `workers` saved, in order.
     pub fn complete(&self, workers: Range<usize>) -> io::Result<Vec<u64>> {
         let mut saved: BTreeMap<u64, usize> = BTreeMap::new();
-        for (worker, block, _) in self.files()? {
-            if workers.contains(&worker) {
+        for worker in workers.clone() {
+            for block in self.loadable(worker)?.into_keys() {
                 *saved.entry(block).or_default() += 1;
             }
         }
@@ -241,7 +278,7 @@ impl Schedule {
     /// needs its chain back to a whole checkpoint, at most
     /// [`WHOLE_EVERY`] files, so the newest `WHOLE_EVERY + 1` are kept.
     pub fn save(&self, worker: usize, snapshot: &Snapshot) -> super::error::Result<()> {
-        let path = self.file(worker, snapshot.block);
+        let path = self.file(worker, snapshot.block, snapshot.base);
         let mut extra = snapshot.block.to_le_bytes().to_vec();
         self.binding.encode(&mut extra);
         // 0: a whole checkpoint (a base is a checkpoint block, never 0).
@@ -318,7 +355,12 @@ impl Schedule {
     /// `worker`'s snapshot at `block`, checked: a delta laid over its
     /// base's snapshot, back to a whole one.
     pub fn load(&self, worker: usize, block: u64) -> super::error::Result<Snapshot> {
-        let path = self.file(worker, block);
+        let (named, path) = self.loadable(worker)?.remove(&block).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("worker {worker} has no whole checkpoint chain at block {block}"),
+            )
+        })?;
         let read = || -> super::error::Result<Snapshot> {
             let (read, binding) = Schedule::binding_of(&path)?;
             if let Some(what) = binding.mismatch(&self.binding) {
@@ -335,7 +377,7 @@ impl Schedule {
             let base = (base != 0).then_some(base);
             let part = bincode::deserialize(part)
                 .map_err(|_| StateFileError::Damaged("cluster part section"))?;
-            if base.is_some_and(|base| base >= block) {
+            if base != named || base.is_some_and(|base| base >= block) {
                 return Err(StateFileError::Damaged("cluster part section").into());
             }
             let Some(base) = base else {
@@ -473,8 +515,17 @@ impl Assembling {
     }
 }
 
-/// The checkpoint files of `process` beside `state`: (worker, block, path).
-fn checkpoint_files(state: &Path, process: usize) -> io::Result<Vec<(usize, u64, PathBuf)>> {
+/// One checkpoint file, as its name describes it.
+struct CheckpointFile {
+    worker: usize,
+    block: u64,
+    /// A delta's base.
+    base: Option<u64>,
+    path: PathBuf,
+}
+
+/// The checkpoint files of `process` beside `state`.
+fn checkpoint_files(state: &Path, process: usize) -> io::Result<Vec<CheckpointFile>> {
     let dir = directory_of(state);
     let Some(stem) = state.file_name().and_then(|n| n.to_str()) else {
         return Ok(Vec::new());
@@ -495,8 +546,21 @@ fn checkpoint_files(state: &Path, process: usize) -> io::Result<Vec<(usize, u64,
         let Some((worker, block)) = rest.split_once("-b") else {
             continue;
         };
+        let (worker, base) = match worker.split_once("-d") {
+            Some((worker, base)) => match base.parse() {
+                Ok(base) => (worker, Some(base)),
+                Err(_) => continue,
+            },
+            None => (worker, None),
+        };
         if let (Ok(worker), Ok(block)) = (worker.parse(), block.parse()) {
-            files.push((worker, block, entry.path()));
+            let path = entry.path();
+            files.push(CheckpointFile {
+                worker,
+                block,
+                base,
+                path,
+            });
         }
     }
     Ok(files)
@@ -507,8 +571,8 @@ fn checkpoint_files(state: &Path, process: usize) -> io::Result<Vec<(usize, u64,
 /// its checkpoints are what `--resume` goes on from. The other processes'
 /// files go at their next start, as taken on a state file that has moved on.
 pub(super) fn discard_checkpoints(state: &Path, process: usize) -> io::Result<()> {
-    for (_, _, path) in checkpoint_files(state, process)? {
-        std::fs::remove_file(path)?;
+    for file in checkpoint_files(state, process)? {
+        std::fs::remove_file(file.path)?;
     }
     Ok(())
 }
@@ -650,7 +714,7 @@ mod tests {
         assert_eq!((loaded.block, ids), (6, vec![1, 5, 70_000]));
         assert_eq!(loaded.book.accounts().count(), 1);
         // One flipped byte: refused, naming the file.
-        let path = p0.file(0, 6);
+        let path = p0.file(0, 6, None);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
@@ -763,7 +827,20 @@ mod tests {
         // deposit under it) is refused.
         save(8, Some(6), &[], book(vec![(2, account(0, 7))], vec![]));
         let error = crate::cluster::error::Error::chain(&p0.load(0, 8).err().unwrap());
-        assert!(error.contains("-w0-b8"), "{error}");
+        assert_eq!(p0.complete(0..1).unwrap(), vec![2, 4, 6, 8]);
+        // A chain whose start is gone (a worker that ran ahead removed it)
+        // is neither complete nor loaded.
+        std::fs::remove_file(p0.file(0, 2, None)).unwrap();
+        assert!(p0.complete(0..1).unwrap().is_empty());
+        let gone = crate::cluster::error::Error::chain(&p0.load(0, 6).err().unwrap());
+        assert!(
+            gone.contains("no whole checkpoint chain at block 6"),
+            "{gone}"
+        );
+        assert!(
+            error.contains("-w0-d6-b8") && error.contains("held amount"),
+            "{error}"
+        );
     }
 
     #[test]
