@@ -130,19 +130,13 @@ impl Columnar for Rows {
                 amount: Amount::ZERO,
             })
         })?;
-        // Each further column fills in one field (`set`: false when the
-        // value does not fit it).
-        let mut fill = |input: &mut Reader<'_>, set: fn(&mut Tx, u64) -> bool| {
-            let mut txs = txs.iter_mut();
-            input.column(n, |v| set(txs.next()?, v).then_some(()))
-        };
-        fill(input, |tx, v| {
+        input.fill(&mut txs, |tx, v| {
             ClientId::try_from(v).map(|c| tx.client = c).is_ok()
         })?;
-        fill(input, |tx, v| {
+        input.fill(&mut txs, |tx, v| {
             TxId::try_from(v).map(|id| tx.tx = id).is_ok()
         })?;
-        fill(input, |tx, v| {
+        input.fill(&mut txs, |tx, v| {
             tx.amount = Amount::from_raw(unzigzag(v));
             true
         })?;
@@ -171,17 +165,11 @@ impl Columnar for Claims {
                 applier: 0,
             })
             .collect::<Vec<_>>();
-        let mut each = claims.iter_mut();
-        input.column(n, |v| {
-            let claim = each.next()?;
-            claim.tx = TxId::try_from(v).ok()?;
-            Some(())
+        input.fill(&mut claims, |c, v| {
+            TxId::try_from(v).map(|tx| c.tx = tx).is_ok()
         })?;
-        let mut each = claims.iter_mut();
-        input.column(n, |v| {
-            let claim = each.next()?;
-            claim.applier = u32::try_from(v).ok()?;
-            Some(())
+        input.fill(&mut claims, |c, v| {
+            u32::try_from(v).map(|w| c.applier = w).is_ok()
         })?;
         Ok(Claims { to, claims })
     }
@@ -361,6 +349,18 @@ impl<'a> Reader<'a> {
             Some(v) => Err(format!("{v} is out of range for its column")),
             None => Ok(values),
         }
+    }
+
+    /// A column of one value per item of `items`, each set into its item
+    /// by `set` (false: the value does not fit the field).
+    fn fill<T>(
+        &mut self,
+        items: &mut [T],
+        set: impl Fn(&mut T, u64) -> bool,
+    ) -> Result<(), String> {
+        let mut items = items.iter_mut();
+        self.column(items.len(), |v| set(items.next()?, v).then_some(()))?;
+        Ok(())
     }
 
     /// `n` lines from their gaps.

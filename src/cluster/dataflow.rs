@@ -27,7 +27,7 @@ use crate::durable::state::{self, KIND_STATE};
 use crate::engine::Error;
 use crate::ledger::Book;
 use crate::report::Outcome;
-use crate::store::TxIdSet;
+use crate::store::{set_bits, TxIdSet};
 use crate::tx::{ClientId, Kind, TxId};
 
 /// Blocks in flight per worker before a worker waits for the dataflow.
@@ -177,11 +177,7 @@ impl Shared {
             Some(_) => {
                 changes.deposits.sort_unstable();
                 changes.deposits.dedup();
-                let clients = (changes.clients.iter().enumerate()).flat_map(|(w, &bits)| {
-                    (0..64)
-                        .filter(move |b| bits >> b & 1 != 0)
-                        .map(move |b| (w * 64 + b) as ClientId)
-                });
+                let clients = set_bits(&changes.clients).map(|client| client as ClientId);
                 book.part_of(clients, changes.deposits.iter().copied())
             }
         };

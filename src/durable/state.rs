@@ -65,7 +65,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use super::atomic::{self, AtomicFile};
 use crate::ledger::{sorted_accounts, Account, Book, Ledger, StateError};
-use crate::store::{Deposit, DepositStore, IdLeaf, TxIdSet, LEAF_BITS, LEAF_IDS, LEAVES};
+use crate::store::{set_bits, Deposit, DepositStore, IdLeaf, TxIdSet, LEAF_BITS, LEAF_IDS, LEAVES};
 use crate::tx::ClientId;
 
 /// The first 8 bytes of every state file.
@@ -470,11 +470,6 @@ fn write_ids(w: &mut impl Write, ids: &TxIdSet) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The set bits of `words`, ascending.
-fn set_bits(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
-    (0..words.len() * 64).filter(move |&bit| words[bit / 64] & (1 << (bit % 64)) != 0)
 }
 
 fn write_deposits(w: &mut impl Write, books: &[&Book]) -> io::Result<()> {

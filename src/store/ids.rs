@@ -211,8 +211,9 @@ fn set_bit(words: &mut [u64], slot: usize) -> bool {
     fresh
 }
 
-/// The set bits of `words`, ascending.
-fn set_bits(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
+/// The set bits of `words`, ascending (the state file's id leaves and a
+/// cluster checkpoint's touched clients use it too).
+pub(crate) fn set_bits(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
     words.iter().enumerate().flat_map(|(w, &word)| {
         let mut rest = word;
         std::iter::from_fn(move || {

@@ -35,6 +35,6 @@ mod ids;
 mod leaf;
 
 pub use deposits::{Deposit, DepositStore};
-pub(crate) use ids::IdLeaf;
 pub use ids::TxIdSet;
+pub(crate) use ids::{set_bits, IdLeaf};
 pub(crate) use leaf::{LEAF_BITS, LEAF_IDS, LEAVES};
