@@ -209,30 +209,6 @@ fn ledger_apply(c: &mut Criterion) {
     group.finish();
 }
 
-/// Records per second through one lane, producer and consumer on their own
-/// threads (the pipeline's hand-off cost, without parsing or applying).
-fn lane_handoff(c: &mut Criterion) {
-    use payments_engine::bench_support::lane_handoff;
-    const BATCH: usize = EngineBuilder::BATCH;
-    const BATCHES_SENT: u64 = 2_000;
-    let tx = Tx {
-        kind: payments_engine::Kind::Deposit,
-        client: 1,
-        tx: 1,
-        amount: Amount::from_raw(1),
-    };
-    let mut group = c.benchmark_group("lane");
-    group.throughput(Throughput::Elements(BATCHES_SENT * BATCH as u64));
-    group.sample_size(10);
-    group.bench_function("handoff", |b| {
-        b.iter(|| {
-            let seen = lane_handoff(BATCHES_SENT, tx);
-            assert_eq!(seen, BATCHES_SENT * BATCH as u64);
-        })
-    });
-    group.finish();
-}
-
 fn end_to_end(c: &mut Criterion) {
     let data = input();
     let mut group = long_group(c, "end_to_end", Throughput::Bytes(data.len() as u64));
@@ -356,7 +332,6 @@ criterion_group!(
     amount_parsing,
     csv_parsing,
     ledger_apply,
-    lane_handoff,
     end_to_end
 );
 criterion_main!(benches);

@@ -65,6 +65,7 @@
 //! ```
 
 mod amount;
+mod batch;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod cpu;
@@ -97,7 +98,6 @@ pub fn last_line_read() -> u64 {
 #[doc(hidden)]
 pub mod bench_support {
     pub use crate::durable::state::read as load_state;
-    pub use crate::engine::lane_handoff;
     pub use crate::parse::Parser;
     pub use crate::store::TxIdSet;
 
@@ -118,6 +118,7 @@ pub mod bench_support {
             parsers,
             block,
             hashing: false,
+            split: None,
         };
         std::thread::scope(|scope| {
             let (mut rows, _threads) = BlockRows::start(scope, data, options, None).unwrap();

@@ -584,17 +584,19 @@ impl Supervise for Supervisor {
     }
 
     #[inline]
-    fn due(&mut self) -> bool {
+    fn due(&mut self, rows: u32) -> bool {
         if self.stop.load(Ordering::Relaxed) != 0 {
             return true;
         }
-        self.rows = self.rows.wrapping_add(1);
-        self.rows.is_multiple_of(CLOCK_EVERY)
-            && self
-                .plan
-                .as_ref()
-                .and_then(|plan| plan.next)
-                .is_some_and(|next| Instant::now() >= next)
+        self.rows = self.rows.saturating_add(rows);
+        if self.rows < CLOCK_EVERY {
+            return false;
+        }
+        self.rows = 0;
+        self.plan
+            .as_ref()
+            .and_then(|plan| plan.next)
+            .is_some_and(|next| Instant::now() >= next)
     }
 
     fn act<E: Executor>(&mut self, at: &parse::ParserState, path: &mut E) -> Result<(), Error> {

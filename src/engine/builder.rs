@@ -9,6 +9,7 @@ use super::error::Error;
 use super::finished::Finished;
 use super::sequential::Sequential;
 use super::sharded::Router;
+use crate::batch::Plan;
 use crate::ledger::Ledger;
 use crate::parse::{BlockOptions, BlockRows, ParserBuilder, ParserState, RowSource};
 use crate::parse::{DEFAULT_BLOCK, MAX_BLOCK};
@@ -199,6 +200,10 @@ impl EngineBuilder {
             parsers: c.parsers,
             block: c.block,
             hashing,
+            split: (c.workers > 0).then_some(Plan {
+                workers: c.workers,
+                keep_raw: c.keep_rejects,
+            }),
         };
         let mut finished = std::thread::scope(|scope| {
             let (rows, _threads) =

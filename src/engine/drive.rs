@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::Error;
 use super::finished::Finished;
+use crate::batch::Parts;
 use crate::ledger::Book;
 use crate::parse::{FastRows, Malformed, ParserState, RowSource};
 use crate::report::EventLog;
@@ -21,6 +22,15 @@ pub(crate) trait Executor {
     fn apply_rows(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
         for (i, tx) in rows.txs().iter().enumerate() {
             self.apply(rows.line(i), tx, rows.raw(i))?;
+        }
+        Ok(())
+    }
+    /// Applies a block a parser thread split for this path's workers: its
+    /// records in file order through [`Executor::apply`], unless the path
+    /// hands the block on as it is.
+    fn apply_block(&mut self, parts: Parts) -> Result<(), Error> {
+        for (line, tx, raw) in parts.in_order() {
+            self.apply(line, tx, raw)?;
         }
         Ok(())
     }
@@ -58,8 +68,9 @@ pub(crate) trait Supervise {
     /// A warning for the user, while the run goes on.
     fn warn(&mut self, text: String);
     /// Whether to call [`Supervise::act`] before the next record: cheap,
-    /// asked before every one, or every batch of fast-path rows.
-    fn due(&mut self) -> bool;
+    /// asked before every one, or every batch or block of rows, with the
+    /// rows handed out since it was last asked.
+    fn due(&mut self, rows: u32) -> bool;
     /// At a record boundary (`at`): take a checkpoint, or stop with
     /// [`Error::Interrupted`].
     fn act<E: Executor>(&mut self, at: &ParserState, path: &mut E) -> Result<(), Error>;
@@ -76,7 +87,7 @@ impl Supervise for Unsupervised {
     fn warn(&mut self, _: String) {}
 
     #[inline(always)]
-    fn due(&mut self) -> bool {
+    fn due(&mut self, _: u32) -> bool {
         false
     }
 
@@ -95,13 +106,34 @@ pub(crate) fn drive<E: Executor, S: Supervise>(
     mut supervisor: S,
 ) -> Result<Finished, Error> {
     let mut early = EarlyRows::default();
+    // Rows handed out since the supervisor was last asked.
+    let mut handed = 0;
     loop {
-        if supervisor.due() {
+        if supervisor.due(handed) {
             supervisor.act(&parser.state(), &mut path)?;
         }
+        handed = 1;
         if S::WARNS && early.watching() {
             for text in parser.take_warnings() {
                 supervisor.warn(text);
+            }
+        } else {
+            // A whole block, split for the workers already (once the first
+            // rows have been watched one by one), or none.
+            match parser.next_block(strict) {
+                Ok(None) => {}
+                Ok(Some(block)) => {
+                    LINE_REACHED.store(block.last_line, Ordering::Relaxed);
+                    handed = (block.parts.rows() + block.malformed.len()) as u32;
+                    for row in &block.malformed {
+                        if let Err(reason) = row.parsed {
+                            path.malformed(row.line, reason, row.raw)?;
+                        }
+                    }
+                    path.apply_block(block.parts)?;
+                    continue;
+                }
+                Err(error) => return Err(input_error(error, &parser, &mut path, &mut supervisor)),
             }
         }
         // The fast path first: a batch of common lines, or none.
@@ -110,6 +142,7 @@ pub(crate) fn drive<E: Executor, S: Supervise>(
             Ok(rows) => {
                 let last = rows.line(rows.txs().len() - 1);
                 LINE_REACHED.store(last, Ordering::Relaxed);
+                handed = rows.txs().len() as u32;
                 if S::WARNS && early.watching() {
                     for line in rows.line(0)..=last {
                         early.see(line, None);
@@ -168,7 +201,7 @@ fn input_error<E: Executor, S: Supervise>(
     path: &mut E,
     supervisor: &mut S,
 ) -> Error {
-    if supervisor.due() {
+    if supervisor.due(0) {
         if let Err(stop) = supervisor.act(&parser.state(), path) {
             return stop;
         }

@@ -60,6 +60,3 @@ pub(crate) use error::chain as error_chain;
 pub use error::Error;
 pub use finished::{Diagnostics, Finished, Measures};
 pub use push::{Engine, Record};
-#[cfg(feature = "bench")]
-#[doc(hidden)]
-pub use sharded::handoff as lane_handoff;

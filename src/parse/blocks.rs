@@ -39,8 +39,10 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::error::{InputError, Malformed};
 use super::lines::{skip_prefix, Position, MAX_LINE};
+use super::parser::SplitBlock;
 use super::parser::{FastRows, ParserBuilder, ParserState, Row, RowSource};
 use super::record::Columns;
+use crate::batch::{Parts, Plan};
 use crate::cpu::{charged, Role};
 use crate::tx::Tx;
 
@@ -66,6 +68,8 @@ pub struct BlockOptions {
     pub block: usize,
     /// Hash the input for checkpoints.
     pub hashing: bool,
+    /// Split each block's records for the workers (`--workers` >= 1).
+    pub split: Option<Plan>,
 }
 
 /// A block's buffer and its rows' vectors, recycled between blocks.
@@ -150,12 +154,37 @@ struct Parsed {
     warnings: Vec<String>,
     /// What stopped the block's parse (a bad header), after its rows.
     error: Option<InputError>,
+    /// The block's well-formed records split for the workers, when asked
+    /// for; their lines counted from the block's start.
+    parts: Option<Parts>,
 }
 
 impl Parsed {
     /// The block's runs of common lines.
     fn runs(&self) -> &[Run] {
         &self.cut.buffers.fast.runs
+    }
+
+    /// Rows in the block (blank lines and the header are not rows).
+    fn rows(&self) -> usize {
+        self.cut.buffers.fast.txs.len() + self.cut.buffers.rows.len()
+    }
+
+    /// The line (within the block) and the end of its last row, if any.
+    fn last_row(&self) -> Option<(u32, u32)> {
+        let fast = &self.cut.buffers.fast;
+        let run = fast.runs.last().map(|run| {
+            let last = run.len - 1;
+            (run.line + last as u32, fast.starts[run.start + run.len])
+        });
+        let general = self.cut.buffers.rows.last().map(|row| (row.line, row.end));
+        run.max(general)
+    }
+
+    /// The original line of one of the other rows.
+    fn raw(&self, row: &ParsedRow) -> &[u8] {
+        let start = row.raw_start as usize;
+        &self.cut.buffers.buf[start..start + usize::from(row.raw_len)]
     }
 
     /// The rows of `run`, numbered from `base_line`.
@@ -407,10 +436,10 @@ impl<R: Read> Cutter<R> {
 }
 
 /// Parses blocks until the cutter is done or the reader has gone.
-fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>) {
+fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>, split: Option<Plan>) {
     while let Ok(cut) = work.recv() {
         let seq = cut.seq;
-        let parsed = match catch_unwind(AssertUnwindSafe(|| parse_block(cut))) {
+        let parsed = match catch_unwind(AssertUnwindSafe(|| parse_block(cut, split))) {
             Ok(parsed) => Done::Parsed(Box::new(parsed)),
             Err(_) => Done::Failed(io::Error::other("a parser thread panicked")),
         };
@@ -420,7 +449,7 @@ fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>) {
     }
 }
 
-fn parse_block(mut cut: Cut) -> Parsed {
+fn parse_block(mut cut: Cut, split: Option<Plan>) -> Parsed {
     let Buffers {
         buf,
         mut rows,
@@ -485,13 +514,42 @@ fn parse_block(mut cut: Cut) -> Parsed {
         rows,
         fast,
     };
-    Parsed {
+    let mut parsed = Parsed {
         cut,
         lines,
         columns,
         warnings,
         error,
+        parts: None,
+    };
+    parsed.parts = split.map(|plan| split_rows(&parsed, plan));
+    parsed
+}
+
+/// A parsed block's well-formed records split for the workers, in file
+/// order: the runs of common lines and the other rows between them.
+fn split_rows(block: &Parsed, plan: Plan) -> Parts {
+    let Buffers { rows, fast, .. } = &block.cut.buffers;
+    let mut parts = Parts::new(plan, 0, block.rows());
+    let mut others = rows.iter().peekable();
+    let mut others_before = |parts: &mut Parts, line: u32| {
+        while let Some(row) = others.next_if(|row| row.line < line) {
+            if let Ok(tx) = &row.parsed {
+                let raw = if plan.keep_raw { block.raw(row) } else { &[] };
+                parts.push(row.line, tx, raw);
+            }
+        }
+    };
+    for run in &fast.runs {
+        others_before(&mut parts, run.line);
+        let rows = block.run_rows(*run, 0);
+        for (i, tx) in rows.txs().iter().enumerate() {
+            let raw = if plan.keep_raw { rows.raw(i) } else { &[] };
+            parts.push(run.line + i as u32, tx, raw);
+        }
     }
+    others_before(&mut parts, u32::MAX);
+    parts
 }
 
 /// The rows of a block-parallel parse, in file order (see the module docs).
@@ -591,10 +649,11 @@ impl BlockRows {
             .map_err(spawn_failed)?];
         for n in 0..options.parsers {
             let (work, done) = (work_rx.clone(), done_tx.clone());
+            let split = options.split;
             let thread = Builder::new()
                 .name(format!("parser-{n}"))
                 .spawn_scoped(scope, move || {
-                    charged(Role::Parser, || parse_blocks(work, done))
+                    charged(Role::Parser, || parse_blocks(work, done, split))
                 });
             threads.push(thread.map_err(spawn_failed)?);
         }
@@ -712,6 +771,60 @@ impl RowSource for BlockRows {
         Ok(rows)
     }
 
+    fn next_block(&mut self, strict: bool) -> Result<Option<SplitBlock<'_>>, InputError> {
+        loop {
+            let Some(block) = &self.block else {
+                if self.end.is_some() {
+                    return Ok(None);
+                }
+                self.advance()?;
+                continue;
+            };
+            // Begun, or ending in an error: row by row.
+            if block.error.is_some() || (self.index > 0 && self.index < block.rows()) {
+                return Ok(None);
+            }
+            if self.index == 0 && block.rows() > 0 {
+                break;
+            }
+            // Handed out (or no rows): the next one.
+            self.advance()?;
+        }
+        let block = self.block.as_mut().expect("a block with rows");
+        let malformed = block.cut.buffers.rows.iter().any(|r| r.parsed.is_err());
+        if strict && malformed {
+            return Ok(None);
+        }
+        let Some(mut parts) = block.parts.take() else {
+            return Ok(None);
+        };
+        parts.base = self.base_line;
+        let block = self.block.as_ref().expect("a block with rows");
+        self.index = block.rows();
+        self.run = block.runs().len();
+        self.general = block.cut.buffers.rows.len();
+        self.handed = block.last_row();
+        let base = self.base_line;
+        let malformed = block
+            .cut
+            .buffers
+            .rows
+            .iter()
+            .filter(|row| row.parsed.is_err())
+            .map(|row| Row {
+                line: base + u64::from(row.line),
+                raw: block.raw(row),
+                parsed: row.parsed,
+            })
+            .collect();
+        let last_line = base + u64::from(self.handed.map_or(0, |(line, _)| line));
+        Ok(Some(SplitBlock {
+            parts,
+            malformed,
+            last_line,
+        }))
+    }
+
     #[inline]
     fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError> {
         loop {
@@ -749,10 +862,9 @@ impl RowSource for BlockRows {
                 self.general += 1;
                 self.index += 1;
                 self.handed = Some((row.line, row.end));
-                let start = row.raw_start as usize;
                 return Ok(Some(Row {
                     line: self.base_line + u64::from(row.line),
-                    raw: &block.cut.buffers.buf[start..start + usize::from(row.raw_len)],
+                    raw: block.raw(&row),
                     parsed: row.parsed,
                 }));
             }
@@ -888,7 +1000,7 @@ mod tests {
 
     /// With 3 parsers the input arrives in short reads.
     fn blocks(input: &[u8], parsers: usize, block: usize) -> Trace {
-        blocks_read(input, parsers, block, trace)
+        blocks_read(input, parsers, block, None, trace)
     }
 
     /// [`blocks`], read by `read`.
@@ -896,12 +1008,14 @@ mod tests {
         input: &[u8],
         parsers: usize,
         block: usize,
+        split: Option<Plan>,
         read: fn(&mut BlockRows) -> Trace,
     ) -> Trace {
         let options = BlockOptions {
             parsers,
             block,
             hashing: true,
+            split,
         };
         std::thread::scope(|scope| {
             let source: Box<dyn Read + Send> = match parsers {
@@ -1006,9 +1120,125 @@ mod tests {
                     "block {block}, parsers {parsers}"
                 );
                 assert!(
-                    blocks_read(&input, parsers, block, batched) == rows,
+                    blocks_read(&input, parsers, block, None, batched) == rows,
                     "in batches: block {block}, parsers {parsers}"
                 );
+            }
+        }
+    }
+
+    /// The rows as the CSV loop reads them with workers: whole blocks
+    /// split for them (their records merged back by line with their
+    /// malformed rows, the state after the block's last row), else a batch
+    /// of common lines or one row. `strict` as the loop's.
+    fn split_blocks<const STRICT: bool>(rows: &mut BlockRows) -> Trace {
+        let mut out = Vec::new();
+        let end = 'read: loop {
+            if let Some(block) = rows.next_block(STRICT).unwrap() {
+                let mut all: Vec<_> = block
+                    .parts
+                    .in_order()
+                    .map(|(line, tx, raw)| (line, raw.to_vec(), Ok(*tx), NO_STATE))
+                    .chain(
+                        block
+                            .malformed
+                            .iter()
+                            .map(|row| (row.line, row.raw.to_vec(), row.parsed, NO_STATE)),
+                    )
+                    .collect();
+                all.sort_by_key(|row| row.0);
+                assert!(STRICT.then_some(()).is_none() || block.malformed.is_empty());
+                assert_eq!(all.last().map(|row| row.0), Some(block.last_line));
+                let last = all.len() - 1;
+                all[last].3 = rows.state();
+                out.extend(all);
+                continue;
+            }
+            let batch = rows.fast_rows().unwrap();
+            for (i, &tx) in batch.txs().iter().enumerate() {
+                out.push((batch.line(i), batch.raw(i).to_vec(), Ok(tx), NO_STATE));
+            }
+            if !batch.txs().is_empty() {
+                continue;
+            }
+            match rows.next_row() {
+                Ok(Some(row)) => {
+                    let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
+                    out.push((line, raw, parsed, rows.state()));
+                }
+                Ok(None) => break 'read format!("end {:?}", rows.state().at),
+                Err(error) => break 'read format!("error {error}"),
+            }
+        };
+        (out, end)
+    }
+
+    /// How many blocks are handed out whole (the rest read row by row).
+    fn count_whole<const STRICT: bool>(rows: &mut BlockRows) -> Trace {
+        let mut whole = 0;
+        loop {
+            if rows.next_block(STRICT).unwrap().is_some() {
+                whole += 1;
+            } else if rows.next_row().unwrap().is_none() {
+                return (Vec::new(), whole.to_string());
+            }
+        }
+    }
+
+    /// Whole blocks split for the workers hold the serial parser's rows,
+    /// and the source stands where the serial parser does after each
+    /// block; strict, a block with a malformed row is read row by row.
+    #[test]
+    fn whole_blocks_split_for_the_workers_give_the_serial_rows() {
+        let mut inputs = hostile();
+        let mut mixed = b"type,client,tx,amount\n".to_vec();
+        for i in 0..2_000u32 {
+            let line = match i % 7 {
+                0 => format!("deposit,{},{i},1.5\n", i % 13),
+                1 => format!("withdrawal, {}, {i}, 0.5\r\n", i % 13),
+                2 => format!("dispute,{},{},\n", i % 13, i - 2),
+                3 => "deposit,x,1,1\n".to_string(),
+                4 => "\n".to_string(),
+                5 => format!("\"deposit\",{},{i},2\n", i % 13),
+                _ => format!("deposit,{},{},3\n", i % 13, i / 2),
+            };
+            mixed.extend(line.as_bytes());
+        }
+        inputs.push(mixed.clone());
+        // The blocks are handed out whole, unless strict: each has a
+        // malformed row.
+        let whole = |strict: bool| {
+            let plan = Some(Plan {
+                workers: 2,
+                keep_raw: false,
+            });
+            let read = match strict {
+                false => count_whole::<false>,
+                true => count_whole::<true>,
+            };
+            blocks_read(&mixed, 2, 1_000, plan, read).1
+        };
+        assert_eq!((whole(false), whole(true)), ("32".into(), "0".into()));
+        for input in inputs {
+            let (expected, expected_end) = serial(&input);
+            let expected_end = expected_end.split("; warnings").next().unwrap().to_string();
+            for (block, parsers, workers) in [(1, 1, 1), (64, 3, 2), (1_000, 2, 3), (1 << 20, 1, 4)]
+            {
+                let plan = Plan {
+                    workers,
+                    keep_raw: true,
+                };
+                for read in [split_blocks::<false>, split_blocks::<true>] {
+                    let (rows, end) = blocks_read(&input, parsers, block, Some(plan), read);
+                    let context = format!("block {block}, parsers {parsers}, workers {workers}");
+                    assert_eq!(end, expected_end, "{context}");
+                    assert_eq!(rows.len(), expected.len(), "{context}");
+                    for (got, want) in rows.iter().zip(&expected) {
+                        assert_eq!(got.0..=got.0, want.0..=want.0, "{context}");
+                        assert!(got.1 == want.1 && got.2 == want.2, "{context}");
+                        assert!(got.3 == NO_STATE || got.3 == want.3, "{context}");
+                    }
+                }
             }
         }
     }
@@ -1033,7 +1263,7 @@ mod tests {
         }
         let (expected, end) = serial(&input);
         for block in [100, 4_097, 65_536] {
-            let (rows, read_end) = blocks_read(&input, 2, block, interleaved);
+            let (rows, read_end) = blocks_read(&input, 2, block, None, interleaved);
             assert_eq!(read_end, end, "block {block}");
             assert_eq!(rows.len(), expected.len(), "block {block}");
             for (row, want) in rows.iter().zip(&expected) {
@@ -1062,6 +1292,7 @@ mod tests {
                     parsers: 2,
                     block,
                     hashing: true,
+                    split: None,
                 };
                 let got = std::thread::scope(|scope| {
                     let (mut rows, _threads) =

@@ -8,6 +8,7 @@ use super::fast::{read_lines, WINDOW};
 use super::fields::{is_blank_line, FieldSplitter};
 use super::lines::{LineReader, Position};
 use super::record::{header_warnings, plain_record, record, Columns};
+use crate::batch::Parts;
 use crate::tx::Tx;
 
 /// One non-blank, non-header line, parsed.
@@ -367,6 +368,15 @@ pub fn first_line_end(src: impl Read) -> Result<(u64, Columns), InputError> {
 /// A stream of rows with positions to checkpoint at: the single-threaded
 /// [`Parser`], or the parallel block parser of the pipeline, which hands
 /// out exactly the same rows, positions and warnings.
+/// A block's rows, handed out whole (see [`RowSource::next_block`]).
+pub struct SplitBlock<'a> {
+    pub parts: Parts,
+    /// The malformed rows, in order.
+    pub malformed: Vec<Row<'a>>,
+    /// The line number of its last row.
+    pub last_line: u64,
+}
+
 pub trait RowSource {
     /// Rows read by a fast path, if the source has one and the next lines
     /// suit it; else none, and [`RowSource::next_row`] reads the next line.
@@ -375,6 +385,15 @@ pub trait RowSource {
     }
     /// The next row, skipping blank lines and the header.
     fn next_row(&mut self) -> Result<Option<Row<'_>>, InputError>;
+    /// The next block's rows whole, if the source has split them for the
+    /// workers already and no row of the block was handed out yet: its
+    /// well-formed records split ([`Parts`]) and its malformed rows, in
+    /// order. None otherwise (and, when `strict`, for a block with a
+    /// malformed row): then [`RowSource::fast_rows`] and
+    /// [`RowSource::next_row`] hand out its rows.
+    fn next_block(&mut self, _strict: bool) -> Result<Option<SplitBlock<'_>>, InputError> {
+        Ok(None)
+    }
     /// Where the source stands: right after the last row handed out.
     fn state(&self) -> ParserState;
     /// Warnings about the header found so far (once each).

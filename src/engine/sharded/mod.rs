@@ -1,73 +1,83 @@
-//! The sharded path (`--workers N`): a router on the calling thread and `N`
-//! worker threads. Threads live here and in the block-parallel reader
-//! (`parse/blocks.rs`); the ledger, the stores and the reports know none.
+//! The sharded path (`--workers N`): `N` worker threads, each owning the
+//! accounts and deposits of its clients in a [`Book`] and the claims on a
+//! share of the tx ids (SPEC rule 2). Threads live here and in the
+//! block-parallel reader (`parse/blocks.rs`); the ledger, the stores and the
+//! reports know none.
 //!
-//! The calling thread is the *router* ([`Router`]): for each record it is
-//! given, it applies the one rule that needs global file order (SPEC rule 2:
-//! a deposit's or withdrawal's tx id is claimed by the first well-formed
-//! record that uses it, whatever its client), and routes the record by client
-//! to exactly one *worker*. Each worker owns the accounts and the deposits of
-//! its clients in a [`Book`] and applies the ledger's rules unchanged. A
-//! client's records reach its worker in file order, and a dispute can only
-//! ever name a deposit of its own client, so the outcome of every record is
-//! the one the single-threaded ledger gives it.
+//! Records reach the workers in *blocks* ([`Parts`], `crate::batch`): each
+//! worker's records (its clients', in file order), and each worker's claims
+//! (the deposits and withdrawals whose id it owns, in file order). Parser
+//! threads split the blocks they parse; the calling thread ([`Router`])
+//! splits the rows it is handed one by one (`--parsers 0`, the push API)
+//! and hands every block to every worker. No thread sees every row but the
+//! one that parses it.
 //!
-//! Records travel in batches over one lane per worker (two bounded queues:
-//! full batches forward, empty ones back; the router and the worker each hold
-//! their own end); nothing is allocated per record.
+//! A worker, in block order: makes its claims for each block as soon as it
+//! arrives, and answers with the claims that repeat an id (few); then, once
+//! every worker has answered for a block, applies its own records of it,
+//! each deposit or withdrawal *fresh* unless a claim was repeated. The
+//! claims on one id are made by one worker in file order, a client's
+//! records are applied by one worker in file order, and a dispute can only
+//! ever name a deposit of its own client: every outcome is the one the
+//! single-threaded ledger gives.
 //!
 //! Every row's report goes to its source's [`EventLog`] (the router's for
 //! malformed rows, the worker's for the rest), each in line order, and the
 //! engine merges them by line: stdout, stderr and the rejects file are
-//! byte-identical for every worker count. Every log is created before any
-//! thread starts, so a failure to create one reads the same on both paths.
+//! byte-identical for every worker count.
+//!
+//! Waiting spins briefly, then parks (`crossbeam_utils::Backoff`, then
+//! `Parker::park_timeout`): pure spinning collapses when threads outnumber
+//! cores. `Parker`'s token makes a wake-up between "nothing to do" and
+//! "park" impossible to lose; the timeout only bounds how long a wait takes
+//! to notice an abort. At most [`IN_FLIGHT`] blocks are handed out and not
+//! yet applied by every worker: the calling thread waits for the slowest.
 //!
 //! Failure: a worker that panics or fails sets the abort flag on its way out
-//! (a drop guard), which wakes everyone; the router notices at its next batch
+//! (a drop guard), which wakes everyone; the router notices at its next
 //! hand-off, joins every thread, and returns the worker's error. A router
 //! dropped before it finishes (an input error, say) aborts and joins its
 //! workers. Nothing waits without a bounded park that re-checks the flag, so
 //! nothing hangs.
 
-mod lane;
-
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use crossbeam_utils::sync::{Parker, Unparker};
+use crossbeam_utils::Backoff;
 use hdrhistogram::Histogram;
 
 use super::config::{Config, MAX_WORKERS};
 use super::drive::{Executor, Paused};
 use super::error::Error;
 use super::finished::Finished;
+use crate::batch::{id_owner, Parts, Plan};
 use crate::cpu::{charged, Role};
-use crate::ledger::{claim, shard, Book, Ledger};
+use crate::ledger::{Book, Ledger};
 use crate::parse::{FastRows, Malformed};
 use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
-use crate::tx::{Tx, TxId};
+use crate::tx::Tx;
 
-#[cfg(feature = "bench")]
-pub use lane::handoff;
-use lane::{lane, Aborted, Batch, RouterEnd, WorkerEnd, PARK};
-
-/// How many records the router parses ahead of its tx-id claims. Each
-/// parsed record's list or bitset word is prefetched; with scattered ids the claims'
-/// cache misses then overlap instead of stalling the router one at a time
-/// (perf.md, "Sparse ids, third step").
+/// How many claims a worker looks ahead to prefetch their ids' memory: with
+/// scattered ids the cache misses then overlap (perf.md, "Sparse ids,
+/// third step").
 const LOOKAHEAD: usize = 8;
 
-/// How many records of its batch a worker looks ahead to prefetch the
+/// How many records of its share a worker looks ahead to prefetch the
 /// deposit store: the chunk header this far ahead, the chunk's entries half
 /// as far (`DepositStore::prefetch`).
 const PREFETCH_AHEAD: usize = 16;
 
-/// How long an idle thread yields before parking, when not oversubscribed.
-const YIELD_BUDGET: Duration = Duration::from_micros(200);
+/// Blocks handed out and not yet applied by every worker, at most.
+const IN_FLIGHT: usize = 8;
+
+/// Longest single park; a wait re-checks the abort flag at least this often.
+const PARK: Duration = Duration::from_millis(20);
 
 /// A new latency histogram: nanoseconds from 1 ns to 1 minute, 3 significant
 /// digits, allocated once (recording never allocates).
@@ -82,9 +92,9 @@ fn pin_plan(workers: usize, pin: bool) -> (Vec<Option<core_affinity::CoreId>>, S
         return (none, "not pinned (--no-pin)".into());
     }
     match core_affinity::get_core_ids() {
-        // Worker i gets core i + 1. Core 0 is left free for the router,
-        // which is not pinned itself (it also reads the input, and the OS
-        // may place it where the page cache is warm).
+        // Worker i gets core i + 1. Core 0 is left free for the calling
+        // thread, which is not pinned itself (it also reads the input, and
+        // the OS may place it where the page cache is warm).
         Some(ids) if ids.len() > workers => {
             let plan: Vec<_> = ids[1..=workers].iter().copied().map(Some).collect();
             let list: Vec<String> = ids[1..=workers]
@@ -101,12 +111,41 @@ fn pin_plan(workers: usize, pin: bool) -> (Vec<Option<core_affinity::CoreId>>, S
     }
 }
 
-/// What the router and the workers share: the abort flag, and a way to
-/// wake every one of them.
+/// Waits until `ready` gives something: spins briefly, then parks; gives
+/// up when the run is aborted.
+fn wait_for<T>(
+    parker: &Parker,
+    abort: &AtomicBool,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Result<T, Aborted> {
+    let backoff = Backoff::new();
+    loop {
+        if let Some(value) = ready() {
+            return Ok(value);
+        }
+        if abort.load(Ordering::Acquire) {
+            return Err(Aborted);
+        }
+        if backoff.is_completed() {
+            parker.park_timeout(PARK);
+        } else {
+            backoff.snooze();
+        }
+    }
+}
+
+/// The wait ended because the run is being torn down.
+#[derive(Debug, PartialEq, Eq)]
+struct Aborted;
+
+/// What the router and the workers share: the abort flag, a way to wake
+/// each of them, and the count of blocks in flight.
 struct Shared {
     abort: AtomicBool,
     /// The router's unparker, then each worker's.
     wake: Vec<Unparker>,
+    /// Blocks handed out and not yet applied by every worker.
+    in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -114,6 +153,13 @@ impl Shared {
     fn abort(&self) {
         self.abort.store(true, Ordering::Release);
         for thread in &self.wake {
+            thread.unpark();
+        }
+    }
+
+    /// Wakes every worker.
+    fn wake_workers(&self) {
+        for thread in &self.wake[1..] {
             thread.unpark();
         }
     }
@@ -134,9 +180,39 @@ impl Drop for AbortGuard<'_> {
     }
 }
 
+/// A block handed to every worker, with what they tell each other about it.
+struct Block {
+    parts: Parts,
+    /// Each worker's answer for the claims it owns: the (worker, index) of
+    /// each record whose claim repeated an id.
+    repeats: Vec<OnceLock<Vec<(u32, u32)>>>,
+    /// Workers that have answered.
+    claimed: AtomicUsize,
+    /// Workers that have applied their share.
+    applied: AtomicUsize,
+    /// When the block was handed out (its first record, on the calling
+    /// thread): the latency sample.
+    stamp: Instant,
+}
+
+/// What a worker is sent, in order.
+enum Msg {
+    Block(Arc<Block>),
+    /// A checkpoint's barrier: once it has applied every block before, the
+    /// worker lends its state to the router and waits for it back.
+    Barrier,
+    /// The last message.
+    End,
+}
+
+/// A worker's state, lent to the router at a barrier and handed back at
+/// the end: its index, its book, its share of the claimed ids, its log.
+type Lent = (usize, Book, TxIdSet, EventLog);
+
 /// What a worker hands back.
 struct WorkerOutput {
     book: Book,
+    ids: TxIdSet,
     log: EventLog,
     latency: Histogram<u64>,
 }
@@ -190,26 +266,48 @@ impl Drop for Workers {
     }
 }
 
-/// The calling thread's side of the pipeline: claims tx ids, fills one batch
-/// per worker, and hands full batches over.
+/// Splits the claimed ids among `workers` by [`id_owner`].
+fn share_ids(ids: TxIdSet, workers: usize) -> Vec<TxIdSet> {
+    if workers == 1 {
+        return vec![ids];
+    }
+    let mut shares = vec![TxIdSet::default(); workers];
+    for id in ids.iter() {
+        shares[id_owner(id, workers)].claim(id);
+    }
+    shares
+}
+
+/// The workers' shares of the claimed ids, as one set.
+fn union_of<'a>(mut shares: impl Iterator<Item = &'a TxIdSet>) -> TxIdSet {
+    let mut ids = shares.next().cloned().unwrap_or_default();
+    for share in shares {
+        ids.absorb(share);
+    }
+    ids
+}
+
+/// The calling thread's side: splits the rows it is handed into blocks,
+/// hands blocks (its own and the parser threads') to every worker, and
+/// logs malformed rows.
 pub(crate) struct Router {
     workers: Workers,
-    /// The router's end of each worker's lane.
-    lanes: Vec<RouterEnd>,
-    /// The router's own parker; every lane's worker wakes it.
+    /// Each worker's queue.
+    senders: Vec<Sender<Msg>>,
+    /// The router's own parker; a worker that finishes a block wakes it.
     parker: Parker,
-    /// The batch being filled for each worker. Boxed because batches travel
-    /// through the lanes' queues: a hand-off moves a pointer, not a batch.
-    #[allow(clippy::vec_box)]
-    batches: Vec<Box<Batch>>,
-    claims: Claims,
+    /// The block being filled from rows handed over one by one.
+    building: Parts,
+    /// When its first record went in.
+    stamp: Option<Instant>,
+    /// Records that make such a block full.
+    limit: usize,
     log: EventLog,
-    /// Workers lend their book and log here at a barrier (the sender is
-    /// cloned into each worker)...
+    /// Workers lend their state here at a barrier (the sender is cloned
+    /// into each worker)...
     lent: (mpsc::Sender<Lent>, mpsc::Receiver<Lent>),
-    /// ...and get them back this way, one channel per worker.
-    give_back: Vec<mpsc::Sender<(Book, EventLog)>>,
-    keep_raw: bool,
+    /// ...and get it back this way, one channel per worker.
+    give_back: Vec<mpsc::Sender<Lent>>,
     sent: u64,
     notes: Vec<String>,
 }
@@ -227,28 +325,9 @@ impl Router {
             worker_logs.push(new_log()?);
         }
         let (ids, books) = ledger.split(workers);
-
+        let ids = share_ids(ids, workers);
         let parker = Parker::new();
         let worker_parkers: Vec<Parker> = (0..workers).map(|_| Parker::new()).collect();
-        let cores_available = thread::available_parallelism().map_or(1, |n| n.get());
-        // Yield before parking only when every thread has a core of its own.
-        let yield_budget = if workers < cores_available {
-            YIELD_BUDGET
-        } else {
-            Duration::ZERO
-        };
-        let (lanes, ends): (Vec<RouterEnd>, Vec<WorkerEnd>) = worker_parkers
-            .iter()
-            .map(|p| {
-                let wake_router = parker.unparker().clone();
-                lane(
-                    wake_router,
-                    p.unparker().clone(),
-                    config.batch,
-                    yield_budget,
-                )
-            })
-            .unzip();
         let wake = std::iter::once(&parker)
             .chain(&worker_parkers)
             .map(|p| p.unparker().clone())
@@ -256,55 +335,57 @@ impl Router {
         let shared = Arc::new(Shared {
             abort: AtomicBool::new(false),
             wake,
+            in_flight: AtomicUsize::new(0),
         });
         let (cores, pin_text) = pin_plan(workers, config.pin);
+        let plan = Plan {
+            workers,
+            keep_raw: config.keep_rejects,
+        };
         let mut router = Router {
             workers: Workers {
                 shared,
                 handles: Vec::with_capacity(workers),
             },
-            lanes,
+            senders: Vec::with_capacity(workers),
             parker,
-            batches: Vec::with_capacity(workers),
-            claims: Claims::new(ids),
+            building: Parts::new(plan, 0, config.batch),
+            stamp: None,
+            limit: config.batch,
             log,
             lent: mpsc::channel(),
             give_back: Vec::with_capacity(workers),
-            keep_raw: config.keep_rejects,
             sent: 0,
             notes: vec![format!("workers: {workers}, {pin_text}")],
         };
         let parts = worker_parkers
             .into_iter()
-            .zip(ends)
             .zip(cores)
-            .zip(books.into_iter().zip(worker_logs));
-        for (index, (((parker, end), core), (book, log))) in parts.enumerate() {
-            let shared = Arc::clone(&router.workers.shared);
-            let lend = router.lent.0.clone();
+            .zip(books.into_iter().zip(ids).zip(worker_logs));
+        for (index, ((parker, core), ((book, ids), log))) in parts.enumerate() {
+            let (send, queue) = unbounded();
+            router.senders.push(send);
             let (give_back, returned) = mpsc::channel();
             router.give_back.push(give_back);
+            let worker = WorkerState {
+                index,
+                book,
+                ids,
+                log,
+                latency: latency_histogram(),
+                lend: router.lent.0.clone(),
+                returned,
+                queue,
+                pending: VecDeque::with_capacity(IN_FLIGHT + 2),
+                shared: Arc::clone(&router.workers.shared),
+            };
             let spawned = thread::Builder::new()
                 .name(format!("worker-{index}"))
                 .spawn(move || {
-                    let mut guard = AbortGuard {
-                        shared: &shared,
-                        armed: true,
-                    };
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    let worker = WorkerState {
-                        index,
-                        book,
-                        log,
-                        latency: latency_histogram(),
-                        lend,
-                        returned,
-                    };
-                    let output = charged(Role::Worker, || worker.run(&end, &parker, &shared.abort));
-                    guard.armed = output.is_err();
-                    output
+                    charged(Role::Worker, || worker.run(&parker))
                 });
             match spawned {
                 Ok(handle) => router.workers.handles.push(handle),
@@ -312,44 +393,75 @@ impl Router {
                 Err(error) => return Err(Error::StartWorker(error)),
             }
         }
-        for lane in &router.lanes {
-            // Every batch is empty at the start: this never waits.
-            let batch = lane.take_empty(&router.parker, &router.workers.shared.abort);
-            router
-                .batches
-                .push(batch.expect("a new lane has empty batches"));
-        }
         Ok(router)
     }
 
-    /// Puts a record into its worker's batch (`fresh`: its claim, when
-    /// already made); returns the worker and whether the batch is full.
+    /// Puts a record found at `line` into the block being filled, handing
+    /// that over first if the line does not fit it, and after if full.
     #[inline]
-    fn push(&mut self, line: u64, tx: &Tx, raw: &[u8], fresh: bool) -> (usize, bool) {
-        let worker = shard(tx.client, self.batches.len());
-        let batch = &mut self.batches[worker];
-        if batch.len() == 0 {
-            batch.stamp = Some(Instant::now());
+    fn push(&mut self, line: u64, tx: &Tx, raw: &[u8]) -> Result<(), Error> {
+        if self.building.rows() == 0 {
+            self.building.base = line;
+            self.stamp = Some(Instant::now());
         }
-        batch.push(line, tx, fresh, self.keep_raw.then_some(raw));
-        (worker, batch.is_full())
+        let offset = match self.building.offset(line) {
+            Some(offset) => offset,
+            None => {
+                self.seal()?;
+                self.building.base = line;
+                self.stamp = Some(Instant::now());
+                0
+            }
+        };
+        self.building.push(offset, tx, raw);
+        if self.building.rows() >= self.limit {
+            self.seal()?;
+        }
+        Ok(())
     }
 
-    /// Hands worker `worker`'s full batch over, after making every pending
-    /// claim, and takes an empty one (waiting while all are in flight).
-    #[inline(never)]
-    fn send_full(&mut self, worker: usize) -> Result<(), Error> {
-        let shared = &self.workers.shared;
-        if shared.abort.load(Ordering::Acquire) {
+    /// Hands the block being filled over, if it holds anything.
+    fn seal(&mut self) -> Result<(), Error> {
+        if self.building.rows() == 0 {
+            return Ok(());
+        }
+        let next = Parts::new(self.building.plan(), 0, self.limit);
+        let parts = std::mem::replace(&mut self.building, next);
+        let stamp = self.stamp.take().unwrap_or_else(Instant::now);
+        self.hand_out(parts, stamp)
+    }
+
+    /// Hands `parts` to every worker, once fewer than [`IN_FLIGHT`] blocks
+    /// are in flight.
+    fn hand_out(&mut self, parts: Parts, stamp: Instant) -> Result<(), Error> {
+        let shared = Arc::clone(&self.workers.shared);
+        let room = wait_for(&self.parker, &shared.abort, || {
+            (shared.in_flight.load(Ordering::Acquire) < IN_FLIGHT).then_some(())
+        });
+        if room.is_err() {
             return Err(self.failure());
         }
-        self.claims.settle(&mut self.batches);
-        let lane = &self.lanes[worker];
-        let Ok(next) = lane.take_empty(&self.parker, &shared.abort) else {
-            return Err(self.failure());
-        };
-        lane.send(std::mem::replace(&mut self.batches[worker], next));
+        let workers = self.senders.len();
+        let block = Arc::new(Block {
+            parts,
+            repeats: (0..workers).map(|_| OnceLock::new()).collect(),
+            claimed: AtomicUsize::new(0),
+            applied: AtomicUsize::new(0),
+            stamp,
+        });
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
         self.sent += 1;
+        self.tell_all(|| Msg::Block(Arc::clone(&block)))
+    }
+
+    /// Sends each worker a message and wakes it.
+    fn tell_all(&mut self, msg: impl Fn() -> Msg) -> Result<(), Error> {
+        for (worker, sender) in self.senders.iter().enumerate() {
+            if sender.send(msg()).is_err() {
+                return Err(self.failure());
+            }
+            self.workers.shared.wake[worker + 1].unpark();
+        }
         Ok(())
     }
 
@@ -362,6 +474,26 @@ impl Router {
             Err(error) => error,
             Ok(_) => Error::Stopped,
         }
+    }
+
+    /// Waits for every worker's state, lent at a barrier, in worker order.
+    fn borrow_all(&mut self) -> Result<Vec<Lent>, Error> {
+        let mut lent: Vec<Option<Lent>> = (0..self.senders.len()).map(|_| None).collect();
+        let mut waiting = lent.len();
+        while waiting > 0 {
+            match self.lent.1.recv_timeout(PARK) {
+                Ok(parts) => {
+                    let index = parts.0;
+                    lent[index] = Some(parts);
+                    waiting -= 1;
+                }
+                Err(_) if self.workers.shared.abort.load(Ordering::Acquire) => {
+                    return Err(self.failure());
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(lent.into_iter().flatten().collect())
     }
 }
 
@@ -382,44 +514,29 @@ fn joined(index: usize, handle: Worker) -> Result<WorkerOutput, Option<Error>> {
 impl Executor for Router {
     #[inline]
     fn apply(&mut self, line: u64, tx: &Tx, raw: &[u8]) -> Result<(), Error> {
-        // `fresh` is set by its claim, before the batch is sent.
-        let (worker, full) = self.push(line, tx, raw, false);
-        if tx.kind.claims_id() {
-            let index = self.batches[worker].len() - 1;
-            self.claims.add(tx.tx, (worker, index), &mut self.batches);
-        }
-        if full {
-            self.send_full(worker)?;
+        self.push(line, tx, raw)
+    }
+
+    /// A batch of common lines into the block being filled, each line
+    /// sliced out of the input only when the rejects file needs it.
+    fn apply_rows(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
+        let keep_raw = self.building.plan().keep_raw;
+        for (i, tx) in rows.txs().iter().enumerate() {
+            let raw = if keep_raw { rows.raw(i) } else { &[] };
+            self.push(rows.line(i), tx, raw)?;
         }
         Ok(())
     }
 
-    /// A batch of common lines: each row to its worker's batch, its line
-    /// sliced out of the input only when the rejects file needs it (it
-    /// cost the router 4% of the run's samples on the 20M-row file, perf.md).
-    /// The rows are known ahead, so each row's claim is made as it goes
-    /// into its batch, its id prefetched [`LOOKAHEAD`] rows before: no
-    /// queue of pending claims to walk back to (perf.md).
-    fn apply_rows(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
-        // Claims pending from rows before these are older in file order.
-        self.claims.settle(&mut self.batches);
-        let txs = rows.txs();
-        let id = |tx: &Tx| tx.kind.claims_id().then_some(tx.tx);
-        for early in txs.iter().take(LOOKAHEAD).filter_map(id) {
-            self.claims.ids.prefetch(early);
+    /// A block a parser thread split: handed on as it is, after the rows
+    /// before it.
+    fn apply_block(&mut self, parts: Parts) -> Result<(), Error> {
+        self.seal()?;
+        if parts.rows() == 0 {
+            return Ok(());
         }
-        for (i, tx) in txs.iter().enumerate() {
-            if let Some(ahead) = txs.get(i + LOOKAHEAD).and_then(id) {
-                self.claims.ids.prefetch(ahead);
-            }
-            let fresh = claim(&mut self.claims.ids, tx);
-            let raw = if self.keep_raw { rows.raw(i) } else { &[] };
-            let (worker, full) = self.push(rows.line(i), tx, raw, fresh);
-            if full {
-                self.send_full(worker)?;
-            }
-        }
-        Ok(())
+        debug_assert_eq!(parts.plan(), self.building.plan());
+        self.hand_out(parts, Instant::now())
     }
 
     fn malformed(&mut self, line: u64, reason: Malformed, raw: &[u8]) -> Result<(), Error> {
@@ -429,44 +546,21 @@ impl Executor for Router {
     }
 
     fn pause(&mut self, f: &mut dyn FnMut(Paused<'_>) -> Result<(), Error>) -> Result<(), Error> {
-        // The barrier: every pending claim made, every worker's batch sent.
-        self.claims.settle(&mut self.batches);
-        for worker in 0..self.batches.len() {
-            let shared = &self.workers.shared;
-            let Ok(next) = self.lanes[worker].take_empty(&self.parker, &shared.abort) else {
-                return Err(self.failure());
-            };
-            let mut batch = std::mem::replace(&mut self.batches[worker], next);
-            batch.barrier = true;
-            self.lanes[worker].send(batch);
-            self.sent += 1;
-        }
-        // Each worker lends its book and log once it has applied its batch.
-        let mut lent: Vec<Option<(Book, EventLog)>> =
-            (0..self.batches.len()).map(|_| None).collect();
-        let mut waiting = lent.len();
-        while waiting > 0 {
-            match self.lent.1.recv_timeout(PARK) {
-                Ok((index, book, log)) => {
-                    lent[index] = Some((book, log));
-                    waiting -= 1;
-                }
-                Err(_) if self.workers.shared.abort.load(Ordering::Acquire) => {
-                    return Err(self.failure());
-                }
-                Err(_) => {}
-            }
-        }
-        let mut lent: Vec<(Book, EventLog)> = lent.into_iter().flatten().collect();
+        // The barrier: every record handed over is applied before a worker
+        // lends its state.
+        self.seal()?;
+        self.tell_all(|| Msg::Barrier)?;
+        let mut lent = self.borrow_all()?;
         let result = {
+            let ids = union_of(lent.iter().map(|(_, _, ids, _)| ids));
             let mut books = Vec::with_capacity(lent.len());
             let mut logs = vec![&mut self.log];
-            for (book, log) in lent.iter_mut() {
+            for (_, book, _, log) in lent.iter_mut() {
                 books.push(&*book);
                 logs.push(log);
             }
             f(Paused {
-                ids: &self.claims.ids,
+                ids: &ids,
                 books,
                 logs,
             })
@@ -479,30 +573,21 @@ impl Executor for Router {
     }
 
     fn finish(mut self) -> Result<Finished, Error> {
-        self.claims.settle(&mut self.batches);
-        for (lane, mut batch) in self.lanes.iter().zip(self.batches.drain(..)) {
-            batch.end = true;
-            lane.send(batch);
-            self.sent += 1;
-        }
+        self.seal()?;
+        self.tell_all(|| Msg::End)?;
         let outputs = self.workers.join()?;
         let mut latency = latency_histogram();
+        let ids = union_of(outputs.iter().map(|output| &output.ids));
         let mut books = Vec::with_capacity(outputs.len());
-        let mut logs = vec![self.log];
+        let mut logs = vec![std::mem::replace(&mut self.log, EventLog::empty())];
         for output in outputs {
             latency.add(&output.latency).expect("same bounds");
             books.push(output.book);
             logs.push(output.log);
         }
-        let mut notes = self.notes;
-        notes.push(format!("pipeline: {} batches routed", self.sent));
-        Ok(Finished::new(
-            self.claims.ids,
-            books,
-            logs,
-            Some(latency),
-            notes,
-        ))
+        let mut notes = std::mem::take(&mut self.notes);
+        notes.push(format!("pipeline: {} blocks handed out", self.sent));
+        Ok(Finished::new(ids, books, logs, Some(latency), notes))
     }
 }
 
@@ -514,135 +599,162 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// SPEC rule 2's claims, made up to [`LOOKAHEAD`] records behind parsing:
-/// a record goes into its batch at once, its id's memory is prefetched, and
-/// its claim, made in file order, fills in its `fresh` flag. Every pending
-/// claim is made before a batch is sent.
-pub(crate) struct Claims {
-    ids: TxIdSet,
-    /// (worker, index in its batch) of the records not claimed yet, oldest first.
-    pending: VecDeque<(usize, usize)>,
-}
-
-impl Claims {
-    fn new(ids: TxIdSet) -> Claims {
-        Claims {
-            ids,
-            pending: VecDeque::with_capacity(LOOKAHEAD),
-        }
-    }
-
-    /// Queues the claim of `id` for the record at `at`.
-    #[inline]
-    fn add(&mut self, id: TxId, at: (usize, usize), batches: &mut [Box<Batch>]) {
-        self.ids.prefetch(id);
-        if self.pending.len() == LOOKAHEAD {
-            if let Some(oldest) = self.pending.pop_front() {
-                self.claim(oldest, batches);
-            }
-        }
-        self.pending.push_back(at);
-    }
-
-    /// Makes every pending claim.
-    fn settle(&mut self, batches: &mut [Box<Batch>]) {
-        while let Some(oldest) = self.pending.pop_front() {
-            self.claim(oldest, batches);
-        }
-    }
-
-    #[inline]
-    fn claim(&mut self, (worker, index): (usize, usize), batches: &mut [Box<Batch>]) {
-        let batch = &mut batches[worker];
-        batch.fresh[index] = claim(&mut self.ids, &batch.txs[index]);
-    }
-}
-
-/// A worker's own state: its clients' book, its log, its latency samples.
+/// A worker's own state.
 struct WorkerState {
     index: usize,
     book: Book,
+    /// The claimed ids this worker owns ([`id_owner`]).
+    ids: TxIdSet,
     log: EventLog,
     latency: Histogram<u64>,
-    /// At a barrier: the book and log go to the router this way...
+    /// At a barrier: the state goes to the router this way...
     lend: mpsc::Sender<Lent>,
-    /// ...and come back this way.
-    returned: mpsc::Receiver<(Book, EventLog)>,
+    /// ...and comes back this way.
+    returned: mpsc::Receiver<Lent>,
+    queue: Receiver<Msg>,
+    /// Messages received and not yet done with, oldest first (every block
+    /// in it is claimed).
+    pending: VecDeque<Msg>,
+    shared: Arc<Shared>,
 }
 
-/// A worker's book and log, lent to the router at a barrier.
-type Lent = (usize, Book, EventLog);
-
 impl WorkerState {
-    /// At a barrier: lends the book and the log to the router and waits for
-    /// them back (or for an abort).
-    fn lend_until_returned(&mut self, abort: &AtomicBool) -> Result<(), WorkerError> {
-        let book = std::mem::take(&mut self.book);
-        let log = std::mem::replace(&mut self.log, EventLog::empty());
-        if self.lend.send((self.index, book, log)).is_err() {
+    /// Runs until the end message, aborting the run if it fails or panics.
+    fn run(mut self, parker: &Parker) -> Result<WorkerOutput, WorkerError> {
+        let shared = Arc::clone(&self.shared);
+        let mut guard = AbortGuard {
+            shared: &shared,
+            armed: true,
+        };
+        let output = self.work(parker);
+        guard.armed = output.is_err();
+        output
+    }
+
+    /// Claims every block as it arrives; applies them in order, each once
+    /// every worker has claimed it.
+    fn work(&mut self, parker: &Parker) -> Result<WorkerOutput, WorkerError> {
+        let shared = Arc::clone(&self.shared);
+        let workers = shared.wake.len() - 1;
+        loop {
+            let next = wait_for(parker, &shared.abort, || {
+                while let Ok(msg) = self.queue.try_recv() {
+                    if let Msg::Block(block) = &msg {
+                        self.claim(block, workers);
+                    }
+                    self.pending.push_back(msg);
+                }
+                match self.pending.front()? {
+                    Msg::Block(block) if block.claimed.load(Ordering::Acquire) < workers => None,
+                    _ => self.pending.pop_front(),
+                }
+            })
+            .map_err(|Aborted| WorkerError::Aborted)?;
+            match next {
+                Msg::Block(block) => {
+                    self.apply(&block)?;
+                    if block.applied.fetch_add(1, Ordering::AcqRel) + 1 == workers {
+                        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        shared.wake[0].unpark();
+                    }
+                }
+                Msg::Barrier => self.lend_until_returned()?,
+                Msg::End => {
+                    self.book.check_invariants();
+                    return Ok(WorkerOutput {
+                        book: std::mem::take(&mut self.book),
+                        ids: std::mem::take(&mut self.ids),
+                        log: std::mem::replace(&mut self.log, EventLog::empty()),
+                        latency: self.latency.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Makes the claims of `block` this worker owns, in file order, and
+    /// answers with the repeated ones; the last to answer wakes everyone.
+    fn claim(&mut self, block: &Block, workers: usize) {
+        let claims = &block.parts.claims[self.index];
+        for early in claims.iter().take(LOOKAHEAD) {
+            self.ids.prefetch(early.id);
+        }
+        let mut repeats = Vec::new();
+        for (n, claim) in claims.iter().enumerate() {
+            if let Some(ahead) = claims.get(n + LOOKAHEAD) {
+                self.ids.prefetch(ahead.id);
+            }
+            if !self.ids.claim(claim.id) {
+                repeats.push((claim.worker, claim.index));
+            }
+        }
+        let answered = block.repeats[self.index].set(repeats);
+        debug_assert!(answered.is_ok(), "one answer per worker");
+        if block.claimed.fetch_add(1, Ordering::AcqRel) + 1 == workers {
+            self.shared.wake_workers();
+        }
+    }
+
+    /// Applies this worker's records of `block`, every claim answered.
+    fn apply(&mut self, block: &Block) -> Result<(), WorkerError> {
+        self.latency
+            .saturating_record(block.stamp.elapsed().as_nanos() as u64);
+        let me = self.index as u32;
+        let mut stale: Vec<u32> = block
+            .repeats
+            .iter()
+            .filter_map(OnceLock::get)
+            .flatten()
+            .filter(|&&(worker, _)| worker == me)
+            .map(|&(_, index)| index)
+            .collect();
+        stale.sort_unstable();
+        let mut stale = stale.into_iter().peekable();
+        let share = &block.parts.shares[self.index];
+        let txs = &share.txs;
+        for (n, tx) in txs.iter().enumerate() {
+            // Two-stage prefetch of the deposit store (its docs say why).
+            if let Some(ahead) = txs.get(n + PREFETCH_AHEAD) {
+                self.book.prefetch(ahead, false, true);
+            }
+            if let Some(ahead) = txs.get(n + PREFETCH_AHEAD / 2) {
+                self.book.prefetch(ahead, true, true);
+            }
+            let fresh = stale.next_if_eq(&(n as u32)).is_none();
+            let outcome = Outcome::of(tx, self.book.apply(tx, fresh));
+            if outcome == Outcome::Applied {
+                self.log.count(outcome);
+            } else {
+                let line = block.parts.base + u64::from(share.lines[n]);
+                self.log
+                    .record(line, outcome, share.raw(n))
+                    .map_err(WorkerError::Spool)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At a barrier: lends the state to the router and waits for it back
+    /// (or for an abort).
+    fn lend_until_returned(&mut self) -> Result<(), WorkerError> {
+        let lent = (
+            self.index,
+            std::mem::take(&mut self.book),
+            std::mem::take(&mut self.ids),
+            std::mem::replace(&mut self.log, EventLog::empty()),
+        );
+        if self.lend.send(lent).is_err() {
             return Err(WorkerError::Aborted);
         }
         loop {
             match self.returned.recv_timeout(PARK) {
-                Ok((book, log)) => {
-                    self.book = book;
-                    self.log = log;
+                Ok((_, book, ids, log)) => {
+                    (self.book, self.ids, self.log) = (book, ids, log);
                     return Ok(());
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) if !abort.load(Ordering::Acquire) => {}
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if !self.shared.abort.load(Ordering::Acquire) => {}
                 Err(_) => return Err(WorkerError::Aborted),
-            }
-        }
-    }
-
-    /// Applies each batch in order until the end-of-stream batch.
-    fn run(
-        mut self,
-        lane: &WorkerEnd,
-        parker: &Parker,
-        abort: &AtomicBool,
-    ) -> Result<WorkerOutput, WorkerError> {
-        loop {
-            let batch = lane
-                .recv(parker, abort)
-                .map_err(|Aborted| WorkerError::Aborted)?;
-            // (Stamped as its first record went in: an empty batch has none.)
-            if let Some(stamp) = batch.stamp {
-                self.latency
-                    .saturating_record(stamp.elapsed().as_nanos() as u64);
-            }
-            let txs = &batch.txs;
-            for (n, (tx, &fresh)) in txs.iter().zip(&batch.fresh).enumerate() {
-                // Two-stage prefetch of the deposit store (its docs say why).
-                if let Some(ahead) = txs.get(n + PREFETCH_AHEAD) {
-                    self.book.prefetch(ahead, false, true);
-                }
-                if let Some(ahead) = txs.get(n + PREFETCH_AHEAD / 2) {
-                    self.book.prefetch(ahead, true, true);
-                }
-                let outcome = Outcome::of(tx, self.book.apply(tx, fresh));
-                // An applied record's line is not read: the router wrote
-                // it, and it stays in the router's cache.
-                if outcome == Outcome::Applied {
-                    self.log.count(outcome);
-                } else {
-                    self.log
-                        .record(batch.lines[n], outcome, batch.raw(n))
-                        .map_err(WorkerError::Spool)?;
-                }
-            }
-            let (end, barrier) = (batch.end, batch.barrier);
-            lane.recycle(batch);
-            if barrier {
-                self.lend_until_returned(abort)?;
-            }
-            if end {
-                self.book.check_invariants();
-                return Ok(WorkerOutput {
-                    book: self.book,
-                    log: self.log,
-                    latency: self.latency,
-                });
             }
         }
     }

@@ -1,0 +1,236 @@
+//! A block of well-formed records split for the workers ([`Parts`]): each
+//! worker's records (its clients', by [`shard`]) in file order, and the
+//! deposits' and withdrawals' claims on their tx ids (SPEC rule 2) by the
+//! worker that owns each id ([`id_owner`]).
+//!
+//! Parser threads build one per block, and the calling thread one per run
+//! of rows it is handed one by one; either way no thread but a parser sees
+//! every row. A worker makes the claims it owns for each block in block
+//! order and answers with the claims that repeat an id already claimed (few:
+//! only they change an outcome); it applies its records once every owner
+//! has answered for the block (`engine::sharded`).
+
+use crate::ledger::{shard, shard_key};
+use crate::tx::{Tx, TxId};
+
+/// How a block is split: among how many workers, and whether the original
+/// lines travel with the records (only a rejects file needs them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub workers: usize,
+    pub keep_raw: bool,
+}
+
+/// The worker among `workers` that owns tx id `id`'s claim. Ids go in runs
+/// of 512, one 64-byte line of a bitset leaf, so that each cache line of
+/// claims is written by one worker.
+#[inline]
+pub(crate) fn id_owner(id: TxId, workers: usize) -> usize {
+    shard_key(id >> 9, workers)
+}
+
+/// One worker's records of a block, in file order, in columns: what it
+/// reads for every record apart from what it reads only for the ones it
+/// reports.
+#[derive(Debug, Default)]
+pub(crate) struct Share {
+    pub txs: Vec<Tx>,
+    /// Each record's line number, less the block's [`Parts::base`].
+    pub lines: Vec<u32>,
+    /// Each record's original line in `raw` (start, length), when kept.
+    raws: Vec<(u32, u16)>,
+    raw: Vec<u8>,
+}
+
+impl Share {
+    /// The original line of record `n` (empty unless lines are kept).
+    pub fn raw(&self, n: usize) -> &[u8] {
+        let Some(&(start, len)) = self.raws.get(n) else {
+            return &[];
+        };
+        let start = start as usize;
+        self.raw
+            .get(start..start + usize::from(len))
+            .unwrap_or_default()
+    }
+}
+
+/// A claim to make: the id, and the record (its worker, its index in that
+/// worker's [`Share`]) whose outcome it decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub id: TxId,
+    pub worker: u32,
+    pub index: u32,
+}
+
+/// A block's well-formed records, split (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Parts {
+    /// The line number that the shares' line offsets count from.
+    pub base: u64,
+    pub shares: Vec<Share>,
+    /// The claims each worker owns, in file order.
+    pub claims: Vec<Vec<Claim>>,
+    rows: usize,
+    keep_raw: bool,
+}
+
+impl Parts {
+    /// An empty split for `plan`, its lines counted from `base`; room for
+    /// about `rows` records.
+    pub fn new(plan: Plan, base: u64, rows: usize) -> Parts {
+        let each = rows / plan.workers.max(1) + rows / 16;
+        let share = || Share {
+            txs: Vec::with_capacity(each),
+            lines: Vec::with_capacity(each),
+            ..Share::default()
+        };
+        Parts {
+            base,
+            shares: (0..plan.workers).map(|_| share()).collect(),
+            claims: (0..plan.workers)
+                .map(|_| Vec::with_capacity(each * 9 / 10))
+                .collect(),
+            rows: 0,
+            keep_raw: plan.keep_raw,
+        }
+    }
+
+    /// The plan it was made for.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            workers: self.shares.len(),
+            keep_raw: self.keep_raw,
+        }
+    }
+
+    /// Records in the block.
+    #[inline]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// `line`'s offset from the base, if it has one that fits.
+    #[inline]
+    pub fn offset(&self, line: u64) -> Option<u32> {
+        line.checked_sub(self.base)
+            .and_then(|d| u32::try_from(d).ok())
+    }
+
+    /// Adds a record found `offset` lines after the base, its original
+    /// line `raw` (kept only if the plan says so).
+    #[inline]
+    pub fn push(&mut self, offset: u32, tx: &Tx, raw: &[u8]) {
+        let workers = self.shares.len();
+        let worker = shard(tx.client, workers);
+        let share = &mut self.shares[worker];
+        if tx.kind.claims_id() {
+            self.claims[id_owner(tx.tx, workers)].push(Claim {
+                id: tx.tx,
+                worker: worker as u32,
+                index: share.txs.len() as u32,
+            });
+        }
+        share.txs.push(*tx);
+        share.lines.push(offset);
+        if self.keep_raw {
+            // A raw line is at most `MAX_LINE` (4 KiB) bytes; a block's
+            // arena at most its input (1 GiB).
+            share.raws.push((share.raw.len() as u32, raw.len() as u16));
+            share.raw.extend_from_slice(raw);
+        }
+        self.rows += 1;
+    }
+
+    /// Every record with its line number and original line, in file order
+    /// (a merge of the shares): for a path that applies them one by one.
+    pub fn in_order(&self) -> impl Iterator<Item = (u64, &Tx, &[u8])> + '_ {
+        let mut next = vec![0usize; self.shares.len()];
+        std::iter::from_fn(move || {
+            let (worker, _) = self
+                .shares
+                .iter()
+                .zip(&next)
+                .enumerate()
+                .filter_map(|(w, (share, &n))| share.lines.get(n).map(|&line| (w, line)))
+                .min_by_key(|&(_, line)| line)?;
+            let n = next[worker];
+            next[worker] += 1;
+            let share = &self.shares[worker];
+            let line = self.base + u64::from(share.lines[n]);
+            Some((line, &share.txs[n], share.raw(n)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amount::Amount;
+    use crate::tx::Kind;
+
+    fn tx(kind: Kind, client: u16, id: u32) -> Tx {
+        Tx {
+            kind,
+            client,
+            tx: id,
+            amount: Amount::from_raw(1),
+        }
+    }
+
+    #[test]
+    fn records_go_to_their_clients_worker_and_claims_to_their_ids_owner() {
+        let plan = Plan {
+            workers: 3,
+            keep_raw: true,
+        };
+        let mut parts = Parts::new(plan, 10, 0);
+        let kinds = [
+            Kind::Deposit,
+            Kind::Withdrawal,
+            Kind::Dispute,
+            Kind::Resolve,
+        ];
+        let mut all = Vec::new();
+        for n in 0..400u32 {
+            let record = tx(kinds[n as usize % 4], (n * 7 % 50) as u16, n * 131);
+            let raw = format!("line {n}");
+            parts.push(n * 2, &record, raw.as_bytes());
+            all.push((10 + u64::from(n) * 2, record, raw));
+        }
+        assert_eq!(parts.rows(), 400);
+        for (worker, share) in parts.shares.iter().enumerate() {
+            assert!(share.txs.iter().all(|t| shard(t.client, 3) == worker));
+            assert!(share.lines.windows(2).all(|w| w[0] < w[1]), "file order");
+        }
+        for (owner, claims) in parts.claims.iter().enumerate() {
+            for claim in claims {
+                assert_eq!(id_owner(claim.id, 3), owner);
+                let share = &parts.shares[claim.worker as usize];
+                let record = share.txs[claim.index as usize];
+                assert!(record.tx == claim.id && record.kind.claims_id());
+            }
+        }
+        let claims: usize = parts.claims.iter().map(Vec::len).sum();
+        assert_eq!(claims, 200, "deposits and withdrawals only");
+        let merged: Vec<_> = parts
+            .in_order()
+            .map(|(line, t, raw)| (line, *t, String::from_utf8(raw.to_vec()).unwrap()))
+            .collect();
+        assert_eq!(merged, all);
+        assert_eq!(parts.offset(9), None);
+        assert_eq!(parts.offset(10 + u64::from(u32::MAX) + 1), None);
+        assert_eq!(parts.offset(12), Some(2));
+    }
+
+    #[test]
+    fn ids_are_owned_in_runs_of_512() {
+        for workers in [1, 2, 5] {
+            for id in [0u32, 511, 512, 1 << 20, u32::MAX] {
+                assert_eq!(id_owner(id, workers), id_owner(id & !511, workers));
+                assert!(id_owner(id, workers) < workers);
+            }
+        }
+    }
+}
