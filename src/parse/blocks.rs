@@ -543,9 +543,12 @@ fn split_rows(block: &Parsed, plan: Plan) -> Parts {
     for run in &fast.runs {
         others_before(&mut parts, run.line);
         let rows = block.run_rows(*run, 0);
+        if !plan.keep_raw {
+            parts.push_run(run.line, rows.txs());
+            continue;
+        }
         for (i, tx) in rows.txs().iter().enumerate() {
-            let raw = if plan.keep_raw { rows.raw(i) } else { &[] };
-            parts.push(run.line + i as u32, tx, raw);
+            parts.push(run.line + i as u32, tx, rows.raw(i));
         }
     }
     others_before(&mut parts, u32::MAX);

@@ -57,7 +57,7 @@ use super::error::Error;
 use super::finished::Finished;
 use crate::batch::{id_owner, Parts, Plan};
 use crate::cpu::{charged, Role};
-use crate::ledger::{Book, Ledger};
+use crate::ledger::{claim, Book, Ledger};
 use crate::parse::{FastRows, Malformed};
 use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
@@ -520,10 +520,30 @@ impl Executor for Router {
     /// A batch of common lines into the block being filled, each line
     /// sliced out of the input only when the rejects file needs it.
     fn apply_rows(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
-        let keep_raw = self.building.plan().keep_raw;
-        for (i, tx) in rows.txs().iter().enumerate() {
-            let raw = if keep_raw { rows.raw(i) } else { &[] };
-            self.push(rows.line(i), tx, raw)?;
+        let txs = rows.txs();
+        if self.building.plan().keep_raw || txs.is_empty() {
+            for (i, tx) in txs.iter().enumerate() {
+                self.push(rows.line(i), tx, rows.raw(i))?;
+            }
+            return Ok(());
+        }
+        let (first, last) = (rows.line(0), rows.line(txs.len() - 1));
+        if self.building.rows() == 0 {
+            self.building.base = first;
+            self.stamp = Some(Instant::now());
+        }
+        let offset = match (self.building.offset(first), self.building.offset(last)) {
+            (Some(offset), Some(_)) => offset,
+            _ => {
+                self.seal()?;
+                self.building.base = first;
+                self.stamp = Some(Instant::now());
+                0
+            }
+        };
+        self.building.push_run(offset, txs);
+        if self.building.rows() >= self.limit {
+            self.seal()?;
         }
         Ok(())
     }
@@ -711,16 +731,24 @@ impl WorkerState {
         stale.sort_unstable();
         let mut stale = stale.into_iter().peekable();
         let share = &block.parts.shares[self.index];
+        // The sole worker claims as it applies (`Parts::claims_listed`).
+        let sole = !block.parts.claims_listed();
         let txs = &share.txs;
         for (n, tx) in txs.iter().enumerate() {
             // Two-stage prefetch of the deposit store (its docs say why).
             if let Some(ahead) = txs.get(n + PREFETCH_AHEAD) {
                 self.book.prefetch(ahead, false, true);
+                if sole && ahead.kind.claims_id() {
+                    self.ids.prefetch(ahead.tx);
+                }
             }
             if let Some(ahead) = txs.get(n + PREFETCH_AHEAD / 2) {
                 self.book.prefetch(ahead, true, true);
             }
-            let fresh = stale.next_if_eq(&(n as u32)).is_none();
+            let fresh = match sole {
+                true => claim(&mut self.ids, tx),
+                false => stale.next_if_eq(&(n as u32)).is_none(),
+            };
             let outcome = Outcome::of(tx, self.book.apply(tx, fresh));
             if outcome == Outcome::Applied {
                 self.log.count(outcome);
