@@ -122,20 +122,19 @@ pub struct Cli {
     #[arg(long, help_heading = "State and recovery")]
     pub allow_replay: bool,
 
-    /// Worker threads of the sharded pipeline (default: the available cores
-    /// minus one, at least 1, on up to 3 cores; half the cores after the
-    /// router's on more). 0 runs the single-threaded path. The output is
+    /// Worker threads (default: three fifths of the cores, at least 1).
+    /// Each applies the rows of its share of the clients and claims its
+    /// share of the tx ids. 0 runs the single-threaded path. The output is
     /// byte-identical for every value.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=payments_engine::EngineBuilder::MAX_WORKERS as i64), help_heading = "Performance")]
     pub workers: Option<u16>,
 
-    /// Parser threads (default: the cores left after the router and the
-    /// workers, at least 1, on 4 cores or more; else 0, and 0 with
-    /// --workers 0). With N, a reader thread cuts the input
-    /// into blocks of whole lines and N threads parse blocks at once; the
-    /// router still claims tx ids in file order. 0 parses on the router
-    /// thread. The output is byte-identical for every value; --verbose says
-    /// what was chosen.
+    /// Parser threads (default: the cores the workers leave, at least 1; 0
+    /// on one core and with --workers 0). With N, a reader thread cuts the
+    /// input into blocks of whole lines, and N threads parse blocks at once
+    /// and split each for the workers. 0 parses on the calling thread. The
+    /// output is byte-identical for every value; --verbose says what was
+    /// chosen.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=payments_engine::EngineBuilder::MAX_PARSERS as i64), help_heading = "Performance")]
     pub parsers: Option<u16>,
 
@@ -533,31 +532,26 @@ fn parse_interval(text: &str) -> Result<Interval, String> {
     Ok(Interval((!duration.is_zero()).then_some(duration)))
 }
 
-/// Worker threads by default: the available cores minus one (the
-/// router's), at least 1, on 3 cores or fewer; with more, half of the
-/// cores after the router's, the other half being the parsers' (parsing a
-/// row costs about what applying it does: perf.md).
+/// Worker threads by default: three fifths of the cores (rounded), at
+/// least 1. A worker's row (claim and apply) costs about 1.6 times a
+/// parser's (parse and split) with 2 workers (perf.md, "No serial stage"),
+/// and the calling thread needs no core of its own any more.
 pub fn default_workers() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match cores {
-        0..=3 => cores.saturating_sub(1).max(1),
-        _ => (cores - 1) / 2,
-    }
+    ((3 * cores + 2) / 5).max(1)
 }
 
-/// Parser threads by default: none for the single-threaded path, and none
-/// on 3 cores or fewer, where a parser thread only takes a core from the
-/// router or the workers (2 cores, 1 worker: the 20M-row realistic file
-/// 1.70 s with none, 1.57 s with one, within noise; the adversarial and
-/// sparse-id files 1.4-1.5 times slower with one; perf.md, "Parsing on
-/// every core"). Else the cores left after the router and the workers, at
-/// least 1.
+/// Parser threads by default: the cores the workers leave, at least 1
+/// (none on one core, and none with `--workers 0`). On 2 cores one parser
+/// and one worker beat the calling thread parsing for the worker on every
+/// file measured (realistic 0.84 against 0.90 s, adversarial 0.72 against
+/// 0.87 s, quoted 0.72 against 0.85 s; perf.md, "No serial stage").
 pub fn default_parsers(workers: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if workers == 0 || cores <= 3 {
+    if workers == 0 || cores <= 1 {
         return 0;
     }
-    cores.saturating_sub(workers + 1).max(1)
+    cores.saturating_sub(workers).max(1)
 }
 
 #[cfg(test)]
