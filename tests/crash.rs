@@ -105,7 +105,7 @@ impl Files {
     }
 }
 
-/// The stderr lines that depend neither on time, the worker count, memory
+/// The stderr lines that depend neither on time, the worker or parser count, memory
 /// layout nor file names: every per-row diagnostic and the counts (not the
 /// line that says which state a run starts from: a resumed run's differs).
 fn counts(stderr: &str) -> Vec<String> {
@@ -113,6 +113,7 @@ fn counts(stderr: &str) -> Vec<String> {
         "elapsed",
         "pipeline:",
         "workers:",
+        "parsers:",
         "memory:",
         "state:",
         "payments-engine: state ",
