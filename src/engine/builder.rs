@@ -9,7 +9,7 @@ use super::error::Error;
 use super::finished::Finished;
 use super::sequential::Sequential;
 use super::sharded::Router;
-use crate::batch::Plan;
+use crate::batch::{Plan, Recycler};
 use crate::ledger::Ledger;
 use crate::parse::{BlockOptions, BlockRows, ParserBuilder, ParserState, RowSource};
 use crate::parse::{DEFAULT_BLOCK, MAX_BLOCK};
@@ -191,24 +191,27 @@ impl EngineBuilder {
                     .map_err(Error::Input)?,
                 None => ParserBuilder::default().hashing(hashing).build(source),
             };
-            let mut finished = self.drive_rows(parser, ledger, supervisor()?)?;
+            let recycler = Recycler::new();
+            let mut finished = self.drive_rows(parser, ledger, recycler, supervisor()?)?;
             let note = "parsers: 0 (parsing on the calling thread)".to_string();
             finished.measures.notes.insert(0, note);
             return Ok(finished);
         }
+        let recycler = Recycler::new();
+        let plan = Plan {
+            workers: c.workers,
+            keep_raw: c.keep_rejects,
+        };
         let options = BlockOptions {
             parsers: c.parsers,
             block: c.block,
             hashing,
-            split: (c.workers > 0).then_some(Plan {
-                workers: c.workers,
-                keep_raw: c.keep_rejects,
-            }),
+            split: (c.workers > 0).then(|| (plan, recycler.clone())),
         };
         let mut finished = std::thread::scope(|scope| {
             let (rows, _threads) =
                 BlockRows::start(scope, source, options, resume.as_ref()).map_err(Error::Input)?;
-            self.drive_rows(rows, ledger, supervisor()?)
+            self.drive_rows(rows, ledger, recycler, supervisor()?)
         })?;
         let note = format!(
             "parsers: {}, blocks of {}, and a reader thread",
@@ -223,12 +226,16 @@ impl EngineBuilder {
         &self,
         rows: impl RowSource,
         ledger: Ledger,
+        recycler: Recycler,
         supervisor: S,
     ) -> Result<Finished, Error> {
         let c = &self.config;
         match c.workers {
             0 => drive(rows, c.strict, Sequential::new(c, ledger)?, supervisor),
-            _ => drive(rows, c.strict, Router::start(c, ledger)?, supervisor),
+            _ => {
+                let router = Router::start_with(c, ledger, recycler)?;
+                drive(rows, c.strict, router, supervisor)
+            }
         }
     }
 }

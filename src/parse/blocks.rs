@@ -42,7 +42,7 @@ use super::lines::{skip_prefix, Position, MAX_LINE};
 use super::parser::SplitBlock;
 use super::parser::{FastRows, ParserBuilder, ParserState, Row, RowSource};
 use super::record::Columns;
-use crate::batch::{Parts, Plan};
+use crate::batch::{Parts, Plan, Recycler};
 use crate::cpu::{charged, Role};
 use crate::tx::Tx;
 
@@ -60,7 +60,7 @@ const SLACK: usize = MAX_LINE + 8;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// How the input is cut and parsed.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BlockOptions {
     /// Parser threads (at least 1).
     pub parsers: usize,
@@ -68,8 +68,9 @@ pub struct BlockOptions {
     pub block: usize,
     /// Hash the input for checkpoints.
     pub hashing: bool,
-    /// Split each block's records for the workers (`--workers` >= 1).
-    pub split: Option<Plan>,
+    /// Split each block's records for the workers (`--workers` >= 1), into
+    /// splits from the recycler.
+    pub split: Option<(Plan, Recycler)>,
 }
 
 /// A block's buffer and its rows' vectors, recycled between blocks.
@@ -436,10 +437,10 @@ impl<R: Read> Cutter<R> {
 }
 
 /// Parses blocks until the cutter is done or the reader has gone.
-fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>, split: Option<Plan>) {
+fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>, split: Option<(Plan, Recycler)>) {
     while let Ok(cut) = work.recv() {
         let seq = cut.seq;
-        let parsed = match catch_unwind(AssertUnwindSafe(|| parse_block(cut, split))) {
+        let parsed = match catch_unwind(AssertUnwindSafe(|| parse_block(cut, split.as_ref()))) {
             Ok(parsed) => Done::Parsed(Box::new(parsed)),
             Err(_) => Done::Failed(io::Error::other("a parser thread panicked")),
         };
@@ -449,7 +450,7 @@ fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>, split: Option<Pl
     }
 }
 
-fn parse_block(mut cut: Cut, split: Option<Plan>) -> Parsed {
+fn parse_block(mut cut: Cut, split: Option<&(Plan, Recycler)>) -> Parsed {
     let Buffers {
         buf,
         mut rows,
@@ -522,15 +523,15 @@ fn parse_block(mut cut: Cut, split: Option<Plan>) -> Parsed {
         error,
         parts: None,
     };
-    parsed.parts = split.map(|plan| split_rows(&parsed, plan));
+    parsed.parts = split.map(|(plan, recycler)| split_rows(&parsed, *plan, recycler));
     parsed
 }
 
 /// A parsed block's well-formed records split for the workers, in file
 /// order: the runs of common lines and the other rows between them.
-fn split_rows(block: &Parsed, plan: Plan) -> Parts {
+fn split_rows(block: &Parsed, plan: Plan, recycler: &Recycler) -> Parts {
     let Buffers { rows, fast, .. } = &block.cut.buffers;
-    let mut parts = Parts::new(plan, 0, block.rows());
+    let mut parts = recycler.take(plan, 0, block.rows());
     let mut others = rows.iter().peekable();
     let mut others_before = |parts: &mut Parts, line: u32| {
         while let Some(row) = others.next_if(|row| row.line < line) {
@@ -652,7 +653,7 @@ impl BlockRows {
             .map_err(spawn_failed)?];
         for n in 0..options.parsers {
             let (work, done) = (work_rx.clone(), done_tx.clone());
-            let split = options.split;
+            let split = options.split.clone();
             let thread = Builder::new()
                 .name(format!("parser-{n}"))
                 .spawn_scoped(scope, move || {
@@ -1018,7 +1019,7 @@ mod tests {
             parsers,
             block,
             hashing: true,
-            split,
+            split: split.map(|plan| (plan, Recycler::new())),
         };
         std::thread::scope(|scope| {
             let source: Box<dyn Read + Send> = match parsers {

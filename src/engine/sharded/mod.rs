@@ -55,7 +55,7 @@ use super::config::{Config, MAX_WORKERS};
 use super::drive::{Executor, Paused};
 use super::error::Error;
 use super::finished::Finished;
-use crate::batch::{id_owner, Parts, Plan};
+use crate::batch::{id_owner, Parts, Plan, Recycler};
 use crate::cpu::{charged, Role};
 use crate::ledger::{claim, Book, Ledger};
 use crate::parse::{FastRows, Malformed};
@@ -302,6 +302,7 @@ pub(crate) struct Router {
     stamp: Option<Instant>,
     /// Records that make such a block full.
     limit: usize,
+    recycler: Recycler,
     log: EventLog,
     /// Workers lend their state here at a barrier (the sender is cloned
     /// into each worker)...
@@ -315,6 +316,16 @@ pub(crate) struct Router {
 impl Router {
     /// Splits `ledger` for `config.workers` (>= 1) workers and starts them.
     pub fn start(config: &Config, ledger: Ledger) -> Result<Router, Error> {
+        Router::start_with(config, ledger, Recycler::new())
+    }
+
+    /// [`Router::start`], the workers giving the splits they are done with
+    /// to `recycler` (the parser threads' too).
+    pub fn start_with(
+        config: &Config,
+        ledger: Ledger,
+        recycler: Recycler,
+    ) -> Result<Router, Error> {
         let workers = config.workers;
         assert!((1..=MAX_WORKERS).contains(&workers), "workers out of range");
         let new_log =
@@ -349,9 +360,10 @@ impl Router {
             },
             senders: Vec::with_capacity(workers),
             parker,
-            building: Parts::new(plan, 0, config.batch),
+            building: recycler.take(plan, 0, config.batch),
             stamp: None,
             limit: config.batch,
+            recycler: recycler.clone(),
             log,
             lent: mpsc::channel(),
             give_back: Vec::with_capacity(workers),
@@ -377,6 +389,7 @@ impl Router {
                 returned,
                 queue,
                 pending: VecDeque::with_capacity(IN_FLIGHT + 2),
+                recycler: recycler.clone(),
                 shared: Arc::clone(&router.workers.shared),
             };
             let spawned = thread::Builder::new()
@@ -425,7 +438,7 @@ impl Router {
         if self.building.rows() == 0 {
             return Ok(());
         }
-        let next = Parts::new(self.building.plan(), 0, self.limit);
+        let next = self.recycler.take(self.building.plan(), 0, self.limit);
         let parts = std::mem::replace(&mut self.building, next);
         let stamp = self.stamp.take().unwrap_or_else(Instant::now);
         self.hand_out(parts, stamp)
@@ -635,6 +648,8 @@ struct WorkerState {
     /// Messages received and not yet done with, oldest first (every block
     /// in it is claimed).
     pending: VecDeque<Msg>,
+    /// Where a block's split goes once every worker is done with it.
+    recycler: Recycler,
     shared: Arc<Shared>,
 }
 
@@ -676,6 +691,10 @@ impl WorkerState {
                     if block.applied.fetch_add(1, Ordering::AcqRel) + 1 == workers {
                         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                         shared.wake[0].unpark();
+                    }
+                    // The last worker to let go of the block recycles it.
+                    if let Some(block) = Arc::into_inner(block) {
+                        self.recycler.give(block.parts);
                     }
                 }
                 Msg::Barrier => self.lend_until_returned()?,
