@@ -470,8 +470,12 @@ impl RankedLeaf {
 
     /// Gives back the slack (once the leaf takes no appends).
     fn trim(&mut self) {
-        self.words.shrink_to_fit();
-        self.clients.shrink_to_fit();
+        // (Little slack, as the room made for the expected count leaves,
+        // is not worth a copy.)
+        if self.words.capacity() > self.words.len() + self.words.len() / 8 {
+            self.words.shrink_to_fit();
+            self.clients.shrink_to_fit();
+        }
         self.late.shrink_to_fit();
     }
 
@@ -782,7 +786,16 @@ impl DepositStore {
     #[cold]
     fn make_ranked(&mut self, index: usize) {
         if let Leaf::Sparse(sparse) = &self.leaves[index] {
-            let ranked = RankedLeaf::of(sparse.entries().copied(), sparse.count());
+            // Room for the deposits the leaf will hold at the density it
+            // has so far (its ids ascend): no doubling, and the pages mapped
+            // at once (a page fault each had made a `--parsers 2 --workers
+            // 2` run fault 10 times as often as `--workers 0`; perf.md).
+            let last = sparse.entries().last().map_or(0, |e| usize::from(e.slot));
+            let count = sparse.count();
+            let expected = (count * LEAF_IDS / (last + 1)).clamp(count, DENSE_AT);
+            let mut ranked = RankedLeaf::of(sparse.entries().copied(), expected + expected / 16);
+            populate(ranked.words.spare_capacity_mut());
+            populate(ranked.clients.spare_capacity_mut());
             self.leaves[index] = Leaf::Ranked(Box::new(ranked));
         }
     }
