@@ -908,10 +908,10 @@ mod tests {
 
     /// Every row with the checkpoint after it, then the end position and
     /// every warning, or the error that ended the input.
-    type Trace = (
-        Vec<(u64, Vec<u8>, Result<Tx, Malformed>, ParserState)>,
-        String,
-    );
+    type Trace = (Vec<TraceRow>, String);
+
+    /// A row: its line, original line, record, and the state after it.
+    type TraceRow = (u64, Vec<u8>, Result<Tx, Malformed>, ParserState);
 
     fn trace(rows: &mut impl RowSource) -> Trace {
         let mut out = Vec::new();
@@ -962,23 +962,37 @@ mod tests {
         let end = 'read: loop {
             step += 1;
             warnings.extend(rows.take_warnings());
-            let batch = rows.fast_rows().unwrap();
-            for (i, &tx) in batch.txs().iter().enumerate() {
-                out.push((batch.line(i), batch.raw(i).to_vec(), Ok(tx), NO_STATE));
-            }
-            for _ in 0..singles(step, batch.txs().len()) {
-                match rows.next_row() {
-                    Ok(Some(row)) => {
-                        let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
-                        out.push((line, raw, parsed, rows.state()));
-                    }
-                    Ok(None) => break 'read format!("end {:?}", rows.state().at),
-                    Err(error) => break 'read format!("error {error}"),
+            let batch = read_batch(rows, &mut out);
+            for _ in 0..singles(step, batch) {
+                if let Some(end) = read_single(rows, &mut out) {
+                    break 'read end;
                 }
             }
         };
         warnings.extend(rows.take_warnings());
         (out, format!("{end}; warnings {warnings:?}"))
+    }
+
+    /// A batch of common lines into `out` (`NO_STATE` after each); how many.
+    fn read_batch(rows: &mut impl RowSource, out: &mut Vec<TraceRow>) -> usize {
+        let batch = rows.fast_rows().unwrap();
+        for (i, &tx) in batch.txs().iter().enumerate() {
+            out.push((batch.line(i), batch.raw(i).to_vec(), Ok(tx), NO_STATE));
+        }
+        batch.txs().len()
+    }
+
+    /// One row into `out` with the state after it; or how the input ended.
+    fn read_single(rows: &mut impl RowSource, out: &mut Vec<TraceRow>) -> Option<String> {
+        match rows.next_row() {
+            Ok(Some(row)) => {
+                let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
+                out.push((line, raw, parsed, rows.state()));
+                None
+            }
+            Ok(None) => Some(format!("end {:?}", rows.state().at)),
+            Err(error) => Some(format!("error {error}")),
+        }
     }
 
     /// A trace without the state after each row.
@@ -1137,7 +1151,7 @@ mod tests {
     /// of common lines or one row. `strict` as the loop's.
     fn split_blocks<const STRICT: bool>(rows: &mut BlockRows) -> Trace {
         let mut out = Vec::new();
-        let end = 'read: loop {
+        let end = loop {
             if let Some(block) = rows.next_block(STRICT).unwrap() {
                 let mut all: Vec<_> = block
                     .parts
@@ -1158,20 +1172,11 @@ mod tests {
                 out.extend(all);
                 continue;
             }
-            let batch = rows.fast_rows().unwrap();
-            for (i, &tx) in batch.txs().iter().enumerate() {
-                out.push((batch.line(i), batch.raw(i).to_vec(), Ok(tx), NO_STATE));
-            }
-            if !batch.txs().is_empty() {
+            if read_batch(rows, &mut out) > 0 {
                 continue;
             }
-            match rows.next_row() {
-                Ok(Some(row)) => {
-                    let (line, raw, parsed) = (row.line, row.raw.to_vec(), row.parsed);
-                    out.push((line, raw, parsed, rows.state()));
-                }
-                Ok(None) => break 'read format!("end {:?}", rows.state().at),
-                Err(error) => break 'read format!("error {error}"),
+            if let Some(end) = read_single(rows, &mut out) {
+                break end;
             }
         };
         (out, end)
