@@ -273,7 +273,7 @@ pub(crate) fn spool() -> io::Result<Spool> {
 /// (`--verbose`) and every rejects row (`--rejects`).
 ///
 /// The single-threaded path has one source. The sharded pipeline has one per
-/// thread (the router's malformed rows, each worker's rejections), and
+/// thread (the calling thread's malformed rows, each worker's rejections), and
 /// [`finish`] merges them by line number, so stderr and the rejects file are
 /// byte-identical for every worker count.
 pub(crate) struct EventLog {

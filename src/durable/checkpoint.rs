@@ -25,11 +25,12 @@
 //! last checkpoint says; a resumed run cuts them back.
 //!
 //! In the sharded pipeline a checkpoint is an aligned barrier (Flink's
-//! barrier snapshot with a single source): the router makes every pending
-//! tx-id claim, sends every worker its batch marked as a barrier, and each
-//! worker, once it has applied everything before it, hands its book and its
-//! log to the router and waits. The router writes the checkpoint from all of
-//! them and hands them back. The router waits while it writes (about 0.3 s
+//! barrier snapshot with a single source): the router (the calling thread)
+//! hands out the block it was filling and sends every worker a barrier, and
+//! each worker, once it has applied every block before it, hands its book,
+//! its share of the claimed ids and its log to the router and waits. The
+//! router writes the checkpoint from all of them and hands them back. It
+//! waits while it writes (about 0.3 s
 //! for the 20M-row file's state; perf.md): simpler than a copy-on-write
 //! snapshot, and at the default interval under 1% of a run.
 //!

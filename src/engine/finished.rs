@@ -42,7 +42,7 @@ impl Measures {
             Some(h) => {
                 let us = |ns: u64| ns as f64 / 1_000.0;
                 format!(
-                    "latency (parse to applied, first record of each batch, {} samples): \
+                    "latency (parse to applied, each block's first record, per worker, {} samples): \
                      p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
                     h.len(),
                     us(h.value_at_quantile(0.50)),

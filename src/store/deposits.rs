@@ -18,7 +18,12 @@
 //!   doubled: about **9 bytes per deposit** on every other pattern (random
 //!   u32 ids, strides, a worker's share of sequential ids).
 //!
-//! A sparse leaf turns dense at [`DENSE_AT`] deposits (half its slots); a
+//! * a *ranked* leaf ([`RANKED_AT`] deposits or more, reached by appends:
+//!   a worker's share of ascending ids) is a bit per slot, a count per 64
+//!   slots, and the words and clients in slot order: one popcount finds a
+//!   deposit, **about 6.5 bytes a deposit** at a third of the slots.
+//!
+//! A sparse or ranked leaf turns dense at [`DENSE_AT`] deposits (half its slots); a
 //! new leaf whose left neighbour *earned* its density starts dense, so
 //! sequential ids skip the sparse phase. Every leaf that starts dense has a
 //! distinct earned neighbour, so dense leaves are at most twice the earned

@@ -10,7 +10,8 @@ use crate::tx::TxId;
 /// little.
 pub const BITSET_AT: usize = 1_536;
 
-/// The set of tx ids claimed so far (SPEC rule 2), kept by the router.
+/// The set of tx ids claimed so far (SPEC rule 2): the ledger's, or a
+/// worker's share (`batch::id_owner`).
 #[derive(Clone)]
 pub struct TxIdSet {
     /// Per leaf: its claimed slots, sorted (empty once it is a bitset).

@@ -5,13 +5,13 @@
 //! of a flat page or a sorted list, so that memory follows the ids actually
 //! used, whatever their pattern.
 //!
-//! * [`TxIdSet`] (SPEC rule 2, ids claimed by deposits and withdrawals; the
-//!   router's): a leaf's claimed slots as a sorted `u16` list (2 bytes an id),
+//! * [`TxIdSet`] (SPEC rule 2, ids claimed by deposits and withdrawals; a
+//!   worker's share, or the ledger's): a leaf's claimed slots as a sorted `u16` list (2 bytes an id),
 //!   until it holds [`BITSET_AT`] of them, then an 8 KiB bitset (512 MiB if
 //!   every id appears).
 //! * [`DepositStore`] (applied deposits, for disputes; a worker's): dense
-//!   leaves of 6 bytes a slot, or sorted chunks of 8-byte entries; see
-//!   `deposits.rs`.
+//!   leaves of 6 bytes a slot, leaves packed by rank (a worker's share of
+//!   ascending ids), or sorted chunks of 8-byte entries; see `deposits.rs`.
 //!
 //! # Why sorted lists, not a hash table, for the claimed ids
 //!
@@ -21,7 +21,7 @@
 //! at rest and 48 MiB at its peak; the sorted lists hold them in 11 MiB and
 //! grow a leaf at a time, a quarter at a time. A list never exceeds
 //! [`BITSET_AT`] slots (3 KiB), so an insert moves at most that much, and a
-//! claim is a binary search in at most 48 cache lines. The router prefetches
+//! claim is a binary search in at most 48 cache lines. The claimer prefetches
 //! a leaf's list some records before it claims (as it did the table's slot),
 //! so scattered ids cost a few cache hits, not misses. Nothing is hashed, so
 //! no input can be made to collide.

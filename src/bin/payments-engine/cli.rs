@@ -90,7 +90,8 @@ pub struct Cli {
     pub no_progress: bool,
 
     /// Print parse-to-applied latency percentiles (p50, p90, p99, p99.9, max
-    /// in microseconds) on stderr, sampled on the first record of each batch.
+    /// in microseconds) on stderr, sampled on the first record of each
+    /// block, per worker.
     #[arg(long, help_heading = "Output")]
     pub latency: bool,
 
