@@ -939,11 +939,20 @@ mod tests {
     fn a_strict_violation_mid_run_ends_the_run() {
         let mut data = input(20_000);
         data.extend_from_slice(b"deposit,1,x,1\n");
-        for workers in [1, 3] {
-            let engine = EngineBuilder::new().workers(workers).strict(true);
+        // Row by row, and from parser threads (whose block with the
+        // malformed row is read row by row), at any block size.
+        for (workers, parsers, block) in [(1, 0, 1), (3, 0, 1), (2, 2, 1_000), (1, 1, 1 << 20)] {
+            let engine = EngineBuilder::new()
+                .workers(workers)
+                .parsers(parsers)
+                .block_size(block)
+                .strict(true);
             let data = data.clone();
             let error = bounded(move || engine.run_csv(Ledger::new(), &data[..]).map(drop));
-            assert!(matches!(error, Err(Error::Strict { line: 20_002, .. })));
+            assert!(
+                matches!(error, Err(Error::Strict { line: 20_002, .. })),
+                "--workers {workers} --parsers {parsers}: {error:?}"
+            );
         }
     }
 
