@@ -986,6 +986,14 @@ impl DepositStore {
 mod tests {
     use super::*;
 
+    /// The next value of a xorshift64 sequence: the tests' id patterns.
+    fn xorshift(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
     fn amount(raw: i64) -> Amount {
         Amount::from_raw(raw)
     }
@@ -1072,9 +1080,7 @@ mod tests {
         let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut slots = Vec::new();
         while slots.len() < 20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            xorshift(&mut seed);
             let slot = (seed % 65_536) as u32;
             if store.get(3 << 16 | slot).is_none() {
                 store.insert(3 << 16 | slot, slot as u16, amount(i64::from(slot) + 1));
@@ -1104,12 +1110,7 @@ mod tests {
     fn the_store_agrees_with_a_std_map_over_mixed_id_patterns() {
         use std::collections::HashMap;
         let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = move || xorshift(&mut seed);
         let (mut store, mut model) = (DepositStore::default(), HashMap::new());
         let mut sequential = 0u32;
         for step in 0..300_000u32 {
@@ -1171,9 +1172,7 @@ mod tests {
         let mut seed: u64 = 0x5851_F42D_4C95_7F2D;
         let (mut id, mut late) = (0u32, Vec::new());
         for _ in 0..60_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            xorshift(&mut seed);
             id += 7 + (seed % 34) as u32;
             if seed.is_multiple_of(5) {
                 late.push(id); // skipped now, stored later below the top
@@ -1232,9 +1231,7 @@ mod tests {
         let mut seed: u64 = 0x1405_7B7E_F767_814F;
         let (mut id, mut late) = (0u32, Vec::new());
         for n in 0..150_000u32 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            xorshift(&mut seed);
             id += 1 + (seed % 4) as u32;
             if seed.is_multiple_of(13) {
                 late.push(id);

@@ -413,24 +413,36 @@ impl Router {
     /// that over first if the line does not fit it, and after if full.
     #[inline]
     fn push(&mut self, line: u64, tx: &Tx, raw: &[u8]) -> Result<(), Error> {
-        if self.building.rows() == 0 {
-            self.building.base = line;
-            self.stamp = Some(Instant::now());
-        }
-        let offset = match self.building.offset(line) {
-            Some(offset) => offset,
-            None => {
-                self.seal()?;
-                self.building.base = line;
-                self.stamp = Some(Instant::now());
-                0
-            }
-        };
+        let offset = self.offset_for(line, line)?;
         self.building.push(offset, tx, raw);
-        if self.building.rows() >= self.limit {
+        self.seal_if_full()
+    }
+
+    /// The offset of `first` in the block being filled, where the lines
+    /// `first..=last` are to go: a new block starts at `first` when the
+    /// block is empty, or (handing it over first) when they do not fit its
+    /// offsets.
+    #[inline]
+    fn offset_for(&mut self, first: u64, last: u64) -> Result<u32, Error> {
+        let building = &self.building;
+        if building.rows() > 0 {
+            if let (Some(offset), Some(_)) = (building.offset(first), building.offset(last)) {
+                return Ok(offset);
+            }
             self.seal()?;
         }
-        Ok(())
+        self.building.base = first;
+        self.stamp = Some(Instant::now());
+        Ok(0)
+    }
+
+    /// Hands the block being filled over once it holds `limit` records.
+    #[inline]
+    fn seal_if_full(&mut self) -> Result<(), Error> {
+        match self.building.rows() >= self.limit {
+            true => self.seal(),
+            false => Ok(()),
+        }
     }
 
     /// Hands the block being filled over, if it holds anything.
@@ -540,25 +552,9 @@ impl Executor for Router {
             }
             return Ok(());
         }
-        let (first, last) = (rows.line(0), rows.line(txs.len() - 1));
-        if self.building.rows() == 0 {
-            self.building.base = first;
-            self.stamp = Some(Instant::now());
-        }
-        let offset = match (self.building.offset(first), self.building.offset(last)) {
-            (Some(offset), Some(_)) => offset,
-            _ => {
-                self.seal()?;
-                self.building.base = first;
-                self.stamp = Some(Instant::now());
-                0
-            }
-        };
+        let offset = self.offset_for(rows.line(0), rows.line(txs.len() - 1))?;
         self.building.push_run(offset, txs);
-        if self.building.rows() >= self.limit {
-            self.seal()?;
-        }
-        Ok(())
+        self.seal_if_full()
     }
 
     /// A block a parser thread split: handed on as it is, after the rows
