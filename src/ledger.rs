@@ -29,7 +29,7 @@
 use std::fmt;
 
 use crate::amount::Amount;
-use crate::store::{Deposit, DepositStore, TxIdSet};
+use crate::store::{ClientTable, Deposit, DepositStore, TxIdSet};
 use crate::tx::{ClientId, Kind, Tx, TxId};
 
 /// Why a well-formed transaction was not applied. One variant per SPEC
@@ -167,7 +167,7 @@ enum DepositWrite {
 /// claim. A worker of the sharded pipeline owns one `Book` for its clients.
 #[derive(Clone, Default)]
 pub struct Book {
-    accounts: hashbrown::HashMap<ClientId, Account>,
+    accounts: ClientTable<Account>,
     deposits: DepositStore,
     /// Applied deposits - applied withdrawals - charged back amounts, modulo
     /// 2^64: what the accounts' totals must add up to.
@@ -175,12 +175,15 @@ pub struct Book {
 }
 
 impl Book {
-    /// Starts loading the deposit-store memory that applying `tx` will
-    /// read (see [`DepositStore::prefetch`] for `deep`), and where a
-    /// deposit will be stored when `inserts`; a hint with no effect on the
-    /// outcome.
+    /// Starts loading the memory that applying `tx` will read: its
+    /// account's slot (when not `deep`), its deposit (see
+    /// [`DepositStore::prefetch`] for `deep`), and where a deposit will be
+    /// stored when `inserts`; a hint with no effect on the outcome.
     #[inline]
     pub fn prefetch(&self, tx: &Tx, deep: bool, inserts: bool) {
+        if !deep {
+            self.accounts.prefetch(tx.client);
+        }
         let reads = !tx.kind.claims_id();
         if reads || (inserts && tx.kind == Kind::Deposit) {
             self.deposits.prefetch(tx.tx, deep);
@@ -201,7 +204,7 @@ impl Book {
             not_positive(tx);
         }
         // Rule 1: every well-formed record creates its client's account.
-        let account = self.accounts.entry(tx.client).or_default();
+        let account = self.accounts.get_or_default(tx.client);
         // Rule 2.
         if tx.kind.claims_id() && !id_is_fresh {
             return Err(Reject::DuplicateTx);
@@ -321,7 +324,7 @@ impl Book {
     /// (a bug, not bad input) otherwise.
     pub fn check_invariants(&self) {
         let mut sum: i64 = 0;
-        for (client, account) in &self.accounts {
+        for (client, account) in self.accounts.iter() {
             assert!(
                 !account.held.is_negative(),
                 "ledger invariant: client {client} holds a negative amount"
@@ -331,11 +334,9 @@ impl Book {
         assert_eq!(sum, self.net, "ledger invariant: money is not conserved");
     }
 
-    /// All accounts, in no particular order.
+    /// All accounts, in client order.
     pub fn accounts(&self) -> impl Iterator<Item = (ClientId, &Account)> + '_ {
-        self.accounts
-            .iter()
-            .map(|(&client, account)| (client, account))
+        self.accounts.iter()
     }
 
     /// The applied-deposit store (for memory figures).
@@ -375,7 +376,7 @@ impl Book {
             ..Book::default()
         };
         for (client, account) in accounts {
-            if book.accounts.contains_key(&client) {
+            if book.accounts.contains(client) {
                 return Err(StateError::ClientTwice(client));
             }
             if account.held.is_negative() || checked_total(&account).is_err() {
@@ -397,7 +398,7 @@ impl Book {
     ) -> Book {
         let mut part = Book::default();
         for client in clients {
-            if let Some(&account) = self.accounts.get(&client) {
+            if let Some(&account) = self.accounts.get(client) {
                 part.restore_account(client, account);
             }
         }
@@ -414,7 +415,7 @@ impl Book {
     /// their dispute flag (a deposit's client and amount never change).
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn overlay(&mut self, changes: &Book) {
-        for (&client, &account) in &changes.accounts {
+        for (client, &account) in changes.accounts.iter() {
             let before = self.accounts.insert(client, account);
             let before = before.map_or(0, |account| account.total().raw());
             self.net = self
@@ -523,7 +524,7 @@ impl Ledger {
 
     /// The accounts it holds.
     pub fn account_count(&self) -> usize {
-        self.book.accounts().count()
+        self.book.accounts.len()
     }
 
     /// The deposits it keeps for disputes.
@@ -696,7 +697,7 @@ fn validate(book: &Book, ids: Option<&TxIdSet>) -> Result<(), StateError> {
         if !deposit.amount.is_positive() {
             return Err(StateError::BadDeposit(id));
         }
-        if !book.accounts.contains_key(&deposit.client) {
+        if !book.accounts.contains(deposit.client) {
             return Err(StateError::DepositWithoutAccount(id, deposit.client));
         }
         if ids.is_some_and(|ids| !ids.contains(id)) {
@@ -838,7 +839,7 @@ mod tests {
         ledger.check_invariants();
         assert_eq!(ledger.book.net, 6 * 10_000);
         // A corrupted balance is caught.
-        ledger.book.accounts.get_mut(&1).unwrap().available = Amount::from_raw(1);
+        ledger.book.accounts.get_or_default(1).available = Amount::from_raw(1);
         let caught =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ledger.check_invariants()));
         assert!(caught.is_err());

@@ -1,4 +1,5 @@
-//! Compact stores keyed by the u32 transaction id.
+//! Compact stores keyed by the u32 transaction id, and the table of a
+//! value per client id ([`ClientTable`], `clients.rs`).
 //!
 //! Both stores split the id space into 65,536 *leaves* of 65,536 ids
 //! (`leaf = id >> 16`, `slot = id & 0xFFFF`), and give each leaf the smaller
@@ -30,10 +31,12 @@
 //! helpers both stores use; nothing here imports the rest of the engine but
 //! the id and amount types.
 
+mod clients;
 mod deposits;
 mod ids;
 mod leaf;
 
+pub use clients::ClientTable;
 pub use deposits::{Deposit, DepositStore};
 pub use ids::TxIdSet;
 pub(crate) use ids::{set_bits, IdLeaf};
