@@ -1,12 +1,24 @@
-//! [`ClientTable`]: a value per client id, in a flat array indexed by the
-//! id (client ids are 16 bits: at most 65,536 slots).
+//! [`ClientTable`]: a value per client id (16 bits: at most 65,536), found
+//! from the id without hashing, in one of two layouts:
+//!
+//! * *flat*: a slot per client id up to the highest seen, the value where
+//!   the id points, once at least a quarter of those ids have a value;
+//! * *indexed*: 2 bytes per client id up to the highest seen, each the
+//!   place of the id's value in a dense array of the values (which also
+//!   name their client: a place is the id's only if that entry names it),
+//!   while fewer have.
 //!
 //! It replaced a `hashbrown::HashMap` for the accounts: a lookup there is
 //! two dependent cache misses on a large table (the control bytes, then the
 //! bucket; `perf annotate` put half of `Book::apply`'s samples on the
-//! bucket's load), and where a slot lives is known only after hashing.
-//! Here it is one load at an address known from the client id alone, so
-//! the paths prefetch it some records ahead ([`ClientTable::prefetch`]).
+//! bucket's load), and where an entry lives is known only after hashing.
+//! Flat, a value is one load at an address known from the id, which the
+//! paths prefetch some records ahead ([`ClientTable::prefetch`]): the
+//! single-threaded run's book (all clients) is flat. A worker of many holds
+//! a scattered share of the ids (clients are sharded by a hash), for which
+//! a slot per id costs 2 MiB a worker (64 workers took 142 MB more than the
+//! hash map on a file of 65,536 clients): its book stays indexed, 128 KiB
+//! and 32 bytes a client, one more load (4-7% more CPU single-threaded).
 //! Figures in perf.md, "A flat account table".
 
 use super::leaf::prefetch;
@@ -14,21 +26,35 @@ use super::leaf::prefetch;
 /// Client ids: 16 bits.
 type Client = u16;
 
-/// One slot: the value, and whether the client has one. 32 bytes for an
-/// account (24 + 1, aligned to 8), so that a slot never straddles two cache
-/// lines.
+/// A flat table's slot: the value, and whether the client has one. 32
+/// bytes for an account (24 + 1, aligned to 8): a slot never straddles two
+/// cache lines.
 #[derive(Clone, Copy, Default)]
 struct Slot<V> {
     value: V,
     present: bool,
 }
 
-/// A value per client id, in client order. Grows to the highest id seen
-/// (rounded up to a power of two), so a run with few, small ids stays small;
-/// 65,536 slots of 32 bytes (2 MiB) at most for accounts.
+/// An indexed table's entry: a value and its client (32 bytes for an
+/// account, as a slot).
+#[derive(Clone, Copy)]
+struct Entry<V> {
+    client: Client,
+    value: V,
+}
+
+/// A value per client id.
 #[derive(Clone)]
 pub struct ClientTable<V> {
+    /// Flat: a slot per client id up to the highest seen (rounded up to a
+    /// power of two); empty while indexed.
     slots: Vec<Slot<V>>,
+    /// Indexed: for each client id up to the highest seen (rounded up to a
+    /// power of two), the place of its entry if it has one; empty once flat.
+    index: Vec<u16>,
+    /// Indexed: the values, in the order their clients first came.
+    entries: Vec<Entry<V>>,
+    /// How many clients have a value.
     len: usize,
 }
 
@@ -36,6 +62,8 @@ impl<V: Copy + Default> Default for ClientTable<V> {
     fn default() -> Self {
         ClientTable {
             slots: Vec::new(),
+            index: Vec::new(),
+            entries: Vec::new(),
             len: 0,
         }
     }
@@ -47,11 +75,28 @@ impl<V: Copy + Default> ClientTable<V> {
         self.len
     }
 
+    /// Whether the table is flat.
+    #[inline(always)]
+    fn flat(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    /// An indexed table's place for `client`, if it has a value.
+    #[inline(always)]
+    fn place(&self, client: Client) -> Option<usize> {
+        let place = usize::from(*self.index.get(usize::from(client))?);
+        let entry = self.entries.get(place)?;
+        (entry.client == client).then_some(place)
+    }
+
     /// `client`'s value, if it has one.
     #[inline]
     pub fn get(&self, client: Client) -> Option<&V> {
-        let slot = self.slots.get(usize::from(client))?;
-        slot.present.then_some(&slot.value)
+        if self.flat() {
+            let slot = self.slots.get(usize::from(client))?;
+            return slot.present.then_some(&slot.value);
+        }
+        Some(&self.entries[self.place(client)?].value)
     }
 
     /// Whether `client` has a value.
@@ -62,14 +107,20 @@ impl<V: Copy + Default> ClientTable<V> {
     /// `client`'s value, made (the default) if it has none.
     #[inline]
     pub fn get_or_default(&mut self, client: Client) -> &mut V {
-        let index = usize::from(client);
-        if index >= self.slots.len() {
-            self.grow(index);
+        let id = usize::from(client);
+        if self.flat() {
+            if id >= self.slots.len() {
+                self.grow_flat(id);
+            }
+            let slot = &mut self.slots[id];
+            self.len += usize::from(!slot.present);
+            slot.present = true;
+            return &mut slot.value;
         }
-        let slot = &mut self.slots[index];
-        self.len += usize::from(!slot.present);
-        slot.present = true;
-        &mut slot.value
+        match self.place(client) {
+            Some(place) => &mut self.entries[place].value,
+            None => self.add(client),
+        }
     }
 
     /// Sets `client`'s value; the one it had, if any.
@@ -81,47 +132,91 @@ impl<V: Copy + Default> ClientTable<V> {
 
     /// Every client with a value and its value, in client order.
     pub fn iter(&self) -> impl Iterator<Item = (Client, &V)> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, slot)| slot.present)
-            .map(|(client, slot)| (client as Client, &slot.value))
+        let ids = self.slots.len().max(self.index.len());
+        (0..ids).filter_map(|id| {
+            let client = id as Client;
+            self.get(client).map(|value| (client, value))
+        })
     }
 
     /// Bytes the table holds.
     pub fn allocation_size(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot<V>>()
+            + self.index.capacity() * std::mem::size_of::<u16>()
+            + self.entries.capacity() * std::mem::size_of::<Entry<V>>()
     }
 
-    /// Starts loading `client`'s slot, if the table has one yet: a hint
-    /// with no effect on the contents.
+    /// Starts loading where `client`'s value is (flat) or would be looked
+    /// for (indexed): a hint with no effect on the contents.
     #[inline]
     pub fn prefetch(&self, client: Client) {
-        if let Some(slot) = self.slots.get(usize::from(client)) {
-            prefetch(slot);
+        let id = usize::from(client);
+        if self.flat() {
+            if let Some(slot) = self.slots.get(id) {
+                prefetch(slot);
+            }
+        } else if let Some(&place) = self.index.get(id) {
+            if let Some(entry) = self.entries.get(usize::from(place)) {
+                prefetch(entry);
+            }
         }
     }
 
-    /// Makes room for slot `index`: the next power of two past it, at least
-    /// 64 slots.
+    /// Gives `client` (which has none) in an indexed table the default
+    /// value; made flat then if a quarter of the ids have one.
     #[cold]
     #[inline(never)]
-    fn grow(&mut self, index: usize) {
-        let len = (index + 1).next_power_of_two().max(64);
-        self.slots.resize(len, Slot::default());
+    fn add(&mut self, client: Client) -> &mut V {
+        let id = usize::from(client);
+        if id >= self.index.len() {
+            self.index.resize(ids_past(id), 0);
+        }
+        // At most 65,536 clients: a place fits a u16.
+        self.index[id] = self.entries.len() as u16;
+        self.entries.push(Entry {
+            client,
+            value: V::default(),
+        });
+        self.len += 1;
+        if self.len * 4 >= self.index.len() {
+            self.make_flat();
+            return &mut self.slots[id].value;
+        }
+        &mut self.entries.last_mut().expect("just pushed").value
     }
+
+    /// Moves an indexed table's values to slots.
+    fn make_flat(&mut self) {
+        let mut slots = vec![Slot::default(); self.index.len()];
+        for entry in &self.entries {
+            slots[usize::from(entry.client)] = Slot {
+                value: entry.value,
+                present: true,
+            };
+        }
+        self.slots = slots;
+        self.index = Vec::new();
+        self.entries = Vec::new();
+    }
+
+    /// Makes room in a flat table for slot `id`.
+    #[cold]
+    #[inline(never)]
+    fn grow_flat(&mut self, id: usize) {
+        self.slots.resize(ids_past(id), Slot::default());
+    }
+}
+
+/// How many ids a table covers to hold `id`: the next power of two past
+/// it, at least 64.
+fn ids_past(id: usize) -> usize {
+    (id + 1).next_power_of_two().max(64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-
-    #[test]
-    fn a_slot_of_an_account_size_is_half_a_cache_line() {
-        // 24 bytes (two i64 and a bool), as an account is.
-        assert_eq!(std::mem::size_of::<Slot<(i64, i64, bool)>>(), 32);
-    }
 
     #[test]
     fn behaves_as_a_map_in_client_order() {
@@ -148,7 +243,8 @@ mod tests {
         let listed: Vec<_> = table.iter().map(|(c, &v)| (c, v)).collect();
         let expected: Vec<_> = model.into_iter().collect();
         assert_eq!(listed, expected);
-        assert_eq!(table.allocation_size(), 65_536 * 16);
+        assert!(table.flat(), "a quarter of the ids or more: flat");
+        assert!(table.allocation_size() >= 65_536 * 16);
         table.prefetch(65_535);
     }
 
@@ -160,10 +256,64 @@ mod tests {
         table.prefetch(7);
         assert_eq!(table.allocation_size(), 0);
         *table.get_or_default(3) = 9;
-        assert_eq!(table.allocation_size(), 64 * 16);
+        assert_eq!(table.index.len(), 64);
         *table.get_or_default(64) = 1;
-        assert_eq!(table.allocation_size(), 128 * 16);
+        assert_eq!(table.index.len(), 128);
+        assert_eq!(table.entries.len(), 2);
         assert_eq!(table.iter().count(), 2);
         assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn every_client_id_holds_a_value() {
+        let mut table = ClientTable::<u32>::default();
+        for client in (0..=u16::MAX).rev() {
+            *table.get_or_default(client) = u32::from(client) * 3;
+        }
+        assert_eq!(table.len(), 65_536);
+        assert!(table
+            .iter()
+            .enumerate()
+            .all(|(i, (client, &v))| usize::from(client) == i && v == u32::from(client) * 3));
+        assert_eq!(table.get(u16::MAX), Some(&(65_535 * 3)));
+    }
+
+    #[test]
+    fn a_scattered_share_stays_indexed_until_a_quarter_of_its_ids_have_values() {
+        let mut table = ClientTable::<u64>::default();
+        let mut model = BTreeMap::new();
+        let check = |table: &ClientTable<u64>, model: &BTreeMap<u16, u64>| {
+            assert_eq!(table.len(), model.len());
+            let listed: Vec<_> = table.iter().map(|(c, &v)| (c, v)).collect();
+            assert_eq!(
+                listed,
+                model.iter().map(|(&c, &v)| (c, v)).collect::<Vec<_>>()
+            );
+            for probe in (0..=u16::MAX).step_by(97) {
+                assert_eq!(table.get(probe), model.get(&probe), "client {probe}");
+            }
+        };
+        // One id in 61, as a worker's share of scattered clients: 1,075 of
+        // 65,536 ids, indexed.
+        for client in (0..=u16::MAX).rev().step_by(61) {
+            *table.get_or_default(client) += u64::from(client);
+            *model.entry(client).or_default() += u64::from(client);
+            table.prefetch(client);
+        }
+        assert!(!table.flat());
+        assert!(table.allocation_size() <= 65_536 * 2 + 2048 * 16);
+        check(&table, &model);
+        // Updates find the same entries.
+        for client in (0..=u16::MAX).step_by(122) {
+            assert_eq!(table.insert(client, 7), model.insert(client, 7));
+        }
+        check(&table, &model);
+        // More clients: flat from the 16,384th on, values kept.
+        for client in (0..=u16::MAX).step_by(3) {
+            *table.get_or_default(client) += 1;
+            *model.entry(client).or_default() += 1;
+        }
+        assert!(table.flat());
+        check(&table, &model);
     }
 }
