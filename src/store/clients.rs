@@ -2,7 +2,8 @@
 //! from the id without hashing, in one of two layouts:
 //!
 //! * *flat*: a slot per client id up to the highest seen, the value where
-//!   the id points, once at least a quarter of those ids have a value;
+//!   the id points, once at least an eighth of those ids have a value
+//!   ([`FLAT_AT`]);
 //! * *indexed*: 2 bytes per client id up to the highest seen, each the
 //!   place of the id's value in a dense array of the values (which also
 //!   name their client: a place is the id's only if that entry names it),
@@ -13,18 +14,26 @@
 //! bucket; `perf annotate` put half of `Book::apply`'s samples on the
 //! bucket's load), and where an entry lives is known only after hashing.
 //! Flat, a value is one load at an address known from the id, which the
-//! paths prefetch some records ahead ([`ClientTable::prefetch`]): the
-//! single-threaded run's book (all clients) is flat. A worker of many holds
-//! a scattered share of the ids (clients are sharded by a hash), for which
-//! a slot per id costs 2 MiB a worker (64 workers took 142 MB more than the
-//! hash map on a file of 65,536 clients): its book stays indexed, 128 KiB
-//! and 32 bytes a client, one more load (4-7% more CPU single-threaded).
+//! paths prefetch some records ahead ([`ClientTable::prefetch`]). A worker
+//! of many holds a scattered share of the ids (clients are sharded by a
+//! hash), for which a slot per id costs up to 2 MiB a worker (64 workers
+//! took 142 MB more than the hash map on the 1M-row file's 10,000
+//! clients): its book stays indexed, 128 KiB and 32 bytes a client, one
+//! more load, which misses the cache (indexed, the 20M-row file took 5%
+//! more CPU single-threaded, 11% with two workers).
 //! Figures in perf.md, "A flat account table".
 
 use super::leaf::prefetch;
 
 /// Client ids: 16 bits.
 type Client = u16;
+
+/// A table is made flat once one id in this many (up to the highest) has a
+/// value: a flat table then takes at most 8 x 32 bytes a value. On the
+/// 20M-row file (20,000 clients over the id space) the single-threaded
+/// book and each of two workers' books are flat; 8 workers' and more stay
+/// indexed.
+const FLAT_AT: usize = 8;
 
 /// A flat table's slot: the value, and whether the client has one. 32
 /// bytes for an account (24 + 1, aligned to 8): a slot never straddles two
@@ -163,7 +172,7 @@ impl<V: Copy + Default> ClientTable<V> {
     }
 
     /// Gives `client` (which has none) in an indexed table the default
-    /// value; made flat then if a quarter of the ids have one.
+    /// value; made flat then if [`FLAT_AT`] allows.
     #[cold]
     #[inline(never)]
     fn add(&mut self, client: Client) -> &mut V {
@@ -178,7 +187,7 @@ impl<V: Copy + Default> ClientTable<V> {
             value: V::default(),
         });
         self.len += 1;
-        if self.len * 4 >= self.index.len() {
+        if self.len * FLAT_AT >= self.index.len() {
             self.make_flat();
             return &mut self.slots[id].value;
         }
@@ -243,7 +252,7 @@ mod tests {
         let listed: Vec<_> = table.iter().map(|(c, &v)| (c, v)).collect();
         let expected: Vec<_> = model.into_iter().collect();
         assert_eq!(listed, expected);
-        assert!(table.flat(), "a quarter of the ids or more: flat");
+        assert!(table.flat(), "an eighth of the ids or more: flat");
         assert!(table.allocation_size() >= 65_536 * 16);
         table.prefetch(65_535);
     }
@@ -279,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn a_scattered_share_stays_indexed_until_a_quarter_of_its_ids_have_values() {
+    fn a_scattered_share_stays_indexed_until_an_eighth_of_its_ids_have_values() {
         let mut table = ClientTable::<u64>::default();
         let mut model = BTreeMap::new();
         let check = |table: &ClientTable<u64>, model: &BTreeMap<u16, u64>| {
@@ -308,7 +317,7 @@ mod tests {
             assert_eq!(table.insert(client, 7), model.insert(client, 7));
         }
         check(&table, &model);
-        // More clients: flat from the 16,384th on, values kept.
+        // More clients: flat from the 8,192nd on, values kept.
         for client in (0..=u16::MAX).step_by(3) {
             *table.get_or_default(client) += 1;
             *model.entry(client).or_default() += 1;
