@@ -1,27 +1,25 @@
 //! [`ClientTable`]: a value per client id (16 bits: at most 65,536), found
 //! from the id without hashing, in one of two layouts:
 //!
-//! * *flat*: a slot per client id up to the highest seen, the value where
-//!   the id points, once at least an eighth of those ids have a value
-//!   ([`FLAT_AT`]);
 //! * *indexed*: 2 bytes per client id up to the highest seen, each the
 //!   place of the id's value in a dense array of the values (which also
-//!   name their client: a place is the id's only if that entry names it),
-//!   while fewer have.
+//!   name their client: a place is the id's only if that entry names it);
+//! * *flat*: a slot per client id up to the highest seen, the value where
+//!   the id points, once at least half of those ids have a value
+//!   ([`FLAT_AT`]): then the index would save little.
 //!
 //! It replaced a `hashbrown::HashMap` for the accounts: a lookup there is
 //! two dependent cache misses on a large table (the control bytes, then the
 //! bucket; `perf annotate` put half of `Book::apply`'s samples on the
 //! bucket's load), and where an entry lives is known only after hashing.
-//! Flat, a value is one load at an address known from the id, which the
-//! paths prefetch some records ahead ([`ClientTable::prefetch`]). A worker
-//! of many holds a scattered share of the ids (clients are sharded by a
-//! hash), for which a slot per id costs up to 2 MiB a worker (64 workers
-//! took 142 MB more than the hash map on the 1M-row file's 10,000
-//! clients): its book stays indexed, 128 KiB and 32 bytes a client, one
-//! more load, which misses the cache (indexed, the 20M-row file took 5%
-//! more CPU single-threaded, 11% with two workers).
-//! Figures in perf.md, "A flat account table".
+//! Here the index (128 KiB at most) stays in the second-level cache and
+//! the values are dense, and the paths prefetch a value some records ahead
+//! ([`ClientTable::prefetch`]). Why not always flat: a slot per id is up to
+//! 2 MiB a book, which a worker of many pays for its scattered share of the
+//! ids (64 workers took 142 MB more than the hash map on the 1M-row file's
+//! 10,000 clients), and which misses the cache where rows come one at a
+//! time with no prefetch (every line quoted: 1.21x the CPU of the hash
+//! map, 0.98x indexed). Figures in perf.md, "A flat account table".
 
 use super::leaf::prefetch;
 
@@ -29,11 +27,9 @@ use super::leaf::prefetch;
 type Client = u16;
 
 /// A table is made flat once one id in this many (up to the highest) has a
-/// value: a flat table then takes at most 8 x 32 bytes a value. On the
-/// 20M-row file (20,000 clients over the id space) the single-threaded
-/// book and each of two workers' books are flat; 8 workers' and more stay
-/// indexed.
-const FLAT_AT: usize = 8;
+/// value. The realistic files (10,000-20,000 clients over the id space)
+/// stay indexed; a file of every id goes flat.
+const FLAT_AT: usize = 2;
 
 /// A flat table's slot: the value, and whether the client has one. 32
 /// bytes for an account (24 + 1, aligned to 8): a slot never straddles two
@@ -252,8 +248,7 @@ mod tests {
         let listed: Vec<_> = table.iter().map(|(c, &v)| (c, v)).collect();
         let expected: Vec<_> = model.into_iter().collect();
         assert_eq!(listed, expected);
-        assert!(table.flat(), "an eighth of the ids or more: flat");
-        assert!(table.allocation_size() >= 65_536 * 16);
+        assert!(table.allocation_size() >= 65_536 * 2 + listed.len() * 16);
         table.prefetch(65_535);
     }
 
@@ -288,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn a_scattered_share_stays_indexed_until_an_eighth_of_its_ids_have_values() {
+    fn a_scattered_share_stays_indexed_until_half_of_its_ids_have_values() {
         let mut table = ClientTable::<u64>::default();
         let mut model = BTreeMap::new();
         let check = |table: &ClientTable<u64>, model: &BTreeMap<u16, u64>| {
@@ -317,8 +312,8 @@ mod tests {
             assert_eq!(table.insert(client, 7), model.insert(client, 7));
         }
         check(&table, &model);
-        // More clients: flat from the 8,192nd on, values kept.
-        for client in (0..=u16::MAX).step_by(3) {
+        // More clients: flat from the 32,768th on, values kept.
+        for client in (0..=u16::MAX).step_by(2) {
             *table.get_or_default(client) += 1;
             *model.entry(client).or_default() += 1;
         }
