@@ -163,6 +163,12 @@ enum DepositWrite {
     SetDisputed(bool),
 }
 
+/// How many records ahead the paths call [`Book::prefetch`] (the account,
+/// the deposit store's chunk header) on the records they are about to
+/// apply, and half as far its `deep` stage (the chunk's entries: see
+/// `DepositStore::prefetch`). One distance for every path.
+pub(crate) const PREFETCH_AHEAD: usize = 16;
+
 /// Accounts and their applied deposits: every rule except the global tx-id
 /// claim. A worker of the sharded pipeline owns one `Book` for its clients.
 #[derive(Clone, Default)]

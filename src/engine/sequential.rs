@@ -7,15 +7,10 @@ use super::config::Config;
 use super::drive::{Executor, Paused};
 use super::error::Error;
 use super::finished::Finished;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, PREFETCH_AHEAD};
 use crate::parse::{FastRows, Malformed};
 use crate::report::{EventLog, Outcome};
 use crate::tx::Tx;
-
-/// How many records ahead the path prefetches: the deposit store's chunk
-/// header this far ahead, the chunk's entries half as far (see
-/// `DepositStore::prefetch`).
-const PREFETCH_AHEAD: usize = 16;
 
 pub(crate) struct Sequential {
     ledger: Ledger,
@@ -40,8 +35,9 @@ impl Executor for Sequential {
     }
 
     /// With a lookahead: the memory the record [`PREFETCH_AHEAD`] rows on
-    /// will read (its id's claim word, its deposit's chunk) starts loading
-    /// now, so that its cache misses overlap with this row's work.
+    /// will read (its id's claim word, its account, its deposit's chunk)
+    /// starts loading now, so that its cache misses overlap with this row's
+    /// work.
     fn apply_rows(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
         let txs = rows.txs();
         for (i, tx) in txs.iter().enumerate() {

@@ -7,9 +7,9 @@
 //! used, whatever their pattern.
 //!
 //! * [`TxIdSet`] (SPEC rule 2, ids claimed by deposits and withdrawals; a
-//!   worker's share, or the ledger's): a leaf's claimed slots as a sorted `u16` list (2 bytes an id),
-//!   until it holds [`BITSET_AT`] of them, then an 8 KiB bitset (512 MiB if
-//!   every id appears).
+//!   worker's share, or the ledger's): a leaf's claimed slots as a sorted
+//!   `u16` list (2 bytes an id), until it holds [`BITSET_AT`] of them, then
+//!   an 8 KiB bitset (512 MiB if every id appears).
 //! * [`DepositStore`] (applied deposits, for disputes; a worker's): dense
 //!   leaves of 6 bytes a slot, leaves packed by rank (a worker's share of
 //!   ascending ids), or sorted chunks of 8-byte entries; see `deposits.rs`.

@@ -57,7 +57,7 @@ use super::error::Error;
 use super::finished::Finished;
 use crate::batch::{id_owner, Parts, Plan, Recycler};
 use crate::cpu::{charged, Role};
-use crate::ledger::{claim, Book, Ledger};
+use crate::ledger::{claim, Book, Ledger, PREFETCH_AHEAD};
 use crate::parse::{FastRows, Malformed};
 use crate::report::{EventLog, Outcome};
 use crate::store::TxIdSet;
@@ -67,11 +67,6 @@ use crate::tx::Tx;
 /// scattered ids the cache misses then overlap (perf.md, "Sparse ids,
 /// third step").
 const LOOKAHEAD: usize = 8;
-
-/// How many records of its share a worker looks ahead to prefetch the
-/// deposit store: the chunk header this far ahead, the chunk's entries half
-/// as far (`DepositStore::prefetch`).
-const PREFETCH_AHEAD: usize = 16;
 
 /// Blocks handed out and not yet applied by every worker, at most.
 const IN_FLIGHT: usize = 8;
@@ -750,7 +745,7 @@ impl WorkerState {
         let sole = !block.parts.claims_listed();
         let txs = &share.txs;
         for (n, tx) in txs.iter().enumerate() {
-            // Two-stage prefetch of the deposit store (its docs say why).
+            // Two-stage prefetch (`Book::prefetch`, `PREFETCH_AHEAD`).
             if let Some(ahead) = txs.get(n + PREFETCH_AHEAD) {
                 self.book.prefetch(ahead, false, true);
                 if sole && ahead.kind.claims_id() {
