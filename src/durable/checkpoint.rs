@@ -30,8 +30,8 @@
 //! each worker, once it has applied every block before it, hands its book,
 //! its share of the claimed ids and its log to the router and waits. The
 //! router writes the checkpoint from all of them and hands them back. It
-//! waits while it writes (about 0.3 s
-//! for the 20M-row file's state; perf.md): simpler than a copy-on-write
+//! waits while it writes (about 0.3 s for the 20M-row file's state;
+//! perf.md): simpler than a copy-on-write
 //! snapshot, and at the default interval under 1% of a run.
 //!
 //! A stop (SIGINT, SIGTERM) is checked before each record: the run takes a

@@ -184,6 +184,9 @@ impl EngineBuilder {
     ) -> Result<Finished, Error> {
         let c = &self.config;
         c.validate()?;
+        // Splits handed back by the workers, for the next blocks (either way
+        // the rows are split: on the calling thread or on parser threads).
+        let recycler = Recycler::new();
         if c.parsers == 0 {
             let parser = match &resume {
                 Some(at) => ParserBuilder::default()
@@ -191,13 +194,11 @@ impl EngineBuilder {
                     .map_err(Error::Input)?,
                 None => ParserBuilder::default().hashing(hashing).build(source),
             };
-            let recycler = Recycler::new();
             let mut finished = self.drive_rows(parser, ledger, recycler, supervisor()?)?;
             let note = "parsers: 0 (parsing on the calling thread)".to_string();
             finished.measures.notes.insert(0, note);
             return Ok(finished);
         }
-        let recycler = Recycler::new();
         let plan = Plan {
             workers: c.workers,
             keep_raw: c.keep_rejects,

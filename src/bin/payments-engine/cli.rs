@@ -131,11 +131,11 @@ pub struct Cli {
     pub workers: Option<u16>,
 
     /// Parser threads (default: the cores the workers leave, at least 1; 0
-    /// on one core, with --workers 0, and when standard input is a pipe). With N, a reader thread cuts the
-    /// input into blocks of whole lines, and N threads parse blocks at once
-    /// and split each for the workers. 0 parses on the calling thread. The
-    /// output is byte-identical for every value; --verbose says what was
-    /// chosen.
+    /// on one core, with --workers 0, and when standard input is a pipe).
+    /// With N, a reader thread cuts the input into blocks of whole lines,
+    /// and N threads parse blocks at once and split each for the workers. 0
+    /// parses on the calling thread. The output is byte-identical for every
+    /// value; --verbose says what was chosen.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=payments_engine::EngineBuilder::MAX_PARSERS as i64), help_heading = "Performance")]
     pub parsers: Option<u16>,
 
