@@ -182,14 +182,12 @@ pub struct Book {
 
 impl Book {
     /// Starts loading the memory that applying `tx` will read: its
-    /// account's slot (when not `deep`), its deposit (see
+    /// account (see [`ClientTable::prefetch`] for `deep`), its deposit (see
     /// [`DepositStore::prefetch`] for `deep`), and where a deposit will be
     /// stored when `inserts`; a hint with no effect on the outcome.
     #[inline]
     pub fn prefetch(&self, tx: &Tx, deep: bool, inserts: bool) {
-        if !deep {
-            self.accounts.prefetch(tx.client);
-        }
+        self.accounts.prefetch(tx.client, deep);
         let reads = !tx.kind.claims_id();
         if reads || (inserts && tx.kind == Kind::Deposit) {
             self.deposits.prefetch(tx.tx, deep);

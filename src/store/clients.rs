@@ -151,17 +151,24 @@ impl<V: Copy + Default> ClientTable<V> {
             + self.entries.capacity() * std::mem::size_of::<Entry<V>>()
     }
 
-    /// Starts loading where `client`'s value is (flat) or would be looked
-    /// for (indexed): a hint with no effect on the contents.
+    /// Starts loading where `client`'s value is, in two stages: the first
+    /// (`deep` false) loads a flat table's slot or an indexed table's index
+    /// entry without waiting for it; the second (`deep`, some rows later)
+    /// reads that index entry, in cache by then, and loads the value. A
+    /// hint with no effect on the contents. One stage that read the index
+    /// and loaded the value at once stalled on the index read: ~10% of a
+    /// `--workers 0` run's samples sat on that load (perf.md).
     #[inline]
-    pub fn prefetch(&self, client: Client) {
+    pub fn prefetch(&self, client: Client, deep: bool) {
         let id = usize::from(client);
         if self.flat() {
-            if let Some(slot) = self.slots.get(id) {
+            if let Some(slot) = self.slots.get(id).filter(|_| !deep) {
                 prefetch(slot);
             }
-        } else if let Some(&place) = self.index.get(id) {
-            if let Some(entry) = self.entries.get(usize::from(place)) {
+        } else if let Some(place) = self.index.get(id) {
+            if !deep {
+                prefetch(place);
+            } else if let Some(entry) = self.entries.get(usize::from(*place)) {
                 prefetch(entry);
             }
         }
@@ -249,7 +256,8 @@ mod tests {
         let expected: Vec<_> = model.into_iter().collect();
         assert_eq!(listed, expected);
         assert!(table.allocation_size() >= 65_536 * 2 + listed.len() * 16);
-        table.prefetch(65_535);
+        table.prefetch(65_535, false);
+        table.prefetch(65_535, true);
     }
 
     #[test]
@@ -257,7 +265,8 @@ mod tests {
         let mut table = ClientTable::<u64>::default();
         assert_eq!(table.len(), 0);
         assert_eq!(table.get(u16::MAX), None);
-        table.prefetch(7);
+        table.prefetch(7, false);
+        table.prefetch(7, true);
         assert_eq!(table.allocation_size(), 0);
         *table.get_or_default(3) = 9;
         assert_eq!(table.index.len(), 64);
@@ -302,7 +311,8 @@ mod tests {
         for client in (0..=u16::MAX).rev().step_by(61) {
             *table.get_or_default(client) += u64::from(client);
             *model.entry(client).or_default() += u64::from(client);
-            table.prefetch(client);
+            table.prefetch(client, false);
+            table.prefetch(client, true);
         }
         assert!(!table.flat());
         assert!(table.allocation_size() <= 65_536 * 2 + 2048 * 16);
