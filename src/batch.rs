@@ -42,6 +42,7 @@ impl Recycler {
             Some(mut parts) if parts.plan() == plan => {
                 parts.clear();
                 parts.base = base;
+                parts.reserve(rows);
                 parts
             }
             _ => Parts::new(plan, base, rows),
@@ -122,23 +123,42 @@ impl Parts {
     /// An empty split for `plan`, its lines counted from `base`; room for
     /// about `rows` records.
     pub fn new(plan: Plan, base: u64, rows: usize) -> Parts {
-        let each = rows / plan.workers.max(1) + rows / 16;
-        let share = || Share {
-            txs: Vec::with_capacity(each),
-            lines: Vec::with_capacity(each),
-            ..Share::default()
-        };
-        Parts {
+        let mut parts = Parts {
             base,
-            shares: (0..plan.workers).map(|_| share()).collect(),
-            claims: (0..plan.workers)
-                .map(|_| match plan.workers {
-                    1 => Vec::new(),
-                    _ => Vec::with_capacity(each * 9 / 10),
-                })
-                .collect(),
+            shares: (0..plan.workers).map(|_| Share::default()).collect(),
+            claims: vec![Vec::new(); plan.workers],
             rows: 0,
             keep_raw: plan.keep_raw,
+        };
+        parts.reserve(rows);
+        parts
+    }
+
+    /// Room for about `rows` more records (a share's worth and a sixteenth
+    /// each, so that uneven shares seldom grow): a recycled split may
+    /// come from a smaller batch (the router's), and growing it record by
+    /// record cost the parser threads 3% of their instructions (reallocs
+    /// and their copies, callgrind, `--parsers 2 --workers 2`, perf.md).
+    ///
+    /// Only on an empty split: a vector with too little room is replaced,
+    /// not grown (growing copies the old room, contents or not).
+    fn reserve(&mut self, rows: usize) {
+        debug_assert_eq!(self.rows, 0, "room is made before records come");
+        fn room<T>(vector: &mut Vec<T>, at_least: usize) {
+            if vector.capacity() < at_least {
+                *vector = Vec::with_capacity(at_least);
+            }
+        }
+        let workers = self.shares.len();
+        let each = rows / workers.max(1) + rows / 16;
+        for share in &mut self.shares {
+            room(&mut share.txs, each);
+            room(&mut share.lines, each);
+        }
+        if workers > 1 {
+            for claims in &mut self.claims {
+                room(claims, each * 9 / 10);
+            }
         }
     }
 
@@ -372,6 +392,14 @@ mod tests {
         assert!(again.claims.iter().all(Vec::is_empty));
         assert_eq!(again.shares[0].txs.capacity(), room);
         recycler.give(again);
+        // A split recycled from a smaller batch gets room for the rows asked.
+        let bigger = recycler.take(plan, 0, 10_000);
+        assert!(bigger
+            .shares
+            .iter()
+            .all(|s| s.txs.capacity() >= 10_000 / plan.workers
+                && s.lines.capacity() >= 10_000 / plan.workers));
+        recycler.give(bigger);
         let other = Plan {
             workers: 3,
             keep_raw: false,
