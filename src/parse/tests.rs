@@ -600,21 +600,35 @@ proptest::proptest! {
     /// Whole inputs read with the fast path's batches give exactly the rows
     /// (line numbers, original lines, records or reasons) and the end state
     /// of the general path alone, whatever the reads' sizes: lines cross
-    /// buffer boundaries, CRLF and lone CRs, blank lines, headers in SPEC
-    /// order or not.
+    /// buffer boundaries, CRLF and lone CRs, blank lines, lines with every
+    /// field in quotes, headers in SPEC order or not.
     #[test]
     fn batches_of_fast_rows_give_the_general_path_s_rows(
         header in proptest::sample::select(vec!["", "type,client,tx,amount\n", "tx,type,client,amount\n"]),
         lines in proptest::collection::vec(
-            (near_plain_line(), proptest::sample::select(vec!["\n", "\r\n", "\n\n", "\r\r\n"])),
+            (
+                near_plain_line(),
+                proptest::sample::select(vec!["\n", "\r\n", "\n\n", "\r\r\n"]),
+                proptest::bool::weighted(0.3),
+            ),
             0..60,
         ),
         common in proptest::collection::vec(0u32..100_000, 0..80),
         size in 1usize..300,
     ) {
         let mut input = header.as_bytes().to_vec();
-        for ((line, end), extra) in lines.iter().zip(common.iter().chain(std::iter::repeat(&0))) {
-            input.extend_from_slice(line);
+        for ((line, end, quoted), extra) in lines.iter().zip(common.iter().chain(std::iter::repeat(&0))) {
+            if *quoted {
+                // Every field in quotes, as many CSV writers write them.
+                let fields: Vec<_> = line.split(|&b| b == b',').collect();
+                for (k, field) in fields.iter().enumerate() {
+                    input.extend_from_slice(if k == 0 { b"\"" } else { b",\"" });
+                    input.extend_from_slice(field);
+                    input.push(b'"');
+                }
+            } else {
+                input.extend_from_slice(line);
+            }
             input.extend_from_slice(end.as_bytes());
             // Runs of common lines between the unusual ones, so that
             // batches start and stop everywhere.
@@ -646,4 +660,33 @@ fn every_row_of_a_datagen_file_is_read_in_batches() {
     assert_eq!(got, expected);
     // All but the lines within a window's length of the end of a read.
     assert!(fast >= 19_990, "{fast} of 20000 rows took the fast path");
+}
+
+/// The same with every field of every line in quotes (the header too):
+/// the fast path takes the rows, and they are the general path's.
+#[test]
+fn every_row_of_a_quoted_datagen_file_is_read_in_batches() {
+    let text = datagen::generate_vec(datagen::Config {
+        rows: 20_000,
+        ..datagen::Config::default()
+    });
+    let mut quoted = Vec::with_capacity(text.len() * 2);
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        for (k, field) in body.split(|&b| b == b',').enumerate() {
+            quoted.extend_from_slice(if k == 0 { b"\"" } else { b",\"" });
+            quoted.extend_from_slice(field);
+            quoted.push(b'"');
+        }
+        quoted.extend_from_slice(&line[body.len()..]);
+    }
+    assert!(quoted.starts_with(b"\"type\",\"client\""));
+    let expected = collect(&mut Parser::new(&quoted[..]), usize::MAX);
+    assert_eq!(expected.len(), 20_000);
+    let (got, _, fast) = rows_batched(&mut Parser::new(Chunked {
+        data: &quoted,
+        size: 100_003,
+    }));
+    assert_eq!(got, expected);
+    assert!(fast >= 19_980, "{fast} of 20000 rows took the fast path");
 }
