@@ -1114,7 +1114,20 @@ mod tests {
             /// general path (csv-core) makes the same record of it.
             #[test]
             fn quoted_lines_read_as_the_general_path_reads_them(
-                line in prop_oneof![line(), plain()],
+                line in prop_oneof![
+                    1 => line(),
+                    1 => plain(),
+                    2 => (
+                        prop::sample::select(vec!["deposit", "withdrawal", "dispute", "resolve"]),
+                        any::<u16>(),
+                        any::<u32>(),
+                        prop::sample::select(vec!["", " ", "\t"]),
+                        "[0-9]{1,7}(\\.[0-9]{1,4})?",
+                        prop::sample::select(vec!["\n", "\r\n"]),
+                    ).prop_map(|(kind, client, tx, blank, amount, end)| {
+                        format!("{kind},{blank}{client},{tx}{blank},{amount}{end}").into_bytes()
+                    }),
+                ],
                 quote in 1u8..,
                 after in prop::collection::vec(any::<u8>(), WINDOW),
             ) {
