@@ -5,14 +5,16 @@
 //! What `fast_line` accepts is what [`plain_record`](super::record::plain_record)
 //! accepts on a line that ends (`\n`, or `\r\n`) within [`LINE_WINDOW`]
 //! bytes, except an amount with eight integer digits or more, which it
-//! leaves to the other. Where it gives a record, it is the record
-//! `plain_record` gives for the line, and the line is the line the
-//! [`LineReader`](super::lines::LineReader) would cut: proptests here check
-//! it line by line, one in `parse/tests.rs` and the `fast_path` fuzz target
-//! check whole inputs read in batches against the general path, and the
-//! parser hands a line to the general path whenever this one says `None`.
+//! leaves to the other; and such a line with fields in double quotes
+//! where csv-core reads them as those fields. Where it gives a record, it
+//! is the record the general path gives for the line, and the line is the
+//! line the [`LineReader`](super::lines::LineReader) would cut: proptests
+//! here check it line by line, one in `parse/tests.rs` and the `fast_path`
+//! fuzz target check whole inputs read in batches against the general
+//! path, and the parser hands a line to the general path whenever this
+//! one says `None`.
 //!
-//! Two readers, the first one tried first:
+//! Three readers, the first one tried first:
 //!
 //! - [`plain_line`], for the commonest shape (`deposit, 1, 2, 3.5` or
 //!   `deposit,1,2,3.5`: no blank but one space after a comma): a structural
@@ -22,7 +24,9 @@
 //! - [`spaced_line`], for any other line of the common shape (blanks
 //!   anywhere, tabs, an ignored amount after a dispute): field after field,
 //!   with no branch on data that real files mix (a space after a comma or
-//!   not, a decimal point or not, the type) and no clamped reads.
+//!   not, a decimal point or not, the type) and no clamped reads;
+//! - [`quoted_line`], for a line that starts with a quote: its quotes
+//!   checked and dropped, then the line read by the two above.
 //!
 //! [`read_lines`] reads a batch, compiled once for the baseline target and
 //! once for AVX2/BMI, chosen at run time (perf.md, "A structural index").
