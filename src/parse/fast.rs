@@ -512,23 +512,26 @@ unsafe fn structure_avx2(w: &[u8; WINDOW]) -> Structure {
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline(always)]
 fn structure_swar(w: &[u8; WINDOW]) -> Structure {
-    /// Bit `i` set where byte `i` of `x` is `b` (exact: no false positives
-    /// from borrows, as the plain zero-byte trick has).
-    fn bits(x: u64, b: u8) -> u64 {
-        const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-        let y = x ^ (u64::from(b) * 0x0101_0101_0101_0101);
-        let zero = !(((y & LOW7) + LOW7) | y | LOW7);
-        // One bit per byte, gathered into the low 8 bits.
-        ((zero >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
-    }
     let mut found = Structure::default();
     for k in 0..LINE_WINDOW / 8 {
         let x = u64::from_le_bytes(w[8 * k..8 * k + 8].try_into().expect("8 bytes"));
-        found.newlines |= bits(x, b'\n') << (8 * k);
-        found.commas |= bits(x, b',') << (8 * k);
-        found.spaces |= bits(x, b' ') << (8 * k);
+        found.newlines |= swar_bits(x, b'\n') << (8 * k);
+        found.commas |= swar_bits(x, b',') << (8 * k);
+        found.spaces |= swar_bits(x, b' ') << (8 * k);
     }
     found
+}
+
+/// Bit `i` set where byte `i` of `x` is `b` (exact: no false positives
+/// from borrows, as the plain zero-byte trick has).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn swar_bits(x: u64, b: u8) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let y = x ^ (u64::from(b) * 0x0101_0101_0101_0101);
+    let zero = !(((y & LOW7) + LOW7) | y | LOW7);
+    // One bit per byte, gathered into the low 8 bits.
+    ((zero >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
 }
 
 /// The commonest line, read from the window's [`Structure`] rather than
@@ -732,38 +735,104 @@ fn quoted_line<C: Classify>(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
     if w[0] != b'"' {
         return None;
     }
-    // The line unquoted, zeros after it (the readers look at most a word
-    // past its end, and give the same whatever is there).
-    let mut plain = [0u8; WINDOW];
-    let mut n = 0;
-    let (mut quoted, mut field_start) = (false, true);
-    for i in 0..LINE_WINDOW {
-        let b = w[i];
-        match (quoted, b) {
-            (true, b'"') => {
-                if !matches!((w[i + 1], w[i + 2]), (b',' | b'\n', _) | (b'\r', b'\n')) {
-                    return None;
-                }
-                quoted = false;
-            }
-            // A CR in quotes is data to csv-core, but before the line end
-            // the readers would take it for the line end's.
-            (true, b',' | b'\n' | b'\r') => return None,
-            (false, b'"') if field_start => (quoted, field_start) = (true, false),
-            (false, b'"') => return None,
-            (false, b'\n') => {
-                plain[n] = b'\n';
-                let (tx, _) = plain_line::<C>(&plain).or_else(|| spaced_line(&plain))?;
-                return Some((tx, i + 1));
-            }
-            _ => {
-                field_start = !quoted && b == b',';
-                plain[n] = b;
-                n += 1;
+    let [newlines, commas, quotes, crs] = byte_masks(w, [b'\n', b',', b'"', b'\r']);
+    if newlines == 0 {
+        return None;
+    }
+    let newline = newlines.trailing_zeros() as usize;
+    let inside = (1u64 << newline) - 1;
+    let (commas, crs, mut quotes) = (commas & inside, crs & inside, quotes & inside);
+    // Where a quote may open (the line start, after a comma) and close
+    // (before a comma, the line end, or a CR that ends the line).
+    let opens = 1 | commas << 1;
+    let line_cr = crs & (1u64 << newline) >> 1;
+    let closes = commas >> 1 | (1u64 << newline) >> 1 | line_cr >> 1;
+    // The line unquoted; what follows it there is of no consequence (the
+    // readers give the same whatever comes after a line end).
+    let mut plain = [0u8; WINDOW + 16];
+    let (mut n, mut from) = (0, 0);
+    while quotes != 0 {
+        let open = quotes.trailing_zeros() as usize;
+        quotes &= quotes - 1;
+        if quotes == 0 {
+            return None;
+        }
+        let close = quotes.trailing_zeros() as usize;
+        quotes &= quotes - 1;
+        // A CR in quotes is data to csv-core, but before the line end the
+        // readers would take it for the line end's.
+        let within = (1u64 << close) - (2u64 << open);
+        if opens >> open & 1 == 0 || closes >> close & 1 == 0 || (commas | crs) & within != 0 {
+            return None;
+        }
+        n = copy_run(&mut plain, n, w, from..open);
+        n = copy_run(&mut plain, n, w, open + 1..close);
+        from = close + 1;
+    }
+    copy_run(&mut plain, n, w, from..newline + 1);
+    let plain = plain[..WINDOW].try_into().expect("a window");
+    let (tx, _) = plain_line::<C>(plain).or_else(|| spaced_line(plain))?;
+    Some((tx, newline + 1))
+}
+
+/// Copies `w[run]` to `to[at..]`; gives `at` + the run's length. A run of
+/// up to 16 bytes is copied as 16 bytes in one move, what follows it
+/// overwritten by the next run (or left after the line end): a field's
+/// run is that short, and a call to `memcpy` for each cost ~16
+/// instructions a run.
+#[inline(always)]
+fn copy_run(
+    to: &mut [u8; WINDOW + 16],
+    at: usize,
+    w: &[u8; WINDOW],
+    run: std::ops::Range<usize>,
+) -> usize {
+    let len = run.len();
+    match w.get(run.start..run.start + 16) {
+        Some(wide) if len <= 16 => to[at..at + 16].copy_from_slice(wide),
+        _ => to[at..at + len].copy_from_slice(&w[run]),
+    }
+    at + len
+}
+
+/// For each of `bytes`, bit `i` set where `w[i]` (of its first
+/// [`LINE_WINDOW`]) is that byte: SSE2 on x86-64, SWAR elsewhere.
+#[inline(always)]
+fn byte_masks<const N: usize>(w: &[u8; WINDOW], bytes: [u8; N]) -> [u64; N] {
+    #[cfg(not(target_arch = "x86_64"))]
+    return byte_masks_swar(w, bytes);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of the x86-64 baseline; each load reads 16 of
+    // the window's first 64 bytes (it holds 72), unaligned loads allowed.
+    unsafe {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let mut found = [0u64; N];
+        for k in 0..LINE_WINDOW / 16 {
+            let v = _mm_loadu_si128(w.as_ptr().add(16 * k).cast::<__m128i>());
+            for (mask, &b) in found.iter_mut().zip(&bytes) {
+                let bits = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u16;
+                *mask |= u64::from(bits) << (16 * k);
             }
         }
+        found
     }
-    None
+}
+
+/// [`byte_masks`] eight bytes at a time (SWAR): the portable version,
+/// which a test checks against the other.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn byte_masks_swar<const N: usize>(w: &[u8; WINDOW], bytes: [u8; N]) -> [u64; N] {
+    let mut found = [0u64; N];
+    for k in 0..LINE_WINDOW / 8 {
+        let x = u64::from_le_bytes(w[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+        for (mask, &b) in found.iter_mut().zip(&bytes) {
+            *mask |= swar_bits(x, b) << (8 * k);
+        }
+    }
+    found
 }
 
 /// After a dispute's, resolve's or chargeback's tx id: blanks and the line
@@ -1102,10 +1171,12 @@ mod tests {
 
             #[test]
             fn structure_swar_matches_structure(bytes in prop::collection::vec(
-                prop::sample::select(vec![b',', b' ', b'\n', b'0', b'\r', 0x8A, 0xAC, 0xFF, 0]),
+                prop::sample::select(vec![b',', b' ', b'\n', b'0', b'\r', b'"', 0x8A, 0xAC, 0xFF, 0]),
                 WINDOW,
             )) {
                 let w: [u8; WINDOW] = bytes[..].try_into().unwrap();
+                let classes = [b'\n', b',', b'"', b'\r', 0xAC];
+                prop_assert_eq!(byte_masks(&w, classes), byte_masks_swar(&w, classes));
                 let found = structure_swar(&w);
                 for (name, other) in structures(&w) {
                     prop_assert_eq!(other, found, "{}", name);
