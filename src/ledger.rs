@@ -554,15 +554,22 @@ impl Ledger {
 
     /// Starts loading the memory that applying `tx` will read (its id's
     /// claim, its deposit): a hint with no effect on the outcome. `deep`
-    /// as in [`Book::prefetch`].
+    /// and `inserts` as in [`Book::prefetch`]; `inserts` from
+    /// [`Ledger::inserts_scattered`], asked once a batch.
     #[inline]
-    pub(crate) fn prefetch(&self, tx: &Tx, deep: bool) {
+    pub(crate) fn prefetch(&self, tx: &Tx, deep: bool, inserts: bool) {
         if tx.kind.claims_id() && !deep {
             self.ids.prefetch(tx.tx);
         }
-        // Deposits are stored in id order in the common case, so where
-        // they go is in cache already: prefetching it measured slower.
-        self.book.prefetch(tx, deep, false);
+        self.book.prefetch(tx, deep, inserts);
+    }
+
+    /// Whether deposits come with scattered ids, so that where they will be
+    /// stored is worth prefetching (`DepositStore::scattered`). Deposits
+    /// stored in id order, the common case, go where the last one went,
+    /// in cache already.
+    pub(crate) fn inserts_scattered(&self) -> bool {
+        self.book.deposits.scattered()
     }
 
     /// [`Ledger::apply`] on a borrowed record: the engine's paths pass the
