@@ -81,18 +81,30 @@ impl TxIdSet {
     /// the lines of its list a binary search reads first. Nothing for an id
     /// near the one claimed last (ascending ids, the common case: their
     /// memory is in cache, and the prefetch cost 25 instructions a row).
+    ///
+    /// In two stages where the caller has a lookahead: the first (`deep`
+    /// false) loads the leaf's entries in the directories, the second (some
+    /// rows later) reads them and loads the bitset word or the list. In one
+    /// stage, reading a scattered id's list header waited on its miss:
+    /// 72% of `prefetch_far`'s samples on the adversarial file, `--workers
+    /// 0` (perf.md). A caller with no second stage passes `deep` true.
     #[inline(always)]
-    pub fn prefetch(&self, id: TxId) {
+    pub fn prefetch(&self, id: TxId, deep: bool) {
         if id.abs_diff(self.recent) >= NEAR {
-            self.prefetch_far(id);
+            self.prefetch_far(id, deep);
         }
     }
 
     /// [`TxIdSet::prefetch`] for an id far from the last claimed (out of
     /// line: the check before it is the common case).
     #[inline(never)]
-    fn prefetch_far(&self, id: TxId) {
+    fn prefetch_far(&self, id: TxId, deep: bool) {
         let (leaf, slot) = split(id);
+        if !deep {
+            prefetch(&self.bitset_of[leaf]);
+            prefetch(&self.lists[leaf]);
+            return;
+        }
         match self.bitset_of[leaf].checked_sub(1) {
             Some(index) => prefetch(&self.bitsets[index as usize][slot / 64]),
             None => {

@@ -707,12 +707,12 @@ impl WorkerState {
     fn claim(&mut self, block: &Block, workers: usize) {
         let claims = &block.parts.claims[self.index];
         for early in claims.iter().take(LOOKAHEAD) {
-            self.ids.prefetch(early.id);
+            self.ids.prefetch(early.id, true);
         }
         let mut repeats = Vec::new();
         for (n, claim) in claims.iter().enumerate() {
             if let Some(ahead) = claims.get(n + LOOKAHEAD) {
-                self.ids.prefetch(ahead.id);
+                self.ids.prefetch(ahead.id, true);
             }
             if !self.ids.claim(claim.id) {
                 repeats.push((claim.worker, claim.index));
@@ -749,7 +749,7 @@ impl WorkerState {
             if let Some(ahead) = txs.get(n + PREFETCH_AHEAD) {
                 self.book.prefetch(ahead, false, true);
                 if sole && ahead.kind.claims_id() {
-                    self.ids.prefetch(ahead.tx);
+                    self.ids.prefetch(ahead.tx, true);
                 }
             }
             if let Some(ahead) = txs.get(n + PREFETCH_AHEAD / 2) {
