@@ -362,6 +362,21 @@ struct Structure {
     spaces: u64,
 }
 
+/// The bytes a [`Structure`] marks, in the order of its fields.
+const STRUCTURAL: [u8; 3] = [b'\n', b',', b' '];
+
+impl Structure {
+    /// The structure from [`byte_masks`] of [`STRUCTURAL`].
+    #[inline(always)]
+    fn of([newlines, commas, spaces]: [u64; 3]) -> Structure {
+        Structure {
+            newlines,
+            commas,
+            spaces,
+        }
+    }
+}
+
 /// How a window's [`Structure`] is found: with the instructions every
 /// processor of the target has ([`Baseline`]), or wider ones ([`Avx2`]).
 trait Classify {
@@ -384,10 +399,7 @@ struct Baseline;
 impl Classify for Baseline {
     #[inline(always)]
     fn structure(w: &[u8; WINDOW]) -> Structure {
-        #[cfg(target_arch = "x86_64")]
-        return structure_sse2(w);
-        #[cfg(not(target_arch = "x86_64"))]
-        return structure_swar(w);
+        Structure::of(byte_masks(w, STRUCTURAL))
     }
 }
 
@@ -453,33 +465,6 @@ unsafe fn values_avx2(words: [u64; 4]) -> Option<[u64; 4]> {
     Some([low & 0xFFFF_FFFF, low >> 32, high & 0xFFFF_FFFF, high >> 32])
 }
 
-/// [`Structure`] of a window, sixteen bytes per step.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn structure_sse2(w: &[u8; WINDOW]) -> Structure {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-    };
-    let mut found = Structure::default();
-    // SAFETY: SSE2 is part of the x86-64 baseline; each load reads 16 of
-    // the window's first 64 bytes (it holds 72), unaligned loads allowed.
-    unsafe {
-        let (newline, comma, space) = (
-            _mm_set1_epi8(b'\n' as i8),
-            _mm_set1_epi8(b',' as i8),
-            _mm_set1_epi8(b' ' as i8),
-        );
-        for k in 0..LINE_WINDOW / 16 {
-            let v = _mm_loadu_si128(w.as_ptr().add(16 * k).cast::<__m128i>());
-            let bits = |class| u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, class)) as u16);
-            found.newlines |= bits(newline) << (16 * k);
-            found.commas |= bits(comma) << (16 * k);
-            found.spaces |= bits(space) << (16 * k);
-        }
-    }
-    found
-}
-
 /// [`Structure`] of a window, thirty-two bytes per step.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -508,16 +493,49 @@ unsafe fn structure_avx2(w: &[u8; WINDOW]) -> Structure {
 }
 
 /// [`Structure`] of a window, eight bytes per step (SWAR): the portable
-/// version, which a test checks against the others.
+/// version (what [`Baseline`] computes off x86-64), which a test checks
+/// against the others.
+#[cfg(test)]
+fn structure_swar(w: &[u8; WINDOW]) -> Structure {
+    Structure::of(byte_masks_swar(w, STRUCTURAL))
+}
+
+/// For each of `bytes`, bit `i` set where `w[i]` (of its first
+/// [`LINE_WINDOW`]) is that byte: SSE2 on x86-64, SWAR elsewhere.
+#[inline(always)]
+fn byte_masks<const N: usize>(w: &[u8; WINDOW], bytes: [u8; N]) -> [u64; N] {
+    #[cfg(not(target_arch = "x86_64"))]
+    return byte_masks_swar(w, bytes);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of the x86-64 baseline; each load reads 16 of
+    // the window's first 64 bytes (it holds 72), unaligned loads allowed.
+    unsafe {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let mut found = [0u64; N];
+        for k in 0..LINE_WINDOW / 16 {
+            let v = _mm_loadu_si128(w.as_ptr().add(16 * k).cast::<__m128i>());
+            for (mask, &b) in found.iter_mut().zip(&bytes) {
+                let bits = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u16;
+                *mask |= u64::from(bits) << (16 * k);
+            }
+        }
+        found
+    }
+}
+
+/// [`byte_masks`] eight bytes at a time (SWAR): the portable version,
+/// which a test checks against the other.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline(always)]
-fn structure_swar(w: &[u8; WINDOW]) -> Structure {
-    let mut found = Structure::default();
+fn byte_masks_swar<const N: usize>(w: &[u8; WINDOW], bytes: [u8; N]) -> [u64; N] {
+    let mut found = [0u64; N];
     for k in 0..LINE_WINDOW / 8 {
         let x = u64::from_le_bytes(w[8 * k..8 * k + 8].try_into().expect("8 bytes"));
-        found.newlines |= swar_bits(x, b'\n') << (8 * k);
-        found.commas |= swar_bits(x, b',') << (8 * k);
-        found.spaces |= swar_bits(x, b' ') << (8 * k);
+        for (mask, &b) in found.iter_mut().zip(&bytes) {
+            *mask |= swar_bits(x, b) << (8 * k);
+        }
     }
     found
 }
@@ -719,11 +737,11 @@ fn spaced_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
 /// csv-core would give exactly those fields. So the line starts with a
 /// quote; a quote opens a field only right after the line start or a
 /// comma, and closes it only right before a comma or the line end (CR LF
-/// or LF); no comma, quote, CR or line end inside. Anything else (an escaped `""`, a
-/// comma in quotes, a quote after a blank or inside a field, text after a
-/// closing quote) is left to the general path, as is the unquoted line
-/// if neither [`plain_line`] nor [`spaced_line`] reads it. Gives the
-/// record and the quoted line's length.
+/// or LF); no comma, quote, CR or line end inside. Anything else (an
+/// escaped `""`, a comma in quotes, a quote after a blank or inside a
+/// field, text after a closing quote) is left to the general path, as is
+/// the unquoted line if neither [`plain_line`] nor [`spaced_line`] reads
+/// it. Gives the record and the quoted line's length.
 ///
 /// Every line quoted, the general path (csv-core) took 2,846 instructions
 /// a row against ~480 for the same file unquoted (callgrind, 1M rows,
@@ -793,46 +811,6 @@ fn copy_run(
         _ => to[at..at + len].copy_from_slice(&w[run]),
     }
     at + len
-}
-
-/// For each of `bytes`, bit `i` set where `w[i]` (of its first
-/// [`LINE_WINDOW`]) is that byte: SSE2 on x86-64, SWAR elsewhere.
-#[inline(always)]
-fn byte_masks<const N: usize>(w: &[u8; WINDOW], bytes: [u8; N]) -> [u64; N] {
-    #[cfg(not(target_arch = "x86_64"))]
-    return byte_masks_swar(w, bytes);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE2 is part of the x86-64 baseline; each load reads 16 of
-    // the window's first 64 bytes (it holds 72), unaligned loads allowed.
-    unsafe {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-        };
-        let mut found = [0u64; N];
-        for k in 0..LINE_WINDOW / 16 {
-            let v = _mm_loadu_si128(w.as_ptr().add(16 * k).cast::<__m128i>());
-            for (mask, &b) in found.iter_mut().zip(&bytes) {
-                let bits = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u16;
-                *mask |= u64::from(bits) << (16 * k);
-            }
-        }
-        found
-    }
-}
-
-/// [`byte_masks`] eight bytes at a time (SWAR): the portable version,
-/// which a test checks against the other.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-#[inline(always)]
-fn byte_masks_swar<const N: usize>(w: &[u8; WINDOW], bytes: [u8; N]) -> [u64; N] {
-    let mut found = [0u64; N];
-    for k in 0..LINE_WINDOW / 8 {
-        let x = u64::from_le_bytes(w[8 * k..8 * k + 8].try_into().expect("8 bytes"));
-        for (mask, &b) in found.iter_mut().zip(&bytes) {
-            *mask |= swar_bits(x, b) << (8 * k);
-        }
-    }
-    found
 }
 
 /// After a dispute's, resolve's or chargeback's tx id: blanks and the line
