@@ -561,8 +561,14 @@ impl Ledger {
     /// only added its check (10 instructions a row, callgrind).
     #[inline]
     pub(crate) fn prefetch(&self, tx: &Tx, deep: bool, scattered: bool) {
-        if tx.kind.claims_id() && (scattered || !deep) {
-            self.ids.prefetch(tx.tx, deep || !scattered);
+        if tx.kind.claims_id() {
+            match (scattered, deep) {
+                // Both stages, each at its distance.
+                (true, _) => self.ids.prefetch(tx.tx, deep),
+                // One stage, all of it at the far distance.
+                (false, false) => self.ids.prefetch(tx.tx, true),
+                (false, true) => {}
+            }
         }
         self.book.prefetch(tx, deep, scattered);
     }

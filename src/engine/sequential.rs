@@ -64,9 +64,10 @@ impl Executor for Sequential {
     /// where a deposit goes if ids come scattered) starts loading now, so
     /// that its cache misses overlap with this row's work.
     fn apply_rows(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
-        match self.ledger.inserts_scattered() {
-            true => self.apply_rows_with::<true>(rows),
-            false => self.apply_rows_with::<false>(rows),
+        if self.ledger.inserts_scattered() {
+            self.apply_rows_with::<true>(rows)
+        } else {
+            self.apply_rows_with::<false>(rows)
         }
     }
 

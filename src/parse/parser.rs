@@ -100,8 +100,8 @@ pub struct Parser<R> {
     fast_starts: Vec<u32>,
     /// Lines to leave to the general path before the fast path tries
     /// again, after it took none: doubled on every miss up to
-    /// [`FAST_PAUSE_MAX`], so that a file of unusual lines (escaped quotes, say)
-    /// does not pay for a failed try on every line.
+    /// [`FAST_PAUSE_MAX`], so that a file of unusual lines (escaped
+    /// quotes, say) does not pay for a failed try on every line.
     fast_pause: u32,
     fast_misses: u32,
     /// Made when a line first needs it: a block's parser whose lines all
