@@ -42,8 +42,10 @@ split() {
 run() {
     local key=$1 cores=$2
     shift 2
-    local times
-    times=$({ /usr/bin/time -f "%e %U %S" taskset -c "0-$((cores - 1))" "$bin" -q "$@" "$input" >/dev/null; } 2>&1 | tail -1)
+    local times TIMEFORMAT='%R %U %S'
+    # bash's own `time` (real, then the child's user and system CPU): the
+    # many-core machine need not have /usr/bin/time.
+    times=$({ time taskset -c "0-$((cores - 1))" "$bin" -q "$@" "$input" >/dev/null; } 2>&1 | tail -1)
     echo "$key $(awk '{ print $1, $2 + $3 }' <<<"$times")" >>"$samples"
 }
 
