@@ -30,8 +30,9 @@
 //! `Parker::park_timeout`): pure spinning collapses when threads outnumber
 //! cores. `Parker`'s token makes a wake-up between "nothing to do" and
 //! "park" impossible to lose; the timeout only bounds how long a wait takes
-//! to notice an abort. At most [`IN_FLIGHT`] blocks are handed out and not
-//! yet applied by every worker: the calling thread waits for the slowest.
+//! to notice an abort. At most [`in_flight_limit`] blocks are handed out and
+//! not yet applied by every worker: the calling thread waits for the
+//! slowest.
 //!
 //! Failure: a worker that panics or fails sets the abort flag on its way out
 //! (a drop guard), which wakes everyone; the router notices at its next
@@ -68,8 +69,16 @@ use crate::tx::Tx;
 /// third step").
 const LOOKAHEAD: usize = 8;
 
-/// Blocks handed out and not yet applied by every worker, at most.
-const IN_FLIGHT: usize = 8;
+/// Blocks handed out and not yet applied by every worker, at most: 8 up to
+/// two workers, four a worker from there, 32 from eight workers on. On 16
+/// cores (100M rows, 3 interleaved rounds a pair) 32 took 2-7% less wall
+/// than 8 in each of seven pairs of runs (15 cores, 6 parsers + 9 workers:
+/// 1.104 against 1.187 s); on 2 cores 32 held 10-15 MB more and was no
+/// faster with one worker or two, so few workers keep 8 (perf.md,
+/// "Measured on 16 cores"). The counts between were not measured.
+fn in_flight_limit(workers: usize) -> usize {
+    (4 * workers).clamp(8, 32)
+}
 
 /// Longest single park; a wait re-checks the abort flag at least this often.
 const PARK: Duration = Duration::from_millis(20);
@@ -141,6 +150,8 @@ struct Shared {
     wake: Vec<Unparker>,
     /// Blocks handed out and not yet applied by every worker.
     in_flight: AtomicUsize,
+    /// At most this many ([`in_flight_limit`]).
+    in_flight_limit: usize,
 }
 
 impl Shared {
@@ -350,6 +361,7 @@ impl Router {
             abort: AtomicBool::new(false),
             wake,
             in_flight: AtomicUsize::new(0),
+            in_flight_limit: in_flight_limit(workers),
         });
         let (cores, pin_text) = pin_plan(workers, config.pin);
         let plan = Plan {
@@ -391,7 +403,7 @@ impl Router {
                 lend: router.lent.0.clone(),
                 returned,
                 queue,
-                pending: VecDeque::with_capacity(IN_FLIGHT + 2),
+                pending: VecDeque::with_capacity(in_flight_limit(workers) + 2),
                 recycler: recycler.clone(),
                 shared: Arc::clone(&router.workers.shared),
             };
@@ -459,12 +471,12 @@ impl Router {
         self.hand_out(parts, stamp)
     }
 
-    /// Hands `parts` to every worker, once fewer than [`IN_FLIGHT`] blocks
-    /// are in flight.
+    /// Hands `parts` to every worker, once fewer than [`in_flight_limit`]
+    /// blocks are in flight.
     fn hand_out(&mut self, parts: Parts, stamp: Instant) -> Result<(), Error> {
         let shared = Arc::clone(&self.workers.shared);
         let room = wait_for(&self.parker, &shared.abort, || {
-            (shared.in_flight.load(Ordering::Acquire) < IN_FLIGHT).then_some(())
+            (shared.in_flight.load(Ordering::Acquire) < shared.in_flight_limit).then_some(())
         });
         if room.is_err() {
             return Err(self.failure());
