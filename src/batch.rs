@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 use crate::ledger::shard;
+use crate::store::RUN_BITS;
 use crate::tx::{Tx, TxId};
 
 /// Splits whose blocks every worker has applied, kept for new blocks: their
@@ -63,13 +64,8 @@ pub struct Plan {
     pub keep_raw: bool,
 }
 
-/// Ids per run: the claims are dealt to the workers in runs of 512 ids,
-/// one 64-byte line of a bitset leaf, so that each cache line of claims is
-/// written by one worker.
-pub(crate) const RUN_BITS: u32 = 9;
-
 /// How the tx ids' claims are shared among the workers: runs of 512 ids
-/// dealt round-robin, worker `run % workers` owning run `run`. A worker
+/// ([`RUN_BITS`]) dealt round-robin, worker `run % workers` owning run `run`. A worker
 /// numbers its ids within its share (`local`: its runs side by side), so
 /// that its claim set is as dense as the file's ids: with ascending ids its
 /// leaves are bitsets from the start and its memory a 1/workers part of the

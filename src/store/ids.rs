@@ -24,6 +24,13 @@ pub struct TxIdSet {
     recent: TxId,
 }
 
+/// A *run* is 1 << RUN_BITS = 512 ids, one 64-byte line of a bitset leaf.
+/// The workers' shares of the claims are made of whole runs
+/// (`batch::IdShards`), so that each cache line of claims is written by
+/// one worker, and a share joins the whole run by run
+/// ([`TxIdSet::absorb_runs`]).
+pub(crate) const RUN_BITS: u32 = 9;
+
 /// How near the last claimed id an id must be for its memory to count as
 /// in cache: a cache line of a bitset (512 ids), or a small part of a
 /// leaf's list.
@@ -201,14 +208,14 @@ impl TxIdSet {
     }
 
     /// Adds every id of `share`, a worker's share of the claims numbered by
-    /// runs of 512 (`batch::IdShards`): the id at offset `o` of the share's
-    /// run `r` is the id at offset `o` of run `global_run(r)`. A run of a
-    /// bitset leaf is eight words, OR-ed in whole where its place is a
-    /// bitset already (a file's ascending ids: ~20 instructions a run where
-    /// claiming each id took ~10 an id).
+    /// runs ([`RUN_BITS`], `batch::IdShards`): the id at offset `o` of the
+    /// share's run `r` is the id at offset `o` of run `global_run(r)`. A
+    /// run of a bitset leaf is eight words, OR-ed in whole where its place
+    /// is a bitset already; elsewhere its ids are claimed one by one.
     pub(crate) fn absorb_runs(&mut self, share: &TxIdSet, global_run: impl Fn(u32) -> u32) {
-        const RUN_WORDS: usize = 512 / 64;
-        const RUNS_PER_LEAF: u32 = (LEAF_IDS / 512) as u32;
+        const RUN_WORDS: usize = (1 << RUN_BITS) / 64;
+        const RUNS_PER_LEAF: u32 = 1 << (LEAF_BITS - RUN_BITS);
+        let offset_mask = (1 << RUN_BITS) - 1;
         for (leaf, ids) in share.leaves() {
             let first_run = leaf as u32 * RUNS_PER_LEAF;
             match ids {
@@ -217,8 +224,8 @@ impl TxIdSet {
                         if run.iter().all(|&word| word == 0) {
                             continue;
                         }
-                        let to = global_run(first_run + r as u32);
-                        let (to_leaf, to_slot) = split(to << 9);
+                        let to = global_run(first_run + r as u32) << RUN_BITS;
+                        let (to_leaf, to_slot) = split(to);
                         match self.bitset_of[to_leaf].checked_sub(1) {
                             Some(index) => {
                                 let at = to_slot / 64;
@@ -229,7 +236,7 @@ impl TxIdSet {
                             }
                             None => {
                                 for offset in set_bits(run) {
-                                    self.claim(to << 9 | offset as u32);
+                                    self.claim(to | offset as u32);
                                 }
                             }
                         }
@@ -238,7 +245,9 @@ impl TxIdSet {
                 IdLeaf::Slots(slots) => {
                     for &slot in slots {
                         let local = (leaf as u32) << LEAF_BITS | u32::from(slot);
-                        self.claim(global_run(local >> 9) << 9 | (local & 511));
+                        self.claim(
+                            global_run(local >> RUN_BITS) << RUN_BITS | (local & offset_mask),
+                        );
                     }
                 }
             }

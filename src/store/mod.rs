@@ -39,5 +39,5 @@ mod leaf;
 pub use clients::ClientTable;
 pub use deposits::{Deposit, DepositStore};
 pub use ids::TxIdSet;
-pub(crate) use ids::{set_bits, IdLeaf};
+pub(crate) use ids::{set_bits, IdLeaf, RUN_BITS};
 pub(crate) use leaf::{LEAF_BITS, LEAF_IDS, LEAVES};

@@ -288,14 +288,15 @@ fn share_ids(ids: TxIdSet, workers: usize) -> Vec<TxIdSet> {
 }
 
 /// The workers' shares of the claimed ids (in worker order), as one set.
-fn union_of<'a>(shares: impl ExactSizeIterator<Item = &'a TxIdSet>) -> TxIdSet {
+fn union_of<'a>(mut shares: impl ExactSizeIterator<Item = &'a TxIdSet>) -> TxIdSet {
     let workers = shares.len();
+    if workers == 1 {
+        // A sole worker numbers its ids as the whole set does.
+        return shares.next().cloned().unwrap_or_default();
+    }
     let shards = IdShards::new(workers);
     let mut ids = TxIdSet::default();
     for (owner, share) in shares.enumerate() {
-        if workers == 1 {
-            return share.clone();
-        }
         ids.absorb_runs(share, |run| shards.global_run(owner, run));
     }
     ids
