@@ -119,6 +119,7 @@ pub mod bench_support {
             block,
             hashing: false,
             split: None,
+            file: None,
         };
         std::thread::scope(|scope| {
             let (mut rows, _threads) = BlockRows::start(scope, data, options, None).unwrap();

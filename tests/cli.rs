@@ -343,7 +343,17 @@ fn parsers_and_block_sizes_give_identical_output_and_verbose_says_so() {
         &["-v", "--parsers", "2", "--block-size", "100", sample],
         b"",
     );
+    r.assert_stderr_has(&[
+        "parsers: 2, blocks of 100 bytes, cut by a reader thread and read by the parsers at their offsets",
+    ]);
+    // Standard input is read in order by the reader thread.
+    let input = std::fs::read(sample).unwrap();
+    let r = run(
+        &["-v", "--parsers", "2", "--block-size", "100", "-"],
+        &input,
+    );
     r.assert_stderr_has(&["parsers: 2, blocks of 100 bytes, and a reader thread"]);
+    assert_eq!(r.stdout, baseline.stdout);
     let r = run(&["-v", "--parsers", "0", sample], b"");
     r.assert_stderr_has(&["parsers: 0 (parsing on the calling thread)"]);
     for args in [

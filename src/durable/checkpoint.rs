@@ -316,6 +316,9 @@ pub struct Control {
     warn: Option<WarningSink>,
     /// Hash the input without checkpoints ([`Control::hash_input`]).
     hash: bool,
+    /// The input as a file its parsers may read by position
+    /// ([`Control::read_by_position`]).
+    file: Option<Arc<File>>,
 }
 
 struct CheckpointSpec {
@@ -334,6 +337,7 @@ impl Control {
             resume: None,
             warn: None,
             hash: false,
+            file: None,
         }
     }
 
@@ -377,6 +381,14 @@ impl Control {
         self
     }
 
+    /// The source is `file` from its first byte, unchanged while the run
+    /// reads it: parser threads may then read their blocks themselves, at
+    /// their offsets (`BlockOptions::file`; not when hashing or resuming).
+    pub fn read_by_position(mut self, file: Arc<File>) -> Control {
+        self.file = Some(file);
+        self
+    }
+
     /// Runs a whole CSV input through `engine` under this control: stop
     /// when the flag is raised ([`Error::Interrupted`]), take checkpoints,
     /// or go on from one (then `ledger` must be the checkpoint's, and
@@ -391,7 +403,7 @@ impl Control {
         let resume = self.resume.as_ref().map(|r| r.progress.parser);
         let hashing = self.plan.is_some() || self.hash;
         let (verbosity, keep_rejects) = engine.reporting();
-        engine.run_source(ledger, source, resume, hashing, || {
+        engine.run_source(ledger, source, resume, hashing, self.file.clone(), || {
             self.start(verbosity, keep_rejects)
         })
     }

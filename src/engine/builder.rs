@@ -1,7 +1,9 @@
 //! [`EngineBuilder`]: the configuration an embedder sets, and the entry
 //! points that run a whole CSV input on the path it chooses.
 
+use std::fs::File;
 use std::io::Read;
+use std::sync::Arc;
 
 use super::config::{Config, BATCH, MAX_BATCH, MAX_PARSERS, MAX_WORKERS};
 use super::drive::{block_size_text, drive, Supervise, Unsupervised};
@@ -169,7 +171,7 @@ impl EngineBuilder {
     /// (unless strict). Fails on an unreadable input, a bad header, a strict
     /// violation or a failed worker.
     pub fn run_csv(&self, ledger: Ledger, source: impl Read + Send) -> Result<Finished, Error> {
-        self.run_source(ledger, source, None, false, || Ok(Unsupervised))
+        self.run_source(ledger, source, None, false, None, || Ok(Unsupervised))
     }
 
     /// Parses `source` on the calling thread or on parser threads, checks
@@ -180,6 +182,7 @@ impl EngineBuilder {
         source: impl Read + Send,
         resume: Option<ParserState>,
         hashing: bool,
+        file: Option<Arc<File>>,
         supervisor: impl FnOnce() -> Result<S, Error>,
     ) -> Result<Finished, Error> {
         let c = &self.config;
@@ -194,7 +197,7 @@ impl EngineBuilder {
                     .map_err(Error::Input)?,
                 None => ParserBuilder::default().hashing(hashing).build(source),
             };
-            let mut finished = self.drive_rows(parser, ledger, recycler, supervisor()?)?;
+            let mut finished = self.drive_rows(|| Ok(parser), ledger, recycler, supervisor)?;
             let note = "parsers: 0 (parsing on the calling thread)".to_string();
             finished.measures.notes.insert(0, note);
             return Ok(finished);
@@ -203,39 +206,59 @@ impl EngineBuilder {
             workers: c.workers,
             keep_raw: c.keep_rejects,
         };
+        let by_position = file.is_some() && !hashing && resume.is_none() && cfg!(unix);
         let options = BlockOptions {
             parsers: c.parsers,
             block: c.block,
             hashing,
             split: (c.workers > 0).then(|| (plan, recycler.clone())),
+            file,
         };
         let mut finished = std::thread::scope(|scope| {
-            let (rows, _threads) =
-                BlockRows::start(scope, source, options, resume.as_ref()).map_err(Error::Input)?;
-            self.drive_rows(rows, ledger, recycler, supervisor()?)
+            let start = || {
+                let (rows, _threads) = BlockRows::start(scope, source, options, resume.as_ref())
+                    .map_err(Error::Input)?;
+                Ok(rows)
+            };
+            self.drive_rows(start, ledger, recycler, supervisor)
         })?;
         let note = format!(
-            "parsers: {}, blocks of {}, and a reader thread",
+            "parsers: {}, blocks of {}, {}",
             c.parsers,
-            block_size_text(c.block as u64)
+            block_size_text(c.block as u64),
+            match by_position {
+                true => "cut by a reader thread and read by the parsers at their offsets",
+                false => "and a reader thread",
+            }
         );
         finished.measures.notes.insert(0, note);
         Ok(finished)
     }
 
-    fn drive_rows<S: Supervise>(
+    /// Starts the path (its worker threads first), then the rows (`start`:
+    /// the parser threads, which begin reading at once), then the
+    /// supervisor, and drives the rows through the path. Threads start
+    /// before any block is read, so that under a memory limit it is an
+    /// allocation that fails, at a row, not a thread's start racing the
+    /// readers (`tests/cli.rs`, out of memory under `prlimit --as`).
+    fn drive_rows<S: Supervise, R: RowSource>(
         &self,
-        rows: impl RowSource,
+        start: impl FnOnce() -> Result<R, Error>,
         ledger: Ledger,
         recycler: Recycler,
-        supervisor: S,
+        supervisor: impl FnOnce() -> Result<S, Error>,
     ) -> Result<Finished, Error> {
         let c = &self.config;
         match c.workers {
-            0 => drive(rows, c.strict, Sequential::new(c, ledger)?, supervisor),
+            0 => {
+                let path = Sequential::new(c, ledger)?;
+                let rows = start()?;
+                drive(rows, c.strict, path, supervisor()?)
+            }
             _ => {
                 let router = Router::start_with(c, ledger, recycler)?;
-                drive(rows, c.strict, router, supervisor)
+                let rows = start()?;
+                drive(rows, c.strict, router, supervisor()?)
             }
         }
     }

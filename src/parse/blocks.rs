@@ -28,6 +28,7 @@
 //! MiB of input however large the file.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,6 +72,14 @@ pub struct BlockOptions {
     /// Split each block's records for the workers (`--workers` >= 1), into
     /// splits from the recycler.
     pub split: Option<(Plan, Recycler)>,
+    /// The source is this file from its first byte, as it is now: once the
+    /// header is settled, the reader thread only finds where each block
+    /// ends (reading the bytes around its target end) and the parser
+    /// threads read their blocks themselves, at their offsets, so the
+    /// input's copy out of the page cache runs on every parser instead of
+    /// one thread (Unix; not when hashing or resuming, which read every
+    /// byte in order).
+    pub file: Option<Arc<File>>,
 }
 
 /// A block's buffer and its rows' vectors, recycled between blocks.
@@ -132,6 +141,11 @@ struct Cut {
     /// The input's hash before the block, and (for a long line) after it.
     hash_start: Option<Box<Xxh3>>,
     hash_end: Option<Box<Xxh3>>,
+    /// The file the parser reads the block's bytes from (at `start`, `len`
+    /// of them), when the cutter did not ([`BlockOptions::file`]).
+    fill: Option<Arc<File>>,
+    /// The parser read the block's bytes (it had a `fill`).
+    by_position: bool,
 }
 
 /// A row of a parsed block; its raw line is a range of the block's buffer.
@@ -240,6 +254,36 @@ struct Cutter<R> {
     work: Sender<Cut>,
     done: Sender<(u64, Done)>,
     abort: Arc<AtomicBool>,
+    /// The file read by position, and its size when the run started
+    /// ([`BlockOptions::file`]).
+    file: Option<(Arc<File>, u64)>,
+}
+
+/// Reads `buf.len()` bytes of `file` at `offset`, or fewer at its end;
+/// returns how many.
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        let mut n = 0;
+        while n < buf.len() {
+            match file.read_at(&mut buf[n..], offset + n as u64) {
+                Ok(0) => break,
+                Ok(read) => n += read,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, buf, offset);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "reading by position is for Unix",
+        ))
+    }
 }
 
 /// Where the cutter found a block's end in its buffer: the block's bytes,
@@ -271,7 +315,25 @@ impl<R: Read> Cutter<R> {
                 return Ok(());
             };
             let hash_start = self.hasher.clone();
-            let Some(block) = self.next_block(&mut buffers.buf)? else {
+            // By position once the header is settled (`settle` needs the
+            // block's bytes before then); what sequential reads carried past
+            // the last cut is read again by position.
+            let positional = match &self.file {
+                Some((file, size)) if self.seen_first => Some((Arc::clone(file), *size)),
+                _ => None,
+            };
+            let (found, fill) = match positional {
+                Some((file, size)) => {
+                    self.carry.clear();
+                    self.carry_at = 0;
+                    match self.block_at(&file, size, &mut buffers.buf)? {
+                        Some((found, filled)) => (Some(found), (!filled).then_some(file)),
+                        None => (None, None),
+                    }
+                }
+                None => (self.next_block(&mut buffers.buf)?, None),
+            };
+            let Some(block) = found else {
                 let hasher = self.hasher.take();
                 let end = Done::End {
                     offset: self.offset,
@@ -300,6 +362,8 @@ impl<R: Read> Cutter<R> {
                 } else {
                     None
                 },
+                fill,
+                by_position: false,
             };
             self.at_input_start = false;
             self.offset += block.span;
@@ -394,6 +458,80 @@ impl<R: Read> Cutter<R> {
         }))
     }
 
+    /// [`Cutter::next_block`] for a file read by position: where the block
+    /// that starts at `offset` ends, found from the bytes around its target
+    /// end (the same cut `next_block` makes), and whether its bytes are in
+    /// `buf` already (only where the line across the target does not fit
+    /// the slack); `None` at the end of the file. Not for hashing.
+    fn block_at(
+        &mut self,
+        file: &File,
+        size: u64,
+        buf: &mut [u8],
+    ) -> io::Result<Option<(Found, bool)>> {
+        debug_assert!(self.hasher.is_none(), "hashing reads every byte in order");
+        let start = self.offset;
+        let whole = |len: u64| Found {
+            len: len as usize,
+            span: len,
+            long: false,
+        };
+        if start >= size {
+            return Ok(None);
+        }
+        let rest = size - start;
+        if rest <= self.target as u64 {
+            return Ok(Some((whole(rest), false)));
+        }
+        // `next_block` looks for a line end from the target's last byte on,
+        // through the slack.
+        let from = self.target - 1;
+        let want = (buf.len() - from).min((rest - from as u64) as usize);
+        let window = &mut buf[from..from + want];
+        let got = read_at(file, window, start + from as u64)?;
+        if let Some(at) = memchr::memchr(b'\n', &window[..got]) {
+            return Ok(Some((whole((from + at + 1) as u64), false)));
+        }
+        if got < want || from + got < buf.len() {
+            // The file ends inside the window (it was cut short since the
+            // run began): the block is what there is.
+            return Ok(Some((whole((from + got) as u64), false)));
+        }
+        // The line across the target does not fit the slack: end the block
+        // before it, or it is over-long.
+        let got = read_at(file, &mut buf[..from], start)?;
+        if let Some(at) = memchr::memrchr(b'\n', &buf[..got]) {
+            return Ok(Some((whole((at + 1) as u64), true)));
+        }
+        let bom = if self.at_input_start && buf.starts_with(BOM) {
+            BOM.len()
+        } else {
+            0
+        };
+        // Skip to the line's end (or the file's).
+        let mut span = buf.len() as u64;
+        let mut scratch = vec![0u8; 64 * 1024];
+        while !self.abort.load(Ordering::Relaxed) {
+            let n = read_at(file, &mut scratch, start + span)?;
+            if n == 0 {
+                break;
+            }
+            match memchr::memchr(b'\n', &scratch[..n]) {
+                Some(at) => {
+                    span += at as u64 + 1;
+                    break;
+                }
+                None => span += n as u64,
+            }
+        }
+        let long = Found {
+            len: bom + MAX_LINE + 2,
+            span,
+            long: true,
+        };
+        Ok(Some((long, true)))
+    }
+
     /// `buf` is full and holds no line end: the start of an over-long line.
     /// Keeps enough of it for the parser to judge it (and its first
     /// `MAX_LINE` bytes for the reports) and skips the rest.
@@ -438,8 +576,25 @@ impl<R: Read> Cutter<R> {
 
 /// Parses blocks until the cutter is done or the reader has gone.
 fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>, split: Option<(Plan, Recycler)>) {
-    while let Ok(cut) = work.recv() {
+    while let Ok(mut cut) = work.recv() {
         let seq = cut.seq;
+        if let Some(file) = cut.fill.take() {
+            // The block's bytes, by position ([`BlockOptions::file`]).
+            let bytes = &mut cut.buffers.buf[..cut.len];
+            let failed = match read_at(&file, bytes, cut.start) {
+                Ok(n) if n == cut.len => None,
+                Ok(_) => Some(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the input file became shorter while it was read",
+                )),
+                Err(error) => Some(error),
+            };
+            if let Some(error) = failed {
+                let _ = done.send((seq, Done::Failed(error)));
+                return;
+            }
+            cut.by_position = true;
+        }
         let parsed = match catch_unwind(AssertUnwindSafe(|| parse_block(cut, split.as_ref()))) {
             Ok(parsed) => Done::Parsed(Box::new(parsed)),
             Err(_) => Done::Failed(io::Error::other("a parser thread panicked")),
@@ -582,6 +737,9 @@ pub struct BlockRows {
     last: ParserState,
     end: Option<Position>,
     abort: Arc<AtomicBool>,
+    /// Blocks taken so far whose bytes their parser read by position.
+    #[cfg_attr(not(test), allow(dead_code))]
+    by_position: u64,
 }
 
 impl BlockRows {
@@ -629,6 +787,13 @@ impl BlockRows {
         let (work_tx, work_rx) = bounded(options.parsers);
         let (done_tx, done_rx) = unbounded();
         let abort = Arc::new(AtomicBool::new(false));
+        // Blocks read by position: a file, neither hashed nor resumed.
+        let positional = match (&options.file, &hasher, resume) {
+            (Some(file), None, None) if cfg!(unix) => {
+                file.metadata().ok().map(|m| (Arc::clone(file), m.len()))
+            }
+            _ => None,
+        };
         let cutter = Cutter {
             src,
             target: options.block,
@@ -645,6 +810,7 @@ impl BlockRows {
             work: work_tx,
             done: done_tx.clone(),
             abort: Arc::clone(&abort),
+            file: positional,
         };
         let spawn_failed = |e: io::Error| InputError::Io(e);
         let mut threads = vec![Builder::new()
@@ -676,6 +842,7 @@ impl BlockRows {
             last,
             end: None,
             abort,
+            by_position: 0,
         };
         Ok((rows, threads))
     }
@@ -707,6 +874,13 @@ impl BlockRows {
         }
     }
 
+    /// How many of the blocks handed out so far their parser read by
+    /// position ([`BlockOptions::file`]).
+    #[cfg(test)]
+    pub fn blocks_read_by_position(&self) -> u64 {
+        self.by_position
+    }
+
     /// Finishes the current block and takes the next one in order.
     fn advance(&mut self) -> Result<(), InputError> {
         if let Some(block) = self.block.take() {
@@ -714,6 +888,7 @@ impl BlockRows {
                 self.last = self.position_after(&block, handed);
             }
             self.base_line += block.lines;
+            self.by_position += u64::from(block.cut.by_position);
             // The cutter may have stopped; then the buffer is not needed.
             let _ = self.pool.send(block.cut.buffers);
         }
@@ -1034,6 +1209,7 @@ mod tests {
             block,
             hashing: true,
             split: split.map(|plan| (plan, Recycler::new())),
+            file: None,
         };
         std::thread::scope(|scope| {
             let source: Box<dyn Read + Send> = match parsers {
@@ -1087,15 +1263,21 @@ mod tests {
         inputs
     }
 
+    /// Every block size for a short input, else the sizes around the
+    /// slack and the line limit.
+    fn block_sizes_for(len: usize) -> Vec<usize> {
+        if len < 200 {
+            (1..=len + 1).collect()
+        } else {
+            [1, 2, 3, 7, 100, 4_000, 4_097, 4_105, 4_200, 9_000, 1 << 20].to_vec()
+        }
+    }
+
     #[test]
     fn block_rows_equal_the_serial_parser_at_every_block_size() {
         for input in hostile() {
             let expected = serial(&input);
-            let sizes: Vec<usize> = if input.len() < 200 {
-                (1..=input.len() + 1).collect()
-            } else {
-                [1, 2, 3, 7, 100, 4_000, 4_097, 4_105, 4_200, 9_000, 1 << 20].to_vec()
-            };
+            let sizes = block_sizes_for(input.len());
             for block in sizes {
                 for parsers in [1, 3] {
                     assert!(
@@ -1103,6 +1285,52 @@ mod tests {
                         "block {block}, parsers {parsers}, input {:?}",
                         String::from_utf8_lossy(&input[..input.len().min(80)])
                     );
+                }
+            }
+        }
+    }
+
+    /// Blocks whose parsers read them by position ([`BlockOptions::file`])
+    /// give the serial parser's rows, line numbers, positions and warnings
+    /// on every hostile input and a datagen file, at every block size.
+    #[test]
+    fn blocks_read_by_position_equal_the_serial_parser() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inputs = hostile();
+        inputs.push(datagen::generate_vec(datagen::Config {
+            rows: 20_000,
+            seed: 7,
+            ..datagen::Config::default()
+        }));
+        for (n, input) in inputs.iter().enumerate() {
+            let path = dir.path().join(format!("{n}.csv"));
+            std::fs::write(&path, input).unwrap();
+            let expected = trace(&mut ParserBuilder::default().build(&input[..]));
+            let sizes = block_sizes_for(input.len());
+            for block in sizes {
+                for parsers in [1, 3] {
+                    let file = File::open(&path).unwrap();
+                    let options = BlockOptions {
+                        parsers,
+                        block,
+                        hashing: false,
+                        split: None,
+                        file: Some(Arc::new(file.try_clone().unwrap())),
+                    };
+                    let (got, by_position) = std::thread::scope(|scope| {
+                        let (mut rows, _threads) =
+                            BlockRows::start(scope, file, options, None).unwrap();
+                        let got = trace(&mut rows);
+                        (got, rows.blocks_read_by_position())
+                    });
+                    let what = format!(
+                        "block {block}, parsers {parsers}, input {:?}",
+                        String::from_utf8_lossy(&input[..input.len().min(80)])
+                    );
+                    assert!(got == expected, "{what}");
+                    if n == inputs.len() - 1 && block < input.len() / 4 {
+                        assert!(by_position > 0, "{what}: no block was read by position");
+                    }
                 }
             }
         }
@@ -1302,6 +1530,7 @@ mod tests {
                     block,
                     hashing: true,
                     split: None,
+                    file: None,
                 };
                 let got = std::thread::scope(|scope| {
                     let (mut rows, _threads) =

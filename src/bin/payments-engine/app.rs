@@ -522,7 +522,16 @@ pub fn process(
             None => open_input(options, &options.inputs[k], &stop)?,
         };
         let mut inputs = start.inputs.clone();
-        let finished = run_engine(source, options, label.as_deref(), start, &stop, &progress);
+        let file = input.file.take();
+        let finished = run_engine(
+            source,
+            file,
+            options,
+            label.as_deref(),
+            start,
+            &stop,
+            &progress,
+        );
         // The bar goes before the diagnostics print, so it leaves no trace.
         if let Some(bar) = &progress {
             bar.finish_and_clear();
@@ -610,6 +619,7 @@ fn stopped_in(error: anyhow::Error, options: &Options, k: usize) -> anyhow::Erro
 /// inputs, warnings name the input (`label`).
 fn run_engine(
     source: impl Read + Send,
+    file: Option<Arc<File>>,
     options: &Options,
     label: Option<&str>,
     start: Start,
@@ -656,6 +666,9 @@ fn run_engine(
     }
     if let Some(resume) = start.resume {
         control = control.resuming(resume);
+    }
+    if let Some(file) = file {
+        control = control.read_by_position(file);
     }
     Ok(control.run_csv(&engine, start.ledger, source)?)
 }

@@ -39,6 +39,9 @@ pub struct InputFacts {
     pub bytes_read: u64,
     /// Rows read (every row: applied, rejected or malformed).
     pub rows_read: u64,
+    /// The file again, for parser threads to read by position: a plain
+    /// file whose bytes no progress bar counts (`None` otherwise).
+    pub file: Option<Arc<File>>,
 }
 
 /// Opens the input, wrapped in a progress bar where one is wanted (over the
@@ -49,6 +52,8 @@ pub fn open_input(
     input: &Input,
     stop: &Arc<AtomicUsize>,
 ) -> anyhow::Result<(Opened, Option<indicatif::ProgressBar>)> {
+    // The file again, for reads by position (`InputFacts::file`).
+    let mut positional = None;
     let (source, len): (Box<dyn Read + Send>, Option<u64>) = match input {
         Input::Stdin => (Box::new(StoppableStdin::new(Arc::clone(stop))), None),
         Input::Path(path) => {
@@ -65,6 +70,10 @@ pub fn open_input(
                 .ok()
                 .filter(|m| m.is_file())
                 .map(|m| m.len());
+            // A file whose size says where it ends (files in /proc say 0).
+            if len.is_some_and(|len| len > 0) {
+                positional = file.try_clone().ok().map(Arc::new);
+            }
             (Box::new(file), len)
         }
     };
@@ -106,6 +115,7 @@ pub fn open_input(
         (source, None)
     };
     let (source, format) = decompressed(source, &input_name(input))?;
+    let file = positional.filter(|_| format == "plain" && bar.is_none());
     let facts = InputFacts {
         path: match input {
             Input::Path(path) => Some(path.clone()),
@@ -115,6 +125,7 @@ pub fn open_input(
         size: len,
         bytes_read: 0,
         rows_read: 0,
+        file,
     };
     Ok(((source, facts), bar))
 }
@@ -144,6 +155,7 @@ pub fn cluster_input(options: &Options) -> anyhow::Result<InputFacts> {
         size,
         bytes_read: size.unwrap_or(0),
         rows_read: 0,
+        file: None,
     })
 }
 
