@@ -206,7 +206,6 @@ impl EngineBuilder {
             workers: c.workers,
             keep_raw: c.keep_rejects,
         };
-        let by_position = file.is_some() && !hashing && resume.is_none() && cfg!(unix);
         let options = BlockOptions {
             parsers: c.parsers,
             block: c.block,
@@ -214,6 +213,7 @@ impl EngineBuilder {
             split: (c.workers > 0).then(|| (plan, recycler.clone())),
             file,
         };
+        let by_position = options.by_position(resume.as_ref()).is_some();
         let mut finished = std::thread::scope(|scope| {
             let start = || {
                 let (rows, _threads) = BlockRows::start(scope, source, options, resume.as_ref())

@@ -82,6 +82,16 @@ pub struct BlockOptions {
     pub file: Option<Arc<File>>,
 }
 
+impl BlockOptions {
+    /// The file the parsers read their blocks from by position, if they
+    /// do: a file, neither hashed nor resumed, on Unix.
+    pub fn by_position(&self, resume: Option<&ParserState>) -> Option<&Arc<File>> {
+        self.file
+            .as_ref()
+            .filter(|_| !self.hashing && resume.is_none() && cfg!(unix))
+    }
+}
+
 /// A block's buffer and its rows' vectors, recycled between blocks.
 struct Buffers {
     buf: Box<[u8]>,
@@ -503,11 +513,7 @@ impl<R: Read> Cutter<R> {
         if let Some(at) = memchr::memrchr(b'\n', &buf[..got]) {
             return Ok(Some((whole((at + 1) as u64), true)));
         }
-        let bom = if self.at_input_start && buf.starts_with(BOM) {
-            BOM.len()
-        } else {
-            0
-        };
+        let keep = self.long_line_kept(buf);
         // Skip to the line's end (or the file's).
         let mut span = buf.len() as u64;
         let mut scratch = vec![0u8; 64 * 1024];
@@ -525,23 +531,30 @@ impl<R: Read> Cutter<R> {
             }
         }
         let long = Found {
-            len: bom + MAX_LINE + 2,
+            len: keep,
             span,
             long: true,
         };
         Ok(Some((long, true)))
     }
 
-    /// `buf` is full and holds no line end: the start of an over-long line.
-    /// Keeps enough of it for the parser to judge it (and its first
-    /// `MAX_LINE` bytes for the reports) and skips the rest.
-    fn long_line(&mut self, buf: &[u8]) -> io::Result<Found> {
+    /// How much of an over-long line that starts `buf` a block keeps: enough
+    /// for the parser to judge it, and its first `MAX_LINE` bytes for the
+    /// reports (after the BOM at the input's start).
+    fn long_line_kept(&self, buf: &[u8]) -> usize {
         let bom = if self.at_input_start && buf.starts_with(BOM) {
             BOM.len()
         } else {
             0
         };
-        let keep = bom + MAX_LINE + 2;
+        bom + MAX_LINE + 2
+    }
+
+    /// `buf` is full and holds no line end: the start of an over-long line.
+    /// Keeps enough of it for the parser to judge it (and its first
+    /// `MAX_LINE` bytes for the reports) and skips the rest.
+    fn long_line(&mut self, buf: &[u8]) -> io::Result<Found> {
+        let keep = self.long_line_kept(buf);
         if let Some(hasher) = &mut self.hasher {
             hasher.update(buf);
         }
@@ -787,13 +800,9 @@ impl BlockRows {
         let (work_tx, work_rx) = bounded(options.parsers);
         let (done_tx, done_rx) = unbounded();
         let abort = Arc::new(AtomicBool::new(false));
-        // Blocks read by position: a file, neither hashed nor resumed.
-        let positional = match (&options.file, &hasher, resume) {
-            (Some(file), None, None) if cfg!(unix) => {
-                file.metadata().ok().map(|m| (Arc::clone(file), m.len()))
-            }
-            _ => None,
-        };
+        let positional = options
+            .by_position(resume)
+            .and_then(|file| Some((Arc::clone(file), file.metadata().ok()?.len())));
         let cutter = Cutter {
             src,
             target: options.block,
