@@ -215,17 +215,19 @@ impl SparseLeaf {
     }
 
     /// Appends an entry above every slot of the leaf: to the tail chunk,
-    /// which grows by doubling, or, when it holds [`CHUNK`], to a new one
-    /// (no split, no shrink). Growing by a quarter and splitting cost a
-    /// reallocation every 5.5 deposits in each worker with `--workers 2`
-    /// (perf.md). Only the store's top leaf takes appends, so only its tail
-    /// has that slack, and [`SparseLeaf::trim`] takes it back.
+    /// given room for a whole chunk at once, or, when it holds [`CHUNK`],
+    /// to a new one (no split, no shrink). Growing by a quarter and
+    /// splitting cost a reallocation every 5.5 deposits in each worker with
+    /// `--workers 2`; doubling from 4 still cost five a chunk, 9 of the
+    /// run's instructions a row (perf.md). Only the store's top leaf takes
+    /// appends, so only its tail has that slack (at most a chunk, 1 KiB),
+    /// and [`SparseLeaf::trim`] takes it back.
     fn append(&mut self, entry: Entry) {
         let tail = self.tail_mut();
         debug_assert!(tail.last().is_none_or(|e| e.slot < entry.slot));
         if tail.len() < CHUNK {
             if tail.len() == tail.capacity() {
-                tail.reserve_exact(tail.len().max(4).min(CHUNK - tail.len()));
+                tail.reserve_exact(CHUNK - tail.len());
             }
             tail.push(entry);
             if let Some(more) = &mut self.more {
@@ -233,7 +235,7 @@ impl SparseLeaf {
             }
             return;
         }
-        let mut chunk = Vec::with_capacity(4);
+        let mut chunk = Vec::with_capacity(CHUNK);
         chunk.push(entry);
         let more = self.more.get_or_insert_with(Box::default);
         more.starts.push(entry.slot);
@@ -243,8 +245,8 @@ impl SparseLeaf {
 
     /// Appends an entry above every slot of the leaf to the tail chunk if
     /// that has room and spare capacity (nothing to grow or split); false,
-    /// and nothing done, if not.
-    #[inline]
+    /// and nothing done, if not. (Out of line: see `DepositStore::store`.)
+    #[inline(never)]
     fn try_append(&mut self, entry: Entry) -> bool {
         let (tail, count) = match &mut self.more {
             Some(more) => (
@@ -392,6 +394,13 @@ impl RankedLeaf {
         self.words.push(entry.word);
         self.clients.push(entry.client);
         self.last = i32::from(entry.slot);
+    }
+
+    /// [`RankedLeaf::append`], not inlined into the ledger's loop, whose
+    /// registers it crowded: the dense store beside it spilled.
+    #[inline(never)]
+    fn append_out_of_line(&mut self, entry: Entry) {
+        self.append(entry);
     }
 
     /// Where a packed slot's deposit is in `words` and `clients`.
@@ -671,21 +680,51 @@ impl DepositStore {
 
     /// (Always inlined: with a plain `#[inline]` the compiler had made it a
     /// call again, 43.0M instructions on 1M rows against 31.4M inlined.)
+    /// The commonest stores are made here: into a dense leaf (one worker,
+    /// ascending ids) and an append to a ranked or sparse one (a worker's
+    /// share of ascending ids); such an append out of line took 95-98
+    /// instructions a deposit, a third of them the call and a second look
+    /// for the leaf (callgrind, `--parsers 2 --workers 2` and `16`,
+    /// perf.md). The appends themselves stay out of line: inlined, they
+    /// crowded the ledger loop's registers and the dense store spilled.
     #[inline(always)]
     fn store(&mut self, id: TxId, client: ClientId, amount: Amount, disputed: bool) {
         let (leaf, slot) = split(id);
-        if let Some(index) = self.leaf_of[leaf].checked_sub(1) {
-            if let Leaf::Dense(_) = &self.leaves[index as usize] {
-                let word = self.word(id, amount, disputed);
-                let Leaf::Dense(dense) = &mut self.leaves[index as usize] else {
-                    unreachable!("checked above")
-                };
+        let raw = amount.raw();
+        if let (Some(index), true) = (self.leaf_of[leaf].checked_sub(1), raw < i64::from(BIG)) {
+            let word = raw as u32 | if disputed { DISPUTED } else { 0 };
+            let top = self.top;
+            let found = &mut self.leaves[index as usize];
+            if let Leaf::Dense(dense) = found {
                 assert_eq!(dense.words[slot], 0, "deposit {id} stored twice");
                 dense.words[slot] = word;
                 dense.clients[slot] = client;
                 dense.count += 1;
                 self.len += 1;
-                self.top = self.top.max(u64::from(id) + 1);
+                self.top = top.max(u64::from(id) + 1);
+                return;
+            }
+            // An id above every id stored is above every slot of its leaf.
+            let entry = Entry {
+                slot: slot as u16,
+                client,
+                word,
+            };
+            let appended = u64::from(id) >= top
+                && match found {
+                    Leaf::Ranked(ranked) if ranked.count() + 1 < DENSE_AT => {
+                        ranked.append_out_of_line(entry);
+                        true
+                    }
+                    Leaf::Sparse(sparse) => {
+                        let count = sparse.count() + 1;
+                        count != RANKED_AT && count < DENSE_AT && sparse.try_append(entry)
+                    }
+                    _ => false,
+                };
+            if appended {
+                self.len += 1;
+                self.top = u64::from(id) + 1;
                 return;
             }
         }
