@@ -674,6 +674,19 @@ fn summary_json_reports_threads_and_cpu_per_role() {
             // The process's clock is read a moment before main's.
             assert!(roles_sum <= process + 0.005, "{roles} > {process}");
         }
+        // Waits are wall time inside the run: at most the run's time per
+        // thread, and none with no thread to wait on.
+        let elapsed = json["elapsed_s"].as_f64().unwrap();
+        for role in ["main", "reader", "parser", "worker"] {
+            for kind in ["input", "room", "peers"] {
+                let waited = roles[role][format!("{kind}_wait_s")].as_f64().unwrap();
+                let bound = threads(role) as f64 * elapsed + 0.005;
+                assert!((0.0..=bound).contains(&waited), "{role} {kind}: {roles}");
+                if workers == "0" {
+                    assert_eq!(waited, 0.0, "{role} {kind}: {roles}");
+                }
+            }
+        }
     }
 }
 

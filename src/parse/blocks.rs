@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{Builder, Scope, ScopedJoinHandle};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::error::{InputError, Malformed};
@@ -44,7 +44,7 @@ use super::parser::SplitBlock;
 use super::parser::{FastRows, ParserBuilder, ParserState, Row, RowSource};
 use super::record::Columns;
 use crate::batch::{Parts, Plan, Recycler};
-use crate::cpu::{charged, Role};
+use crate::cpu::{charged, waited, Role, Wait};
 use crate::tx::Tx;
 
 /// The default block size: big enough that per-block costs vanish, small
@@ -321,7 +321,11 @@ impl<R: Read> Cutter<R> {
             if self.abort.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let Ok(mut buffers) = self.pool.recv() else {
+            let free = self
+                .pool
+                .try_recv()
+                .or_else(|_| waited(Wait::Room, || self.pool.recv()));
+            let Ok(mut buffers) = free else {
                 return Ok(());
             };
             let hash_start = self.hasher.clone();
@@ -378,7 +382,14 @@ impl<R: Read> Cutter<R> {
             self.at_input_start = false;
             self.offset += block.span;
             self.seq += 1;
-            if self.work.send(cut).is_err() {
+            let sent = match self.work.try_send(cut) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(cut)) => {
+                    waited(Wait::Room, || self.work.send(cut).map_err(drop))
+                }
+                Err(TrySendError::Disconnected(_)) => return Ok(()),
+            };
+            if sent.is_err() {
                 return Ok(());
             }
         }
@@ -589,7 +600,10 @@ impl<R: Read> Cutter<R> {
 
 /// Parses blocks until the cutter is done or the reader has gone.
 fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>, split: Option<(Plan, Recycler)>) {
-    while let Ok(mut cut) = work.recv() {
+    while let Ok(mut cut) = work
+        .try_recv()
+        .or_else(|_| waited(Wait::Input, || work.recv()))
+    {
         let seq = cut.seq;
         if let Some(file) = cut.fill.take() {
             // The block's bytes, by position ([`BlockOptions::file`]).
@@ -909,7 +923,8 @@ impl BlockRows {
             if let Some(done) = self.early.remove(&self.next) {
                 break done;
             }
-            match self.done.recv() {
+            let next = self.done.try_recv();
+            match next.or_else(|_| waited(Wait::Input, || self.done.recv())) {
                 Ok((seq, done)) => {
                     self.early.insert(seq, done);
                 }

@@ -240,6 +240,8 @@ rejected_by_reason, malformed_by_reason: every reason with its count, 0 included
 account_count (and accounts, the same number): accounts printed.
 elapsed_s, rows_per_s: wall time, and rows read per second.
 workers: worker threads (0: the single-threaded path).
+cpu_s: the process's CPU seconds (user + system).
+cpu_by_role: main, reader, parser, worker: each threads, cpu_s (each thread's own clock), input_wait_s, room_wait_s, peers_wait_s (wall seconds its threads waited for work, for room downstream, for the other workers' claims).
 memory: state_bytes, account_bytes, stored_deposits, deposit_store_bytes, tx_id_set_bytes, peak_rss_bytes (null where unknown).
 latency_us (only with --latency): samples, p50, p90, p99, p99_9, max; null when not measured.
 state: path, bytes and inputs of the state file saved; null without --state.";

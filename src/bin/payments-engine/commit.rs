@@ -428,16 +428,27 @@ fn process_cpu_s() -> Option<f64> {
     Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
-/// Threads and CPU seconds per role: this (the calling) thread as `main`,
-/// then the reader, parsers and workers, each charged as it ended.
+/// Threads, CPU seconds and wait seconds (by kind) per role: this (the
+/// calling) thread as `main`, then the reader, parsers and workers, each
+/// charged as it ended.
 fn cpu_by_role() -> serde_json::Value {
+    use payments_engine::cpu::{self, Wait};
     use serde_json::{json, Map, Value};
+    let entry = |threads: u64, cpu_s: Option<f64>, waits_s: [f64; 3]| {
+        let mut entry = Map::new();
+        entry.insert("threads".into(), json!(threads));
+        entry.insert("cpu_s".into(), json!(cpu_s));
+        for (kind, seconds) in Wait::ALL.iter().zip(waits_s) {
+            entry.insert(format!("{}_wait_s", kind.name()), json!(seconds));
+        }
+        Value::Object(entry)
+    };
     let mut roles = Map::new();
-    let main = payments_engine::cpu::thread_ns().map(|ns| ns as f64 / 1e9);
-    roles.insert("main".into(), json!({ "threads": 1, "cpu_s": main }));
-    for (role, spent) in payments_engine::cpu::by_role() {
-        let entry = json!({ "threads": spent.threads, "cpu_s": spent.cpu_s });
-        roles.insert(role.name().into(), entry);
+    let main = cpu::thread_ns().map(|ns| ns as f64 / 1e9);
+    roles.insert("main".into(), entry(1, main, cpu::thread_waits_s()));
+    for (role, spent) in cpu::by_role() {
+        let waits = entry(spent.threads, Some(spent.cpu_s), spent.waits_s);
+        roles.insert(role.name().into(), waits);
     }
     Value::Object(roles)
 }

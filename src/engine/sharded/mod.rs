@@ -57,7 +57,7 @@ use super::drive::{Executor, Paused};
 use super::error::Error;
 use super::finished::Finished;
 use crate::batch::{IdShards, Parts, Plan, Recycler};
-use crate::cpu::{charged, Role};
+use crate::cpu::{charged, Role, Wait, Waiting};
 use crate::ledger::{claim, Book, Ledger, PREFETCH_AHEAD};
 use crate::parse::{FastRows, Malformed};
 use crate::report::{EventLog, Outcome};
@@ -115,17 +115,20 @@ fn pin_plan(workers: usize, pin: bool) -> (Vec<Option<core_affinity::CoreId>>, S
     }
 }
 
-/// Waits until `ready` gives something: spins briefly, then parks; gives
-/// up when the run is aborted.
+/// Waits until `ready` gives something (or says what it waits for):
+/// spins briefly, then parks; gives up when the run is aborted. The wait
+/// is counted by kind (`cpu::Waiting`).
 fn wait_for<T>(
     parker: &Parker,
     abort: &AtomicBool,
-    mut ready: impl FnMut() -> Option<T>,
+    mut ready: impl FnMut() -> Result<T, Wait>,
 ) -> Result<T, Aborted> {
     let backoff = Backoff::new();
+    let mut waiting = Waiting::new();
     loop {
-        if let Some(value) = ready() {
-            return Ok(value);
+        match ready() {
+            Ok(value) => return Ok(value),
+            Err(kind) => waiting.pending(kind),
         }
         if abort.load(Ordering::Acquire) {
             return Err(Aborted);
@@ -477,7 +480,8 @@ impl Router {
     fn hand_out(&mut self, parts: Parts, stamp: Instant) -> Result<(), Error> {
         let shared = Arc::clone(&self.workers.shared);
         let room = wait_for(&self.parker, &shared.abort, || {
-            (shared.in_flight.load(Ordering::Acquire) < shared.in_flight_limit).then_some(())
+            let room = shared.in_flight.load(Ordering::Acquire) < shared.in_flight_limit;
+            room.then_some(()).ok_or(Wait::Room)
         });
         if room.is_err() {
             return Err(self.failure());
@@ -691,9 +695,12 @@ impl WorkerState {
                     }
                     self.pending.push_back(msg);
                 }
-                match self.pending.front()? {
-                    Msg::Block(block) if block.claimed.load(Ordering::Acquire) < workers => None,
-                    _ => self.pending.pop_front(),
+                match self.pending.front() {
+                    None => Err(Wait::Input),
+                    Some(Msg::Block(block)) if block.claimed.load(Ordering::Acquire) < workers => {
+                        Err(Wait::Peers)
+                    }
+                    Some(_) => self.pending.pop_front().ok_or(Wait::Input),
                 }
             })
             .map_err(|Aborted| WorkerError::Aborted)?;
