@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{Builder, Scope, ScopedJoinHandle};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvError, Sender, TrySendError};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::error::{InputError, Malformed};
@@ -154,8 +154,6 @@ struct Cut {
     /// The file the parser reads the block's bytes from (at `start`, `len`
     /// of them), when the cutter did not ([`BlockOptions::file`]).
     fill: Option<Arc<File>>,
-    /// The parser read the block's bytes (it had a `fill`).
-    by_position: bool,
 }
 
 /// A row of a parsed block; its raw line is a range of the block's buffer.
@@ -321,11 +319,7 @@ impl<R: Read> Cutter<R> {
             if self.abort.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let free = self
-                .pool
-                .try_recv()
-                .or_else(|_| waited(Wait::Room, || self.pool.recv()));
-            let Ok(mut buffers) = free else {
+            let Ok(mut buffers) = recv_counted(&self.pool, Wait::Room) else {
                 return Ok(());
             };
             let hash_start = self.hasher.clone();
@@ -377,7 +371,6 @@ impl<R: Read> Cutter<R> {
                     None
                 },
                 fill,
-                by_position: false,
             };
             self.at_input_start = false;
             self.offset += block.span;
@@ -598,17 +591,22 @@ impl<R: Read> Cutter<R> {
     }
 }
 
+/// `receiver.recv()`, its wait counted as `kind` (`cpu::waited`) only
+/// when nothing is ready: the clock is read only when the thread waits.
+fn recv_counted<T>(receiver: &Receiver<T>, kind: Wait) -> Result<T, RecvError> {
+    receiver
+        .try_recv()
+        .or_else(|_| waited(kind, || receiver.recv()))
+}
+
 /// Parses blocks until the cutter is done or the reader has gone.
 fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>, split: Option<(Plan, Recycler)>) {
-    while let Ok(mut cut) = work
-        .try_recv()
-        .or_else(|_| waited(Wait::Input, || work.recv()))
-    {
+    while let Ok(mut cut) = recv_counted(&work, Wait::Input) {
         let seq = cut.seq;
-        if let Some(file) = cut.fill.take() {
+        if let Some(file) = &cut.fill {
             // The block's bytes, by position ([`BlockOptions::file`]).
             let bytes = &mut cut.buffers.buf[..cut.len];
-            let failed = match read_at(&file, bytes, cut.start) {
+            let failed = match read_at(file, bytes, cut.start) {
                 Ok(n) if n == cut.len => None,
                 Ok(_) => Some(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -620,7 +618,6 @@ fn parse_blocks(work: Receiver<Cut>, done: Sender<(u64, Done)>, split: Option<(P
                 let _ = done.send((seq, Done::Failed(error)));
                 return;
             }
-            cut.by_position = true;
         }
         let parsed = match catch_unwind(AssertUnwindSafe(|| parse_block(cut, split.as_ref()))) {
             Ok(parsed) => Done::Parsed(Box::new(parsed)),
@@ -911,7 +908,7 @@ impl BlockRows {
                 self.last = self.position_after(&block, handed);
             }
             self.base_line += block.lines;
-            self.by_position += u64::from(block.cut.by_position);
+            self.by_position += u64::from(block.cut.fill.is_some());
             // The cutter may have stopped; then the buffer is not needed.
             let _ = self.pool.send(block.cut.buffers);
         }
@@ -923,8 +920,7 @@ impl BlockRows {
             if let Some(done) = self.early.remove(&self.next) {
                 break done;
             }
-            let next = self.done.try_recv();
-            match next.or_else(|_| waited(Wait::Input, || self.done.recv())) {
+            match recv_counted(&self.done, Wait::Input) {
                 Ok((seq, done)) => {
                     self.early.insert(seq, done);
                 }

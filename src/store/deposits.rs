@@ -728,50 +728,13 @@ impl DepositStore {
                 return;
             }
         }
-        self.store_sparse(id, client, amount, disputed);
-    }
-
-    /// [`DepositStore::store`] when the slot is not in a dense leaf. The
-    /// common case, an append to the top leaf's tail chunk that has room (a
-    /// worker's share of ascending ids), is a few instructions here; the
-    /// rest goes to [`DepositStore::store_slow`], whose set-up alone cost
-    /// 30 instructions an insert (121 an insert in all; callgrind,
-    /// `--workers 2`, perf.md).
-    #[inline(never)]
-    fn store_sparse(&mut self, id: TxId, client: ClientId, amount: Amount, disputed: bool) {
-        let (top, raw) = (self.top, amount.raw());
-        let same_leaf = top > 0 && u64::from(id >> LEAF_BITS) == (top - 1) >> LEAF_BITS;
-        if u64::from(id) >= top && same_leaf && raw < i64::from(BIG) {
-            let (leaf, slot) = split(id);
-            let entry = Entry {
-                slot: slot as u16,
-                client,
-                word: raw as u32 | if disputed { DISPUTED } else { 0 },
-            };
-            let stored = match self.leaf_of[leaf].checked_sub(1) {
-                Some(i) => match &mut self.leaves[i as usize] {
-                    Leaf::Sparse(sparse) => {
-                        let count = sparse.count() + 1;
-                        count != RANKED_AT && count < DENSE_AT && sparse.try_append(entry)
-                    }
-                    Leaf::Ranked(ranked) if ranked.count() + 1 < DENSE_AT => {
-                        ranked.append(entry);
-                        true
-                    }
-                    _ => false,
-                },
-                None => false,
-            };
-            if stored {
-                self.len += 1;
-                self.top = u64::from(id) + 1;
-                return;
-            }
-        }
         self.store_slow(id, client, amount, disputed);
     }
 
-    /// [`DepositStore::store`] into a new or a sparse leaf.
+    /// [`DepositStore::store`] where it takes no shortcut: a new leaf, an
+    /// insert below the top, a full chunk, a leaf that changes form, a large
+    /// amount. Its set-up alone cost 30 instructions an insert (callgrind,
+    /// `--workers 2`, perf.md), which the appends in `store` skip.
     #[inline(never)]
     fn store_slow(&mut self, id: TxId, client: ClientId, amount: Amount, disputed: bool) {
         let (leaf, slot) = split(id);

@@ -407,7 +407,7 @@ impl Router {
                 lend: router.lent.0.clone(),
                 returned,
                 queue,
-                pending: VecDeque::with_capacity(in_flight_limit(workers) + 2),
+                pending: VecDeque::with_capacity(router.workers.shared.in_flight_limit + 2),
                 recycler: recycler.clone(),
                 shared: Arc::clone(&router.workers.shared),
             };
