@@ -1356,6 +1356,47 @@ mod tests {
         }
     }
 
+    /// A file cut short under the run: the parser that reads a block by
+    /// position finds fewer bytes than the cut says, and the run ends with
+    /// an error, never with fewer rows.
+    #[test]
+    fn a_block_read_short_by_position_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short.csv");
+        std::fs::write(&path, "deposit,1,1,1\n".repeat(5)).unwrap();
+        let cut = Cut {
+            seq: 0,
+            buffers: Buffers {
+                buf: vec![0u8; 200].into_boxed_slice(),
+                rows: Vec::new(),
+                fast: FastRuns::default(),
+            },
+            len: 140,
+            start: 0,
+            span: 140,
+            long: false,
+            at_input_start: true,
+            columns: Columns::POSITIONAL,
+            seen_first: true,
+            hash_start: None,
+            hash_end: None,
+            fill: Some(Arc::new(File::open(&path).unwrap())),
+        };
+        let (work_tx, work_rx) = bounded(1);
+        let (done_tx, done_rx) = unbounded();
+        work_tx.send(cut).unwrap();
+        drop(work_tx);
+        parse_blocks(work_rx, done_tx, None);
+        match done_rx.recv().unwrap() {
+            (0, Done::Failed(error)) => {
+                assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}");
+                assert!(error.to_string().contains("became shorter"), "{error}");
+            }
+            (seq, _) => panic!("block {seq}: not a failure"),
+        }
+        assert!(done_rx.try_recv().is_err(), "nothing after the failure");
+    }
+
     /// Mostly common lines (which parser threads read in batches, the fast
     /// path) among lines that only the general path reads: the serial
     /// parser's rows, line numbers and positions at any block size.
