@@ -77,6 +77,17 @@ pub struct Tx {
     pub amount: Amount,
 }
 
+impl Tx {
+    /// A dispute of tx 0 by client 0: what fills a record slot before a
+    /// record is written to it (the fast parser's batch).
+    pub(crate) const NONE: Tx = Tx {
+        kind: Kind::Dispute,
+        client: 0,
+        tx: 0,
+        amount: Amount::ZERO,
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,9 +95,10 @@ impl<'a> FastRows<'a> {
 /// The whole input side: lines, header, fields, values.
 pub struct Parser<R> {
     lines: LineReader<R>,
-    /// The fast path's records and line starts (see [`FastRows`]).
-    fast_txs: Vec<Tx>,
-    fast_starts: Vec<u32>,
+    /// The fast path's records and line starts (see [`FastRows`]): slots
+    /// for [`FAST_ROWS`] rows, which `read_lines` writes in place.
+    fast_txs: Box<[Tx]>,
+    fast_starts: Box<[u32]>,
     /// Lines to leave to the general path before the fast path tries
     /// again, after it took none: doubled on every miss up to
     /// [`FAST_PAUSE_MAX`], so that a file of unusual lines (escaped
@@ -193,8 +194,8 @@ impl ParserBuilder {
     fn parser<R>(&self, lines: LineReader<R>) -> Parser<R> {
         Parser {
             lines,
-            fast_txs: Vec::with_capacity(FAST_ROWS),
-            fast_starts: Vec::with_capacity(FAST_ROWS + 1),
+            fast_txs: vec![Tx::NONE; FAST_ROWS].into_boxed_slice(),
+            fast_starts: vec![0; FAST_ROWS + 1].into_boxed_slice(),
             fast_pause: 0,
             fast_misses: 0,
             fields: None,
@@ -243,8 +244,6 @@ impl<R: Read> Parser<R> {
     /// [`Self::next_row`] reads it), or before the first line was read, or
     /// when the header named the columns in another order.
     pub fn fast_rows(&mut self) -> Result<FastRows<'_>, InputError> {
-        self.fast_txs.clear();
-        self.fast_starts.clear();
         if !(self.seen_first && self.columns == Columns::POSITIONAL && self.lines.started())
             || self.fast_pause > 0
         {
@@ -252,15 +251,8 @@ impl<R: Read> Parser<R> {
         }
         let first_line = self.lines.lines_handed_out() + 1;
         let (buf, at) = self.lines.pending(WINDOW)?;
-        let at = read_lines(
-            buf,
-            at,
-            &mut self.fast_txs,
-            &mut self.fast_starts,
-            FAST_ROWS,
-        );
-        self.fast_starts.push(at as u32);
-        let rows = self.fast_txs.len();
+        let (at, rows) = read_lines(buf, at, &mut self.fast_txs, &mut self.fast_starts);
+        self.fast_starts[rows] = at as u32;
         if rows == 0 {
             self.fast_misses = (self.fast_misses * 2 + 1).min(FAST_PAUSE_MAX);
             self.fast_pause = self.fast_misses;
@@ -270,8 +262,8 @@ impl<R: Read> Parser<R> {
         self.lines.consume(at, rows as u64);
         Ok(FastRows {
             first_line,
-            txs: &self.fast_txs,
-            starts: &self.fast_starts,
+            txs: &self.fast_txs[..rows],
+            starts: &self.fast_starts[..=rows],
             buf: self.lines.buffer(),
         })
     }
