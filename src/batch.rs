@@ -9,6 +9,11 @@
 //! order and answers with the claims that repeat an id already claimed (few:
 //! only they change an outcome); it applies its records once every owner
 //! has answered for the block (`engine::sharded`).
+//!
+//! A block whose claims come with ascending ids (every file whose ids count
+//! up) carries them as ranges of consecutive ids, not one by one
+//! ([`Parts::claim_ranges`]): its owners claim a range a bitset word at a
+//! time, and only a repeated id is looked for among the records.
 
 use std::sync::Arc;
 
@@ -109,6 +114,43 @@ impl IdShards {
     pub fn global_run(self, owner: usize, local_run: u32) -> u32 {
         local_run * self.workers + owner as u32
     }
+
+    /// The ids from `first` to `last` that `owner` owns, as it numbers
+    /// them: runs of consecutive ids, ascending (the parts of its runs that
+    /// follow each other in the range are one run of its ids).
+    pub fn owned(
+        self,
+        (first, last): (TxId, TxId),
+        owner: usize,
+    ) -> impl Iterator<Item = (TxId, TxId)> {
+        let offset = (1u32 << RUN_BITS) - 1;
+        let (workers, owner) = (self.workers, owner as u32);
+        let start = first >> RUN_BITS;
+        // The owner's first run from `start` on, then every `workers`-th.
+        let run = start + (owner + workers - start % workers) % workers;
+        let runs = (u64::from(run)..=u64::from(last >> RUN_BITS)).step_by(workers as usize);
+        let mut pieces = runs.map(move |run| {
+            let run = run as u32;
+            let from = first.max(run << RUN_BITS);
+            let to = last.min(run << RUN_BITS | offset);
+            let local = (run / workers) << RUN_BITS;
+            (local | (from & offset), local | (to & offset))
+        });
+        let mut pending = pieces.next();
+        std::iter::from_fn(move || {
+            let (from, mut to) = pending?;
+            pending = None;
+            for (next_from, next_to) in pieces.by_ref() {
+                if to.checked_add(1) == Some(next_from) {
+                    to = next_to;
+                } else {
+                    pending = Some((next_from, next_to));
+                    break;
+                }
+            }
+            Some((from, to))
+        })
+    }
 }
 
 /// One worker's records of a block, in file order, in columns: what it
@@ -153,9 +195,16 @@ pub(crate) struct Parts {
     /// The line number that the shares' line offsets count from.
     pub base: u64,
     pub shares: Vec<Share>,
-    /// The claims each worker owns, in file order (none with one worker:
-    /// [`Parts::claims_listed`]).
+    /// The claims each worker owns, in file order, once they are listed
+    /// (none with one worker, [`Parts::claims_travel`], nor while the
+    /// block's claims are [`Parts::claim_ranges`]).
     pub claims: Vec<Vec<Claim>>,
+    /// While `ranged`: the block's claimed ids, ascending, in runs of
+    /// consecutive ids (first, last).
+    ranges: Vec<(TxId, TxId)>,
+    /// Whether every claim so far came with a higher id than the one
+    /// before, so that `ranges` holds them all (and `claims` none).
+    ranged: bool,
     ids: IdShards,
     rows: usize,
     keep_raw: bool,
@@ -169,6 +218,8 @@ impl Parts {
             base,
             shares: (0..plan.workers).map(|_| Share::default()).collect(),
             claims: vec![Vec::new(); plan.workers],
+            ranges: Vec::new(),
+            ranged: true,
             ids: IdShards::new(plan.workers),
             rows: 0,
             keep_raw: plan.keep_raw,
@@ -214,6 +265,8 @@ impl Parts {
             share.raw.clear();
         }
         self.claims.iter_mut().for_each(Vec::clear);
+        self.ranges.clear();
+        self.ranged = true;
         self.rows = 0;
     }
 
@@ -238,12 +291,46 @@ impl Parts {
             .and_then(|d| u32::try_from(d).ok())
     }
 
-    /// Whether the claims travel in [`Parts::claims`]: with one worker it
-    /// owns every id and applies every record, so it claims each id as it
-    /// applies its record, as the single-threaded path does.
+    /// Whether the claims travel with the block (in [`Parts::claims`] or
+    /// as [`Parts::claim_ranges`]): with one worker it owns every id and
+    /// applies every record, so it claims each id as it applies its record,
+    /// as the single-threaded path does.
     #[inline]
-    pub fn claims_listed(&self) -> bool {
+    pub fn claims_travel(&self) -> bool {
         self.shares.len() > 1
+    }
+
+    /// The block's claims as runs of consecutive ids (first, last),
+    /// ascending, when they came so (then [`Parts::claims`] is empty);
+    /// `None` when they are listed.
+    pub fn claim_ranges(&self) -> Option<&[(TxId, TxId)]> {
+        (self.claims_travel() && self.ranged).then_some(&self.ranges[..])
+    }
+
+    /// The ids of `range` (see [`Parts::claim_ranges`]) that `owner` owns,
+    /// as it numbers them: runs of consecutive ids, ascending.
+    pub fn owned(&self, range: (TxId, TxId), owner: usize) -> impl Iterator<Item = (TxId, TxId)> {
+        self.ids.owned(range, owner)
+    }
+
+    /// The records (worker, index in its share) whose claims `owner` found
+    /// repeated, `repeated` being their ids as `owner` numbers them,
+    /// ascending: for a block whose claims are ranges, where each id comes
+    /// once. (A look through every record: repeats are few.)
+    pub fn claimants(&self, owner: usize, repeated: &[TxId]) -> Vec<(u32, u32)> {
+        let mut found = Vec::new();
+        for (worker, share) in self.shares.iter().enumerate() {
+            for (index, tx) in share.txs.iter().enumerate() {
+                if !tx.kind.claims_id() {
+                    continue;
+                }
+                let (to, local) = self.ids.split(tx.tx);
+                if to == owner && repeated.binary_search(&local).is_ok() {
+                    found.push((worker as u32, index as u32));
+                }
+            }
+        }
+        found
     }
 
     /// Adds a record found `offset` lines after the base, its original
@@ -272,6 +359,16 @@ impl Parts {
             let share = &mut self.shares[0];
             share.txs.extend_from_slice(txs);
             share.lines.extend(lines);
+        } else if self.extend_ranges(txs) {
+            // Every claim of the run extends the ranges: the rows need only
+            // their places (`push_run` 52 instructions a row where it took
+            // 64, callgrind, `--parsers 2 --workers 2`, 1M rows).
+            let workers = self.shares.len();
+            for (tx, line) in txs.iter().zip(lines) {
+                let share = &mut self.shares[shard(tx.client, workers)];
+                share.txs.push(*tx);
+                share.lines.push(line);
+            }
         } else {
             for (tx, line) in txs.iter().zip(lines) {
                 let worker = self.place(tx);
@@ -281,23 +378,86 @@ impl Parts {
         self.rows += txs.len();
     }
 
+    /// Adds the claims of `txs` to the ranges if each comes with a higher
+    /// id than the one before; else leaves the ranges as they were and
+    /// says no.
+    fn extend_ranges(&mut self, txs: &[Tx]) -> bool {
+        if !self.ranged {
+            return false;
+        }
+        let (count, before) = (self.ranges.len(), self.ranges.last().copied());
+        for tx in txs.iter().filter(|tx| tx.kind.claims_id()) {
+            match self.ranges.last_mut() {
+                Some((_, last)) if last.checked_add(1) == Some(tx.tx) => *last = tx.tx,
+                Some(&mut (_, last)) if tx.tx <= last => {
+                    self.ranges.truncate(count);
+                    if let (Some(was), Some(range)) = (before, self.ranges.last_mut()) {
+                        *range = was;
+                    }
+                    return false;
+                }
+                _ => self.ranges.push((tx.tx, tx.tx)),
+            }
+        }
+        true
+    }
+
     /// Puts `tx` into its worker's share, and its claim (if it makes one and
     /// claims are listed) into its id owner's list; returns the worker.
+    ///
+    /// A claim with a higher id than the one before extends the block's
+    /// ranges (one comparison, where a listed claim took 25 instructions
+    /// here and 45 in its owner: callgrind, perf.md); the first that does
+    /// not lists them all.
     #[inline(always)]
     fn place(&mut self, tx: &Tx) -> usize {
         let workers = self.shares.len();
         let worker = shard(tx.client, workers);
-        let share = &mut self.shares[worker];
         if workers > 1 && tx.kind.claims_id() {
-            let (owner, local) = self.ids.split(tx.tx);
-            self.claims[owner].push(Claim {
-                id: local,
-                worker: worker as u32,
-                index: share.txs.len() as u32,
-            });
+            let index = self.shares[worker].txs.len() as u32;
+            let id = tx.tx;
+            match self.ranges.last_mut() {
+                _ if !self.ranged => self.list(id, worker as u32, index),
+                Some((_, last)) if last.checked_add(1) == Some(id) => *last = id,
+                Some(&mut (_, last)) if id <= last => {
+                    self.list_ranges();
+                    self.list(id, worker as u32, index);
+                }
+                _ => self.ranges.push((id, id)),
+            }
         }
-        share.txs.push(*tx);
+        self.shares[worker].txs.push(*tx);
         worker
+    }
+
+    /// Lists the claim on `id` of record `index` of `worker`'s share.
+    #[inline(always)]
+    fn list(&mut self, id: TxId, worker: u32, index: u32) {
+        let (owner, local) = self.ids.split(id);
+        self.claims[owner].push(Claim {
+            id: local,
+            worker,
+            index,
+        });
+    }
+
+    /// Lists the claims the ranges held, which are every claim so far: in
+    /// id order, which is their file order (each came with a higher id).
+    #[cold]
+    #[inline(never)]
+    fn list_ranges(&mut self) {
+        self.ranged = false;
+        self.ranges.clear();
+        let mut all: Vec<(TxId, u32, u32)> = Vec::new();
+        for (worker, share) in self.shares.iter().enumerate() {
+            let claims = share.txs.iter().enumerate();
+            let claims = claims.filter(|(_, tx)| tx.kind.claims_id());
+            all.extend(claims.map(|(index, tx)| (tx.tx, worker as u32, index as u32)));
+        }
+        all.sort_unstable();
+        for (id, worker, index) in all {
+            self.list(id, worker, index);
+        }
     }
 
     /// Every record with its line number and original line, in file order
@@ -361,6 +521,12 @@ mod tests {
             assert!(share.txs.iter().all(|t| shard(t.client, 3) == worker));
             assert!(share.lines.windows(2).all(|w| w[0] < w[1]), "file order");
         }
+        assert_eq!(
+            parts.claim_ranges().map(<[_]>::len),
+            Some(200),
+            "ascending ids, 262 apart: one range each"
+        );
+        parts.list_ranges();
         for (owner, claims) in parts.claims.iter().enumerate() {
             for claim in claims {
                 let share = &parts.shares[claim.worker as usize];
@@ -399,8 +565,14 @@ mod tests {
             run.push_run(7, &txs[..100]);
             run.push_run(107, &txs[100..]);
             assert_eq!(run.rows(), one.rows());
+            assert_eq!(run.claim_ranges(), one.claim_ranges());
+            if workers > 1 {
+                assert_eq!(run.claim_ranges().map(<[_]>::len), Some(200));
+                run.list_ranges();
+                one.list_ranges();
+            }
             assert_eq!(run.claims, one.claims);
-            assert_eq!(run.claims_listed(), workers > 1);
+            assert_eq!(run.claims_travel(), workers > 1);
             assert_eq!(
                 one.claims.iter().map(Vec::len).sum::<usize>(),
                 match workers {
@@ -410,6 +582,121 @@ mod tests {
             );
             for (a, b) in run.shares.iter().zip(&one.shares) {
                 assert!(a.txs == b.txs && a.lines == b.lines);
+            }
+        }
+    }
+
+    /// The claims of `txs` split as the workers would list them one by
+    /// one: each owner's, in file order.
+    fn listed_one_by_one(txs: &[Tx], workers: usize) -> Vec<Vec<Claim>> {
+        let mut claims = vec![Vec::new(); workers];
+        let mut counts = vec![0u32; workers];
+        for tx in txs {
+            let worker = shard(tx.client, workers);
+            if tx.kind.claims_id() {
+                let (owner, id) = IdShards::new(workers).split(tx.tx);
+                claims[owner].push(Claim {
+                    id,
+                    worker: worker as u32,
+                    index: counts[worker],
+                });
+            }
+            counts[worker] += 1;
+        }
+        claims
+    }
+
+    #[test]
+    fn claims_are_ranges_while_ids_ascend_and_listed_from_the_first_that_does_not() {
+        let kinds = [Kind::Deposit, Kind::Withdrawal, Kind::Dispute];
+        // Consecutive ids with a gap, then (row 250, a withdrawal) an id
+        // seen before.
+        let ids = (1..=100).chain(150..300).chain([120]).chain(300..400);
+        let txs: Vec<Tx> = ids
+            .enumerate()
+            .map(|(n, id)| tx(kinds[n % 3], (n * 13 % 31) as u16, id))
+            .collect();
+        let claimed: Vec<TxId> = (txs.iter())
+            .filter(|t| t.kind.claims_id())
+            .map(|t| t.tx)
+            .collect();
+        let plan = Plan {
+            workers: 3,
+            keep_raw: false,
+        };
+        for cut in [0, 1, 100, 250, 251, txs.len()] {
+            // Up to row 250 the claims ascend: ranges; past it, lists.
+            let mut parts = Parts::new(plan, 0, 0);
+            parts.push_run(0, &txs[..cut.min(250)]);
+            let ranges = parts.claim_ranges().expect("ascending so far").to_vec();
+            let ranged: Vec<TxId> = ranges.iter().flat_map(|&(a, b)| a..=b).collect();
+            let upto = txs[..cut.min(250)].iter().filter(|t| t.kind.claims_id());
+            assert_eq!(ranged, upto.map(|t| t.tx).collect::<Vec<_>>());
+            assert!(parts.claims.iter().all(Vec::is_empty));
+            for (n, tx) in txs
+                .iter()
+                .enumerate()
+                .skip(cut.min(250))
+                .take(cut.saturating_sub(250))
+            {
+                parts.push(n as u32, tx, b"");
+            }
+            if cut > 250 {
+                assert_eq!(parts.claim_ranges(), None);
+                assert_eq!(parts.claims, listed_one_by_one(&txs[..cut], 3));
+            }
+        }
+        // A run that breaks the ascent is listed whole, from its start.
+        let mut parts = Parts::new(plan, 0, 0);
+        parts.push_run(0, &txs[..200]);
+        parts.push_run(200, &txs[200..]);
+        assert_eq!(parts.claim_ranges(), None);
+        assert_eq!(parts.claims, listed_one_by_one(&txs, 3));
+        assert_eq!(
+            claimed.len(),
+            parts.claims.iter().map(Vec::len).sum::<usize>()
+        );
+        // Each owner finds its repeated claims' records among the rows.
+        let mut parts = Parts::new(plan, 0, 0);
+        parts.push_run(0, &txs[..250]);
+        let listed = listed_one_by_one(&txs[..250], 3);
+        for (owner, claims) in listed.iter().enumerate() {
+            let pick: Vec<&Claim> = claims.iter().step_by(7).collect();
+            let ids: Vec<TxId> = pick.iter().map(|c| c.id).collect();
+            let mut found = parts.claimants(owner, &ids);
+            found.sort_unstable();
+            let mut want: Vec<(u32, u32)> = pick.iter().map(|c| (c.worker, c.index)).collect();
+            want.sort_unstable();
+            assert_eq!(found, want);
+        }
+    }
+
+    #[test]
+    fn an_owners_part_of_a_range_is_its_ids_as_it_numbers_them() {
+        let ranges = [
+            (0, 0),
+            (0, 511),
+            (5, 1_000),
+            (511, 512),
+            (700, 20_000),
+            (100_000, 100_000),
+            (u32::MAX - 2_000, u32::MAX),
+        ];
+        for workers in [1usize, 2, 3, 7, 16] {
+            let shards = IdShards::new(workers);
+            for range in ranges {
+                for owner in 0..workers {
+                    let want: Vec<TxId> = (range.0..=range.1)
+                        .map(|id| shards.split(id))
+                        .filter(|&(to, _)| to == owner)
+                        .map(|(_, local)| local)
+                        .collect();
+                    let pieces: Vec<(TxId, TxId)> = shards.owned(range, owner).collect();
+                    let got: Vec<TxId> = pieces.iter().flat_map(|&(a, b)| a..=b).collect();
+                    assert_eq!(got, want, "{range:?} {workers} {owner}");
+                    let joined = pieces.windows(2).all(|p| p[0].1 + 1 < p[1].0);
+                    assert!(joined, "runs that follow each other are one");
+                }
             }
         }
     }

@@ -64,6 +64,45 @@ impl TxIdSet {
         }
     }
 
+    /// Claims every id from `first` to `last`, ascending, as [`TxIdSet::claim`]
+    /// one by one would, and adds those claimed before to `repeated`. In a
+    /// leaf that is a bitset, a word (64 ids) at a time.
+    pub fn claim_range(&mut self, first: TxId, last: TxId, repeated: &mut Vec<TxId>) {
+        debug_assert!(first <= last);
+        let mut id = first;
+        loop {
+            let (leaf, slot) = split(id);
+            let leaf_last = last.min(id | (LEAF_IDS as u32 - 1));
+            match self.bitset_of[leaf].checked_sub(1) {
+                Some(index) => {
+                    let base = id - slot as u32;
+                    let (words, end) = (&mut self.bitsets[index as usize], leaf_last - base);
+                    for word in slot / 64..=end as usize / 64 {
+                        let from = (slot.max(word * 64) % 64) as u32;
+                        let to = (end as usize).min(word * 64 + 63) % 64;
+                        let mask = (u64::MAX >> (63 - to)) & (u64::MAX << from);
+                        for bit in set_bits(&[words[word] & mask]) {
+                            repeated.push(base + (word * 64 + bit) as u32);
+                        }
+                        words[word] |= mask;
+                    }
+                    self.recent = leaf_last;
+                }
+                None => {
+                    for id in id..=leaf_last {
+                        if !self.claim(id) {
+                            repeated.push(id);
+                        }
+                    }
+                }
+            }
+            if leaf_last == last {
+                return;
+            }
+            id = leaf_last + 1;
+        }
+    }
+
     /// [`TxIdSet::claim`] in a leaf that is still a list.
     #[inline(never)]
     fn claim_in_list(&mut self, leaf: usize, slot: usize) -> bool {
@@ -296,6 +335,40 @@ pub(crate) fn set_bits(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_claimed_whole_answers_as_its_ids_one_by_one() {
+        // Ranges within a word, across words, across a list leaf turning
+        // into a bitset, across leaves, at the top of the id space, and
+        // over ids claimed before (in lists and in bitsets).
+        let mut one = TxIdSet::default();
+        let mut whole = TxIdSet::default();
+        let before = (100..200)
+            .chain(70_000..70_010)
+            .chain([3 << 16, u32::MAX - 3]);
+        for id in before.chain((1 << 17..(1 << 17) + 4000).step_by(3)) {
+            assert_eq!(one.claim(id), whole.claim(id));
+        }
+        let ranges = [
+            (5, 9),
+            (10, 10),
+            (60, 70),
+            (90, 2_000),
+            (65_000, 140_000),
+            ((1 << 17) + 10, (1 << 17) + 5000),
+            ((3 << 16) - 1, (3 << 16) + 1),
+            (u32::MAX - 5, u32::MAX),
+            (1_000, 1_100),
+        ];
+        for (first, last) in ranges {
+            let expected: Vec<TxId> = (first..=last).filter(|&id| !one.claim(id)).collect();
+            let mut repeated = Vec::new();
+            whole.claim_range(first, last, &mut repeated);
+            assert_eq!(repeated, expected, "{first}..={last}");
+        }
+        assert!(one.iter().eq(whole.iter()));
+        assert_eq!(one.bitsets.len(), whole.bitsets.len());
+    }
 
     #[test]
     fn absorbing_shares_gives_their_union() {

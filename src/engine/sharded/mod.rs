@@ -56,7 +56,7 @@ use super::config::{Config, MAX_WORKERS};
 use super::drive::{Executor, Paused};
 use super::error::Error;
 use super::finished::Finished;
-use crate::batch::{IdShards, Parts, Plan, Recycler};
+use crate::batch::{Claim, IdShards, Parts, Plan, Recycler};
 use crate::cpu::{charged, Role, Wait, Waiting};
 use crate::ledger::{claim, Book, Ledger, PREFETCH_AHEAD};
 use crate::parse::{FastRows, Malformed};
@@ -733,7 +733,32 @@ impl WorkerState {
     /// Makes the claims of `block` this worker owns, in file order, and
     /// answers with the repeated ones; the last to answer wakes everyone.
     fn claim(&mut self, block: &Block, workers: usize) {
-        let claims = &block.parts.claims[self.index];
+        let parts = &block.parts;
+        let repeats = match parts.claim_ranges() {
+            Some(ranges) => {
+                let mut repeated = Vec::new();
+                for &range in ranges {
+                    for (first, last) in parts.owned(range, self.index) {
+                        self.ids.claim_range(first, last, &mut repeated);
+                    }
+                }
+                match repeated.is_empty() {
+                    true => Vec::new(),
+                    false => parts.claimants(self.index, &repeated),
+                }
+            }
+            None => self.claim_listed(&parts.claims[self.index]),
+        };
+        let answered = block.repeats[self.index].set(repeats);
+        debug_assert!(answered.is_ok(), "one answer per worker");
+        if block.claimed.fetch_add(1, Ordering::AcqRel) + 1 == workers {
+            self.shared.wake_workers();
+        }
+    }
+
+    /// Makes `claims` (a block's that this worker owns, listed), in order:
+    /// the records (worker, index) whose claims repeat an id.
+    fn claim_listed(&mut self, claims: &[Claim]) -> Vec<(u32, u32)> {
         for early in claims.iter().take(LOOKAHEAD) {
             self.ids.prefetch(early.id, true);
         }
@@ -746,11 +771,7 @@ impl WorkerState {
                 repeats.push((claim.worker, claim.index));
             }
         }
-        let answered = block.repeats[self.index].set(repeats);
-        debug_assert!(answered.is_ok(), "one answer per worker");
-        if block.claimed.fetch_add(1, Ordering::AcqRel) + 1 == workers {
-            self.shared.wake_workers();
-        }
+        repeats
     }
 
     /// Applies this worker's records of `block`, every claim answered.
@@ -769,8 +790,8 @@ impl WorkerState {
         stale.sort_unstable();
         let mut stale = stale.into_iter().peekable();
         let share = &block.parts.shares[self.index];
-        // The sole worker claims as it applies (`Parts::claims_listed`).
-        let sole = !block.parts.claims_listed();
+        // The sole worker claims as it applies (`Parts::claims_travel`).
+        let sole = !block.parts.claims_travel();
         let txs = &share.txs;
         for (n, tx) in txs.iter().enumerate() {
             // Two-stage prefetch (`Book::prefetch`, `PREFETCH_AHEAD`).
