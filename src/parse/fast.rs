@@ -28,8 +28,9 @@
 //! - [`quoted_line`], for a line that starts with a quote: its quotes
 //!   checked and dropped, then the line read by the two above.
 //!
-//! [`read_lines`] reads a batch, compiled once for the baseline target and
-//! once for AVX2/BMI, chosen at run time (perf.md, "A structural index").
+//! [`read_lines`] reads a batch, compiled once for the baseline target,
+//! once for AVX2/BMI and once for AVX-512, chosen at run time (perf.md, "A
+//! structural index").
 
 use crate::amount::Amount;
 use crate::tx::{Kind, Tx};
@@ -294,12 +295,28 @@ pub fn fast_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
 /// took 233 (callgrind, `--workers 0`, 1M rows of `datagen`).
 pub fn read_lines(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
+    if Avx512::detected() {
+        // SAFETY: the processor has the features `read_lines_avx512` is
+        // compiled for (checked just above).
+        return unsafe { read_lines_avx512(buf, at, txs, starts) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if Avx2::detected() {
         // SAFETY: the processor has the features `read_lines_avx2` is
         // compiled for (checked just above).
         return unsafe { read_lines_avx2(buf, at, txs, starts) };
     }
     read_lines_with::<Baseline>(buf, at, txs, starts)
+}
+
+/// [`read_lines`] compiled for AVX-512 (BW) as well as AVX2 and BMI: the
+/// structural index from one 64-byte load, each class's mask straight
+/// from one compare (`read_lines_with::<Avx512>` inlined here is what
+/// takes the features).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt,avx512f,avx512bw")]
+fn read_lines_avx512(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
+    read_lines_with::<Avx512>(buf, at, txs, starts)
 }
 
 /// [`read_lines`] compiled for AVX2 and BMI: the structural index in two
@@ -372,7 +389,7 @@ impl Structure {
 }
 
 /// How a window's [`Structure`] is found: with the instructions every
-/// processor of the target has ([`Baseline`]), or wider ones ([`Avx2`]).
+/// processor of the target has ([`Baseline`]), or wider ones ([`Avx2`], [`Avx512`]).
 trait Classify {
     fn structure(w: &[u8; WINDOW]) -> Structure;
 
@@ -425,6 +442,56 @@ impl Classify for Avx2 {
     fn values(words: [u64; 4]) -> Option<[u64; 4]> {
         // SAFETY: as for `structure`.
         unsafe { values_avx2(words) }
+    }
+}
+
+/// AVX-512 (F and BW) with everything [`Avx2`] has: a window's classes
+/// found in one 64-byte register, each compare's mask a `u64` at once
+/// (the AVX2 structure takes two compares, two mask moves and a merge a
+/// class).
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Avx512 {
+    fn detected() -> bool {
+        Avx2::detected()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Classify for Avx512 {
+    #[inline(always)]
+    fn structure(w: &[u8; WINDOW]) -> Structure {
+        // SAFETY: only reached from `read_lines_avx512`, which runs only
+        // where `Avx512::detected`.
+        unsafe { structure_avx512(w) }
+    }
+
+    #[inline(always)]
+    fn values(words: [u64; 4]) -> Option<[u64; 4]> {
+        // SAFETY: as for `structure` (AVX-512 implies AVX2 there).
+        unsafe { values_avx2(words) }
+    }
+}
+
+/// [`Structure`] of a window, its 64 bytes in one step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn structure_avx512(w: &[u8; WINDOW]) -> Structure {
+    use std::arch::x86_64::{_mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8};
+    // SAFETY: the caller runs on a processor with AVX-512 F and BW; the
+    // load reads the window's first 64 bytes (it holds 72), unaligned
+    // loads allowed.
+    let v = unsafe { _mm512_loadu_si512(w.as_ptr().cast()) };
+    let bits = |byte: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(byte as i8));
+    Structure {
+        newlines: bits(b'\n'),
+        commas: bits(b','),
+        spaces: bits(b' '),
     }
 }
 
@@ -941,7 +1008,7 @@ mod tests {
             assert_eq!(len, line.len(), "{line:?}");
             assert_eq!(Some(tx), plain_record(cut(line)), "{line:?}");
             let expect = plain.then_some((tx, len));
-            assert_eq!(plain_lines(&window(line)), vec![expect; 2], "{line:?}");
+            assert_eq!(plain_lines(&window(line)), vec![expect; 3], "{line:?}");
         }
     }
 
@@ -976,7 +1043,7 @@ mod tests {
             b"deposit,1,2,1.2.3\n",
         ] {
             assert_eq!(fast_line(&window(line)), None, "{line:?}");
-            assert_eq!(plain_lines(&window(line)), vec![None; 2], "{line:?}");
+            assert_eq!(plain_lines(&window(line)), vec![None; 3], "{line:?}");
         }
         let long = format!("deposit,1,2,{}1\n", " ".repeat(60));
         assert_eq!(fast_line(&window(long.as_bytes())), None);
@@ -989,17 +1056,28 @@ mod tests {
         if Avx2::detected() {
             all.push(("avx2", Avx2::structure(w)));
         }
+        #[cfg(target_arch = "x86_64")]
+        if Avx512::detected() {
+            all.push(("avx512", Avx512::structure(w)));
+        }
         all
     }
 
-    /// `plain_line` with the baseline classifier and with the widest one
-    /// this processor has (the baseline again where it has no other).
+    /// `plain_line` with the baseline classifier, then with each wider one
+    /// this processor has (the baseline again in place of one it lacks):
+    /// three results.
     fn plain_lines(w: &[u8; WINDOW]) -> Vec<Option<(Tx, usize)>> {
+        let baseline = plain_line::<Baseline>(w);
+        let mut all = vec![baseline; 3];
         #[cfg(target_arch = "x86_64")]
         if Avx2::detected() {
-            return vec![plain_line::<Baseline>(w), plain_line::<Avx2>(w)];
+            all[1] = plain_line::<Avx2>(w);
         }
-        vec![plain_line::<Baseline>(w); 2]
+        #[cfg(target_arch = "x86_64")]
+        if Avx512::detected() {
+            all[2] = plain_line::<Avx512>(w);
+        }
+        all
     }
 
     #[test]
@@ -1049,6 +1127,14 @@ mod tests {
         let baseline = read(read_lines_with::<Baseline>, 1000);
         assert_eq!(baseline.0.len(), 400, "every line read");
         assert_eq!(read(read_lines, 1000), baseline);
+        #[cfg(target_arch = "x86_64")]
+        if Avx2::detected() {
+            // SAFETY: the processor has the features (checked just above).
+            assert_eq!(
+                read(|b, at, t, s| unsafe { read_lines_avx2(b, at, t, s) }, 1000),
+                baseline
+            );
+        }
         let some = read(read_lines_with::<Baseline>, 7);
         assert_eq!(some.0[..], baseline.0[..7]);
         assert_eq!(some.1[..], baseline.1[..7]);
@@ -1139,8 +1225,9 @@ mod tests {
                 after in prop::collection::vec(any::<u8>(), WINDOW),
             ) {
                 let w = followed(&line, &after);
-                let [baseline, wide] = plain_lines(&w)[..] else { unreachable!() };
-                prop_assert_eq!(baseline, wide);
+                let [baseline, avx2, avx512] = plain_lines(&w)[..] else { unreachable!() };
+                prop_assert_eq!(baseline, avx2);
+                prop_assert_eq!(baseline, avx512);
                 if let Some(plain) = baseline {
                     prop_assert_eq!(Some(plain), spaced_line(&w));
                 }
