@@ -36,6 +36,12 @@ pub(crate) struct Recycler(Arc<ArrayQueue<Parts>>);
 /// split.
 const RECYCLED: usize = 16;
 
+/// The most ranges a block's claims travel as ([`Parts::claim_ranges`]):
+/// every owner walks every range of its block, so ids that ascend with
+/// gaps (a range a claim) are listed instead, where each owner sees only
+/// its own claims.
+const MAX_RANGES: usize = 256;
+
 impl Recycler {
     pub fn new() -> Recycler {
         Recycler(Arc::new(ArrayQueue::new(RECYCLED)))
@@ -387,9 +393,10 @@ impl Parts {
         }
         let (count, before) = (self.ranges.len(), self.ranges.last().copied());
         for tx in txs.iter().filter(|tx| tx.kind.claims_id()) {
+            let full = self.ranges.len() >= MAX_RANGES;
             match self.ranges.last_mut() {
                 Some((_, last)) if last.checked_add(1) == Some(tx.tx) => *last = tx.tx,
-                Some(&mut (_, last)) if tx.tx <= last => {
+                Some(&mut (_, last)) if tx.tx <= last || full => {
                     self.ranges.truncate(count);
                     if let (Some(was), Some(range)) = (before, self.ranges.last_mut()) {
                         *range = was;
@@ -416,10 +423,11 @@ impl Parts {
         if workers > 1 && tx.kind.claims_id() {
             let index = self.shares[worker].txs.len() as u32;
             let id = tx.tx;
+            let full = self.ranges.len() >= MAX_RANGES;
             match self.ranges.last_mut() {
                 _ if !self.ranged => self.list(id, worker as u32, index),
                 Some((_, last)) if last.checked_add(1) == Some(id) => *last = id,
-                Some(&mut (_, last)) if id <= last => {
+                Some(&mut (_, last)) if id <= last || full => {
                     self.list_ranges();
                     self.list(id, worker as u32, index);
                 }
@@ -669,6 +677,30 @@ mod tests {
             want.sort_unstable();
             assert_eq!(found, want);
         }
+    }
+
+    #[test]
+    fn claims_with_gaps_are_listed_past_the_most_ranges() {
+        // Ascending ids two apart: a range each, up to `MAX_RANGES` of them.
+        let txs: Vec<Tx> = (0..MAX_RANGES as u32 + 10)
+            .map(|n| tx(Kind::Deposit, (n % 7) as u16, 2 * n + 1))
+            .collect();
+        let plan = Plan {
+            workers: 3,
+            keep_raw: false,
+        };
+        let mut runs = Parts::new(plan, 0, 0);
+        runs.push_run(0, &txs[..MAX_RANGES]);
+        assert_eq!(runs.claim_ranges().map(<[_]>::len), Some(MAX_RANGES));
+        runs.push_run(MAX_RANGES as u32, &txs[MAX_RANGES..]);
+        assert_eq!(runs.claim_ranges(), None);
+        assert_eq!(runs.claims, listed_one_by_one(&txs, 3));
+        let mut rows = Parts::new(plan, 0, 0);
+        for (n, tx) in txs.iter().enumerate() {
+            rows.push(n as u32, tx, b"");
+        }
+        assert_eq!(rows.claim_ranges(), None);
+        assert_eq!(rows.claims, listed_one_by_one(&txs, 3));
     }
 
     #[test]
