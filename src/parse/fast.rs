@@ -448,9 +448,9 @@ impl Classify for Avx2 {
 /// AVX-512 (F and BW) with everything [`Avx2`] has: a window's classes
 /// found in one 64-byte register, each compare's mask a `u64` at once
 /// (the AVX2 structure takes two compares, two mask moves and a merge a
-/// class). Measured on an AMD EPYC (Zen 4 or later: perf.md); Intel's first AVX-512 cores
-/// (Skylake-SP) lower the clock a little while 512-bit instructions run,
-/// which this loop's compares would pay.
+/// class). Measured on an AMD EPYC (Zen 4 or later: perf.md); Intel's
+/// first AVX-512 cores (Skylake-SP) lower the clock a little while 512-bit
+/// instructions run, which this loop's compares would pay.
 #[cfg(target_arch = "x86_64")]
 struct Avx512;
 
