@@ -141,6 +141,36 @@ fn duplicate_ids_across_many_batches_are_decided_alike_for_every_worker_count() 
     }
 }
 
+/// Ids that count up, some repeated a little later (in the same block or
+/// a later one): a block whose claims ascend carries them as ranges (a
+/// repeat of an earlier block's id can open one), any other lists them,
+/// and every worker count must decide rule 2 as the single-threaded
+/// ledger does, row by row.
+#[test]
+fn repeats_among_ascending_ids_are_decided_alike_for_every_worker_count() {
+    let input = datagen::generate_vec(datagen::Config {
+        rows: 60_000,
+        seed: 5,
+        duplicate_rate: 0.01,
+        ..datagen::Config::default()
+    });
+    let expected: Outputs = run_csv(&workers(0), &input).unwrap();
+    let duplicates = expected.tally.rejected_by[Reject::DuplicateTx as usize];
+    assert!(duplicates > 300, "{duplicates} duplicate-id rejects");
+    for (n, parsers, block) in [(2, 1, 64), (3, 2, 300), (5, 2, 4096), (8, 3, 1 << 16)] {
+        let engine = workers(n).parsers(parsers).block_size(block);
+        let got = run_csv(&engine, &input).unwrap();
+        assert!(
+            got == expected,
+            "--workers {n}, --parsers {parsers}, block {block} differs"
+        );
+    }
+    for (n, batch) in [(2, 7), (3, 1024)] {
+        let got = run_csv(&workers(n).batch_size(batch), &input).unwrap();
+        assert!(got == expected, "--workers {n}, batch {batch} differs");
+    }
+}
+
 #[test]
 fn out_of_range_settings_are_errors_not_panics() {
     for engine in [
