@@ -832,7 +832,7 @@ impl BlockRows {
             abort: Arc::clone(&abort),
             file: positional,
         };
-        let spawn_failed = |e: io::Error| InputError::Io(e);
+        let spawn_failed = InputError::StartThread;
         let mut threads = vec![Builder::new()
             .name("reader".into())
             .spawn_scoped(scope, move || charged(Role::Reader, || cutter.run()))

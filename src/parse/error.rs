@@ -91,6 +91,9 @@ impl std::error::Error for Malformed {}
 pub enum InputError {
     /// Reading failed; the I/O error is the [`source`](std::error::Error::source).
     Io(io::Error),
+    /// The system would not start a reading or parsing thread (`--parsers`):
+    /// the error from `spawn`, out of memory for its stack as a rule.
+    StartThread(io::Error),
     /// The header lacks a required column or names one twice.
     BadHeader { line: u64, reason: String },
     /// A resumed input's first `offset` bytes are not the ones the
@@ -104,6 +107,7 @@ impl std::fmt::Display for InputError {
             // One context per layer: the I/O error's own text comes from
             // `source`, so a chain prints it once.
             InputError::Io(_) => f.write_str("reading input"),
+            InputError::StartThread(_) => f.write_str("starting a reading thread"),
             InputError::BadHeader { line, reason } => {
                 write!(f, "line {line}: bad header: {reason}")
             }
@@ -119,7 +123,7 @@ impl std::fmt::Display for InputError {
 impl std::error::Error for InputError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            InputError::Io(error) => Some(error),
+            InputError::Io(error) | InputError::StartThread(error) => Some(error),
             InputError::BadHeader { .. } | InputError::NotTheCheckpointedInput { .. } => None,
         }
     }

@@ -100,7 +100,7 @@ unsafe impl GlobalAlloc for Budget {
         // SAFETY: the caller's layout, passed on unchanged.
         let ptr = unsafe { MiMalloc.alloc(layout) };
         if ptr.is_null() {
-            out_of_memory(layout.size(), Refused::BySystem);
+            out_of_memory(Some(layout.size()), Refused::BySystem);
         }
         ptr
     }
@@ -110,7 +110,7 @@ unsafe impl GlobalAlloc for Budget {
         // SAFETY: the caller's layout, passed on unchanged.
         let ptr = unsafe { MiMalloc.alloc_zeroed(layout) };
         if ptr.is_null() {
-            out_of_memory(layout.size(), Refused::BySystem);
+            out_of_memory(Some(layout.size()), Refused::BySystem);
         }
         ptr
     }
@@ -132,7 +132,7 @@ unsafe impl GlobalAlloc for Budget {
         // MiMalloc); `new_size` is the caller's, valid for the layout's align.
         let grown = unsafe { MiMalloc.realloc(ptr, layout, new_size) };
         if grown.is_null() {
-            out_of_memory(new_size, Refused::BySystem);
+            out_of_memory(Some(new_size), Refused::BySystem);
         }
         grown
     }
@@ -143,7 +143,7 @@ unsafe impl GlobalAlloc for Budget {
 fn admit(size: usize) {
     let held = HELD.fetch_add(size, Ordering::Relaxed) + size;
     if held > LIMIT.load(Ordering::Relaxed) {
-        out_of_memory(size, Refused::ByBudget);
+        out_of_memory(Some(size), Refused::ByBudget);
     }
 }
 
@@ -176,10 +176,19 @@ enum Refused {
 /// there is one line.
 static EXITING: AtomicBool = AtomicBool::new(false);
 
-/// Prints the one line and exits with status 1, allocating nothing.
+/// Reports a thread that the system would not start for want of memory
+/// (its stack: `spawn` failed with `EAGAIN` or `ENOMEM`, as under an
+/// address-space limit) as running out of memory is reported: the one
+/// line, exit status 1.
+pub fn thread_refused() -> ! {
+    out_of_memory(None, Refused::BySystem)
+}
+
+/// Prints the one line and exits with status 1, allocating nothing. `size`
+/// is the allocation refused; `None` for a thread's stack.
 #[cold]
 #[inline(never)]
-fn out_of_memory(size: usize, refused: Refused) -> ! {
+fn out_of_memory(size: Option<usize>, refused: Refused) -> ! {
     if EXITING.swap(true, Ordering::AcqRel) {
         loop {
             // SAFETY: pause(2) only waits; the first thread's _exit ends
@@ -192,14 +201,20 @@ fn out_of_memory(size: usize, refused: Refused) -> ! {
         bytes: [0; 512],
         len: 0,
     };
-    let held = HELD.load(Ordering::Relaxed).saturating_sub(size);
+    let held = HELD
+        .load(Ordering::Relaxed)
+        .saturating_sub(size.unwrap_or(0));
     let _ = write!(
         line,
         "payments-engine: error: out of memory after line {}: the engine held {:.1} MiB \
-         and asked for {size} bytes more",
+         and asked for ",
         payments_engine::last_line_read(),
         mib(held),
     );
+    let _ = match size {
+        Some(size) => write!(line, "{size} bytes more"),
+        None => write!(line, "a new thread's stack"),
+    };
     let _ = match refused {
         Refused::BySystem => write!(line, "; the system refused them"),
         Refused::ByBudget => write!(

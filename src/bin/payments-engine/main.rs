@@ -13,7 +13,7 @@ mod sys;
 
 use cli::Cli;
 use payments_engine::cluster;
-use payments_engine::Error;
+use payments_engine::{Error, InputError};
 
 /// mimalloc under a memory budget: running out is a clean fatal error.
 #[global_allocator]
@@ -73,6 +73,8 @@ fn main() -> ExitCode {
             ExitCode::from(app::EXIT_MALFORMED)
         }
         Ok(_) => ExitCode::SUCCESS,
+        // No memory for a thread's stack is running out of memory.
+        Err(error) if thread_refused_memory(&error) => budget::thread_refused(),
         Err(error) => {
             // Stopped by a signal (here, or on another process of a
             // cluster): where, and how to go on; 128 + the signal.
@@ -96,4 +98,18 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether the run failed because the system would not start one of its
+/// threads for want of memory (`EAGAIN` or `ENOMEM` from `spawn`: no room
+/// for the thread's stack, as under `prlimit --as`).
+fn thread_refused_memory(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| match cause.downcast_ref::<Error>() {
+            Some(Error::StartWorker(spawn) | Error::Input(InputError::StartThread(spawn))) => {
+                matches!(spawn.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM))
+            }
+            _ => false,
+        })
 }
