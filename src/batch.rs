@@ -322,9 +322,13 @@ impl Parts {
     /// The records (worker, index in its share) whose claims `owner` found
     /// repeated, `repeated` being their ids as `owner` numbers them,
     /// ascending: for a block whose claims are ranges, where each id comes
-    /// once. (A look through every record: repeats are few.)
+    /// once. (A look through every record when any repeated: repeats are few;
+    /// none when none did.)
     pub fn claimants(&self, owner: usize, repeated: &[TxId]) -> Vec<(u32, u32)> {
         let mut found = Vec::new();
+        if repeated.is_empty() {
+            return found;
+        }
         for (worker, share) in self.shares.iter().enumerate() {
             for (index, tx) in share.txs.iter().enumerate() {
                 if !tx.kind.claims_id() {
@@ -393,18 +397,26 @@ impl Parts {
         }
         let (count, before) = (self.ranges.len(), self.ranges.last().copied());
         for tx in txs.iter().filter(|tx| tx.kind.claims_id()) {
-            let full = self.ranges.len() >= MAX_RANGES;
-            match self.ranges.last_mut() {
-                Some((_, last)) if last.checked_add(1) == Some(tx.tx) => *last = tx.tx,
-                Some(&mut (_, last)) if tx.tx <= last || full => {
-                    self.ranges.truncate(count);
-                    if let (Some(was), Some(range)) = (before, self.ranges.last_mut()) {
-                        *range = was;
-                    }
-                    return false;
+            if !self.extend_range(tx.tx) {
+                self.ranges.truncate(count);
+                if let (Some(was), Some(range)) = (before, self.ranges.last_mut()) {
+                    *range = was;
                 }
-                _ => self.ranges.push((tx.tx, tx.tx)),
+                return false;
             }
+        }
+        true
+    }
+
+    /// Adds `id` to the ranges if it is higher than every id in them and
+    /// they have room ([`MAX_RANGES`]); else changes nothing and says no.
+    #[inline(always)]
+    fn extend_range(&mut self, id: TxId) -> bool {
+        let full = self.ranges.len() >= MAX_RANGES;
+        match self.ranges.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(id) => *last = id,
+            Some(&mut (_, last)) if id <= last || full => return false,
+            _ => self.ranges.push((id, id)),
         }
         true
     }
@@ -423,15 +435,11 @@ impl Parts {
         if workers > 1 && tx.kind.claims_id() {
             let index = self.shares[worker].txs.len() as u32;
             let id = tx.tx;
-            let full = self.ranges.len() >= MAX_RANGES;
-            match self.ranges.last_mut() {
-                _ if !self.ranged => self.list(id, worker as u32, index),
-                Some((_, last)) if last.checked_add(1) == Some(id) => *last = id,
-                Some(&mut (_, last)) if id <= last || full => {
-                    self.list_ranges();
-                    self.list(id, worker as u32, index);
-                }
-                _ => self.ranges.push((id, id)),
+            if self.ranged && !self.extend_range(id) {
+                self.list_ranges();
+            }
+            if !self.ranged {
+                self.list(id, worker as u32, index);
             }
         }
         self.shares[worker].txs.push(*tx);

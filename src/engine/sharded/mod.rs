@@ -742,10 +742,7 @@ impl WorkerState {
                         self.ids.claim_range(first, last, &mut repeated);
                     }
                 }
-                match repeated.is_empty() {
-                    true => Vec::new(),
-                    false => parts.claimants(self.index, &repeated),
-                }
+                parts.claimants(self.index, &repeated)
             }
             None => self.claim_listed(&parts.claims[self.index]),
         };
