@@ -113,3 +113,32 @@ fn thread_refused_memory(error: &anyhow::Error) -> bool {
             _ => false,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+    use std::io;
+
+    fn os(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn a_thread_refused_for_want_of_memory_is_told_from_other_failures() {
+        let reading = |error| anyhow::Error::from(Error::Input(InputError::StartThread(error)));
+        assert!(thread_refused_memory(&reading(os(libc::EAGAIN))));
+        assert!(thread_refused_memory(&reading(os(libc::ENOMEM))));
+        let worker = anyhow::Error::from(Error::StartWorker(os(libc::EAGAIN)));
+        assert!(thread_refused_memory(&worker.context("running the engine")));
+        // Another reason to refuse a thread, or the same code from a read,
+        // is not running out of memory.
+        assert!(!thread_refused_memory(&reading(os(libc::EPERM))));
+        let read = anyhow::Error::from(Error::Input(InputError::Io(os(libc::EAGAIN))));
+        assert!(!thread_refused_memory(&read));
+        let read: Result<(), _> = Err(os(libc::ENOMEM));
+        assert!(!thread_refused_memory(
+            &read.context("reading input").unwrap_err()
+        ));
+    }
+}
