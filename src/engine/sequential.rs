@@ -30,23 +30,38 @@ impl Sequential {
     #[inline(always)]
     fn apply_rows_with<const INSERTS: bool>(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
         let txs = rows.txs();
-        for (i, tx) in txs.iter().enumerate() {
-            if let Some(ahead) = txs.get(i + PREFETCH_AHEAD) {
-                self.ledger.prefetch(ahead, false, INSERTS);
-            }
+        // Rows with a full lookahead after them first, with no check of
+        // whether the rows ahead exist; then the last few, which prefetch
+        // what is left of their lookahead.
+        let full = txs.len().saturating_sub(PREFETCH_AHEAD);
+        for (i, window) in txs.windows(PREFETCH_AHEAD + 1).enumerate() {
+            self.ledger
+                .prefetch(&window[PREFETCH_AHEAD], false, INSERTS);
+            self.ledger
+                .prefetch(&window[PREFETCH_AHEAD / 2], true, INSERTS);
+            self.apply_row(rows, i, &window[0])?;
+        }
+        for (i, tx) in txs.iter().enumerate().skip(full) {
             if let Some(ahead) = txs.get(i + PREFETCH_AHEAD / 2) {
                 self.ledger.prefetch(ahead, true, INSERTS);
             }
-            let outcome = Outcome::of(tx, self.ledger.apply_ref(tx));
-            if outcome == Outcome::Applied {
-                self.log.count(outcome);
-            } else {
-                self.log
-                    .record(rows.line(i), outcome, rows.raw(i))
-                    .map_err(Error::WriteSpool)?;
-            }
+            self.apply_row(rows, i, tx)?;
         }
         Ok(())
+    }
+
+    /// Applies row `i` of `rows` and counts or records its outcome.
+    #[inline(always)]
+    fn apply_row(&mut self, rows: &FastRows<'_>, i: usize, tx: &Tx) -> Result<(), Error> {
+        let outcome = Outcome::of(tx, self.ledger.apply_ref(tx));
+        if outcome == Outcome::Applied {
+            self.log.count(outcome);
+            Ok(())
+        } else {
+            self.log
+                .record(rows.line(i), outcome, rows.raw(i))
+                .map_err(Error::WriteSpool)
+        }
     }
 }
 
