@@ -10,25 +10,35 @@ use super::finished::Finished;
 use crate::ledger::{Ledger, PREFETCH_AHEAD};
 use crate::parse::{FastRows, Malformed};
 use crate::report::{EventLog, Outcome};
-use crate::tx::Tx;
+use crate::tx::{Tx, TxId};
 
 pub(crate) struct Sequential {
     ledger: Ledger,
     log: EventLog,
+    /// The ids [`Ledger::claim_run`] found claimed before, for the batch
+    /// being applied.
+    repeated: Vec<TxId>,
 }
 
 impl Sequential {
     pub fn new(config: &Config, ledger: Ledger) -> Result<Sequential, Error> {
         let log =
             EventLog::new(config.diagnostics, config.keep_rejects).map_err(Error::CreateSpool)?;
-        Ok(Sequential { ledger, log })
+        Ok(Sequential {
+            ledger,
+            log,
+            repeated: Vec::new(),
+        })
     }
 
     /// [`Executor::apply_rows`], compiled once for each `INSERTS`: the
     /// check a runtime flag took in the loop was 10 instructions a row
     /// (callgrind), where ascending ids, the common case, need none.
     #[inline(always)]
-    fn apply_rows_with<const INSERTS: bool>(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
+    fn apply_rows_with<const INSERTS: bool, const CLAIMED: bool>(
+        &mut self,
+        rows: &FastRows<'_>,
+    ) -> Result<(), Error> {
         let txs = rows.txs();
         // Rows with a full lookahead after them first, with no check of
         // whether the rows ahead exist; then the last few, which prefetch
@@ -39,21 +49,33 @@ impl Sequential {
                 .prefetch(&window[PREFETCH_AHEAD], false, INSERTS);
             self.ledger
                 .prefetch(&window[PREFETCH_AHEAD / 2], true, INSERTS);
-            self.apply_row(rows, i, &window[0])?;
+            self.apply_row(rows, i, &window[0], CLAIMED)?;
         }
         for (i, tx) in txs.iter().enumerate().skip(full) {
             if let Some(ahead) = txs.get(i + PREFETCH_AHEAD / 2) {
                 self.ledger.prefetch(ahead, true, INSERTS);
             }
-            self.apply_row(rows, i, tx)?;
+            self.apply_row(rows, i, tx, CLAIMED)?;
         }
         Ok(())
     }
 
-    /// Applies row `i` of `rows` and counts or records its outcome.
+    /// Applies row `i` of `rows` (its id claimed already if `claimed`) and
+    /// counts or records its outcome.
     #[inline(always)]
-    fn apply_row(&mut self, rows: &FastRows<'_>, i: usize, tx: &Tx) -> Result<(), Error> {
-        let outcome = Outcome::of(tx, self.ledger.apply_ref(tx));
+    fn apply_row(
+        &mut self,
+        rows: &FastRows<'_>,
+        i: usize,
+        tx: &Tx,
+        claimed: bool,
+    ) -> Result<(), Error> {
+        let result = if claimed {
+            self.ledger.apply_claimed(tx, &self.repeated)
+        } else {
+            self.ledger.apply_ref(tx)
+        };
+        let outcome = Outcome::of(tx, result);
         if outcome == Outcome::Applied {
             self.log.count(outcome);
             Ok(())
@@ -79,10 +101,12 @@ impl Executor for Sequential {
     /// where a deposit goes if ids come scattered) starts loading now, so
     /// that its cache misses overlap with this row's work.
     fn apply_rows(&mut self, rows: &FastRows<'_>) -> Result<(), Error> {
-        if self.ledger.inserts_scattered() {
-            self.apply_rows_with::<true>(rows)
-        } else {
-            self.apply_rows_with::<false>(rows)
+        let claimed = self.ledger.claim_run(rows.txs(), &mut self.repeated);
+        match (self.ledger.inserts_scattered(), claimed) {
+            (true, true) => self.apply_rows_with::<true, true>(rows),
+            (true, false) => self.apply_rows_with::<true, false>(rows),
+            (false, true) => self.apply_rows_with::<false, true>(rows),
+            (false, false) => self.apply_rows_with::<false, false>(rows),
         }
     }
 

@@ -73,19 +73,27 @@ struct Entry {
 
 #[derive(Clone)]
 struct DenseLeaf {
-    /// Indexed by slot; 0 is an empty slot.
-    words: Box<[u32]>,
-    clients: Box<[ClientId]>,
+    /// Indexed by slot; 0 is an empty slot. Arrays of a leaf's length, not
+    /// slices: a slot (masked from an id) needs no bounds check in them
+    /// (four a deposit, in the ledger's loop).
+    words: Box<[u32; LEAF_IDS]>,
+    clients: Box<[ClientId; LEAF_IDS]>,
     /// Deposits stored in this leaf.
     count: u32,
 }
 
 impl DenseLeaf {
     fn new() -> Self {
-        let mut words: Box<[u32]> = vec![0u32; LEAF_IDS].into();
-        let mut clients: Box<[ClientId]> = vec![0; LEAF_IDS].into();
-        populate(&mut words);
-        populate(&mut clients);
+        let mut words: Box<[u32; LEAF_IDS]> = vec![0u32; LEAF_IDS]
+            .into_boxed_slice()
+            .try_into()
+            .expect("a leaf's length");
+        let mut clients: Box<[ClientId; LEAF_IDS]> = vec![0; LEAF_IDS]
+            .into_boxed_slice()
+            .try_into()
+            .expect("a leaf's length");
+        populate(&mut words[..]);
+        populate(&mut clients[..]);
         DenseLeaf {
             words,
             clients,

@@ -18,7 +18,8 @@ pub struct TxIdSet {
     lists: Box<[Vec<u16>]>,
     /// Per leaf: index + 1 into `bitsets`, or 0 while it is a list.
     bitset_of: Box<[u32]>,
-    bitsets: Vec<Box<[u64]>>,
+    /// (Arrays, not slices: a word found from a slot needs no bounds check.)
+    bitsets: Vec<Box<[u64; LEAF_IDS / 64]>>,
     /// The id claimed last: [`TxIdSet::prefetch`] skips ids near it, whose
     /// memory the claims just made are keeping in cache.
     recent: TxId,
@@ -59,7 +60,7 @@ impl TxIdSet {
         self.recent = id;
         let (leaf, slot) = split(id);
         match self.bitset_of[leaf].checked_sub(1) {
-            Some(index) => set_bit(&mut self.bitsets[index as usize], slot),
+            Some(index) => set_bit(&mut self.bitsets[index as usize][..], slot),
             None => self.claim_in_list(leaf, slot),
         }
     }
@@ -167,11 +168,14 @@ impl TxIdSet {
     /// Moves a leaf's list into a new bitset.
     #[cold]
     fn make_bitset(&mut self, leaf: usize) {
-        let mut words = vec![0u64; LEAF_IDS / 64].into_boxed_slice();
+        let mut words: Box<[u64; LEAF_IDS / 64]> = vec![0u64; LEAF_IDS / 64]
+            .into_boxed_slice()
+            .try_into()
+            .expect("a leaf's words");
         // Claims read a word before they set a bit in it (leaf::populate).
-        populate(&mut words);
+        populate(&mut words[..]);
         for &slot in &std::mem::take(&mut self.lists[leaf]) {
-            set_bit(&mut words, usize::from(slot));
+            set_bit(&mut words[..], usize::from(slot));
         }
         self.bitsets.push(words);
         self.bitset_of[leaf] = self.bitsets.len() as u32;
@@ -209,7 +213,7 @@ impl TxIdSet {
             Some(index) => {
                 let words = &self.bitsets[index as usize];
                 let count = words.iter().map(|w| w.count_ones() as usize).sum();
-                Some((leaf, IdLeaf::Bitset(words, count)))
+                Some((leaf, IdLeaf::Bitset(&words[..], count)))
             }
             None => {
                 let list = &self.lists[leaf];
