@@ -18,8 +18,10 @@
 //!
 //! - [`plain_line`], for the commonest shape (`deposit, 1, 2, 3.5` or
 //!   `deposit,1,2,3.5`: no blank but one space after a comma): a structural
-//!   index of the window (its line ends, commas and spaces as bitmasks,
-//!   SSE2 or AVX2 compares) gives every field's place at once, so the fields
+//!   index of the window (its line ends, commas, spaces and points as
+//!   bitmasks, SSE2, AVX2 or AVX-512 compares) is the line's [`Shape`],
+//!   whose [`Layout`] (every field's place, checked once per shape and
+//!   remembered in [`Shapes`]) says where the fields are, so the fields
 //!   are read side by side, not each after the one before;
 //! - [`spaced_line`], for any other line of the common shape (blanks
 //!   anywhere, tabs, an ignored amount after a dispute): field after field,
@@ -279,7 +281,7 @@ fn tx_id(w: &[u8; WINDOW], i: usize) -> Option<(u32, usize)> {
 /// [`read_lines`] reads lines so, a batch at a time.
 #[cfg(test)]
 pub fn fast_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
-    plain_line::<Baseline>(w)
+    plain_line::<Baseline>(w, &mut Computed)
         .or_else(|| spaced_line(w))
         .or_else(|| quoted_line::<Baseline>(w))
 }
@@ -293,20 +295,29 @@ pub fn fast_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
 /// Slots written in place, not pushes to vectors, which checked the
 /// capacity on every row: 229 instructions a row here where the pushes
 /// took 233 (callgrind, `--workers 0`, 1M rows of `datagen`).
+///
+/// Each thread keeps its [`Shapes`] from call to call (a parser is made
+/// per block on the parallel paths: shapes kept per parser would start
+/// empty on every block).
 pub fn read_lines(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
-    #[cfg(target_arch = "x86_64")]
-    if Avx512::detected() {
-        // SAFETY: the processor has the features `read_lines_avx512` is
-        // compiled for (checked just above).
-        return unsafe { read_lines_avx512(buf, at, txs, starts) };
+    thread_local! {
+        static SHAPES: std::cell::RefCell<Shapes> = std::cell::RefCell::new(Shapes::new());
     }
-    #[cfg(target_arch = "x86_64")]
-    if Avx2::detected() {
-        // SAFETY: the processor has the features `read_lines_avx2` is
-        // compiled for (checked just above).
-        return unsafe { read_lines_avx2(buf, at, txs, starts) };
-    }
-    read_lines_with::<Baseline>(buf, at, txs, starts)
+    SHAPES.with_borrow_mut(|shapes| {
+        #[cfg(target_arch = "x86_64")]
+        if Avx512::detected() {
+            // SAFETY: the processor has the features `read_lines_avx512` is
+            // compiled for (checked just above).
+            return unsafe { read_lines_avx512(buf, at, txs, starts, shapes) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Avx2::detected() {
+            // SAFETY: the processor has the features `read_lines_avx2` is
+            // compiled for (checked just above).
+            return unsafe { read_lines_avx2(buf, at, txs, starts, shapes) };
+        }
+        read_lines_with::<Baseline>(buf, at, txs, starts, shapes)
+    })
 }
 
 /// [`read_lines`] compiled for AVX-512 (BW) as well as AVX2 and BMI: the
@@ -315,8 +326,14 @@ pub fn read_lines(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> 
 /// takes the features).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,bmi1,bmi2,popcnt,avx512f,avx512bw")]
-fn read_lines_avx512(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
-    read_lines_with::<Avx512>(buf, at, txs, starts)
+fn read_lines_avx512(
+    buf: &[u8],
+    at: usize,
+    txs: &mut [Tx],
+    starts: &mut [u32],
+    shapes: &mut Shapes,
+) -> (usize, usize) {
+    read_lines_with::<Avx512>(buf, at, txs, starts, shapes)
 }
 
 /// [`read_lines`] compiled for AVX2 and BMI: the structural index in two
@@ -326,8 +343,14 @@ fn read_lines_avx512(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) 
 /// `read_lines_with::<Avx2>` inlined here is what takes the features.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
-fn read_lines_avx2(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
-    read_lines_with::<Avx2>(buf, at, txs, starts)
+fn read_lines_avx2(
+    buf: &[u8],
+    at: usize,
+    txs: &mut [Tx],
+    starts: &mut [u32],
+    shapes: &mut Shapes,
+) -> (usize, usize) {
+    read_lines_with::<Avx2>(buf, at, txs, starts, shapes)
 }
 
 #[inline(always)]
@@ -336,6 +359,7 @@ fn read_lines_with<C: Classify>(
     mut at: usize,
     txs: &mut [Tx],
     starts: &mut [u32],
+    shapes: &mut Shapes,
 ) -> (usize, usize) {
     let mut read = 0;
     for (slot, start) in txs.iter_mut().zip(starts.iter_mut()) {
@@ -347,7 +371,7 @@ fn read_lines_with<C: Classify>(
         // `plain_line(w).or_else(|| spaced_line(w))`: that result was
         // built on the stack in narrow stores and copied out with one wide
         // load, which waited for them (a fifth of the parser's samples).
-        let (tx, len) = if let Some(plain) = plain_line::<C>(w) {
+        let (tx, len) = if let Some(plain) = plain_line::<C>(w, shapes) {
             plain
         } else if let Some(spaced) = spaced_line(w) {
             spaced
@@ -364,26 +388,29 @@ fn read_lines_with<C: Classify>(
     (at, read)
 }
 
-/// Where the window's line ends, commas and spaces are: bit `i` of each
-/// mask is byte `w[i]`, for the first [`LINE_WINDOW`] bytes.
+/// Where the window's line ends, commas, spaces and decimal points are:
+/// bit `i` of each mask is byte `w[i]`, for the first [`LINE_WINDOW`]
+/// bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Structure {
     newlines: u64,
     commas: u64,
     spaces: u64,
+    dots: u64,
 }
 
 /// The bytes a [`Structure`] marks, in the order of its fields.
-const STRUCTURAL: [u8; 3] = [b'\n', b',', b' '];
+const STRUCTURAL: [u8; 4] = [b'\n', b',', b' ', b'.'];
 
 impl Structure {
     /// The structure from [`byte_masks`] of [`STRUCTURAL`].
     #[inline(always)]
-    fn of([newlines, commas, spaces]: [u64; 3]) -> Structure {
+    fn of([newlines, commas, spaces, dots]: [u64; 4]) -> Structure {
         Structure {
             newlines,
             commas,
             spaces,
+            dots,
         }
     }
 }
@@ -494,6 +521,7 @@ unsafe fn structure_avx512(w: &[u8; WINDOW]) -> Structure {
         newlines: bits(b'\n'),
         commas: bits(b','),
         spaces: bits(b' '),
+        dots: bits(b'.'),
     }
 }
 
@@ -551,6 +579,7 @@ unsafe fn structure_avx2(w: &[u8; WINDOW]) -> Structure {
             newlines: bits(b'\n'),
             commas: bits(b','),
             spaces: bits(b' '),
+            dots: bits(b'.'),
         }
     }
 }
@@ -615,82 +644,242 @@ fn swar_bits(x: u64, b: u8) -> u64 {
     ((zero >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
 }
 
+/// The places of a line's commas, spaces and decimal points, and of its
+/// end: all that [`layout`] reads. Two lines of one shape have their
+/// fields in the same places.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Shape {
+    /// The commas, and the line's `\n` (its highest bit).
+    ends: u64,
+    spaces: u64,
+    /// The decimal points, and bit 63 when a `\r` comes before the `\n`
+    /// (a line is at most 63 bytes before its `\n`: bit 63 is free).
+    dots: u64,
+}
+
+impl Shape {
+    /// The shape of the line at the window's start; `None` when the
+    /// window holds no line end, or a space anywhere but after a comma.
+    #[inline(always)]
+    fn of(w: &[u8; WINDOW], found: &Structure) -> Option<Shape> {
+        if found.newlines == 0 {
+            return None;
+        }
+        let newline = found.newlines.trailing_zeros() as usize;
+        let inside = (1u64 << newline) - 1;
+        let commas = found.commas & inside;
+        let spaces = found.spaces & inside;
+        if spaces & !(commas << 1) != 0 {
+            return None;
+        }
+        let cr = newline > 0 && w[newline - 1] == b'\r';
+        Some(Shape {
+            ends: commas | 1 << newline,
+            spaces,
+            dots: found.dots & inside | u64::from(cr) << 63,
+        })
+    }
+}
+
+/// Where a line of one [`Shape`] has its fields: start and length of each
+/// (`(0, 0)` for none). Found from the shape alone; the bytes are read by
+/// [`plain_line`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Layout {
+    /// Where the first comma is: the type name's length.
+    name_len: u8,
+    /// Which kinds a line of the shape may have: [`CLAIMS`] (three fields
+    /// and an amount of 1-7 integer digits and 1-4 fractional ones),
+    /// [`OTHERS`] (two fields, or three and nothing after the third comma
+    /// but one space).
+    suits: u8,
+    client: (u8, u8),
+    tx: (u8, u8),
+    units: (u8, u8),
+    fraction: (u8, u8),
+}
+
+/// [`Layout::suits`]: deposits and withdrawals.
+const CLAIMS: u8 = 1;
+/// [`Layout::suits`]: disputes, resolves and chargebacks.
+const OTHERS: u8 = 2;
+
+/// Where the fields of a line of `shape` are, as [`Layout`] says; none
+/// suited (`suits` 0) for a shape no plain line has. What [`plain_line`] checked line
+/// by line before [`Shapes`] remembered it per shape.
+fn layout(shape: &Shape) -> Layout {
+    const NONE: Layout = Layout {
+        name_len: 0,
+        suits: 0,
+        client: (0, 0),
+        tx: (0, 0),
+        units: (0, 0),
+        fraction: (0, 0),
+    };
+    let newline = 63 - shape.ends.leading_zeros() as usize;
+    let commas = shape.ends & !(1 << newline);
+    let spaces = shape.spaces;
+    let dots = shape.dots & !(1 << 63);
+    let end = newline - (shape.dots >> 63) as usize;
+    if !(2..=3).contains(&commas.count_ones()) {
+        return NONE;
+    }
+    // The commas' places, the third past the line if there are two.
+    let mut at = [64; 3];
+    let mut rest = commas;
+    for place in &mut at {
+        if rest != 0 {
+            *place = rest.trailing_zeros() as usize;
+        }
+        rest &= rest.wrapping_sub(1);
+    }
+    let after = |c: usize| c + 1 + (spaces >> (c + 1) & 1) as usize;
+    let client = (after(at[0]), at[1]);
+    let three = at[2] < 64;
+    let tx = (after(at[1]), if three { at[2] } else { end });
+    let amount = three.then(|| (after(at[2]), end));
+    let len = |(from, to): (usize, usize)| to.saturating_sub(from);
+    if !(1..=5).contains(&len(client)) || !(1..=10).contains(&len(tx)) {
+        return NONE;
+    }
+    // Points only in an amount: elsewhere they make no plain line.
+    let amount_bits = amount.map_or(0, |(from, to)| (1u64 << to) - (1u64 << from));
+    if dots & !amount_bits != 0 || dots.count_ones() > 1 {
+        return NONE;
+    }
+    let (units, fraction) = match (amount, dots) {
+        (Some((from, to)), 0) => ((from, to), (0, 0)),
+        (Some((from, to)), _) => {
+            let point = dots.trailing_zeros() as usize;
+            ((from, point), (point + 1, to))
+        }
+        (None, _) => ((0, 0), (0, 0)),
+    };
+    let claims = amount.is_some()
+        && (1..=7).contains(&len(units))
+        && (dots == 0 || (1..=4).contains(&len(fraction)));
+    let others = amount.is_none_or(|amount| len(amount) == 0) && dots == 0;
+    let place = |(from, to): (usize, usize)| (from as u8, len((from, to)) as u8);
+    Layout {
+        name_len: at[0] as u8,
+        suits: (u8::from(claims) * CLAIMS) | (u8::from(others) * OTHERS),
+        client: place(client),
+        tx: place(tx),
+        units: place(units),
+        fraction: place(fraction),
+    }
+}
+
+/// How a [`plain_line`] finds the [`Layout`] of a [`Shape`]: computed
+/// each time ([`Computed`]: tests, quoted lines), or remembered
+/// ([`Shapes`]).
+trait Layouts {
+    fn layout(&mut self, shape: &Shape) -> Layout;
+}
+
+/// [`layout`] computed for every line.
+struct Computed;
+
+impl Layouts for Computed {
+    #[inline(always)]
+    fn layout(&mut self, shape: &Shape) -> Layout {
+        layout(shape)
+    }
+}
+
+/// The [`Layout`]s of the shapes seen last, one per slot of a table
+/// indexed by a hash of the shape: a file has a few hundred shapes (the
+/// type, the digits of its fields, a space after a comma or not), so a
+/// line's fields are found with a hash, a load and a comparison, not with
+/// the checks [`layout`] makes.
+pub struct Shapes {
+    slots: Box<[(Shape, Layout)]>,
+}
+
+impl Shapes {
+    /// Slots in the table: 4,096 of 40 bytes.
+    const SLOTS: usize = 1 << 12;
+
+    pub fn new() -> Shapes {
+        // An empty slot's shape has no line end: no line's shape.
+        Shapes {
+            slots: vec![(Shape::default(), Layout::default()); Shapes::SLOTS].into_boxed_slice(),
+        }
+    }
+}
+
+impl Default for Shapes {
+    fn default() -> Self {
+        Shapes::new()
+    }
+}
+
+impl Layouts for Shapes {
+    #[inline(always)]
+    fn layout(&mut self, shape: &Shape) -> Layout {
+        let mixed = shape.ends ^ shape.spaces.rotate_left(21) ^ shape.dots.rotate_left(42);
+        let slot = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize;
+        let (known, layout) = &mut self.slots[slot % Shapes::SLOTS];
+        if known != shape {
+            *known = *shape;
+            *layout = self::layout(shape);
+        }
+        *layout
+    }
+}
+
 /// The commonest line, read from the window's [`Structure`] rather than
 /// field after field: the type name at the line's start, then commas each
 /// followed by at most one space, digits (and one decimal point in a
 /// deposit's or withdrawal's amount) and nothing else, `\n` or `\r\n` at
-/// the end. Every field's place is known from the masks before any field
-/// is read, so the fields of a line, and the lines of a batch, are read
-/// side by side rather than one after another. What it gives is what
-/// [`spaced_line`] gives (a test and a proptest check it); `None` for
-/// anything else, which [`spaced_line`] then reads.
+/// the end. Where its fields are follows from where its commas, spaces
+/// and points are (its [`Shape`]), which `layouts` finds; the fields of a
+/// line, and the lines of a batch, are then read side by side rather than
+/// one after another. What it gives is what [`spaced_line`] gives (a test
+/// and a proptest check it); `None` for anything else, which
+/// [`spaced_line`] then reads.
 #[inline(always)]
-fn plain_line<C: Classify>(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
+fn plain_line<C: Classify>(w: &[u8; WINDOW], layouts: &mut impl Layouts) -> Option<(Tx, usize)> {
     let found = C::structure(w);
-    if found.newlines == 0 {
-        return None;
-    }
-    let newline = found.newlines.trailing_zeros() as usize;
-    let inside = (1u64 << newline) - 1;
-    let commas = found.commas & inside;
-    let spaces = found.spaces & inside;
-    if spaces & !(commas << 1) != 0 {
-        return None;
-    }
-    let end = newline - usize::from(newline > 0 && w[newline - 1] == b'\r');
-    // The commas after the first, after the second, after the third.
-    let second = commas & commas.wrapping_sub(1);
-    let third = second & second.wrapping_sub(1);
-    let fourth = third & third.wrapping_sub(1);
-    let (two, three) = (second != 0 && third == 0, third != 0 && fourth == 0);
-    let c1 = commas.trailing_zeros() as usize;
-    let c2 = second.trailing_zeros() as usize;
-    let c3 = third.trailing_zeros() as usize;
-    let after = |c: usize| c + 1 + ((spaces >> (c + 1)) & 1) as usize;
-
+    let shape = Shape::of(w, &found)?;
+    // The line's length from its structure, not from its layout: the next
+    // line's start must not wait for the layout's load (taken from the
+    // layout, it cost more time than the layout saved, perf.md).
+    let len = found.newlines.trailing_zeros() as usize + 1;
+    let layout = layouts.layout(&shape);
     let head = word(w, 0)?;
     let tail = (word(w, 2)? >> 48) as u16;
     let name = &NAMES[((head ^ (head >> 8)) & 15) as usize];
-    if usize::from(name.len) != c1
+    let claims = name.kind.claims_id();
+    let suits = if claims { CLAIMS } else { OTHERS };
+    if name.len != layout.name_len
+        || layout.suits & suits == 0
         || (head & name.mask) != name.head
         || (tail & name.tail_mask) != name.tail
     {
         return None;
     }
-    // Three commas for a deposit or withdrawal; two or three for the
-    // others, whose amount field, if there is one, is empty here (datagen
-    // writes `dispute, 1, 2, `; anything in it is left to `spaced_line`).
-    let claims = name.kind.claims_id();
-    if !(three || (!claims && two)) || (three && !claims && after(c3) != end) {
-        return None;
-    }
-    // Each field's place and length; then their digits, four fields at
-    // once. (A field's length cannot be below 0, a space after a comma not
-    // being a comma; wrapping, it would be refused all the same.)
-    let client_at = after(c1);
-    let client_len = c2.wrapping_sub(client_at);
-    let tx_at = after(c2);
-    let tx_len = if three { c3 } else { end }.wrapping_sub(tx_at);
-    if !(1..=5).contains(&client_len) || !(1..=10).contains(&tx_len) {
-        return None;
-    }
+    let field = |(at, len): (u8, u8)| (usize::from(at), usize::from(len));
+    let (tx_at, tx_len) = field(layout.tx);
+    // No amount read for the others, whose amount field is empty.
+    let amount = |place: (u8, u8)| if claims { field(place) } else { (0, 0) };
+    let (units, fraction) = (amount(layout.units), amount(layout.fraction));
     let long_tx = tx_len > 8;
-    let (units_at, fraction_at) = if claims {
-        amount_parts(w, after(c3), end)?
-    } else {
-        ((0, 0), (0, 0))
-    };
     let words = [
-        aligned(w, client_at, client_len)?,
+        aligned(
+            w,
+            usize::from(layout.client.0),
+            usize::from(layout.client.1),
+        )?,
         if long_tx {
             0
         } else {
             aligned(w, tx_at, tx_len)?
         },
-        aligned(w, units_at.0, units_at.1)?,
-        aligned(w, fraction_at.0, fraction_at.1)?,
+        aligned(w, units.0, units.1)?,
+        aligned(w, fraction.0, fraction.1)?,
     ];
-    let [client, tx, units, fraction] = C::values(words)?;
+    let [client, tx, units, fraction_value] = C::values(words)?;
     let tx = if long_tx {
         long_tx_id(w, tx_at, tx_len)?
     } else {
@@ -698,7 +887,7 @@ fn plain_line<C: Classify>(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
     };
     let amount = if claims {
         const SCALES: [u64; 5] = [10_000, 1_000, 100, 10, 1];
-        let raw = units * SCALES[0] + fraction * SCALES[fraction_at.1];
+        let raw = units * SCALES[0] + fraction_value * SCALES[fraction.1];
         if raw == 0 {
             return None;
         }
@@ -713,7 +902,7 @@ fn plain_line<C: Classify>(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
             tx,
             amount,
         },
-        newline + 1,
+        len,
     ))
 }
 
@@ -724,33 +913,6 @@ fn plain_line<C: Classify>(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
 fn aligned(w: &[u8; WINDOW], i: usize, n: usize) -> Option<u64> {
     let x = word(w, i)? ^ ZEROS;
     Some(x.checked_shl(64 - 8 * n as u32).unwrap_or(0))
-}
-
-/// The amount `w[i..end]`, `D[.F]` with 1 to 7 integer digits and 1 to 4
-/// fractional ones: where its integer digits start and how many there are,
-/// and the same for its fractional ones (`(0, 0)` when it has none). The
-/// integer digits are digits; the fractional ones are checked by
-/// [`Classify::values`].
-#[inline(always)]
-fn amount_parts(
-    w: &[u8; WINDOW],
-    i: usize,
-    end: usize,
-) -> Option<((usize, usize), (usize, usize))> {
-    let len = end.checked_sub(i)?;
-    let n = digit_count(word(w, i)? ^ ZEROS);
-    // Digits to the end, or digits, a point and 1 to 4 digits more: both
-    // checked at once and the fraction picked without a branch on which
-    // (files mix `5` and `5.25`: a branch on it was a coin toss).
-    let point = n < len;
-    let count = len.wrapping_sub(n + 1);
-    let dot = byte(w, i + n)? == b'.';
-    let fraction_ok = dot & (count.wrapping_sub(1) < 4);
-    if !((n != 0) & (n != 8) & (n <= len) & (!point | fraction_ok)) {
-        return None;
-    }
-    let fraction = if point { (i + n + 1, count) } else { (0, 0) };
-    Some(((i, n), fraction))
 }
 
 /// A tx id of `n` (9 or 10) digits at `w[i..]`: two words converted (out
@@ -853,7 +1015,7 @@ fn quoted_line<C: Classify>(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
     }
     copy_run(&mut plain, n, w, from..newline + 1);
     let plain = plain[..WINDOW].try_into().expect("a window");
-    let (tx, _) = plain_line::<C>(plain).or_else(|| spaced_line(plain))?;
+    let (tx, _) = plain_line::<C>(plain, &mut Computed).or_else(|| spaced_line(plain))?;
     Some((tx, newline + 1))
 }
 
@@ -1011,7 +1173,7 @@ mod tests {
             assert_eq!(len, line.len(), "{line:?}");
             assert_eq!(Some(tx), plain_record(cut(line)), "{line:?}");
             let expect = plain.then_some((tx, len));
-            assert_eq!(plain_lines(&window(line)), vec![expect; 3], "{line:?}");
+            assert_eq!(plain_lines(&window(line)), vec![expect; 4], "{line:?}");
         }
     }
 
@@ -1046,7 +1208,7 @@ mod tests {
             b"deposit,1,2,1.2.3\n",
         ] {
             assert_eq!(fast_line(&window(line)), None, "{line:?}");
-            assert_eq!(plain_lines(&window(line)), vec![None; 3], "{line:?}");
+            assert_eq!(plain_lines(&window(line)), vec![None; 4], "{line:?}");
         }
         let long = format!("deposit,1,2,{}1\n", " ".repeat(60));
         assert_eq!(fast_line(&window(long.as_bytes())), None);
@@ -1066,28 +1228,42 @@ mod tests {
         all
     }
 
-    /// `plain_line` with the baseline classifier, then with each wider one
-    /// this processor has (the baseline again in place of one it lacks):
-    /// three results.
+    thread_local! {
+        /// Layouts remembered across a test's lines, as a parsing thread
+        /// remembers them across its batches.
+        static SHAPES: std::cell::RefCell<Shapes> = std::cell::RefCell::new(Shapes::new());
+    }
+
+    /// `plain_line` with the baseline classifier and each layout computed,
+    /// then with the remembered layouts and the baseline and each wider
+    /// classifier this processor has (the baseline again in place of one
+    /// it lacks): four results.
     fn plain_lines(w: &[u8; WINDOW]) -> Vec<Option<(Tx, usize)>> {
-        let baseline = plain_line::<Baseline>(w);
-        let mut all = vec![baseline; 3];
-        #[cfg(target_arch = "x86_64")]
-        if Avx2::detected() {
-            all[1] = plain_line::<Avx2>(w);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if Avx512::detected() {
-            all[2] = plain_line::<Avx512>(w);
-        }
-        all
+        SHAPES.with_borrow_mut(|shapes| {
+            let baseline = plain_line::<Baseline>(w, &mut Computed);
+            let mut all = vec![
+                baseline,
+                plain_line::<Baseline>(w, shapes),
+                baseline,
+                baseline,
+            ];
+            #[cfg(target_arch = "x86_64")]
+            if Avx2::detected() {
+                all[2] = plain_line::<Avx2>(w, shapes);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if Avx512::detected() {
+                all[3] = plain_line::<Avx512>(w, shapes);
+            }
+            all
+        })
     }
 
     #[test]
-    fn structure_finds_line_ends_commas_and_spaces() {
+    fn structure_finds_line_ends_commas_spaces_and_points() {
         let mut w = [b'x'; WINDOW];
         for (i, b) in w.iter_mut().enumerate() {
-            *b = [b',', b' ', b'\n', b'7', 0xAC, 0x8A, 0xA0][(i * 5 + i / 7) % 7];
+            *b = [b',', b' ', b'\n', b'7', 0xAC, 0x8A, 0xA0, b'.'][(i * 5 + i / 7) % 8];
         }
         let found = Baseline::structure(&w);
         let expect = |c: u8| {
@@ -1098,6 +1274,7 @@ mod tests {
         assert_eq!(found.newlines, expect(b'\n'));
         assert_eq!(found.commas, expect(b','));
         assert_eq!(found.spaces, expect(b' '));
+        assert_eq!(found.dots, expect(b'.'));
         assert_eq!(structure_swar(&w), found);
         for (name, other) in structures(&w) {
             assert_eq!(other, found, "{name}");
@@ -1118,23 +1295,29 @@ mod tests {
             buf.extend_from_slice(line.as_bytes());
         }
         buf.extend_from_slice(&[b'\n'; WINDOW]);
-        type ReadLines = fn(&[u8], usize, &mut [Tx], &mut [u32]) -> (usize, usize);
+        type ReadLines = fn(&[u8], usize, &mut [Tx], &mut [u32], &mut Shapes) -> (usize, usize);
         let read = |all: ReadLines, room: usize| {
             let mut txs = vec![Tx::NONE; room];
             let mut starts = vec![0; room + 1];
-            let (end, n) = all(&buf, 0, &mut txs, &mut starts);
+            let (end, n) = all(&buf, 0, &mut txs, &mut starts, &mut Shapes::new());
             txs.truncate(n);
             starts.truncate(n);
             (txs, starts, end)
         };
         let baseline = read(read_lines_with::<Baseline>, 1000);
         assert_eq!(baseline.0.len(), 400, "every line read");
-        assert_eq!(read(read_lines, 1000), baseline);
+        assert_eq!(
+            read(|b, at, t, s, _| read_lines(b, at, t, s), 1000),
+            baseline
+        );
         #[cfg(target_arch = "x86_64")]
         if Avx2::detected() {
             // SAFETY: the processor has the features (checked just above).
             assert_eq!(
-                read(|b, at, t, s| unsafe { read_lines_avx2(b, at, t, s) }, 1000),
+                read(
+                    |b, at, t, s, l| unsafe { read_lines_avx2(b, at, t, s, l) },
+                    1000
+                ),
                 baseline
             );
         }
@@ -1228,7 +1411,10 @@ mod tests {
                 after in prop::collection::vec(any::<u8>(), WINDOW),
             ) {
                 let w = followed(&line, &after);
-                let [baseline, avx2, avx512] = plain_lines(&w)[..] else { unreachable!() };
+                let [baseline, remembered, avx2, avx512] = plain_lines(&w)[..] else {
+                    unreachable!()
+                };
+                prop_assert_eq!(baseline, remembered);
                 prop_assert_eq!(baseline, avx2);
                 prop_assert_eq!(baseline, avx512);
                 if let Some(plain) = baseline {
