@@ -295,29 +295,20 @@ pub fn fast_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
 /// Slots written in place, not pushes to vectors, which checked the
 /// capacity on every row: 229 instructions a row here where the pushes
 /// took 233 (callgrind, `--workers 0`, 1M rows of `datagen`).
-///
-/// Each thread keeps its [`Shapes`] from call to call (a parser is made
-/// per block on the parallel paths: shapes kept per parser would start
-/// empty on every block).
 pub fn read_lines(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
-    thread_local! {
-        static SHAPES: std::cell::RefCell<Shapes> = std::cell::RefCell::new(Shapes::new());
+    #[cfg(target_arch = "x86_64")]
+    if Avx512::detected() {
+        // SAFETY: the processor has the features `read_lines_avx512` is
+        // compiled for (checked just above).
+        return unsafe { read_lines_avx512(buf, at, txs, starts) };
     }
-    SHAPES.with_borrow_mut(|shapes| {
-        #[cfg(target_arch = "x86_64")]
-        if Avx512::detected() {
-            // SAFETY: the processor has the features `read_lines_avx512` is
-            // compiled for (checked just above).
-            return unsafe { read_lines_avx512(buf, at, txs, starts, shapes) };
-        }
-        #[cfg(target_arch = "x86_64")]
-        if Avx2::detected() {
-            // SAFETY: the processor has the features `read_lines_avx2` is
-            // compiled for (checked just above).
-            return unsafe { read_lines_avx2(buf, at, txs, starts, shapes) };
-        }
-        read_lines_with::<Baseline>(buf, at, txs, starts, shapes)
-    })
+    #[cfg(target_arch = "x86_64")]
+    if Avx2::detected() {
+        // SAFETY: the processor has the features `read_lines_avx2` is
+        // compiled for (checked just above).
+        return unsafe { read_lines_avx2(buf, at, txs, starts) };
+    }
+    read_lines_with::<Baseline>(buf, at, txs, starts)
 }
 
 /// [`read_lines`] compiled for AVX-512 (BW, VBMI) as well as AVX2 and BMI:
@@ -326,14 +317,8 @@ pub fn read_lines(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> 
 /// (`read_lines_with::<Avx512>` inlined here is what takes the features).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vbmi")]
-fn read_lines_avx512(
-    buf: &[u8],
-    at: usize,
-    txs: &mut [Tx],
-    starts: &mut [u32],
-    shapes: &mut Shapes,
-) -> (usize, usize) {
-    read_lines_with::<Avx512>(buf, at, txs, starts, shapes)
+fn read_lines_avx512(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
+    read_lines_with::<Avx512>(buf, at, txs, starts)
 }
 
 /// [`read_lines`] compiled for AVX2 and BMI: the structural index in two
@@ -343,18 +328,30 @@ fn read_lines_avx512(
 /// `read_lines_with::<Avx2>` inlined here is what takes the features.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
-fn read_lines_avx2(
-    buf: &[u8],
-    at: usize,
-    txs: &mut [Tx],
-    starts: &mut [u32],
-    shapes: &mut Shapes,
-) -> (usize, usize) {
-    read_lines_with::<Avx2>(buf, at, txs, starts, shapes)
+fn read_lines_avx2(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
+    read_lines_with::<Avx2>(buf, at, txs, starts)
+}
+
+thread_local! {
+    /// Each thread's [`Shapes`], kept from batch to batch: a parser is
+    /// made per block on the parallel paths, so shapes kept per parser
+    /// would start empty on every block.
+    static SHAPES: std::cell::RefCell<Shapes> = std::cell::RefCell::new(Shapes::new());
 }
 
 #[inline(always)]
 fn read_lines_with<C: Classify>(
+    buf: &[u8],
+    at: usize,
+    txs: &mut [Tx],
+    starts: &mut [u32],
+) -> (usize, usize) {
+    SHAPES.with_borrow_mut(|shapes| read_lines_remembering::<C>(buf, at, txs, starts, shapes))
+}
+
+/// [`read_lines_with`], the layouts from `shapes`.
+#[inline(always)]
+fn read_lines_remembering<C: Classify>(
     buf: &[u8],
     mut at: usize,
     txs: &mut [Tx],
@@ -1314,16 +1311,11 @@ mod tests {
         all
     }
 
-    thread_local! {
-        /// Layouts remembered across a test's lines, as a parsing thread
-        /// remembers them across its batches.
-        static SHAPES: std::cell::RefCell<Shapes> = std::cell::RefCell::new(Shapes::new());
-    }
-
     /// `plain_line` with the baseline classifier and each layout computed,
-    /// then with the remembered layouts and the baseline and each wider
-    /// classifier this processor has (the baseline again in place of one
-    /// it lacks): four results.
+    /// then with the layouts this thread remembers (across a test's lines,
+    /// as a parsing thread remembers them across its batches) and the
+    /// baseline and each wider classifier this processor has (the baseline
+    /// again in place of one it lacks): four results.
     fn plain_lines(w: &[u8; WINDOW]) -> Vec<Option<(Tx, usize)>> {
         SHAPES.with_borrow_mut(|shapes| {
             let baseline = plain_line::<Baseline>(w, &mut Computed);
@@ -1381,29 +1373,23 @@ mod tests {
             buf.extend_from_slice(line.as_bytes());
         }
         buf.extend_from_slice(&[b'\n'; WINDOW]);
-        type ReadLines = fn(&[u8], usize, &mut [Tx], &mut [u32], &mut Shapes) -> (usize, usize);
+        type ReadLines = fn(&[u8], usize, &mut [Tx], &mut [u32]) -> (usize, usize);
         let read = |all: ReadLines, room: usize| {
             let mut txs = vec![Tx::NONE; room];
             let mut starts = vec![0; room + 1];
-            let (end, n) = all(&buf, 0, &mut txs, &mut starts, &mut Shapes::new());
+            let (end, n) = all(&buf, 0, &mut txs, &mut starts);
             txs.truncate(n);
             starts.truncate(n);
             (txs, starts, end)
         };
         let baseline = read(read_lines_with::<Baseline>, 1000);
         assert_eq!(baseline.0.len(), 400, "every line read");
-        assert_eq!(
-            read(|b, at, t, s, _| read_lines(b, at, t, s), 1000),
-            baseline
-        );
+        assert_eq!(read(read_lines, 1000), baseline);
         #[cfg(target_arch = "x86_64")]
         if Avx2::detected() {
             // SAFETY: the processor has the features (checked just above).
             assert_eq!(
-                read(
-                    |b, at, t, s, l| unsafe { read_lines_avx2(b, at, t, s, l) },
-                    1000
-                ),
+                read(|b, at, t, s| unsafe { read_lines_avx2(b, at, t, s) }, 1000),
                 baseline
             );
         }
