@@ -540,7 +540,7 @@ impl Classify for Avx512 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vbmi")]
 #[inline]
-unsafe fn fields_avx512(w: &[u8; WINDOW], gather: &[u8; 32], keep: u32) -> Option<[u64; 4]> {
+unsafe fn fields_avx512(w: &[u8; WINDOW], gather: &[u64; 4], keep: u32) -> Option<[u64; 4]> {
     use std::arch::x86_64::{
         __m256i, _mm256_loadu_si256, _mm512_castsi256_si512, _mm512_castsi512_si256,
         _mm512_cmpgt_epu8_mask, _mm512_loadu_si512, _mm512_maskz_permutexvar_epi8,
@@ -770,12 +770,13 @@ struct Layout {
     tx: (u8, u8),
     units: (u8, u8),
     fraction: (u8, u8),
-    /// For [`fields_avx512`]: byte `8 * k + j` of the four fields' words
-    /// (client, tx, integer and fractional digits) is the window's byte
-    /// `gather[8 * k + j]` where bit `8 * k + j` of `keep` is set, else
-    /// zero: each field's bytes at the top of its word, as [`aligned`]
-    /// puts them (a tx of more than eight digits kept out).
-    gather: [u8; 32],
+    /// For [`fields_avx512`]: byte `j` of the four fields' words (client,
+    /// tx, integer and fractional digits) is the window's byte numbered by
+    /// byte `j` of `gather` (little-endian, word `j / 8`) where bit `j` of
+    /// `keep` is set, else zero: each field's bytes at the top of its
+    /// word, as [`aligned`] puts them (a tx of more than eight digits kept
+    /// out).
+    gather: [u64; 4],
     keep: u32,
 }
 
@@ -789,7 +790,7 @@ const OTHERS: u8 = 2;
 /// by line before [`Shapes`] remembered it per shape.
 fn layout(shape: &Shape) -> Layout {
     const NONE: Layout = Layout {
-        gather: [0; 32],
+        gather: [0; 4],
         keep: 0,
         name_len: 0,
         suits: 0,
@@ -842,18 +843,18 @@ fn layout(shape: &Shape) -> Layout {
         && (dots == 0 || (1..=4).contains(&len(fraction)));
     let others = amount.is_none_or(|amount| len(amount) == 0) && dots == 0;
     let place = |(from, to): (usize, usize)| (from as u8, len((from, to)) as u8);
-    let (mut gather, mut keep) = ([0u8; 32], 0u32);
+    let (mut gather, mut keep) = ([0u64; 4], 0u32);
     let long_tx = len(tx) > 8;
-    for (k, &(from, to)) in [client, if long_tx { (0, 0) } else { tx }, units, fraction]
-        .iter()
-        .enumerate()
-    {
+    let fields = [client, if long_tx { (0, 0) } else { tx }, units, fraction];
+    for (k, (word, &(from, to))) in gather.iter_mut().zip(&fields).enumerate() {
         // A field of more than eight bytes makes a layout no line suits.
-        let n = len((from, to)).min(8);
-        for j in 8 - n..8 {
-            gather[8 * k + j] = (from + j - (8 - n)) as u8;
-            keep |= 1 << (8 * k + j);
-        }
+        let n = len((from, to)).min(8) as u32;
+        // Bytes `from`, `from + 1`, ... moved up to the word's top `n`
+        // bytes (word arithmetic: a layout is made for every new shape,
+        // and a file whose every line has its own shape makes one a line).
+        let places = (from as u64) * 0x0101_0101_0101_0101 + 0x0706_0504_0302_0100;
+        *word = places.checked_shl(8 * (8 - n)).unwrap_or(0);
+        keep |= u32::from((0xFF00u16 >> n) as u8) << (8 * k);
     }
     Layout {
         gather,
