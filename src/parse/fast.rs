@@ -296,40 +296,30 @@ pub fn fast_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
 /// capacity on every row: 229 instructions a row here where the pushes
 /// took 233 (callgrind, `--workers 0`, 1M rows of `datagen`).
 pub fn read_lines(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
-    #[cfg(target_arch = "x86_64")]
-    if Avx512::detected() {
-        // SAFETY: the processor has the features `read_lines_avx512` is
-        // compiled for (checked just above).
-        return unsafe { read_lines_avx512(buf, at, txs, starts) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if Avx2::detected() {
-        // SAFETY: the processor has the features `read_lines_avx2` is
-        // compiled for (checked just above).
-        return unsafe { read_lines_avx2(buf, at, txs, starts) };
-    }
-    read_lines_with::<Baseline>(buf, at, txs, starts)
-}
-
-/// [`read_lines`] compiled for AVX-512 (BW, VBMI) as well as AVX2 and BMI:
-/// the structural index from one 64-byte load, each class's mask straight
-/// from one compare, the fields from one shuffle
-/// (`read_lines_with::<Avx512>` inlined here is what takes the features).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vbmi")]
-fn read_lines_avx512(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
-    read_lines_with::<Avx512>(buf, at, txs, starts)
-}
-
-/// [`read_lines`] compiled for AVX2 and BMI: the structural index in two
-/// 32-byte steps, bit scans, masks and counts in one instruction each (the
-/// compiler counts a line's commas with POPCNT: 8 instructions a line
-/// fewer than without it).
-/// `read_lines_with::<Avx2>` inlined here is what takes the features.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
-fn read_lines_avx2(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
-    read_lines_with::<Avx2>(buf, at, txs, starts)
+    // Borrowed here, outside the functions compiled with wider features:
+    // a closure in one of them is compiled without its features, and the
+    // loop in it called the classifier a line (~60 instructions a line
+    // more, callgrind).
+    SHAPES.with_borrow_mut(|shapes| {
+        let out = Out {
+            txs,
+            starts,
+            shapes,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if Avx512::detected() {
+            // SAFETY: the processor has the features `read_lines_avx512` is
+            // compiled for (checked just above).
+            return unsafe { read_lines_avx512(buf, at, out) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Avx2::detected() {
+            // SAFETY: the processor has the features `read_lines_avx2` is
+            // compiled for (checked just above).
+            return unsafe { read_lines_avx2(buf, at, out) };
+        }
+        read_lines_with::<Baseline>(buf, at, out)
+    })
 }
 
 thread_local! {
@@ -339,25 +329,42 @@ thread_local! {
     static SHAPES: std::cell::RefCell<Shapes> = std::cell::RefCell::new(Shapes::new());
 }
 
-#[inline(always)]
-fn read_lines_with<C: Classify>(
-    buf: &[u8],
-    at: usize,
-    txs: &mut [Tx],
-    starts: &mut [u32],
-) -> (usize, usize) {
-    SHAPES.with_borrow_mut(|shapes| read_lines_remembering::<C>(buf, at, txs, starts, shapes))
+/// Where [`read_lines`] writes the records and line starts it reads, and
+/// the layouts it remembers.
+struct Out<'a> {
+    txs: &'a mut [Tx],
+    starts: &'a mut [u32],
+    shapes: &'a mut Shapes,
 }
 
-/// [`read_lines_with`], the layouts from `shapes`.
+/// [`read_lines`] compiled for AVX-512 (BW, VBMI) as well as AVX2 and BMI:
+/// the structural index from one 64-byte load, each class's mask straight
+/// from one compare, the fields from one shuffle
+/// (`read_lines_with::<Avx512>` inlined here is what takes the features).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt,avx512f,avx512bw,avx512vbmi")]
+fn read_lines_avx512(buf: &[u8], at: usize, out: Out<'_>) -> (usize, usize) {
+    read_lines_with::<Avx512>(buf, at, out)
+}
+
+/// [`read_lines`] compiled for AVX2 and BMI: the structural index in two
+/// 32-byte steps, bit scans, masks and counts in one instruction each (the
+/// compiler counts a line's commas with POPCNT: 8 instructions a line
+/// fewer than without it).
+/// `read_lines_with::<Avx2>` inlined here is what takes the features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
+fn read_lines_avx2(buf: &[u8], at: usize, out: Out<'_>) -> (usize, usize) {
+    read_lines_with::<Avx2>(buf, at, out)
+}
+
 #[inline(always)]
-fn read_lines_remembering<C: Classify>(
-    buf: &[u8],
-    mut at: usize,
-    txs: &mut [Tx],
-    starts: &mut [u32],
-    shapes: &mut Shapes,
-) -> (usize, usize) {
+fn read_lines_with<C: Classify>(buf: &[u8], mut at: usize, out: Out<'_>) -> (usize, usize) {
+    let Out {
+        txs,
+        starts,
+        shapes,
+    } = out;
     let mut read = 0;
     for (slot, start) in txs.iter_mut().zip(starts.iter_mut()) {
         let Some(window) = buf.get(at..at + WINDOW) else {
@@ -1383,18 +1390,35 @@ mod tests {
             starts.truncate(n);
             (txs, starts, end)
         };
-        let baseline = read(read_lines_with::<Baseline>, 1000);
+        // Each with layouts of its own, none remembered yet.
+        fn out<'a>(txs: &'a mut [Tx], starts: &'a mut [u32], shapes: &'a mut Shapes) -> Out<'a> {
+            Out {
+                txs,
+                starts,
+                shapes,
+            }
+        }
+        let baseline = read(
+            |b, at, t, s| read_lines_with::<Baseline>(b, at, out(t, s, &mut Shapes::new())),
+            1000,
+        );
         assert_eq!(baseline.0.len(), 400, "every line read");
         assert_eq!(read(read_lines, 1000), baseline);
         #[cfg(target_arch = "x86_64")]
         if Avx2::detected() {
             // SAFETY: the processor has the features (checked just above).
             assert_eq!(
-                read(|b, at, t, s| unsafe { read_lines_avx2(b, at, t, s) }, 1000),
+                read(
+                    |b, at, t, s| unsafe { read_lines_avx2(b, at, out(t, s, &mut Shapes::new())) },
+                    1000
+                ),
                 baseline
             );
         }
-        let some = read(read_lines_with::<Baseline>, 7);
+        let some = read(
+            |b, at, t, s| read_lines_with::<Baseline>(b, at, out(t, s, &mut Shapes::new())),
+            7,
+        );
         assert_eq!(some.0[..], baseline.0[..7]);
         assert_eq!(some.1[..], baseline.1[..7]);
         assert_eq!(some.2, baseline.1[7] as usize, "stops at the eighth line");
