@@ -185,3 +185,94 @@ fn out_of_range_settings_are_errors_not_panics() {
         assert!(matches!(error, Err(Error::Config(_))), "{engine:?}");
     }
 }
+
+/// Rows that fill batches exactly, one short or one over (the parser hands
+/// out 256 rows at a time; `--workers 0` prefetches 16 rows ahead and
+/// claims a batch whose ids run consecutively at once), each ending in a
+/// rejected row; from row 257 the ids start again at 250, so a run of ids
+/// repeats ids claimed in the batch before: every path gives what the
+/// ledger gives applying the rows one by one, and the last row is
+/// rejected.
+#[test]
+fn batch_boundaries_with_a_rejected_last_row_are_decided_as_row_by_row() {
+    use payments_engine::{Amount, Kind, Ledger, Tx};
+    for n in [
+        1, 15, 16, 17, 31, 32, 33, 255, 256, 257, 263, 264, 511, 512, 513,
+    ] {
+        let client = |id: u32| (id % 3 + 1) as u16;
+        let mut txs: Vec<Tx> = (0..n - 1)
+            .map(|i: u32| {
+                let id = if i < 256 { i + 1 } else { i - 6 };
+                if i % 10 == 9 {
+                    let disputed = id - 3;
+                    let kind = Kind::Dispute;
+                    let amount = Amount::ZERO;
+                    Tx {
+                        kind,
+                        client: client(disputed),
+                        tx: disputed,
+                        amount,
+                    }
+                } else {
+                    let amount = Amount::from_raw(10_000);
+                    Tx {
+                        kind: Kind::Deposit,
+                        client: client(id),
+                        tx: id,
+                        amount,
+                    }
+                }
+            })
+            .collect();
+        // The next id of the run: a withdrawal no account can pay.
+        let last = txs
+            .iter()
+            .filter(|t| t.kind == Kind::Deposit)
+            .map(|t| t.tx)
+            .max();
+        let id = last.map_or(1, |id| id + 1);
+        let amount = Amount::from_raw(1_000_000_000);
+        txs.push(Tx {
+            kind: Kind::Withdrawal,
+            client: client(id),
+            tx: id,
+            amount,
+        });
+        let mut input = String::from("type,client,tx,amount\n");
+        let mut ledger = Ledger::new();
+        let mut rejected = 0;
+        for tx in &txs {
+            let kind = format!("{:?}", tx.kind).to_lowercase();
+            let amount = if tx.kind.claims_id() {
+                tx.amount.to_string()
+            } else {
+                String::new()
+            };
+            input += &format!("{kind},{},{},{amount}\n", tx.client, tx.tx);
+            rejected += u64::from(ledger.apply(*tx).is_err());
+        }
+        let expected = run_csv(&workers(0), input.as_bytes()).unwrap();
+        assert_eq!(expected.tally.rejected(), rejected, "{n} rows");
+        let last_line = format!("\n{},insufficient_funds,", n + 1);
+        assert!(
+            expected.rejects.contains(&last_line),
+            "{n} rows: {}",
+            expected.rejects
+        );
+        let (_, state) =
+            support::run_csv_from(&workers(0), Ledger::new(), input.as_bytes()).unwrap();
+        assert_eq!(
+            state.sorted_accounts(),
+            ledger.sorted_accounts(),
+            "{n} rows"
+        );
+        for engine in [
+            workers(1),
+            workers(2).batch_size(7),
+            workers(0).parsers(2).block_size(100),
+        ] {
+            let got = run_csv(&engine, input.as_bytes()).unwrap();
+            assert!(got == expected, "{n} rows: {engine:?} differs");
+        }
+    }
+}
