@@ -283,7 +283,7 @@ fn tx_id(w: &[u8; WINDOW], i: usize) -> Option<(u32, usize)> {
 pub fn fast_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
     plain_line::<Baseline>(w, &mut Computed)
         .or_else(|| spaced_line(w))
-        .or_else(|| quoted_line::<Baseline>(w))
+        .or_else(|| quoted_line::<Baseline>(w, &mut Computed))
 }
 
 /// Reads common lines from `buf[at..]`, each as `fast_line` does, while a
@@ -379,7 +379,7 @@ fn read_lines_with<C: Classify>(buf: &[u8], mut at: usize, out: Out<'_>) -> (usi
             plain
         } else if let Some(spaced) = spaced_line(w) {
             spaced
-        } else if let Some(quoted) = quoted_line::<C>(w) {
+        } else if let Some(quoted) = quoted_line::<C>(w, shapes) {
             quoted
         } else {
             break;
@@ -875,16 +875,18 @@ fn layout(shape: &Shape) -> Layout {
     }
 }
 
-/// How a [`plain_line`] finds the [`Layout`] of a [`Shape`]: computed
-/// each time ([`Computed`]: tests, quoted lines), or remembered
-/// ([`Shapes`]).
+/// How a [`plain_line`] finds the [`Layout`] of a [`Shape`]: remembered
+/// ([`Shapes`]: every line read, a quoted one's unquoted copy too), or
+/// computed each time (`Computed`: the tests' reference).
 trait Layouts {
     fn layout(&mut self, shape: &Shape) -> Layout;
 }
 
-/// [`layout`] computed for every line.
+/// [`layout`] computed for every line: the tests' reference.
+#[cfg(test)]
 struct Computed;
 
+#[cfg(test)]
 impl Layouts for Computed {
     #[inline(always)]
     fn layout(&mut self, shape: &Shape) -> Layout {
@@ -1062,7 +1064,7 @@ fn spaced_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
 /// before it said no, which on an unquoted file is the lines the general
 /// path takes anyway, and those seldom start with a quote.
 #[inline(never)]
-fn quoted_line<C: Classify>(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
+fn quoted_line<C: Classify>(w: &[u8; WINDOW], layouts: &mut impl Layouts) -> Option<(Tx, usize)> {
     if w[0] != b'"' {
         return None;
     }
@@ -1102,7 +1104,7 @@ fn quoted_line<C: Classify>(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
     }
     copy_run(&mut plain, n, w, from..newline + 1);
     let plain = plain[..WINDOW].try_into().expect("a window");
-    let (tx, _) = plain_line::<C>(plain, &mut Computed).or_else(|| spaced_line(plain))?;
+    let (tx, _) = plain_line::<C>(plain, layouts).or_else(|| spaced_line(plain))?;
     Some((tx, newline + 1))
 }
 
