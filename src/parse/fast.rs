@@ -298,8 +298,8 @@ pub fn fast_line(w: &[u8; WINDOW]) -> Option<(Tx, usize)> {
 pub fn read_lines(buf: &[u8], at: usize, txs: &mut [Tx], starts: &mut [u32]) -> (usize, usize) {
     // Borrowed here, outside the functions compiled with wider features:
     // a closure in one of them is compiled without its features, and the
-    // loop in it called the classifier a line (~60 instructions a line
-    // more, callgrind).
+    // loop in it called the classifier a line (27 instructions a row more,
+    // callgrind, perf.md).
     SHAPES.with_borrow_mut(|shapes| {
         let out = Out {
             txs,
@@ -792,27 +792,18 @@ const CLAIMS: u8 = 1;
 /// [`Layout::suits`]: disputes, resolves and chargebacks.
 const OTHERS: u8 = 2;
 
-/// Where the fields of a line of `shape` are, as [`Layout`] says; none
-/// suited (`suits` 0) for a shape no plain line has. What [`plain_line`] checked line
-/// by line before [`Shapes`] remembered it per shape.
+/// Where the fields of a line of `shape` are, as [`Layout`] says; the
+/// default layout (`suits` 0: none suited) for a shape no plain line has.
+/// What [`plain_line`] checked line by line before [`Shapes`] remembered
+/// it per shape.
 fn layout(shape: &Shape) -> Layout {
-    const NONE: Layout = Layout {
-        gather: [0; 4],
-        keep: 0,
-        name_len: 0,
-        suits: 0,
-        client: (0, 0),
-        tx: (0, 0),
-        units: (0, 0),
-        fraction: (0, 0),
-    };
     let newline = 63 - shape.ends.leading_zeros() as usize;
     let commas = shape.ends & !(1 << newline);
     let spaces = shape.spaces;
     let dots = shape.dots & !(1 << 63);
     let end = newline - (shape.dots >> 63) as usize;
     if !(2..=3).contains(&commas.count_ones()) {
-        return NONE;
+        return Layout::default();
     }
     // The commas' places, the third past the line if there are two.
     let mut at = [64; 3];
@@ -830,12 +821,12 @@ fn layout(shape: &Shape) -> Layout {
     let amount = three.then(|| (after(at[2]), end));
     let len = |(from, to): (usize, usize)| to.saturating_sub(from);
     if !(1..=5).contains(&len(client)) || !(1..=10).contains(&len(tx)) {
-        return NONE;
+        return Layout::default();
     }
     // Points only in an amount: elsewhere they make no plain line.
     let amount_bits = amount.map_or(0, |(from, to)| (1u64 << to) - (1u64 << from));
     if dots & !amount_bits != 0 || dots.count_ones() > 1 {
-        return NONE;
+        return Layout::default();
     }
     let (units, fraction) = match (amount, dots) {
         (Some((from, to)), 0) => ((from, to), (0, 0)),
@@ -899,25 +890,23 @@ impl Layouts for Computed {
 /// type, the digits of its fields, a space after a comma or not), so a
 /// line's fields are found with a hash, a load and a comparison, not with
 /// the checks [`layout`] makes.
-pub struct Shapes {
+struct Shapes {
     slots: Box<[(Shape, Layout)]>,
 }
 
 impl Shapes {
-    /// Slots in the table: 4,096 of 40 bytes.
-    const SLOTS: usize = 1 << 12;
+    /// Slots in the table: 4,096 of 72 bytes (the shape's 24, the
+    /// layout's 48).
+    const SLOTS: usize = {
+        assert!(std::mem::size_of::<(Shape, Layout)>() == 72);
+        1 << 12
+    };
 
-    pub fn new() -> Shapes {
+    fn new() -> Shapes {
         // An empty slot's shape has no line end: no line's shape.
         Shapes {
             slots: vec![(Shape::default(), Layout::default()); Shapes::SLOTS].into_boxed_slice(),
         }
-    }
-}
-
-impl Default for Shapes {
-    fn default() -> Self {
-        Shapes::new()
     }
 }
 

@@ -34,7 +34,9 @@
 //! a run's peak is its end state, not 1.5x of it (the old per-leaf hash maps
 //! cost 22 bytes a deposit at 44-87% load, and doubled).
 
-use super::leaf::{populate, prefetch, prefetch_all, rank, split, LEAF_BITS, LEAF_IDS, LEAVES};
+use super::leaf::{
+    populate, populated, prefetch, prefetch_all, rank, split, LEAF_BITS, LEAF_IDS, LEAVES,
+};
 use crate::amount::Amount;
 use crate::tx::{ClientId, TxId};
 
@@ -84,19 +86,9 @@ struct DenseLeaf {
 
 impl DenseLeaf {
     fn new() -> Self {
-        let mut words: Box<[u32; LEAF_IDS]> = vec![0u32; LEAF_IDS]
-            .into_boxed_slice()
-            .try_into()
-            .expect("a leaf's length");
-        let mut clients: Box<[ClientId; LEAF_IDS]> = vec![0; LEAF_IDS]
-            .into_boxed_slice()
-            .try_into()
-            .expect("a leaf's length");
-        populate(&mut words[..]);
-        populate(&mut clients[..]);
         DenseLeaf {
-            words,
-            clients,
+            words: populated(),
+            clients: populated(),
             count: 0,
         }
     }

@@ -1,7 +1,7 @@
 //! [`TxIdSet`]: the tx ids claimed so far (SPEC rule 2), a sorted list or
 //! a bitset per leaf (the store's module docs say why).
 
-use super::leaf::{populate, prefetch, rank, split, LEAF_BITS, LEAF_IDS, LEAVES};
+use super::leaf::{populated, prefetch, rank, split, LEAF_BITS, LEAF_IDS, LEAVES};
 use crate::tx::TxId;
 
 /// A leaf of [`TxIdSet`] becomes a bitset once it holds this many ids: the
@@ -168,12 +168,8 @@ impl TxIdSet {
     /// Moves a leaf's list into a new bitset.
     #[cold]
     fn make_bitset(&mut self, leaf: usize) {
-        let mut words: Box<[u64; LEAF_IDS / 64]> = vec![0u64; LEAF_IDS / 64]
-            .into_boxed_slice()
-            .try_into()
-            .expect("a leaf's words");
         // Claims read a word before they set a bit in it (leaf::populate).
-        populate(&mut words[..]);
+        let mut words: Box<[u64; LEAF_IDS / 64]> = populated();
         for &slot in &std::mem::take(&mut self.lists[leaf]) {
             set_bit(&mut words[..], usize::from(slot));
         }

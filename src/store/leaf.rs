@@ -126,6 +126,18 @@ pub(crate) fn populate<T>(items: &mut [T]) {
     let _ = items;
 }
 
+/// `N` zeros in a fixed-length array on the heap, its pages faulted in
+/// ([`populate`]): a leaf's table. Fixed-length, so that a slot masked
+/// from an id needs no bounds check in it.
+pub(crate) fn populated<T: Copy + Default, const N: usize>() -> Box<[T; N]> {
+    let mut items: Box<[T; N]> = vec![T::default(); N]
+        .into_boxed_slice()
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("a vector of N items"));
+    populate(&mut items[..]);
+    items
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
