@@ -504,11 +504,14 @@ impl RankedLeaf {
 #[derive(Clone)]
 enum Leaf {
     Sparse(SparseLeaf),
-    /// Boxed, as a dense leaf.
-    Ranked(Box<RankedLeaf>),
-    /// Boxed: a dense leaf is rare, and the directory holds a leaf per
+    /// Boxed: a ranked leaf is rare, and the directory holds a leaf per
     /// 65,536 ids however few deposits it has.
-    Dense(Box<DenseLeaf>),
+    Ranked(Box<RankedLeaf>),
+    /// Not boxed: its two table pointers and count fit in a sparse leaf's
+    /// room (the directory's entries stay 32 bytes), and a slot is reached
+    /// through one pointer fewer (callgrind, 1M rows `--workers 0`: 445.0M
+    /// -> 443.0M instructions).
+    Dense(DenseLeaf),
 }
 
 /// Applied deposits by tx id (see the module docs).
@@ -768,7 +771,7 @@ impl DepositStore {
                         |i| matches!(&self.leaves[i as usize], Leaf::Dense(d) if d.earned()),
                     );
                 self.leaves.push(if neighbour_earned {
-                    Leaf::Dense(Box::new(DenseLeaf::new()))
+                    Leaf::Dense(DenseLeaf::new())
                 } else {
                     self.undense += 1;
                     Leaf::Sparse(SparseLeaf::default())
@@ -825,7 +828,7 @@ impl DepositStore {
             dense.clients[usize::from(entry.slot)] = entry.client;
         }
         dense.count = entries.len() as u32;
-        self.leaves[index] = Leaf::Dense(Box::new(dense));
+        self.leaves[index] = Leaf::Dense(dense);
         self.undense -= 1;
     }
 
@@ -1006,7 +1009,7 @@ impl DepositStore {
             return;
         }
         if deposits.len() >= DENSE_AT {
-            self.leaves.push(Leaf::Dense(Box::new(DenseLeaf::new())));
+            self.leaves.push(Leaf::Dense(DenseLeaf::new()));
             self.leaf_of[leaf] = self.leaves.len() as u32;
         }
         for (id, deposit) in deposits {
@@ -1380,10 +1383,6 @@ mod tests {
     #[test]
     fn entries_are_eight_bytes_and_a_leaf_is_small() {
         assert_eq!(std::mem::size_of::<Entry>(), 8);
-        assert!(
-            std::mem::size_of::<Leaf>() <= 40,
-            "{}",
-            std::mem::size_of::<Leaf>()
-        );
+        assert_eq!(std::mem::size_of::<Leaf>(), 32);
     }
 }
