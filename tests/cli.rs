@@ -354,8 +354,16 @@ fn parsers_and_block_sizes_give_identical_output_and_verbose_says_so() {
     );
     r.assert_stderr_has(&["parsers: 2, blocks of 100 bytes, and a reader thread"]);
     assert_eq!(r.stdout, baseline.stdout);
+    // A plain file parsed on the calling thread is mapped, unless told not.
     let r = run(&["-v", "--parsers", "0", sample], b"");
+    r.assert_stderr_has(&["parsers: 0 (parsing on the calling thread, the input mapped)"]);
+    assert_eq!(r.stdout, baseline.stdout);
+    let r = run(&["-v", "--parsers", "0", "--no-mmap", sample], b"");
     r.assert_stderr_has(&["parsers: 0 (parsing on the calling thread)"]);
+    assert_eq!(r.stdout, baseline.stdout);
+    let r = run(&["-v", "--parsers", "0", "-"], &input);
+    r.assert_stderr_has(&["parsers: 0 (parsing on the calling thread)"]);
+    assert_eq!(r.stdout, baseline.stdout);
     for args in [
         &["--parsers", "257", sample][..],
         &["--parsers", "-1", sample],

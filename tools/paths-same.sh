@@ -5,8 +5,9 @@
 #   tools/paths-same.sh REF BIN INPUT...
 #
 # For each INPUT: runs `REF -q --workers 0 --rejects FILE` once, then BIN
-# with each of `--workers 0/1/2/3`, `--parsers 1/2/3` with 1, 2, 5 or 7
-# workers, and the defaults, each with and without `--rejects`; compares
+# with each of `--workers 0/1/2/3` (the input mapped), `--workers 0
+# --no-mmap` (read), `--parsers 1/2/3` with 1, 2, 5 or 7 workers, and the
+# defaults, each with and without `--rejects`; compares
 # stdout (and the rejects file, where written) byte for byte. Prints one line
 # per run that differs and a count at the end; exits 1 if any differed.
 # REF may be BIN itself (the paths against its own single-threaded run) or a
@@ -24,7 +25,7 @@ for b in "$ref" "$bin"; do [[ -x $b ]] || { echo "paths-same.sh: $b is not an ex
 for input in "$@"; do [[ -r $input ]] || { echo "paths-same.sh: cannot read $input" >&2; exit 2; }; done
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-paths=("--workers 0" "--workers 1" "--workers 2" "--workers 3" "--parsers 1 --workers 1"
+paths=("--workers 0" "--workers 0 --no-mmap" "--workers 1" "--workers 2" "--workers 3" "--parsers 1 --workers 1"
     "--parsers 2 --workers 2" "--parsers 2 --workers 5" "--parsers 3 --workers 7" "")
 runs=0 differ=0
 for input in "$@"; do

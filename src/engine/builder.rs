@@ -13,6 +13,8 @@ use super::sequential::Sequential;
 use super::sharded::Router;
 use crate::batch::{Plan, Recycler};
 use crate::ledger::Ledger;
+#[cfg(unix)]
+use crate::parse::Mapped;
 use crate::parse::{BlockOptions, BlockRows, ParserBuilder, ParserState, RowSource};
 use crate::parse::{DEFAULT_BLOCK, MAX_BLOCK};
 use crate::report::Verbosity;
@@ -129,6 +131,16 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether a plain input file that the calling thread parses may be
+    /// read in place, mapped into memory (default true; see
+    /// `parse::Mapped` for what that costs if another program cuts the
+    /// file during the run). Only where the file is given by
+    /// `Control::read_by_position` and nothing is hashed.
+    pub fn map_input(mut self, map: bool) -> Self {
+        self.config.map_input = map;
+        self
+    }
+
     /// The target size of a parser thread's block, in bytes (default
     /// [`DEFAULT_BLOCK`](EngineBuilder::DEFAULT_BLOCK), at most
     /// [`MAX_BLOCK`](EngineBuilder::MAX_BLOCK)); a block ends at the first
@@ -191,6 +203,19 @@ impl EngineBuilder {
         // the rows are split: on the calling thread or on parser threads).
         let recycler = Recycler::new();
         if c.parsers == 0 {
+            // A plain file read from its start with nothing to hash is read
+            // in place (see `parse::Mapped`), where it can be mapped.
+            #[cfg(unix)]
+            if let Some(map) = file
+                .filter(|_| c.map_input && !hashing && resume.is_none())
+                .and_then(|file| Mapped::open(&file).ok())
+            {
+                let parser = ParserBuilder::default().over_map(map);
+                let mut finished = self.drive_rows(|| Ok(parser), ledger, recycler, supervisor)?;
+                let note = "parsers: 0 (parsing on the calling thread, the input mapped)";
+                finished.measures.notes.insert(0, note.to_string());
+                return Ok(finished);
+            }
             let parser = match &resume {
                 Some(at) => ParserBuilder::default()
                     .resume(source, at)

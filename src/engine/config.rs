@@ -35,6 +35,8 @@ pub(crate) struct Config {
     pub parsers: usize,
     /// Target block size for the parser threads, in bytes.
     pub block: usize,
+    /// A plain input file parsed on the calling thread may be mapped.
+    pub map_input: bool,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             batch: BATCH,
             parsers: 0,
             block: DEFAULT_BLOCK,
+            map_input: true,
         }
     }
 }

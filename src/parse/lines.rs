@@ -3,10 +3,13 @@
 //! through to their end.
 
 use std::io::{self, Read};
+use std::ops::Deref;
 
 use xxhash_rust::xxh3::Xxh3;
 
 use super::error::InputError;
+#[cfg(unix)]
+use super::mapped::Mapped;
 
 /// The longest legal line, line end excluded.
 pub const MAX_LINE: usize = 4096;
@@ -52,10 +55,34 @@ pub struct Line {
     in_prefix: bool,
 }
 
+/// A [`LineReader`]'s bytes: a buffer of its own, which reads refill, or
+/// a whole file mapped (read in place, nothing copied).
+enum Buf {
+    Owned(Box<[u8]>),
+    #[cfg(unix)]
+    Mapped(Mapped),
+}
+
+impl Deref for Buf {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Buf::Owned(buf) => buf,
+            #[cfg(unix)]
+            Buf::Mapped(map) => map.bytes(),
+        }
+    }
+}
+
 /// Splits a byte stream into lines, reading in [`READ_SIZE`]-sized reads.
 pub struct LineReader<R> {
     src: R,
-    pub(super) buf: Box<[u8]>,
+    buf: Buf,
+    /// A mapped reader gives back the pages before `start` once `start`
+    /// reaches this (`usize::MAX`: never; see `Mapped::release_before`).
+    release_at: usize,
     pub(super) start: usize,
     end: usize,
     eof: bool,
@@ -91,7 +118,8 @@ impl<R: Read> LineReader<R> {
     pub fn new(src: R, at_input_start: bool, hashing: bool) -> Self {
         LineReader {
             src,
-            buf: vec![0u8; READ_SIZE + MAX_LINE + 2].into(),
+            buf: Buf::Owned(vec![0u8; READ_SIZE + MAX_LINE + 2].into()),
+            release_at: usize::MAX,
             start: 0,
             end: 0,
             eof: false,
@@ -138,13 +166,19 @@ impl<R: Read> LineReader<R> {
         if let Some(hasher) = &mut self.hasher {
             hasher.update(&self.buf[self.hashed..self.start]);
         }
+        // A reader over bytes in memory has none to read (it is at EOF
+        // from the start, so this is not reached).
+        let Buf::Owned(buf) = &mut self.buf else {
+            self.eof = true;
+            return Ok(false);
+        };
         self.hashed = 0;
         self.dropped += self.start as u64;
-        self.buf.copy_within(self.start..self.end, 0);
+        buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
         loop {
-            match self.src.read(&mut self.buf[self.end..]) {
+            match self.src.read(&mut buf[self.end..]) {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(false);
@@ -165,6 +199,7 @@ impl<R: Read> LineReader<R> {
     /// buffer. Only for a reader past the input's start (BOM looked for).
     pub fn pending(&mut self, want: usize) -> io::Result<(&[u8], usize)> {
         debug_assert!(self.started && want <= MAX_LINE);
+        self.release_passed();
         while self.end - self.start < want && !self.eof {
             self.refill()?;
         }
@@ -196,7 +231,7 @@ impl<R: Read> LineReader<R> {
 
     /// The bytes of `line` (line end excluded, cut at [`MAX_LINE`]).
     pub fn bytes(&self, line: &Line) -> &[u8] {
-        let buf = if line.in_prefix {
+        let buf: &[u8] = if line.in_prefix {
             &self.long_prefix
         } else {
             &self.buf
@@ -217,8 +252,23 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// A mapped reader past [`Self::release_at`] gives back the pages
+    /// before its start: no line handed out, nor anything the caller
+    /// borrowed, lies there (`&mut self`).
+    #[inline]
+    fn release_passed(&mut self) {
+        if self.start >= self.release_at {
+            #[cfg(unix)]
+            if let Buf::Mapped(map) = &mut self.buf {
+                map.release_before(self.start);
+                self.release_at = map.next_release();
+            }
+        }
+    }
+
     /// The next line, or `None` at the end of the input.
     pub fn next_line(&mut self) -> io::Result<Option<Line>> {
+        self.release_passed();
         if !self.started {
             self.started = true;
             // A BOM may arrive split across reads: gather 3 bytes first.
@@ -275,6 +325,39 @@ impl<R: Read> LineReader<R> {
 }
 
 impl LineReader<io::Empty> {
+    /// A reader over a whole mapped file, read in place: nothing is read
+    /// or copied, the lines are slices of the map, and the pages behind
+    /// the lines handed out are given back as it goes. At the input's start
+    /// (a BOM looked for); lines are numbered from 1.
+    /// The buffer of a reader made [`Self::over_block`], for reuse (a
+    /// mapped reader has none: an empty one).
+    pub fn into_buf(self) -> Box<[u8]> {
+        match self.buf {
+            Buf::Owned(buf) => buf,
+            #[cfg(unix)]
+            Buf::Mapped(_) => Box::default(),
+        }
+    }
+
+    #[cfg(unix)]
+    pub fn over_map(map: Mapped) -> Self {
+        let (len, release_at) = (map.bytes().len(), map.next_release());
+        LineReader {
+            src: io::empty(),
+            buf: Buf::Mapped(map),
+            release_at,
+            start: 0,
+            end: len,
+            eof: true,
+            started: false,
+            number: 0,
+            long_prefix: Box::default(),
+            dropped: 0,
+            hasher: None,
+            hashed: 0,
+        }
+    }
+
     /// A reader over one block of whole lines, `buf[..len]`, already in
     /// memory: nothing is read or copied, the lines are slices of `buf`, and
     /// the last line of the block needs no line end. Only the block at the
@@ -287,7 +370,8 @@ impl LineReader<io::Empty> {
         );
         LineReader {
             src: io::empty(),
-            buf,
+            buf: Buf::Owned(buf),
+            release_at: usize::MAX,
             start: 0,
             end: len,
             eof: true,

@@ -47,6 +47,8 @@ mod error;
 mod fast;
 mod fields;
 mod lines;
+#[cfg(unix)]
+mod mapped;
 mod parser;
 mod record;
 #[cfg(test)]
@@ -58,6 +60,8 @@ pub use error::{InputError, Malformed};
 #[cfg(feature = "cluster")]
 pub(crate) use lines::LineReader;
 pub(crate) use lines::{Position, MAX_LINE};
+#[cfg(unix)]
+pub(crate) use mapped::Mapped;
 #[cfg(feature = "cluster")]
 pub(crate) use parser::first_line_end;
 #[cfg(not(any(test, feature = "bench")))]

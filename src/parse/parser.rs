@@ -7,6 +7,8 @@ use super::error::{InputError, Malformed};
 use super::fast::{read_lines, WINDOW};
 use super::fields::{is_blank_line, FieldSplitter};
 use super::lines::{LineReader, Position};
+#[cfg(unix)]
+use super::mapped::Mapped;
 use super::record::{header_warnings, plain_record, record, Columns};
 use crate::batch::Parts;
 use crate::tx::Tx;
@@ -191,6 +193,13 @@ impl ParserBuilder {
         self.parser(LineReader::over_block(buf, len, self.at_input_start))
     }
 
+    /// A parser over a whole mapped file, read in place (see
+    /// `LineReader::over_map`), from the input's start.
+    #[cfg(unix)]
+    pub fn over_map(&self, map: Mapped) -> Parser<io::Empty> {
+        self.parser(LineReader::over_map(map))
+    }
+
     fn parser<R>(&self, lines: LineReader<R>) -> Parser<R> {
         Parser {
             lines,
@@ -329,7 +338,7 @@ impl Parser<io::Empty> {
 
     /// The block's buffer back, for reuse.
     pub fn into_buf(self) -> Box<[u8]> {
-        self.lines.buf
+        self.lines.into_buf()
     }
 }
 

@@ -633,9 +633,50 @@ proptest::proptest! {
         let mut general = Parser::new(Chunked { data: &input, size });
         let expected = collect(&mut general, usize::MAX);
         let (got, state, _) = rows_batched(&mut Parser::new(Chunked { data: &input, size }));
-        proptest::prop_assert_eq!(got, expected);
+        proptest::prop_assert_eq!(&got, &expected);
         proptest::prop_assert_eq!(state, general.state());
+        // The same bytes as a mapped file, read in place.
+        let (mapped, _, _) = rows_batched(&mut mapped_parser(&input));
+        proptest::prop_assert_eq!(mapped, expected);
     }
+}
+
+/// A parser over `input` written to a file and mapped, as the engine
+/// reads a plain file on the calling thread.
+fn mapped_parser(input: &[u8]) -> Parser<io::Empty> {
+    use std::io::Write;
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(input).unwrap();
+    let map = super::mapped::Mapped::open(&file).unwrap();
+    ParserBuilder::default().over_map(map)
+}
+
+/// A mapped file of several megabytes (its passed pages given back every
+/// megabyte on the way) gives the rows a read one gives, BOM, CRLF, blank
+/// and over-long lines included, and the last line without a line end.
+#[test]
+fn a_mapped_file_gives_the_rows_of_a_read_one() {
+    let text = datagen::generate_vec(datagen::Config {
+        rows: 120_000,
+        ..datagen::Config::default()
+    });
+    let mut input = b"\xEF\xBB\xBF".to_vec();
+    for (i, line) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+        input.extend_from_slice(line);
+        match i % 10_007 {
+            1 => input.extend_from_slice(b"\r\n"),
+            2 => input.extend_from_slice(&[b'x'; MAX_LINE + 10]),
+            3 => input.extend_from_slice(b"\ndeposit,1,77,1.5\r\n"),
+            _ => {}
+        }
+    }
+    input.extend_from_slice(b"withdrawal,2,3,0.5");
+    assert!(input.len() > 3 << 20);
+    let expected = collect(&mut Parser::new(&input[..]), usize::MAX);
+    let (got, state, fast) = rows_batched(&mut mapped_parser(&input));
+    assert_eq!(got, expected);
+    assert!(fast >= 119_900, "{fast} rows took the fast path");
+    assert_eq!(state.at.offset, input.len() as u64);
 }
 
 /// Every row of a realistic file goes through the fast path's batches,

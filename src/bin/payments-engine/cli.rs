@@ -150,6 +150,15 @@ pub struct Cli {
     #[arg(long, help_heading = "Performance")]
     pub no_pin: bool,
 
+    /// Read the input file with read(2) rather than mapping it into memory.
+    /// A plain file parsed on the calling thread (--parsers 0, as with
+    /// --workers 0) is mapped and read in place, which saves copying it; if
+    /// another program truncates the file during the run, the kernel then
+    /// ends the process (SIGBUS; nothing is written). Use this for a file
+    /// that may change while it is read.
+    #[arg(long, help_heading = "Performance")]
+    pub no_mmap: bool,
+
     /// The most memory the engine may hold (`512MiB`, `4GiB`, `2G`, or
     /// bytes). Past it the run ends with one error line (exit 1) naming the
     /// line reached, instead of an abort. Default: the cgroup's memory limit,
@@ -441,6 +450,7 @@ impl Cli {
             .parsers(parsers)
             .block_size(block)
             .pin(!self.no_pin)
+            .map_input(!self.no_mmap)
             .strict(self.strict);
         Ok(Options {
             inputs,
