@@ -187,22 +187,37 @@ fn out_of_range_settings_are_errors_not_panics() {
 }
 
 /// Rows that fill batches exactly, one short or one over (the parser hands
-/// out 256 rows at a time; `--workers 0` prefetches 16 rows ahead and
-/// claims a batch whose ids run consecutively at once), each ending in a
-/// rejected row; from row 257 the ids start again at 250, so a run of ids
-/// repeats ids claimed in the batch before: every path gives what the
-/// ledger gives applying the rows one by one, and the last row is
-/// rejected.
+/// out `BATCH` rows at a time, its `FAST_ROWS`; `--workers 0` prefetches
+/// 16 rows ahead and claims a batch whose ids run consecutively at once),
+/// each ending in a rejected row; from row `BATCH + 1` the ids start again
+/// at `BATCH - 6`, so a run of ids repeats ids claimed in the batch before:
+/// every path gives what the ledger gives applying the rows one by one, and
+/// the last row is rejected.
 #[test]
 fn batch_boundaries_with_a_rejected_last_row_are_decided_as_row_by_row() {
     use payments_engine::{Amount, Kind, Ledger, Tx};
+    const BATCH: u32 = 1024;
     for n in [
-        1, 15, 16, 17, 31, 32, 33, 255, 256, 257, 263, 264, 511, 512, 513,
+        1,
+        15,
+        16,
+        17,
+        31,
+        32,
+        33,
+        BATCH - 1,
+        BATCH,
+        BATCH + 1,
+        BATCH + 7,
+        BATCH + 8,
+        2 * BATCH - 1,
+        2 * BATCH,
+        2 * BATCH + 1,
     ] {
         let client = |id: u32| (id % 3 + 1) as u16;
         let mut txs: Vec<Tx> = (0..n - 1)
             .map(|i: u32| {
-                let id = if i < 256 { i + 1 } else { i - 6 };
+                let id = if i < BATCH { i + 1 } else { i - 6 };
                 if i % 10 == 9 {
                     let disputed = id - 3;
                     let kind = Kind::Dispute;
