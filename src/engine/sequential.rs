@@ -83,7 +83,7 @@ impl Sequential {
             Ok(())
         } else {
             self.log
-                .record(rows.line(i), outcome, rows.raw(i))
+                .record_with(rows.line(i), outcome, || rows.raw(i))
                 .map_err(Error::WriteSpool)
         }
     }

@@ -811,7 +811,7 @@ impl WorkerState {
             } else {
                 let line = block.parts.base + u64::from(share.lines[n]);
                 self.log
-                    .record(line, outcome, share.raw(n))
+                    .record_with(line, outcome, || share.raw(n))
                     .map_err(WorkerError::Spool)?;
             }
         }
