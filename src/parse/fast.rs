@@ -448,20 +448,27 @@ trait Classify {
     }
 
     /// The values of a plain line's client, tx (0 when it has more than
-    /// eight digits: see [`long_tx_id`]), integer and fractional digits
-    /// (0 and 0 unless `claims`), where `layout` says they are; `None` if a
-    /// byte of one is not a digit.
+    /// eight digits: see [`long_tx_id`]), integer digits and fractional
+    /// digits in ten-thousandths (0 and 0 unless `claims`), where `layout`
+    /// says they are; `None` if a byte of one is not a digit.
     #[inline(always)]
     fn fields(w: &[u8; WINDOW], layout: &Layout, claims: bool) -> Option<[u64; 4]> {
-        let field = |(at, len): (u8, u8)| aligned(w, usize::from(at), usize::from(len));
+        let at = |(at, len): (u8, u8)| (usize::from(at), usize::from(len));
+        let field = |place| {
+            let (i, n) = at(place);
+            aligned(w, i, n)
+        };
         // No amount read for the others, whose amount field is empty.
-        let amount = |place: (u8, u8)| if claims { field(place) } else { Some(0) };
+        let fraction = || {
+            let (i, n) = at(layout.fraction);
+            scaled_fraction(w, i, n)
+        };
         let long_tx = layout.tx.1 > 8;
         Self::values([
             field(layout.client)?,
             if long_tx { 0 } else { field(layout.tx)? },
-            amount(layout.units)?,
-            amount(layout.fraction)?,
+            if claims { field(layout.units)? } else { 0 },
+            if claims { fraction()? } else { 0 },
         ])
     }
 }
@@ -859,12 +866,22 @@ fn layout(shape: &Shape) -> Layout {
     let long_tx = len(tx) > 8;
     let fields = [client, if long_tx { (0, 0) } else { tx }, units, fraction];
     for (k, (word, &(from, to))) in gather.iter_mut().zip(&fields).enumerate() {
+        let places = (from as u64) * 0x0101_0101_0101_0101 + 0x0706_0504_0302_0100;
+        if k == 3 {
+            // The fractional digits in bytes 4, 5, ... (as
+            // [`scaled_fraction`] puts them): their value in
+            // ten-thousandths. More than four make a layout no deposit or
+            // withdrawal suits.
+            let n = len((from, to)).min(4) as u32;
+            *word = places << 32;
+            keep |= ((1u32 << n) - 1) << 4 << (8 * k);
+            continue;
+        }
         // A field of more than eight bytes makes a layout no line suits.
         let n = len((from, to)).min(8) as u32;
         // Bytes `from`, `from + 1`, ... moved up to the word's top `n`
         // bytes (word arithmetic: a layout is made for every new shape,
         // and a file whose every line has its own shape makes one a line).
-        let places = (from as u64) * 0x0101_0101_0101_0101 + 0x0706_0504_0302_0100;
         *word = places.checked_shl(8 * (8 - n)).unwrap_or(0);
         keep |= u32::from((0xFF00u16 >> n) as u8) << (8 * k);
     }
@@ -971,22 +988,19 @@ fn plain_line<C: Classify>(w: &[u8; WINDOW], layouts: &mut impl Layouts) -> Opti
     }
     let (tx_at, tx_len) = (usize::from(layout.tx.0), usize::from(layout.tx.1));
     let long_tx = tx_len > 8;
-    let [client, tx, units, fraction_value] = C::fields(w, &layout, claims)?;
+    let [client, tx, units, fraction] = C::fields(w, &layout, claims)?;
     let tx = if long_tx {
         long_tx_id(w, tx_at, tx_len)?
     } else {
         tx as u32
     };
-    let amount = if claims {
-        const SCALES: [u64; 5] = [10_000, 1_000, 100, 10, 1];
-        let raw = units * SCALES[0] + fraction_value * SCALES[usize::from(layout.fraction.1)];
-        if raw == 0 {
-            return None;
-        }
-        Amount::from_raw(raw as i64)
-    } else {
-        Amount::ZERO
-    };
+    // 0 for the others, whose amount is not read: no branch on the kind
+    // here (kinds come mixed; a branch on them mispredicts).
+    let raw = units * 10_000 + fraction;
+    if claims & (raw == 0) {
+        return None;
+    }
+    let amount = Amount::from_raw(raw as i64);
     Some((
         Tx {
             kind: name.kind,
@@ -1005,6 +1019,17 @@ fn plain_line<C: Classify>(w: &[u8; WINDOW], layouts: &mut impl Layouts) -> Opti
 fn aligned(w: &[u8; WINDOW], i: usize, n: usize) -> Option<u64> {
     let x = word(w, i)? ^ ZEROS;
     Some(x.checked_shl(64 - 8 * n as u32).unwrap_or(0))
+}
+
+/// The `n` (0 to 4) fractional digits at `w[i..]` with `'0'` XORed out,
+/// in bytes 4 to `3 + n` of a word, zeros around them: converted as eight
+/// digits by [`Classify::values`], their value in ten-thousandths (`.5`:
+/// 5000). No multiply by the digits' scale then.
+#[inline(always)]
+fn scaled_fraction(w: &[u8; WINDOW], i: usize, n: usize) -> Option<u64> {
+    let x = word(w, i)? ^ ZEROS;
+    let low = (1u64 << (8 * n.min(4))) - 1;
+    Some((x & low) << 32)
 }
 
 /// A tx id of `n` (9 or 10) digits at `w[i..]`: two words converted (out
