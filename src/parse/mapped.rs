@@ -119,4 +119,13 @@ mod tests {
         map.release_before(usize::MAX);
         assert!(map.bytes() == &bytes[..]);
     }
+
+    #[test]
+    fn an_empty_file_maps_to_no_bytes() {
+        let file = tempfile::tempfile().unwrap();
+        let mut map = Mapped::open(&file).unwrap();
+        assert!(map.bytes().is_empty());
+        map.release_before(usize::MAX);
+        assert_eq!(map.released, 0);
+    }
 }
