@@ -571,8 +571,8 @@ impl Classify for Avx512 {
 unsafe fn fields_avx512(w: &[u8; WINDOW], gather: &[u64; 4], keep: u32) -> Option<[u64; 4]> {
     use std::arch::x86_64::{
         __m256i, _mm256_loadu_si256, _mm512_castsi256_si512, _mm512_castsi512_si256,
-        _mm512_cmpgt_epu8_mask, _mm512_loadu_si512, _mm512_maskz_permutexvar_epi8,
-        _mm512_set1_epi8, _mm512_xor_si512,
+        _mm512_cmpgt_epu8_mask, _mm512_loadu_si512, _mm512_maskz_sub_epi8, _mm512_permutexvar_epi8,
+        _mm512_set1_epi8,
     };
     // SAFETY: the caller runs on a processor with these features; the
     // loads read the window's first 64 bytes (it holds 72) and the
@@ -583,11 +583,13 @@ unsafe fn fields_avx512(w: &[u8; WINDOW], gather: &[u64; 4], keep: u32) -> Optio
             _mm256_loadu_si256(gather.as_ptr().cast::<__m256i>()),
         )
     };
-    let digits = _mm512_xor_si512(v, _mm512_set1_epi8(b'0' as i8));
-    // Lanes past the first 32 bytes of the index are not kept: whatever
-    // the cast leaves there picks nothing.
-    let fields =
-        _mm512_maskz_permutexvar_epi8(u64::from(keep), _mm512_castsi256_si512(index), digits);
+    // The bytes moved, then `'0'` taken from those kept, the others
+    // zeroed: lanes past the first 32 bytes of the index are not kept
+    // (whatever the cast leaves there picks nothing). (`'0'` XORed out
+    // before a zeroing shuffle compiled to two shuffles, a XOR and a
+    // masked move.)
+    let moved = _mm512_permutexvar_epi8(_mm512_castsi256_si512(index), v);
+    let fields = _mm512_maskz_sub_epi8(u64::from(keep), moved, _mm512_set1_epi8(b'0' as i8));
     // (Compared whole: the lanes past 32 bytes are zeros. The 256-bit
     // compare would need AVX-512 VL as well, and was a call a line.)
     if _mm512_cmpgt_epu8_mask(fields, _mm512_set1_epi8(9)) != 0 {
