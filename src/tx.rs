@@ -61,7 +61,7 @@ impl Kind {
     /// and chargebacks refer to a deposit's id and amount instead (a
     /// chargeback moves money too, but never claims an id).
     #[inline]
-    pub fn claims_id(self) -> bool {
+    pub const fn claims_id(self) -> bool {
         matches!(self, Kind::Deposit | Kind::Withdrawal)
     }
 }

@@ -35,7 +35,7 @@
 //! structural index").
 
 use crate::amount::Amount;
-use crate::store::prefetch;
+use crate::store::prefetch_at;
 use crate::tx::{Kind, Tx};
 
 /// How far ahead of the line being read [`read_lines`] asks for the input
@@ -149,7 +149,8 @@ fn separator(w: &[u8; WINDOW], i: usize) -> Option<usize> {
 }
 
 /// A type name's expected first 8 bytes (under `mask`) and next 2 bytes
-/// (under `tail_mask`), and its length.
+/// (under `tail_mask`), and its length; with what its kind asks of a line,
+/// looked up with it rather than worked out from the kind on every line.
 #[derive(Clone, Copy)]
 struct Name {
     head: u64,
@@ -158,6 +159,13 @@ struct Name {
     tail_mask: u16,
     len: u8,
     kind: Kind,
+    /// Whether the kind claims an id (and has an amount).
+    claims: bool,
+    /// The [`Layout::suits`] bit the kind needs (0 for no name: suits none).
+    suits: u8,
+    /// [`Layout::keep`] under this: the client's and tx's lanes, and the
+    /// amount's for a kind that claims an id.
+    keep: u32,
 }
 
 /// The type names, indexed by their first two bytes XORed, low 4 bits:
@@ -171,6 +179,9 @@ const NAMES: [Name; 16] = {
         tail_mask: 0,
         len: 0,
         kind: Kind::Deposit,
+        claims: false,
+        suits: 0,
+        keep: 0,
     };
     const fn name(text: &[u8], kind: Kind) -> (usize, Name) {
         let mut head = [0u8; 8];
@@ -193,6 +204,9 @@ const NAMES: [Name; 16] = {
             tail_mask,
             len: text.len() as u8,
             kind,
+            claims: kind.claims_id(),
+            suits: if kind.claims_id() { CLAIMS } else { OTHERS },
+            keep: if kind.claims_id() { u32::MAX } else { 0xFFFF },
         };
         (((text[0] ^ text[1]) & 15) as usize, name)
     }
@@ -376,15 +390,12 @@ fn read_lines_with<C: Classify>(buf: &[u8], mut at: usize, out: Out<'_>) -> (usi
     } = out;
     let mut read = 0;
     for (slot, start) in txs.iter_mut().zip(starts.iter_mut()) {
-        let Some(window) = buf.get(at..at + WINDOW) else {
+        let Some(w) = buf.get(at..).and_then(|rest| rest.first_chunk::<WINDOW>()) else {
             break;
         };
         // One hint a line, though two lines share a cache line: cheaper
         // than a test of whether this one starts a new one.
-        if let Some(ahead) = buf.get(at + READ_AHEAD) {
-            prefetch(ahead);
-        }
-        let w = window.try_into().expect("a window");
+        prefetch_ahead(w);
         // The readers tried one after the other here, not through one
         // `plain_line(w).or_else(|| spaced_line(w))`: that result was
         // built on the stack in narrow stores and copied out with one wide
@@ -404,6 +415,15 @@ fn read_lines_with<C: Classify>(buf: &[u8], mut at: usize, out: Out<'_>) -> (usi
         read += 1;
     }
     (at, read)
+}
+
+/// Asks the CPU to start loading the input [`READ_AHEAD`] bytes past the
+/// start of `w`, wherever that is: the address is only computed (a hint
+/// past the input's end is dropped, as any prefetch of an unmapped
+/// address is), so no check of the input's length comes with it.
+#[inline(always)]
+fn prefetch_ahead(w: &[u8; WINDOW]) {
+    prefetch_at(w.as_ptr().wrapping_add(READ_AHEAD));
 }
 
 /// Where the window's line ends, commas, spaces and decimal points are:
@@ -452,7 +472,8 @@ trait Classify {
     /// digits in ten-thousandths (0 and 0 unless `claims`), where `layout`
     /// says they are; `None` if a byte of one is not a digit.
     #[inline(always)]
-    fn fields(w: &[u8; WINDOW], layout: &Layout, claims: bool) -> Option<[u64; 4]> {
+    fn fields(w: &[u8; WINDOW], layout: &Layout, name: &Name) -> Option<[u64; 4]> {
+        let claims = name.claims;
         let at = |(at, len): (u8, u8)| (usize::from(at), usize::from(len));
         let field = |place| {
             let (i, n) = at(place);
@@ -551,9 +572,9 @@ impl Classify for Avx512 {
     }
 
     #[inline(always)]
-    fn fields(w: &[u8; WINDOW], layout: &Layout, claims: bool) -> Option<[u64; 4]> {
+    fn fields(w: &[u8; WINDOW], layout: &Layout, name: &Name) -> Option<[u64; 4]> {
         // The client's and tx's lanes (16 bytes), and the amount's if it has one.
-        let keep = layout.keep & if claims { u32::MAX } else { 0xFFFF };
+        let keep = layout.keep & name.keep;
         // SAFETY: as for `structure` (VBMI is part of `Avx512::detected`).
         unsafe { fields_avx512(w, &layout.gather, keep) }
     }
@@ -924,7 +945,9 @@ impl Layouts for Computed {
 /// line's fields are found with a hash, a load and a comparison, not with
 /// the checks [`layout`] makes.
 struct Shapes {
-    slots: Box<[(Shape, Layout)]>,
+    /// Of a fixed length: a slot taken from a hash's top bits needs no
+    /// bounds check.
+    slots: Box<[(Shape, Layout); Shapes::SLOTS]>,
 }
 
 impl Shapes {
@@ -938,7 +961,10 @@ impl Shapes {
     fn new() -> Shapes {
         // An empty slot's shape has no line end: no line's shape.
         Shapes {
-            slots: vec![(Shape::default(), Layout::default()); Shapes::SLOTS].into_boxed_slice(),
+            slots: vec![(Shape::default(), Layout::default()); Shapes::SLOTS]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("a vector of SLOTS slots")),
         }
     }
 }
@@ -948,12 +974,25 @@ impl Layouts for Shapes {
     fn layout(&mut self, shape: &Shape) -> Layout {
         let mixed = shape.ends ^ shape.spaces.rotate_left(21) ^ shape.dots.rotate_left(42);
         let slot = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize;
-        let (known, layout) = &mut self.slots[slot % Shapes::SLOTS];
+        let (known, layout) = &self.slots[slot % Shapes::SLOTS];
         if known != shape {
-            *known = *shape;
-            *layout = self::layout(shape);
+            return self.learn(slot % Shapes::SLOTS, shape.ends, shape.spaces, shape.dots);
         }
         *layout
+    }
+}
+
+impl Shapes {
+    /// A shape not in its slot: its layout, worked out and remembered
+    /// there. Out of line, the shape passed in registers: inlined (or
+    /// given by reference), the shape was stored to the stack on every
+    /// line for this rare call.
+    #[cold]
+    #[inline(never)]
+    fn learn(&mut self, slot: usize, ends: u64, spaces: u64, dots: u64) -> Layout {
+        let shape = Shape { ends, spaces, dots };
+        self.slots[slot % Shapes::SLOTS] = (shape, layout(&shape));
+        self.slots[slot % Shapes::SLOTS].1
     }
 }
 
@@ -979,10 +1018,9 @@ fn plain_line<C: Classify>(w: &[u8; WINDOW], layouts: &mut impl Layouts) -> Opti
     let head = word(w, 0)?;
     let tail = (word(w, 2)? >> 48) as u16;
     let name = &NAMES[((head ^ (head >> 8)) & 15) as usize];
-    let claims = name.kind.claims_id();
-    let suits = if claims { CLAIMS } else { OTHERS };
+    let claims = name.claims;
     if name.len != layout.name_len
-        || layout.suits & suits == 0
+        || layout.suits & name.suits == 0
         || (head & name.mask) != name.head
         || (tail & name.tail_mask) != name.tail
     {
@@ -990,7 +1028,7 @@ fn plain_line<C: Classify>(w: &[u8; WINDOW], layouts: &mut impl Layouts) -> Opti
     }
     let (tx_at, tx_len) = (usize::from(layout.tx.0), usize::from(layout.tx.1));
     let long_tx = tx_len > 8;
-    let [client, tx, units, fraction] = C::fields(w, &layout, claims)?;
+    let [client, tx, units, fraction] = C::fields(w, &layout, name)?;
     let tx = if long_tx {
         long_tx_id(w, tx_at, tx_len)?
     } else {

@@ -60,15 +60,22 @@ pub(crate) fn rank(starts: &[u16], slot: u16) -> usize {
 /// Asks the CPU to start loading `item`'s cache line (a no-op off x86-64).
 #[inline]
 pub(crate) fn prefetch<T>(item: &T) {
+    prefetch_at((item as *const T).cast());
+}
+
+/// Asks the CPU to start loading the cache line at `address`, which need
+/// not be inside any allocation (it is never read: a hint for an address
+/// that is not mapped is dropped). A no-op off x86-64.
+#[inline]
+pub(crate) fn prefetch_at(address: *const u8) {
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = item;
+    let _ = address;
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it cannot fault, changes no memory
-    // and has no effect the program can observe, and the address comes from
-    // a live reference.
+    // SAFETY: a prefetch is only a hint: it cannot fault, whatever the
+    // address, changes no memory and has no effect the program can observe.
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((item as *const T).cast());
+        _mm_prefetch::<_MM_HINT_T0>(address.cast());
     }
 }
 

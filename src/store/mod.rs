@@ -40,4 +40,4 @@ pub use clients::ClientTable;
 pub use deposits::{Deposit, DepositStore};
 pub use ids::TxIdSet;
 pub(crate) use ids::{set_bits, IdLeaf, RUN_BITS};
-pub(crate) use leaf::{prefetch, LEAF_BITS, LEAF_IDS, LEAVES};
+pub(crate) use leaf::{prefetch_at, LEAF_BITS, LEAF_IDS, LEAVES};
