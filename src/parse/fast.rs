@@ -974,11 +974,14 @@ impl Layouts for Shapes {
     fn layout(&mut self, shape: &Shape) -> Layout {
         let mixed = shape.ends ^ shape.spaces.rotate_left(21) ^ shape.dots.rotate_left(42);
         let slot = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize;
-        let (known, layout) = &self.slots[slot % Shapes::SLOTS];
-        if known != shape {
-            return self.learn(slot % Shapes::SLOTS, shape.ends, shape.spaces, shape.dots);
+        let slot = slot % Shapes::SLOTS;
+        if self.slots[slot].0 != *shape {
+            self.learn(slot, shape.ends, shape.spaces, shape.dots);
         }
-        *layout
+        // Read from the slot whichever way: one place the caller's loads
+        // of the layout's fields read from (a layout returned by `learn`
+        // as well made the compiler copy it to the stack on every line).
+        self.slots[slot].1
     }
 }
 
@@ -989,10 +992,9 @@ impl Shapes {
     /// line for this rare call.
     #[cold]
     #[inline(never)]
-    fn learn(&mut self, slot: usize, ends: u64, spaces: u64, dots: u64) -> Layout {
+    fn learn(&mut self, slot: usize, ends: u64, spaces: u64, dots: u64) {
         let shape = Shape { ends, spaces, dots };
         self.slots[slot % Shapes::SLOTS] = (shape, layout(&shape));
-        self.slots[slot % Shapes::SLOTS].1
     }
 }
 
