@@ -161,7 +161,7 @@ struct Name {
     kind: Kind,
     /// Whether the kind claims an id (and has an amount).
     claims: bool,
-    /// The [`Layout::suits`] bit the kind needs (0 for no name: suits none).
+    /// The kinds' class, for [`Layout::names`] (0 for no name: none).
     suits: u8,
     /// [`Layout::keep`] under this: the client's and tx's lanes, and the
     /// amount's for a kind that claims an id.
@@ -810,13 +810,14 @@ impl Shape {
 /// [`plain_line`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Layout {
-    /// Where the first comma is: the type name's length.
-    name_len: u8,
-    /// Which kinds a line of the shape may have: [`CLAIMS`] (three fields
-    /// and an amount of 1-7 integer digits and 1-4 fractional ones),
-    /// [`OTHERS`] (two fields, or three and nothing after the third comma
-    /// but one space).
-    suits: u8,
+    /// Which type names a line of the shape may start with: bit `i` for
+    /// `NAMES[i]`, set where the name is as long as the text before the
+    /// first comma and its kind suits the fields after it: [`CLAIMS`]
+    /// (three fields and an amount of 1-7 integer digits and 1-4
+    /// fractional ones), [`OTHERS`] (two fields, or three and nothing after
+    /// the third comma but one space). One bit test a line (a length and a
+    /// kind compared took eight instructions).
+    names: u16,
     client: (u8, u8),
     tx: (u8, u8),
     units: (u8, u8),
@@ -831,9 +832,9 @@ struct Layout {
     keep: u32,
 }
 
-/// [`Layout::suits`]: deposits and withdrawals.
+/// The kinds that claim an id, for [`Layout::names`]: deposits and withdrawals.
 const CLAIMS: u8 = 1;
-/// [`Layout::suits`]: disputes, resolves and chargebacks.
+/// The other kinds, for [`Layout::names`]: disputes, resolves and chargebacks.
 const OTHERS: u8 = 2;
 
 /// Where the fields of a line of `shape` are, as [`Layout`] says; the
@@ -911,13 +912,25 @@ fn layout(shape: &Shape) -> Layout {
     Layout {
         gather,
         keep,
-        name_len: at[0] as u8,
-        suits: (u8::from(claims) * CLAIMS) | (u8::from(others) * OTHERS),
+        names: names_suited(
+            at[0],
+            (u8::from(claims) * CLAIMS) | (u8::from(others) * OTHERS),
+        ),
         client: place(client),
         tx: place(tx),
         units: place(units),
         fraction: place(fraction),
     }
+}
+
+/// [`Layout::names`] for a line whose type name is `len` bytes long and
+/// whose fields suit the kinds `suits` says.
+fn names_suited(len: usize, suits: u8) -> u16 {
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| usize::from(name.len) == len && name.suits & suits != 0)
+        .fold(0, |names, (i, _)| names | 1 << i)
 }
 
 /// How a [`plain_line`] finds the [`Layout`] of a [`Shape`]: remembered
@@ -1019,10 +1032,10 @@ fn plain_line<C: Classify>(w: &[u8; WINDOW], layouts: &mut impl Layouts) -> Opti
     let layout = layouts.layout(&shape);
     let head = word(w, 0)?;
     let tail = (word(w, 2)? >> 48) as u16;
-    let name = &NAMES[((head ^ (head >> 8)) & 15) as usize];
+    let index = ((head ^ (head >> 8)) & 15) as usize;
+    let name = &NAMES[index];
     let claims = name.claims;
-    if name.len != layout.name_len
-        || layout.suits & name.suits == 0
+    if layout.names >> index & 1 == 0
         || (head & name.mask) != name.head
         || (tail & name.tail_mask) != name.tail
     {
