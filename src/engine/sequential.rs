@@ -87,9 +87,9 @@ impl Sequential {
     }
 
     /// Records row `i`'s rejection. Out of line: built in the loop, the
-    /// outcome was copied through the stack on every rejected row (a
-    /// twenty-fifth of the realistic file's) in overlapping stores and
-    /// loads that stalled (2% of `--workers 0`'s samples, `perf annotate`).
+    /// outcome was copied through the stack on every rejected row (one in
+    /// 26 of the realistic file's) in overlapping stores and loads that
+    /// stalled (2% of `--workers 0`'s samples, `perf annotate`).
     #[inline(never)]
     fn reject(
         &mut self,
