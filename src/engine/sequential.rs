@@ -98,9 +98,8 @@ impl Sequential {
         tx: &Tx,
         reason: Reject,
     ) -> Result<(), Error> {
-        let outcome = Outcome::Rejected { tx: *tx, reason };
         self.log
-            .record_with(rows.line(i), outcome, || rows.raw(i))
+            .record_with(rows.line(i), Outcome::of(tx, Err(reason)), || rows.raw(i))
             .map_err(Error::WriteSpool)
     }
 }

@@ -161,8 +161,6 @@ struct Name {
     kind: Kind,
     /// Whether the kind claims an id (and has an amount).
     claims: bool,
-    /// The kinds' class, for [`Layout::names`] (0 for no name: none).
-    suits: u8,
     /// [`Layout::keep`] under this: the client's and tx's lanes, and the
     /// amount's for a kind that claims an id.
     keep: u32,
@@ -180,7 +178,6 @@ const NAMES: [Name; 16] = {
         len: 0,
         kind: Kind::Deposit,
         claims: false,
-        suits: 0,
         keep: 0,
     };
     const fn name(text: &[u8], kind: Kind) -> (usize, Name) {
@@ -205,7 +202,6 @@ const NAMES: [Name; 16] = {
             len: text.len() as u8,
             kind,
             claims: kind.claims_id(),
-            suits: if kind.claims_id() { CLAIMS } else { OTHERS },
             keep: if kind.claims_id() { u32::MAX } else { 0xFFFF },
         };
         (((text[0] ^ text[1]) & 15) as usize, name)
@@ -924,12 +920,15 @@ fn layout(shape: &Shape) -> Layout {
 }
 
 /// [`Layout::names`] for a line whose type name is `len` bytes long and
-/// whose fields suit the kinds `suits` says.
+/// whose fields suit the kinds `suits` says (the slots of no name, of
+/// length 0, suit none).
 fn names_suited(len: usize, suits: u8) -> u16 {
+    let class = |name: &Name| if name.claims { CLAIMS } else { OTHERS };
     NAMES
         .iter()
         .enumerate()
-        .filter(|(_, name)| usize::from(name.len) == len && name.suits & suits != 0)
+        .filter(|(_, name)| name.len > 0 && usize::from(name.len) == len)
+        .filter(|(_, name)| class(name) & suits != 0)
         .fold(0, |names, (i, _)| names | 1 << i)
 }
 
@@ -1007,7 +1006,7 @@ impl Shapes {
     #[inline(never)]
     fn learn(&mut self, slot: usize, ends: u64, spaces: u64, dots: u64) {
         let shape = Shape { ends, spaces, dots };
-        self.slots[slot % Shapes::SLOTS] = (shape, layout(&shape));
+        self.slots[slot] = (shape, layout(&shape));
     }
 }
 
@@ -1453,6 +1452,40 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_suits_the_names_of_its_length_and_kind() {
+        let bits = |names: &[&str]| {
+            names.iter().fold(0u16, |bits, text| {
+                let (i, name) = NAMES
+                    .iter()
+                    .enumerate()
+                    .find(|(_, name)| name.len > 0 && name.head == word_of(text))
+                    .unwrap_or_else(|| panic!("{text} is in NAMES"));
+                assert_eq!(usize::from(name.len), text.len());
+                bits | 1 << i
+            })
+        };
+        fn word_of(text: &str) -> u64 {
+            let mut head = [0u8; 8];
+            for (b, &t) in head.iter_mut().zip(text.as_bytes()) {
+                *b = t;
+            }
+            u64::from_le_bytes(head)
+        }
+        assert_eq!(names_suited(7, CLAIMS), bits(&["deposit"]));
+        assert_eq!(names_suited(7, OTHERS), bits(&["dispute", "resolve"]));
+        assert_eq!(names_suited(10, CLAIMS), bits(&["withdrawal"]));
+        assert_eq!(names_suited(10, OTHERS), bits(&["chargeback"]));
+        assert_eq!(
+            names_suited(7, CLAIMS | OTHERS),
+            bits(&["deposit", "dispute", "resolve"])
+        );
+        for len in [0, 1, 6, 8, 9, 11] {
+            assert_eq!(names_suited(len, CLAIMS | OTHERS), 0, "{len}");
+        }
+        assert_eq!(names_suited(7, 0), 0);
+    }
+
+    #[test]
     fn batches_read_alike_with_every_classifier() {
         let mut buf = Vec::new();
         for i in 1..=400u32 {
@@ -1563,7 +1596,15 @@ mod tests {
                 1 => "[0-9 .\r\t]{0,3}",
             ];
             (
-                prop::sample::select(vec!["deposit", "withdrawal", "dispute", "chargeback", "x"]),
+                prop::sample::select(vec![
+                    "deposit",
+                    "withdrawal",
+                    "dispute",
+                    "resolve",
+                    "chargeback",
+                    "Deposit",
+                    "x",
+                ]),
                 prop::collection::vec((prop::sample::select(vec!["", " "]), field), 1..5),
                 prop::sample::select(vec!["\n", "\r\n", "\r", ""]),
             )
